@@ -1,0 +1,49 @@
+"""Image Variation tab: new images with the content and style of a reference image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from prompt_free.tasks import VariationSettings, image_variation
+
+from .widgets import format_info, handle_errors, model_pickers, pick_seed, progress_callback, sampler_controls
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+
+
+def build(engine) -> None:
+    with gr.Tab("Image Variation", id="variation"):
+        gr.Markdown("Upload a reference image: SeeCoder turns it into the model's conditioning, no text prompt needed.")
+        with gr.Row():
+            with gr.Column():
+                reference = gr.Image(type="filepath", label="Reference image", sources=["upload", "clipboard"], elem_id="variation-reference")
+                seecoder, base_model = model_pickers(engine)
+                controls = sampler_controls(engine)
+                run = gr.Button("Generate", variant="primary", elem_id="variation-run")
+            with gr.Column():
+                gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="variation-gallery")
+                info = gr.Markdown(elem_id="variation-info")
+        examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
+        if examples:
+            gr.Examples(examples=[[p] for p in examples], inputs=[reference], label="Example references")
+
+        @handle_errors
+        def generate(ref, seecoder_name, base_name, guidance, steps, width, height, seed, randomize, n, scheduler,
+                     progress=gr.Progress()):
+            seed = pick_seed(seed, randomize)
+            result = image_variation(
+                engine, ref,
+                VariationSettings(base_model=base_name, seecoder=seecoder_name, guidance=guidance, steps=steps,
+                                  width=width, height=height, seed=seed, num_images=n, scheduler=scheduler),
+                progress=progress_callback(progress),
+            )
+            return result.images, format_info(result.info), seed
+
+        run.click(
+            generate,
+            inputs=[reference, seecoder, base_model, *controls.inputs()],
+            outputs=[gallery, info, controls.seed],
+            api_name="image_variation",
+        )
