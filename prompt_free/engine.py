@@ -29,11 +29,16 @@ from .sampling import SCHEDULERS, ControlInput, denoise, make_scheduler
 log = logging.getLogger(__name__)
 
 TINY_BANNER = (
-    "Offline demo mode: real model weights were not found locally and could not be downloaded, "
+    "Real model weights were not found locally and could not be downloaded, "
     "so the app runs the tiny random-weight models. Outputs are NOT meaningful pictures. "
     "For real results, run where the Hugging Face Hub is reachable (weights download on first use), "
     "or download the files named in checkpoints.yaml, point `path:` entries at them, and start "
     "with `python app.py --profile real`."
+)
+
+TINY_CHOSEN_BANNER = (
+    "The app runs the offline tiny profile (small random-weight models, chosen with --profile tiny or "
+    "PFD_PROFILE=tiny). Outputs are NOT meaningful pictures. Start with `--profile real` for the real models."
 )
 
 MAX_STEPS = 150
@@ -139,7 +144,7 @@ class Engine:
                 return cls(real, **kwargs)
             return cls(Registry.load(checkpoints, "tiny"), banner=TINY_BANNER, **kwargs)
         registry = Registry.load(checkpoints, profile)
-        banner = TINY_BANNER if registry.is_tiny else None
+        banner = TINY_CHOSEN_BANNER if registry.is_tiny else None
         return cls(registry, banner=banner, **kwargs)
 
     @property

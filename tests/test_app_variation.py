@@ -1,0 +1,102 @@
+"""The app as users and API clients reach it: in-process server, gradio_client, real browser."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests._app import EXAMPLES, chromium_page, running_app
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def app():
+    with running_app("tiny") as served:
+        yield served
+
+
+def variation_args(image, seed=3, n=1, steps=4, size=128, randomize=False):
+    from gradio_client import handle_file
+
+    return [handle_file(str(image)) if image else None, "SeeCoder", "Tiny SD", 2.0, steps, size, size, seed,
+            randomize, n, "DDIM"]
+
+
+def test_variation_endpoint_returns_png_images_with_seed(app):
+    from gradio_client import Client
+    from PIL import Image
+
+    engine, demo, url = app
+    client = Client(url, verbose=False)
+    gallery, info, seed = client.predict(*variation_args(EXAMPLES / "coffee.jpg", n=2), api_name="/image_variation")
+    assert seed == 3
+    assert len(gallery) == 2
+    for item in gallery:
+        assert item["image"].endswith(".png")
+        assert Image.open(item["image"]).size == (128, 128)
+    assert "seeds 3, 4" in info
+
+
+def test_variation_endpoint_same_seed_same_pixels(app):
+    from gradio_client import Client
+    from PIL import Image
+    import numpy as np
+
+    client = Client(app[2], verbose=False)
+    a = client.predict(*variation_args(EXAMPLES / "chelsea.jpg", seed=9), api_name="/image_variation")[0][0]
+    b = client.predict(*variation_args(EXAMPLES / "chelsea.jpg", seed=9), api_name="/image_variation")[0][0]
+    assert np.array_equal(np.asarray(Image.open(a["image"])), np.asarray(Image.open(b["image"])))
+
+
+@pytest.mark.parametrize(
+    "case, args_patch, message",
+    [
+        ("missing image", {0: None}, "no reference image"),
+        ("unknown base model", {2: "SD 9"}, "SD 9"),
+        ("steps out of range", {4: 500}, "steps must be between"),
+        ("size out of range", {5: 5000}, "width 5000 is out of range"),
+        ("unknown scheduler", {10: "Nope"}, "unknown scheduler"),
+    ],
+)
+def test_variation_bad_inputs_give_clear_errors_and_server_keeps_serving(app, case, args_patch, message, tmp_path):
+    from gradio_client import Client
+
+    client = Client(app[2], verbose=False)
+    args = variation_args(EXAMPLES / "coffee.jpg")
+    for i, v in args_patch.items():
+        args[i] = v
+    with pytest.raises(Exception) as err:
+        client.predict(*args, api_name="/image_variation")
+    assert message in str(err.value), (case, str(err.value))
+    # the server still answers
+    ok = client.predict(*variation_args(EXAMPLES / "coffee.jpg", steps=1, size=64), api_name="/image_variation")
+    assert len(ok[0]) == 1
+
+
+def test_variation_corrupt_upload_gives_clear_error(app, tmp_path):
+    from gradio_client import Client
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    client = Client(app[2], verbose=False)
+    with pytest.raises(Exception) as err:
+        client.predict(*variation_args(bad), api_name="/image_variation")
+    assert "could not be read" in str(err.value) or "not" in str(err.value).lower()
+
+
+def test_app_shows_offline_banner_in_tiny_profile(app):
+    engine, demo, url = app
+    assert engine.banner and "NOT meaningful" in engine.banner
+
+
+@pytest.mark.browser
+def test_browser_upload_and_generate_on_variation_tab(app, tmp_path):
+    engine, demo, url = app
+    with chromium_page(url) as page:
+        assert page.locator(".pfd-banner").first.is_visible()
+        page.locator("#variation-reference input[type=file]").set_input_files(str(EXAMPLES / "astronaut.jpg"))
+        page.wait_for_selector("#variation-reference img", timeout=30_000)
+        page.locator("#variation-run").click()
+        page.wait_for_selector("#variation-gallery img", timeout=240_000)
+        assert page.locator("#variation-gallery img").count() >= 1
+        page.screenshot(path=str(tmp_path / "variation.png"))
