@@ -157,8 +157,10 @@ class Engine:
 
     # ------------------------------------------------------------------ models
     def _place(self, module: torch.nn.Module) -> torch.nn.Module:
-        module = module.to(self.device, self.dtype).eval()
-        module.requires_grad_(False)
+        module = module.to(self.device)
+        if any(p.is_floating_point() and p.dtype != self.dtype for p in module.parameters()):
+            module = module.to(self.dtype)
+        module.eval().requires_grad_(False)
         return module
 
     def seecoder(self, name: str) -> LoadedSeeCoder:
