@@ -9,6 +9,8 @@ from .errors import (
     PromptFreeError,
     UnknownModelError,
 )
+from .formats import load_controlnet, load_unet
+from .sampling import sample_latents
 from .seecoder import SeeCoder, SeeCoderConfig, build_seecoder, load_seecoder
 
 __all__ = [
@@ -22,5 +24,8 @@ __all__ = [
     "SeeCoderConfig",
     "UnknownModelError",
     "build_seecoder",
+    "load_controlnet",
     "load_seecoder",
+    "load_unet",
+    "sample_latents",
 ]

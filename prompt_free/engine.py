@@ -128,7 +128,7 @@ class Engine:
         self._extras: Dict[Tuple, object] = {}  # detectors, text encoders ... owned here too
         self._encodings = _LRU(8)  # (seecoder, image digest) -> context
         self._load_lock = threading.RLock()
-        self._run_lock = threading.Lock()
+        self._run_lock = threading.RLock()  # device work, one request at a time
         self.load_counts: Counter = Counter()  # (kind, name) -> times loaded from disk/built
 
     # ------------------------------------------------------------------ construction
@@ -224,12 +224,14 @@ class Engine:
         if fmt == "diffusers":
             return self._from_diffusers(entry, "UNet2DConditionModel", "unet"), self._from_diffusers(entry, "AutoencoderKL", "vae")
         path = self.registry.resolve_file(entry.sources, entry.label, self.allow_download)
+        unet_cfg, vae_cfg = entry.option("unet_config"), entry.option("vae_config")
         if fmt == "single_file":
-            return formats.load_single_file_pipeline_parts(path)
-        unet = formats.load_unet(path)
+            return formats.load_single_file_pipeline_parts(path, unet_cfg, vae_cfg, dtype=self.dtype)
+        unet = formats.load_unet(path, unet_cfg, dtype=self.dtype)
         vae_src = entry.option("vae")
         if vae_src[0].file or (vae_src[0].path is not None and vae_src[0].path.is_file()):
-            vae = formats.load_vae(self.registry.resolve_file(vae_src, f"{entry.label} VAE", self.allow_download))
+            vae_path = self.registry.resolve_file(vae_src, f"{entry.label} VAE", self.allow_download)
+            vae = formats.load_vae(vae_path, vae_cfg, dtype=self.dtype)
         else:
             vae = self._from_diffusers_source(vae_src[0], "AutoencoderKL", None, f"{entry.label} VAE")
         return unet, vae
@@ -275,7 +277,8 @@ class Engine:
                 if src.file or (src.path is not None and src.path.is_file()):
                     from . import formats
 
-                    model = formats.load_controlnet(self.registry.resolve_file(entry.sources, entry.label, self.allow_download))
+                    path = self.registry.resolve_file(entry.sources, entry.label, self.allow_download)
+                    model = formats.load_controlnet(path, entry.option("config"), dtype=self.dtype)
                 else:
                     model = self._from_diffusers_source(src, "ControlNetModel", src.subfolder, entry.label)
             model = self._place(model)
@@ -291,6 +294,11 @@ class Engine:
                 self.load_counts[key] += 1
                 self._extras[key] = build()
             return self._extras[key]
+
+    def exclusive(self):
+        """Hold the device for several steps that must not interleave with other requests
+        (e.g. temporarily modified shared models). Re-entrant: engine calls inside work."""
+        return self._run_lock
 
     def _free(self) -> None:
         gc.collect()
@@ -331,9 +339,13 @@ class Engine:
         extra_unet_channels: Optional[torch.Tensor] = None,
         after_step=None,
         decode: bool = True,
+        attn_processors: Optional[dict] = None,
     ) -> Generation:
         """Sample ``num_images`` images of one context. Image i uses seed ``seed + i`` (its initial
-        noise is drawn on the CPU, so a seed gives the same picture on any device)."""
+        noise is drawn on the CPU, so a seed gives the same picture on any device).
+
+        ``attn_processors`` are installed on the shared UNet for this run only (e.g. an
+        IP-Adapter) and the UNet's own are restored afterwards, also on error."""
         steps, guidance, num_images, seed = validate_settings(steps, guidance, num_images, seed, scheduler)
         width, height = snap_size(width, height)
         base = self.base_model(base_model)
@@ -349,13 +361,21 @@ class Engine:
         ])
         timings = {}
         with self._run_lock, torch.inference_mode():
+            saved = None
+            if attn_processors is not None:
+                saved = base.unet.attn_processors
+                base.unet.set_attn_processor(dict(attn_processors))
             t0 = time.perf_counter()
-            latents = denoise(
-                base.unet, make_scheduler(scheduler), noise, cond, uncond,
-                steps=steps, guidance=guidance, controls=controls,
-                generator=torch.Generator().manual_seed(seed), progress=progress,
-                extra_unet_channels=extra_unet_channels, after_step=after_step,
-            )
+            try:
+                latents = denoise(
+                    base.unet, make_scheduler(scheduler), noise, cond, uncond,
+                    steps=steps, guidance=guidance, controls=controls,
+                    generator=torch.Generator().manual_seed(seed), progress=progress,
+                    extra_unet_channels=extra_unet_channels, after_step=after_step,
+                )
+            finally:
+                if saved is not None:
+                    base.unet.set_attn_processor(saved)
             _sync(self.device)
             timings["denoise"] = time.perf_counter() - t0
             images = []
@@ -377,7 +397,7 @@ class Engine:
     def encode_latents(self, base: BaseModel, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> scaled VAE latents (mean of the posterior)."""
         vae = base.vae
-        with torch.inference_mode():
+        with self._run_lock, torch.inference_mode():
             z = vae.encode(image.to(self.device, vae.dtype) * 2 - 1).latent_dist.mean
         return z.float() * vae.config.scaling_factor
 

@@ -27,8 +27,8 @@ KIND_LABEL = {
 SOURCE_KEYS = {"path", "repo", "file", "subfolder", "revision", "repo_type", "sha256"}
 ENTRY_OPTIONS = {
     "seecoders": {"unconditional", "seed", "label"},
-    "base_models": {"format", "vae", "inpainting", "seed", "label"},
-    "controlnets": {"preprocessor", "seed", "label"},
+    "base_models": {"format", "vae", "inpainting", "seed", "label", "unet_config", "vae_config"},
+    "controlnets": {"preprocessor", "seed", "label", "config"},
     "ip_adapters": {"weight_name", "image_encoder", "seed", "label"},
 }
 TINY_BUILDERS = {
@@ -125,6 +125,27 @@ def _parse_source(spec: Any, where: str, base_dir: Path) -> Tuple[Source, ...]:
     )
 
 
+def _parse_model_config(value: Any, where: str, base_dir: Path) -> Dict[str, Any]:
+    """A diffusers config for a single-file model of non-SD1.5 size: a mapping or a config.json."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str):
+        import json
+
+        path = Path(os.path.expanduser(value))
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: config file '{path}' does not exist") from None
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{where}: config file '{path}' is not valid JSON ({e})") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: config file '{path}' must hold a JSON object")
+        return dict(data)
+    raise ConfigError(f"{where}: expected a mapping or the path of a config.json, got {value!r}")
+
+
 def _parse_entry(kind: str, name: str, spec: Any, base_dir: Path) -> Entry:
     where = f"checkpoints.yaml: {KIND_LABEL[kind]} '{name}'"
     if not isinstance(spec, Mapping):
@@ -149,7 +170,10 @@ def _parse_entry(kind: str, name: str, spec: Any, base_dir: Path) -> Entry:
         raise ConfigError(f"{where}: format must be one of {sorted(BASE_MODEL_FORMATS)}, got '{fmt}'")
     if fmt == "pfd_unet" and "vae" not in options:
         raise ConfigError(f"{where}: an official UNet-only file (format: pfd_unet) needs a 'vae' source")
-    for key in ("vae",):
+    for key in ("config", "unet_config", "vae_config"):
+        if key in options:
+            options[key] = _parse_model_config(options[key], f"{where} {key}", base_dir)
+    for key in ("vae", "image_encoder"):
         if key in options:
             options[key] = _parse_source(options[key], f"{where} {key}", base_dir)
     unc = options.get("unconditional")

@@ -70,6 +70,9 @@ TINY_CLIP_TEXT_CONFIG = dict(
     num_hidden_layers=2,
     num_attention_heads=4,
     max_position_embeddings=77,
+    bos_token_id=998,  # the tiny tokenizer's special tokens (prompt_free.text)
+    eos_token_id=999,
+    pad_token_id=999,
 )
 
 

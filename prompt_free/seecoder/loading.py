@@ -67,10 +67,12 @@ def build_seecoder(
 ) -> SeeCoder:
     """A SeeCoder with deterministic random weights (``seed``) or, with ``seed=None``, on the
     meta device with no storage at all (to be filled by ``load_state_dict(assign=True)``)."""
+    with torch.device("meta"):
+        model = SeeCoder(config)
     if seed is None:
-        with torch.device("meta"):
-            return SeeCoder(config)
-    model = init_seecoder_weights(SeeCoder(config), seed)
+        return model
+    # Materialise without the default initialisers (they would be overwritten anyway).
+    model = init_seecoder_weights(model.to_empty(device="cpu"), seed)
     return model.to(device=device, dtype=dtype).eval()
 
 

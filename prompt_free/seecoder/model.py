@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from timm.models.swin_transformer import get_relative_position_index
 from torch import nn
 
 from .config import SeeCoderConfig
@@ -55,18 +56,25 @@ def init_seecoder_weights(model: SeeCoder, seed: int = 0) -> SeeCoder:
     """Deterministic random init (tiny profile, tests, training from scratch).
 
     Linear/conv weights N(0, 1/fan_in), small biases, unit-ish norms, N(0, 1) embeddings.
+    Every parameter and buffer gets its value here (in place, no temporaries), so this also
+    fully initialises a model materialised from the meta device with ``to_empty()``.
     """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
+            p.normal_(generator=gen)  # the same draws as torch.randn(p.shape, generator=gen)
             if name.endswith("relative_position_bias_table"):
-                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+                p.mul_(0.02)
             elif any(k in name for k in ("init_query", "query_pos_embedding", "level_embed")):
-                p.copy_(torch.randn(p.shape, generator=gen))
+                pass
             elif p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
+                p.div_(p[0].numel() ** 0.5)
             elif "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+                p.mul_(0.1).add_(1)
             else:
-                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+                p.mul_(0.02)
+        for name, b in model.named_buffers():
+            if name.endswith("relative_position_index"):
+                ws = model.config.swin.window_size
+                b.copy_(get_relative_position_index(ws, ws))
     return model
