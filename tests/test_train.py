@@ -16,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-import prompt_free.train.trainer as trainer_module
 from prompt_free.errors import CheckpointError, ConfigError
 from prompt_free.seecoder import load_seecoder, save_seecoder
 from prompt_free.tiny import TINY_CONTEXT_DIM, tiny_seecoder, tiny_unet
@@ -76,31 +75,30 @@ def clone_sd(module):
 # ----------------------------------------------------------------------------- one training run
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """12 steps on 4 images (batch 4, lr 1e-3). The per-micro-batch seed is pinned so every
-    step sees the same noise / timesteps / dropout: the loss is then the loss of one fixed
-    batch, measured before each update."""
+    """12 steps on 4 images (batch 4, lr 1e-3) with `fixed_noise`: every step sees the same
+    noise / timesteps / dropout, so the loss is the loss of one fixed batch, measured before
+    each update."""
     root = tmp_path_factory.mktemp("trained")
     make_images(root / "data")
     refs = make_images(root / "refs", n=1, seed=9)
     cfg = tiny_config(
         root / "data", root / "out",
-        training={"batch_size": 4, "phases": [{"iterations": 8, "lr": 1e-3}, {"iterations": 4, "lr": 5e-4}]},
+        training={"batch_size": 4, "fixed_noise": True,
+                  "phases": [{"iterations": 8, "lr": 1e-3}, {"iterations": 4, "lr": 5e-4}]},
         samples={"interval": 6, "references": [str(refs[0])], "steps": 2},
         checkpoint_interval=6,
     )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trainer_module, "micro_seed", lambda seed, k: 1234 + seed)
-        tr = Trainer(cfg)
-        before = {"seecoder": clone_sd(tr.seecoder), "unet": clone_sd(tr.unet), "vae": clone_sd(tr.vae)}
-        modes = []
-        hooks = [
-            m.register_forward_hook(lambda mod, a, o, name=name: modes.append((name, mod.training)))
-            for name, m in (("imencoder", tr.seecoder.imencoder), ("unet", tr.unet), ("vae", tr.vae.encoder),
-                            ("imdecoder", tr.seecoder.imdecoder))
-        ]
-        result = tr.train()
-        for h in hooks:
-            h.remove()
+    tr = Trainer(cfg)
+    before = {"seecoder": clone_sd(tr.seecoder), "unet": clone_sd(tr.unet), "vae": clone_sd(tr.vae)}
+    modes = []
+    hooks = [
+        m.register_forward_hook(lambda mod, a, o, name=name: modes.append((name, mod.training)))
+        for name, m in (("imencoder", tr.seecoder.imencoder), ("unet", tr.unet), ("vae", tr.vae.encoder),
+                        ("imdecoder", tr.seecoder.imdecoder))
+    ]
+    result = tr.train()
+    for h in hooks:
+        h.remove()
     return dict(trainer=tr, result=result, before=before, modes=modes, out=root / "out", refs=refs)
 
 
@@ -159,6 +157,27 @@ def test_checkpoints_samples_and_log(trained):
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     latents = denoise(tiny_unet(), make_scheduler("DDIM"), noise, emb, torch.zeros_like(emb), steps=3, guidance=2.0)
     assert latents.shape == (1, 4, 8, 8) and torch.isfinite(latents).all()
+
+
+def test_trained_checkpoint_loads_in_the_engine_and_generates(trained, tmp_path):
+    """The final file, registered as a `path:` entry in checkpoints.yaml, drives the app's engine."""
+    from prompt_free.engine import Engine
+    from prompt_free.registry import Registry
+    from prompt_free.tasks import VariationSettings, image_variation
+
+    final = trained["out"] / "seecoder-final.safetensors"
+    yaml_path = tmp_path / "checkpoints.yaml"
+    yaml_path.write_text(
+        "profiles:\n  mine:\n    seecoders:\n"
+        f"      My SeeCoder: {{path: '{final}', unconditional: zeros}}\n"
+        "    base_models:\n      Tiny SD: {tiny: sd, seed: 1}\n"
+    )
+    engine = Engine(Registry.load(yaml_path, "mine"), device="cpu")
+    result = image_variation(engine, trained["refs"][0], VariationSettings(width=64, height=64, steps=2, seed=3))
+    assert result.images[0].size == (64, 64)
+    trained_sd = trained["trainer"].seecoder.state_dict()
+    loaded = engine.seecoder("My SeeCoder").model.state_dict()
+    assert all(torch.equal(v, trained_sd[k].cpu()) for k, v in loaded.items())
 
 
 # ----------------------------------------------------------------------------- resume

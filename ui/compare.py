@@ -112,7 +112,7 @@ def build(engine) -> None:
     ip_names = ip_adapter_names(engine)
     content_cn = engine.defaults.get("content_controlnet") or "shuffle"
 
-    with gr.Tab("Comparison", id="compare"):
+    with gr.Tab("Dual-ControlNet Comparison", id="compare"):
         gr.Markdown(
             "**Prompt-Free vs. the alternatives, in one click.** Every column uses the same reference image, "
             "structure image and ControlNet, base model, seed and settings; only how the reference's content "

@@ -66,6 +66,9 @@ class TrainingSection:
     mixed_precision: str = "no"  # no | fp16 | bf16
     uncond_dropout: float = 0.1
     seed: int = 0
+    # Sanity check of a setup: every micro-batch draws the same noise, timesteps and dropout,
+    # so the loss is that of one fixed batch and must fall as the model fits it.
+    fixed_noise: bool = False
     gradient_checkpointing: bool = False
     prediction_type: str = "epsilon"
 

@@ -265,7 +265,7 @@ class Trainer:
 
     def compute_loss(self, batch) -> torch.Tensor:
         acc, t = self.accelerator, self.cfg.training
-        seed = micro_seed(t.seed, int(batch["index"]))
+        seed = micro_seed(t.seed, 0 if t.fixed_noise else int(batch["index"]))
         torch.manual_seed(seed)  # in-model randomness: decoder dropout, PA jitter
         gen = torch.Generator().manual_seed(seed ^ 0x5DEECE66D)
         pixels = batch["pixels"].to(self.device, torch.float32)
