@@ -217,3 +217,42 @@ def test_app_starts_offline_on_tiny_profile_within_30_seconds():
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_engine_loads_official_unet_only_file_with_a_vae_folder(tmp_path, written_models):
+    """format: pfd_unet: the official diffuser file (../shared e2e fixture, real key layout at
+    small widths) + a separate VAE, with its UNet config given in checkpoints.yaml."""
+    import json
+
+    fixture = ROOT.parent / "shared" / "fixtures" / "e2e_parity"
+    if not (fixture / "unet_pfd.safetensors").exists():
+        pytest.fail(f"missing shared fixture {fixture}")
+    config = json.loads((fixture / "config.json").read_text())["diffusers_unet_config"]
+    (tmp_path / "unet_config.json").write_text(json.dumps(config))
+    root = written_models[0]
+    path = write_yaml(tmp_path, {
+        "seecoders": {"S": {"tiny": "seecoder"}},
+        "base_models": {"PFD UNet": {
+            "path": str(fixture / "unet_pfd.safetensors"), "format": "pfd_unet",
+            "unet_config": "unet_config.json", "vae": {"path": str(root / "my-sd" / "vae")},
+        }},
+    })
+    engine = Engine(Registry.load(path), device="cpu")
+    from prompt_free.formats import load_unet
+
+    reference = load_unet(fixture / "unet_pfd.safetensors", config)
+    base = engine.base_model("PFD UNet")
+    for k, v in reference.state_dict().items():
+        assert torch.equal(base.unet.state_dict()[k], v), k
+    img = Image.fromarray(np.full((64, 64, 3), 90, np.uint8))
+    r = image_variation(engine, img, VariationSettings(seecoder="S", base_model="PFD UNet", width=64, height=64, steps=2))
+    assert r.images[0].size == (64, 64)
+
+
+def test_bad_model_config_file_is_reported(tmp_path):
+    path = write_yaml(tmp_path, {
+        "seecoders": {"S": {"tiny": "seecoder"}},
+        "base_models": {"B": {"path": "x.safetensors", "unet_config": "missing.json"}},
+    })
+    with pytest.raises(ConfigError, match="base model 'B' unet_config: config file .*missing.json' does not exist"):
+        Registry.load(path)
