@@ -22,8 +22,50 @@ def variation(page):
     page.screenshot(path=str(OUT / "screenshot-variation.png"), full_page=False)
 
 
+def control(page):
+    page.get_by_role("tab", name="Reference + ControlNet").click()
+    page.locator("#control-reference input[type=file]").set_input_files(str(EXAMPLES / "chelsea.jpg"))
+    page.wait_for_selector("#control-reference img", timeout=30_000)
+    page.locator("#control-image-1 input[type=file]").set_input_files(str(EXAMPLES / "pose_standing.png"))
+    page.wait_for_selector("#control-image-1 img", timeout=30_000)
+    page.locator("#control-run").click()
+    page.wait_for_function("() => document.querySelectorAll('#control-gallery img').length >= 2", timeout=300_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(OUT / "screenshot-control.png"), full_page=True)
+
+
+def compare(page):
+    page.get_by_role("tab", name="Dual-ControlNet Comparison").click()
+    page.locator("#compare-reference input[type=file]").set_input_files(str(EXAMPLES / "chelsea.jpg"))
+    page.wait_for_selector("#compare-reference img", timeout=30_000)
+    page.locator("#compare-structure input[type=file]").set_input_files(str(EXAMPLES / "pose_standing.png"))
+    page.wait_for_selector("#compare-structure img", timeout=30_000)
+    page.locator("#compare-run").click()
+    page.wait_for_selector("#compare-image-dual img", timeout=300_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(OUT / "screenshot-compare.png"), full_page=True)
+
+
+def tryon(page):
+    page.get_by_role("tab", name="Virtual Try-On").click()
+    page.locator("#tryon-person input[type=file]").set_input_files(str(EXAMPLES / "tryon_person.png"))
+    page.wait_for_selector("#tryon-person img", timeout=30_000)
+    page.locator("#tryon-garment input[type=file]").set_input_files(str(EXAMPLES / "tryon_garment_shirt.png"))
+    page.wait_for_selector("#tryon-garment img", timeout=30_000)
+    page.get_by_text("Upload a mask instead").click()
+    page.locator("#tryon-mask-upload input[type=file]").set_input_files(str(EXAMPLES / "tryon_person_mask.png"))
+    page.wait_for_selector("#tryon-mask-upload img", timeout=30_000)
+    page.locator("#tryon-keep-pose input[type=checkbox]").uncheck()
+    page.locator("#tryon-run").click()
+    page.wait_for_selector("#tryon-gallery img", timeout=300_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(OUT / "screenshot-tryon.png"), full_page=True)
+
+
 if __name__ == "__main__":
+    tabs = sys.argv[1:] or ["variation", "control", "compare", "tryon"]
     with running_app("tiny") as (engine, demo, url):
-        with chromium_page(url) as page:
-            variation(page)
-    print("wrote", OUT / "screenshot-variation.png")
+        for name in tabs:
+            with chromium_page(url) as page:
+                globals()[name](page)
+            print("wrote", OUT / f"screenshot-{name}.png")
