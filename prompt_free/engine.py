@@ -251,7 +251,7 @@ class Engine:
         sub = subfolder if subfolder is not None else src.subfolder
         try:
             return cls.from_pretrained(
-                location, subfolder=sub, revision=src.revision,
+                location, subfolder=sub, revision=src.revision, torch_dtype=self.dtype,  # no fp32 copy first
                 local_files_only=not self.allow_download or hub_offline(),
             )
         except (OSError, EnvironmentError, ValueError) as e:

@@ -196,21 +196,22 @@ def build(engine) -> None:
         _examples(reference, structure, kind, mode, choices)
 
         @handle_errors
-        def run_compare(ref, struct, cn, mode_, pre_, seecoder_name, base_name, on_pf, on_dual, on_ip,
-                        prompt_, negative_, content_scale_, ip_scale_, guidance, steps, width, height, seed,
-                        randomize, scheduler, progress=gr.Progress()):
-            seed = pick_seed(seed, randomize)
-            methods = [m for m, on in ((PROMPT_FREE, on_pf), (DUAL_CONTROLNET, on_dual), (IP_ADAPTER, on_ip)) if on]
+        def run_compare(reference_image, structure_image, structure_controlnet, structure_mode, preprocessor,
+                        seecoder, base_model, prompt_free_column, dual_controlnet_column, ip_adapter_column,
+                        prompt, negative_prompt, content_scale, ip_adapter_scale, guidance, steps, width, height,
+                        seed, randomize_seed, scheduler, progress=gr.Progress()):
+            seed = pick_seed(seed, randomize_seed)
+            methods = [m for m, on in ((PROMPT_FREE, prompt_free_column), (DUAL_CONTROLNET, dual_controlnet_column), (IP_ADAPTER, ip_adapter_column)) if on]
             if not methods:
                 raise gr.Error("All columns are switched off: tick at least one method to compare.")
             if IP_ADAPTER in methods and not ip_names:
                 raise gr.Error("The IP-Adapter column is not available: no IP-Adapter is configured in checkpoints.yaml.")
             result = compare(
-                engine, ref, struct, cn, mode=mode_, preprocessor=pre_,
+                engine, reference_image, structure_image, structure_controlnet, mode=structure_mode, preprocessor=preprocessor,
                 settings=CompareSettings(
-                    base_model=base_name, seecoder=seecoder_name, guidance=guidance, steps=steps, width=width,
-                    height=height, seed=seed, scheduler=scheduler, methods=tuple(methods), prompt=prompt_ or "",
-                    negative_prompt=negative_ or "", content_scale=content_scale_, ip_adapter_scale=ip_scale_,
+                    base_model=base_model, seecoder=seecoder, guidance=guidance, steps=steps, width=width,
+                    height=height, seed=seed, scheduler=scheduler, methods=tuple(methods), prompt=prompt or "",
+                    negative_prompt=negative_prompt or "", content_scale=content_scale, ip_adapter_scale=ip_adapter_scale,
                 ),
                 progress=progress_callback(progress, "Comparing"),
             )

@@ -152,19 +152,19 @@ def build(engine) -> None:
         _examples(reference, first, use_second, second)
 
         @handle_errors
-        def generate(ref, seecoder_name, base_name,
-                     type1, image1, mode1, pre1, scale1, start1, end1,
-                     second_on, type2, image2, mode2, pre2, scale2, start2, end2,
-                     check, guidance, steps, width, height, seed, randomize, n, scheduler,
+        def generate(reference_image, seecoder, base_model,
+                     type1, image1, mode1, preprocessor1, scale1, start1, end1,
+                     use_second, type2, image2, mode2, preprocessor2, scale2, start2, end2,
+                     check_maps, guidance, steps, width, height, seed, randomize_seed, num_images, scheduler,
                      progress=gr.Progress()):
-            seed = pick_seed(seed, randomize)
-            specs = [ControlSpec(type1, image1, mode1, pre1, scale1, start1, end1, check_map=bool(check))]
-            if second_on:
-                specs.append(ControlSpec(type2, image2, mode2, pre2, scale2, start2, end2, check_map=bool(check)))
+            seed = pick_seed(seed, randomize_seed)
+            specs = [ControlSpec(type1, image1, mode1, preprocessor1, scale1, start1, end1, check_map=bool(check_maps))]
+            if use_second:
+                specs.append(ControlSpec(type2, image2, mode2, preprocessor2, scale2, start2, end2, check_map=bool(check_maps)))
             result = reference_control(
-                engine, ref, specs,
-                ControlSettings(base_model=base_name, seecoder=seecoder_name, guidance=guidance, steps=steps,
-                                width=width, height=height, seed=seed, num_images=n, scheduler=scheduler),
+                engine, reference_image, specs,
+                ControlSettings(base_model=base_model, seecoder=seecoder, guidance=guidance, steps=steps,
+                                width=width, height=height, seed=seed, num_images=num_images, scheduler=scheduler),
                 progress=progress_callback(progress),
             )
             return result.images + result.extras, _info(result.info), seed

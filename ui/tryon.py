@@ -202,16 +202,17 @@ def build(engine) -> None:
             return editor_mask(value, load_person(path).size)
 
         @handle_errors
-        def generate(person_path, garment_path, mask_path, mode, seecoder_name, base_name, dil, fea, crop_on,
-                     pose_on, guidance, steps, seed, randomize, n, scheduler, side, progress=gr.Progress()):
-            seed = pick_seed(seed, randomize)
+        def generate(person_image, garment_image, mask_image, mask_mode, seecoder, base_model, mask_dilation,
+                     mask_feather, crop_garment, keep_pose, guidance, steps, seed, randomize_seed, num_images,
+                     scheduler, max_side, progress=gr.Progress()):
+            seed = pick_seed(seed, randomize_seed)
             result = virtual_tryon(
-                engine, person_path, garment_path, mask_path if mask_path else (mode or MASK_IMAGE),
+                engine, person_image, garment_image, mask_image if mask_image else (mask_mode or MASK_IMAGE),
                 TryOnSettings(
-                    base_model=None if base_name in (None, "", AUTO_BASE) else base_name,
-                    seecoder=seecoder_name, pose_control=bool(pose_on), dilation=dil, feather=fea,
-                    crop_garment=bool(crop_on), guidance=guidance, steps=steps, seed=seed, num_images=n,
-                    scheduler=scheduler, max_side=side,
+                    base_model=None if base_model in (None, "", AUTO_BASE) else base_model,
+                    seecoder=seecoder, pose_control=bool(keep_pose), dilation=mask_dilation, feather=mask_feather,
+                    crop_garment=bool(crop_garment), guidance=guidance, steps=steps, seed=seed,
+                    num_images=num_images, scheduler=scheduler, max_side=max_side,
                 ),
                 progress=progress_callback(progress),
             )

@@ -30,13 +30,13 @@ def build(engine) -> None:
             gr.Examples(examples=[[p] for p in examples], inputs=[reference], label="Example references")
 
         @handle_errors
-        def generate(ref, seecoder_name, base_name, guidance, steps, width, height, seed, randomize, n, scheduler,
-                     progress=gr.Progress()):
-            seed = pick_seed(seed, randomize)
+        def generate(reference_image, seecoder, base_model, guidance, steps, width, height, seed, randomize_seed,
+                     num_images, scheduler, progress=gr.Progress()):
+            seed = pick_seed(seed, randomize_seed)
             result = image_variation(
-                engine, ref,
-                VariationSettings(base_model=base_name, seecoder=seecoder_name, guidance=guidance, steps=steps,
-                                  width=width, height=height, seed=seed, num_images=n, scheduler=scheduler),
+                engine, reference_image,
+                VariationSettings(base_model=base_model, seecoder=seecoder, guidance=guidance, steps=steps,
+                                  width=width, height=height, seed=seed, num_images=num_images, scheduler=scheduler),
                 progress=progress_callback(progress),
             )
             return result.images, format_info(result.info), seed
