@@ -1,15 +1,21 @@
 """Tasks: user inputs -> engine calls -> images. One module per tab."""
 
 from .common import TaskResult
+from .compare import CompareResult, CompareSettings, compare
+from .control import ControlSettings, ControlSpec, reference_control
+from .tryon import TryOnSettings, virtual_tryon
 from .variation import VariationSettings, image_variation
 
-__all__ = ["TaskResult", "VariationSettings", "image_variation"]
-from .control import ControlSettings, ControlSpec, reference_control  # noqa: E402
-
-__all__ += ["ControlSettings", "ControlSpec", "reference_control"]
-from .compare import CompareResult, CompareSettings, compare  # noqa: E402
-
-__all__ += ["CompareResult", "CompareSettings", "compare"]
-from .tryon import TryOnSettings, virtual_tryon  # noqa: E402
-
-__all__ += ["TryOnSettings", "virtual_tryon"]
+__all__ = [
+    "CompareResult",
+    "CompareSettings",
+    "ControlSettings",
+    "ControlSpec",
+    "TaskResult",
+    "TryOnSettings",
+    "VariationSettings",
+    "compare",
+    "image_variation",
+    "reference_control",
+    "virtual_tryon",
+]
