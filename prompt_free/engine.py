@@ -159,7 +159,9 @@ class Engine:
     def _place(self, module: torch.nn.Module) -> torch.nn.Module:
         module = module.to(self.device)
         if any(p.is_floating_point() and p.dtype != self.dtype for p in module.parameters()):
-            module = module.to(self.dtype)
+            keep_fp32 = getattr(module, "_keep_in_fp32_modules", None)
+            # diffusers' ModelMixin.to warns about fp32-kept modules even when a model has none
+            module = module.to(self.dtype) if keep_fp32 else torch.nn.Module.to(module, self.dtype)
         module.eval().requires_grad_(False)
         return module
 

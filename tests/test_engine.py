@@ -249,3 +249,29 @@ def test_tiny_and_huge_references(engine):
         image_variation(engine, Image.new("RGB", (8, 8)), small())
     big = prepare_reference(Image.new("RGB", (4000, 1000)))
     assert max(big.size) == MAX_REFERENCE_SIDE and big.size[1] == 384
+
+
+def test_low_precision_engine_runs_every_task():
+    """bf16 on the CPU stands in for fp16 on CUDA: every task's casts between the fp32 sampler
+    state and low-precision models must hold."""
+    from prompt_free.tasks import (
+        CompareSettings, ControlSettings, ControlSpec, TryOnSettings, compare, reference_control, virtual_tryon,
+    )
+    from tests._app import EXAMPLES
+
+    engine = Engine(Registry.load(profile="tiny"), device="cpu", dtype=torch.bfloat16)
+    ref = Image.open(EXAMPLES / "chelsea.jpg")
+    pose = Image.open(EXAMPLES / "pose_standing.png")
+    assert engine.base_model("Tiny SD").unet.dtype == torch.bfloat16
+    assert engine.seecoder("SeeCoder").model.dtype == torch.bfloat16
+    outputs = [
+        image_variation(engine, ref, small()).images[0],
+        reference_control(engine, ref, [ControlSpec("openpose", pose)], ControlSettings(width=64, height=128, steps=2)).images[0],
+        *[c.image for c in compare(engine, ref, pose, "openpose", settings=CompareSettings(width=64, height=128, steps=2)).columns.values()],
+        virtual_tryon(engine, EXAMPLES / "tryon_person.png", EXAMPLES / "tryon_garment_shirt.png",
+                      EXAMPLES / "tryon_person_mask.png", TryOnSettings(steps=2, max_side=128, pose_control=False)).images[0],
+    ]
+    assert len(outputs) == 5
+    for img in outputs:
+        a = np.asarray(img, dtype=float)
+        assert np.isfinite(a).all() and a.std() > 0
