@@ -27,6 +27,7 @@ Public API: ``PREPROCESSORS``, ``ALIASES``, ``AUTO_PREPROCESSOR``, ``get_detecto
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import math
 import os
@@ -540,18 +541,15 @@ def _run_midas_normal(impl, rgb, resolution, o):
     return normal
 
 
-def _make_hed(parts):
-    with _quiet():
-        from controlnet_aux.hed import HEDdetector
+def _wrapping(module: str, cls_name: str, component: str):
+    """A maker that wraps one loaded network in its controlnet_aux detector class."""
 
-    return HEDdetector(parts["hed"])
+    def make(parts):
+        with _quiet():
+            cls = getattr(importlib.import_module(f"controlnet_aux.{module}"), cls_name)
+        return cls(parts[component])
 
-
-def _make_pidi(parts):
-    with _quiet():
-        from controlnet_aux.pidi import PidiNetDetector
-
-    return PidiNetDetector(parts["pidinet"])
+    return make
 
 
 def _edge_runner(scribble: bool):
@@ -562,23 +560,9 @@ def _edge_runner(scribble: bool):
     return run
 
 
-def _make_mlsd(parts):
-    with _quiet():
-        from controlnet_aux.mlsd import MLSDdetector
-
-    return MLSDdetector(parts["mlsd"])
-
-
 def _run_mlsd(impl, rgb, resolution, o):
     return impl(rgb, thr_v=float(o["value_threshold"]), thr_d=float(o["distance_threshold"]),
                 detect_resolution=resolution, image_resolution=resolution, output_type="np")
-
-
-def _make_normalbae(parts):
-    with _quiet():
-        from controlnet_aux.normalbae import NormalBaeDetector
-
-    return NormalBaeDetector(parts["normalbae"])
 
 
 def _run_plain(impl, rgb, resolution, o):
@@ -594,20 +578,6 @@ def _lineart_maker(component: str):
         return LineartDetector(net, net)  # fine and coarse share the loaded network
 
     return make
-
-
-def _make_lineart_anime(parts):
-    with _quiet():
-        from controlnet_aux.lineart_anime import LineartAnimeDetector
-
-    return LineartAnimeDetector(parts["lineart_anime"])
-
-
-def _make_zoe(parts):
-    with _quiet():
-        from controlnet_aux.zoe import ZoeDetector
-
-    return ZoeDetector(parts["zoe"])
 
 
 def _run_zoe(impl, rgb, resolution, o):
@@ -694,33 +664,33 @@ _register(_spec("openpose_full", "OpenPose (body + hands + face)",
 _register(_spec("depth", "Depth (MiDaS DPT-Hybrid)", ("midas",), "depth", "depth"),
           _make_midas, _run_depth)
 _register(_spec("depth_zoe", "Depth (ZoeDepth)", ("zoe",), "depth", "depth", {"gamma_corrected": False}),
-          _make_zoe, _run_zoe)
+          _wrapping("zoe", "ZoeDetector", "zoe"), _run_zoe)
 _register(_spec("normal", "Normal (from MiDaS depth, as the official demo)", ("midas",), "normal", "normal",
                 {"bg_threshold": 0.4, "a": 2 * math.pi}),
           _make_midas, _run_midas_normal)
 _register(_spec("normal_bae", "Normal (NormalBae)", ("normalbae",), "normalbae_v11p", "normal",
                 note="Pairs with control_v11p_sd15_normalbae, which the official demo does not list."),
-          _make_normalbae, _run_plain)
+          _wrapping("normalbae", "NormalBaeDetector", "normalbae"), _run_plain)
 _register(_spec("hed", "HED edges", ("hed",), "hed", "HED edge", _EDGE_OPTS),
-          _make_hed, _edge_runner(False))
+          _wrapping("hed", "HEDdetector", "hed"), _edge_runner(False))
 _register(_spec("softedge", "Soft edges (HED)", ("hed",), "softedge_v11p", "soft-edge", _EDGE_OPTS),
-          _make_hed, _edge_runner(False))
+          _wrapping("hed", "HEDdetector", "hed"), _edge_runner(False))
 _register(_spec("softedge_pidi", "Soft edges (PiDiNet)", ("pidinet",), "softedge_v11p", "soft-edge", _EDGE_OPTS),
-          _make_pidi, _edge_runner(False))
+          _wrapping("pidi", "PidiNetDetector", "pidinet"), _edge_runner(False))
 _register(_spec("scribble", "Scribble (PiDiNet, as the official demo)", ("pidinet",), "scribble", "scribble",
                 _EDGE_OPTS),
-          _make_pidi, _edge_runner(True))
+          _wrapping("pidi", "PidiNetDetector", "pidinet"), _edge_runner(True))
 _register(_spec("scribble_hed", "Scribble (HED)", ("hed",), "scribble", "scribble", _EDGE_OPTS),
-          _make_hed, _edge_runner(True))
+          _wrapping("hed", "HEDdetector", "hed"), _edge_runner(True))
 _register(_spec("mlsd", "M-LSD straight lines", ("mlsd",), "mlsd", "M-LSD line",
                 {"value_threshold": 0.1, "distance_threshold": 0.1}),
-          _make_mlsd, _run_mlsd)
+          _wrapping("mlsd", "MLSDdetector", "mlsd"), _run_mlsd)
 _register(_spec("lineart", "Line art", ("lineart",), "lineart_v11p", "line-art"),
           _lineart_maker("lineart"), _run_plain)
 _register(_spec("lineart_coarse", "Line art (coarse)", ("lineart_coarse",), "lineart_v11p", "line-art"),
           _lineart_maker("lineart_coarse"), _run_plain)
 _register(_spec("lineart_anime", "Anime line art", ("lineart_anime",), "lineart_anime_v11p", "anime line-art"),
-          _make_lineart_anime, _run_plain)
+          _wrapping("lineart_anime", "LineartAnimeDetector", "lineart_anime"), _run_plain)
 _register(_spec("seg", "Segments (MobileSAM)", ("mobile_sam",), "seg", "segmentation",
                 {"points_per_side": 16},
                 note=("controlnet_aux 0.0.10 has no ADE20K semantic segmentor (no UniFormer/OneFormer); "

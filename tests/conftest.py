@@ -50,3 +50,19 @@ def shared_file(*parts: str) -> Path:
         missing_fixture(f"'{path}'")
     return path
 
+
+
+@pytest.fixture(scope="module")
+def app():
+    """The real app (tiny profile) served in-process for one test module: (engine, demo, url)."""
+    from tests._app import running_app
+
+    with running_app("tiny") as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from gradio_client import Client
+
+    return Client(app[2], verbose=False)

@@ -7,25 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests._app import EXAMPLES, chromium_page, running_app
+from tests._app import EXAMPLES, chromium_page
 
 pytestmark = pytest.mark.timeout(600)
 
 POSE = EXAMPLES / "pose_standing.png"  # 512 x 768
 DEPTH = EXAMPLES / "depth_spheres.png"
-
-
-@pytest.fixture(scope="module")
-def app():
-    with running_app("tiny") as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    from gradio_client import Client
-
-    return Client(app[2], verbose=False)
 
 
 def control_args(reference=EXAMPLES / "astronaut.jpg", control=POSE, *, kind="openpose", mode="use as-is",

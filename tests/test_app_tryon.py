@@ -8,26 +8,13 @@ import pytest
 from PIL import Image
 
 from prompt_free import masks as M
-from tests._app import EXAMPLES, chromium_page, running_app
+from tests._app import EXAMPLES, chromium_page
 
 pytestmark = pytest.mark.timeout(600)
 
 PERSON = EXAMPLES / "tryon_person.png"
 GARMENT = EXAMPLES / "tryon_garment_shirt.png"
 MASK = EXAMPLES / "tryon_person_mask.png"
-
-
-@pytest.fixture(scope="module")
-def app():
-    with running_app("tiny") as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    from gradio_client import Client
-
-    return Client(app[2], verbose=False)
 
 
 def tryon_args(person=PERSON, garment=GARMENT, mask=MASK, mode="mask image", base="auto", dilation=2, feather=3,

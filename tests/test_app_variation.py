@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests._app import EXAMPLES, chromium_page, running_app
+from tests._app import EXAMPLES, chromium_page
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def app():
-    with running_app("tiny") as served:
-        yield served
 
 
 def variation_args(image, seed=3, n=1, steps=4, size=128, randomize=False):

@@ -36,7 +36,7 @@ from prompt_free.tasks.compare import (
 )
 from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, MODES, controlnet_choices, default_preprocessor, follow_size
 
-from .widgets import handle_errors, model_pickers, pick_seed, progress_callback, sampler_controls, ui_defaults
+from .widgets import handle_errors, preprocessor_follows_controlnet, model_pickers, pick_seed, progress_callback, sampler_controls, ui_defaults
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 ELEM = {PROMPT_FREE: "prompt-free", DUAL_CONTROLNET: "dual", IP_ADAPTER: "ip"}
@@ -170,14 +170,7 @@ def build(engine) -> None:
             maps = gr.Gallery(label="Maps used: structure, shuffled reference", format="png", columns=2, height=200,
                               elem_id="compare-maps")
 
-        def on_type(name):
-            try:
-                value = default_preprocessor(engine, name)
-            except PromptFreeError:
-                return gr.update()
-            return gr.update(value=value if value in preprocessors else preprocessors[0])
-
-        kind.change(on_type, inputs=[kind], outputs=[pre], queue=False, api_visibility="private")
+        preprocessor_follows_controlnet(engine, kind, pre, preprocessors)
 
         def size_follows(path):
             if not path:

@@ -28,7 +28,7 @@ from prompt_free.tasks.control import (
     reference_control,
 )
 
-from .widgets import format_info, handle_errors, model_pickers, pick_seed, progress_callback, sampler_controls, ui_defaults
+from .widgets import format_info, handle_errors, preprocessor_follows_controlnet, model_pickers, pick_seed, progress_callback, sampler_controls, ui_defaults
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
@@ -81,14 +81,7 @@ def _control_block(engine, i: int, choices, default_type: str):
         start = gr.Slider(0, 1, value=0.0, step=0.01, label="Control start", info="fraction of the steps")
         end = gr.Slider(0, 1, value=1.0, step=0.01, label="Control end", info="fraction of the steps")
 
-    def on_type(name):
-        try:
-            value = default_preprocessor(engine, name)
-        except PromptFreeError:
-            return gr.update()
-        return gr.update(value=value if value in preprocessors else preprocessors[0])
-
-    kind.change(on_type, inputs=[kind], outputs=[pre], queue=False, api_visibility="private")
+    preprocessor_follows_controlnet(engine, kind, pre, preprocessors)
     for trigger in (mode.change, pre.change):
         trigger(_annotator_note, inputs=[mode, pre], outputs=[note], queue=False, api_visibility="private")
     return [kind, image, mode, pre, scale, start, end]

@@ -68,6 +68,20 @@ def progress_callback(progress: Optional[gr.Progress], label: str = "Sampling"):
     return report
 
 
+def preprocessor_follows_controlnet(engine, kind: gr.Dropdown, pre: gr.Dropdown, preprocessors) -> None:
+    """Choosing a ControlNet type selects its default preprocessor (as the official demo)."""
+    from prompt_free.tasks.control import default_preprocessor
+
+    def on_type(name):
+        try:
+            value = default_preprocessor(engine, name)
+        except PromptFreeError:
+            return gr.update()
+        return gr.update(value=value if value in preprocessors else preprocessors[0])
+
+    kind.change(on_type, inputs=[kind], outputs=[pre], queue=False, api_visibility="private")
+
+
 def pick_seed(seed, randomize: bool) -> int:
     if randomize:
         return random.randint(0, MAX_SEED)
