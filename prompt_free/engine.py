@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -23,7 +22,9 @@ import torch
 from . import tiny
 from .errors import CheckpointError, InvalidSettingError, ModelUnavailableError, PromptFreeError
 from .images import image_to_tensor, prepare_reference, snap_size, tensor_to_images
-from .registry import Entry, Registry, hub_offline
+from . import settings
+from .registry import Entry, Registry
+from .settings import hub_offline
 from .sampling import SCHEDULERS, ControlInput, denoise, make_scheduler
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,6 @@ TINY_CHOSEN_BANNER = (
     "The app runs the offline tiny profile (small random-weight models, chosen with --profile tiny or "
     "PFD_PROFILE=tiny). Outputs are NOT meaningful pictures. Start with `--profile real` for the real models."
 )
-
-MAX_STEPS = 150
-MAX_IMAGES = 8
-MAX_GUIDANCE = 30.0
-
 
 @dataclass
 class LoadedSeeCoder:
@@ -82,7 +78,7 @@ def default_device() -> torch.device:
 def default_dtype(device: torch.device) -> torch.dtype:
     if device.type != "cuda":
         return torch.float32
-    return {"bf16": torch.bfloat16, "fp32": torch.float32}.get(os.environ.get("PFD_DTYPE", "fp16"), torch.float16)
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}.get(settings.cuda_dtype_name(), torch.float16)
 
 
 class _LRU(OrderedDict):
@@ -137,7 +133,7 @@ class Engine:
         """``profile``: real | tiny | auto (default; env ``PFD_PROFILE``). ``auto`` uses the real
         models when the default ones are available locally or the hub is reachable, else the
         tiny profile with a banner."""
-        profile = (profile or os.environ.get("PFD_PROFILE") or "auto").lower()
+        profile = (profile or settings.profile()).lower()
         if profile == "auto":
             real = Registry.load(checkpoints, "real")
             if _defaults_reachable(real):
@@ -405,30 +401,11 @@ class Engine:
 
 
 def validate_settings(steps, guidance, num_images, seed, scheduler="DDIM"):
-    def as_int(v, name):
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise InvalidSettingError(f"{name} must be a number, got {v!r}") from None
-        if f != f or f in (float("inf"), float("-inf")) or f != int(f):
-            raise InvalidSettingError(f"{name} must be a whole number, got {v!r}")
-        return int(f)
-
-    steps = as_int(steps, "steps")
-    if not 1 <= steps <= MAX_STEPS:
-        raise InvalidSettingError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
-    num_images = as_int(num_images, "number of images")
-    if not 1 <= num_images <= MAX_IMAGES:
-        raise InvalidSettingError(f"number of images must be between 1 and {MAX_IMAGES}, got {num_images}")
-    seed = as_int(seed, "seed")
-    if not 0 <= seed < 2**31:
-        raise InvalidSettingError(f"seed must be between 0 and {2**31 - 1}, got {seed}")
-    try:
-        guidance = float(guidance)
-    except (TypeError, ValueError):
-        raise InvalidSettingError(f"guidance must be a number, got {guidance!r}") from None
-    if not 0.0 <= guidance <= MAX_GUIDANCE:
-        raise InvalidSettingError(f"guidance must be between 0 and {MAX_GUIDANCE:g}, got {guidance}")
+    """The sampler settings every task takes, checked against ``settings``' limits."""
+    steps = settings.STEPS.check(steps)
+    num_images = settings.NUM_IMAGES.check(num_images)
+    seed = settings.SEED.check(seed)
+    guidance = float(settings.GUIDANCE.check(guidance))
     if scheduler not in SCHEDULERS:
         raise InvalidSettingError(f"unknown scheduler '{scheduler}'; choose one of: {', '.join(SCHEDULERS)}")
     return steps, guidance, num_images, seed

@@ -395,7 +395,9 @@ def _from_hub(cls, repo: str, subfolders: Tuple[Optional[str], ...], config, *, 
         except Exception as e:
             errors.append(str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
     else:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        from .settings import hub_offline
+
+        offline = hub_offline()
         mode = " (offline mode: HF_HUB_OFFLINE is set, only the local cache is used)" if offline else ""
         raise ModelUnavailableError(
             f"could not load the {what} '{repo}' from the Hugging Face Hub{mode}: {errors[-1]}. "

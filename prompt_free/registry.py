@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import yaml
 
 from .errors import ConfigError, ModelUnavailableError, UnknownModelError
+from .settings import hub_offline
 
 DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints.yaml"
 KINDS = ("seecoders", "base_models", "controlnets", "ip_adapters")
@@ -38,10 +39,6 @@ TINY_BUILDERS = {
     "ip_adapters": set(),
 }
 BASE_MODEL_FORMATS = {"diffusers", "single_file", "pfd_unet"}
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from .errors import InvalidSettingError, ModelUnavailableError
-from .registry import hub_offline
+from .settings import hub_offline
 
 SD_CLIP_REPO = "openai/clip-vit-large-patch14"
 MAX_PROMPT_CHARS = 2000

@@ -36,7 +36,7 @@ from PIL import Image
 
 from ..errors import CheckpointError, ConfigError, InputImageError, InvalidSettingError, ModelUnavailableError
 from ..images import image_to_tensor, load_image, prepare_reference, side_by_side, snap_size
-from ..registry import hub_offline
+from ..settings import hub_offline
 from .common import SamplerSettings, TaskResult, resolve_defaults
 from .control import MODE_AS_IS, ControlSettings, ControlSpec, follow_size, reference_control
 

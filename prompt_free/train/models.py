@@ -47,7 +47,9 @@ def resolve_base_model(spec: str) -> BaseModel:
         )
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    from ..settings import hub_offline
+
+    offline = hub_offline()
     kw = dict(local_files_only=offline or path.is_dir())
     try:
         unet = UNet2DConditionModel.from_pretrained(str(path) if path.is_dir() else spec, subfolder="unet", **kw)

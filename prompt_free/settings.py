@@ -1,0 +1,149 @@
+"""Every limit and every environment variable of the project, in one place.
+
+Limits are ``Range`` objects: the library checks values against them (``Range.check``) and the
+UI takes its slider bounds from them, so a limit is changed here and nowhere else. Environment
+variables are read by the small functions below, each variable by exactly one of them, at
+call time (so a test or a launcher may set them after import).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import InvalidSettingError
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+# ----------------------------------------------------------------------------- limits
+@dataclass(frozen=True)
+class Range:
+    """An allowed interval [lo, hi] with the default value and, for the UI, the slider step
+    and the slider's own upper end when it shows less than the library accepts."""
+
+    what: str
+    lo: float
+    hi: float
+    default: float
+    step: float = 1
+    integer: bool = False
+    ui_hi: Optional[float] = None
+
+    @property
+    def slider_hi(self) -> float:
+        return self.hi if self.ui_hi is None else self.ui_hi
+
+    def check(self, value, what: Optional[str] = None):
+        """``value`` as an int/float inside the range, else ``InvalidSettingError`` naming it."""
+        what = what or self.what
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise InvalidSettingError(f"{what} must be a number, got {value!r}") from None
+        if self.integer:
+            if math.isnan(f) or math.isinf(f) or f != int(f):
+                raise InvalidSettingError(f"{what} must be a whole number, got {value!r}")
+            f = int(f)
+        if not self.lo <= f <= self.hi:  # also refuses NaN
+            raise InvalidSettingError(f"{what} must be between {_num(self.lo)} and {_num(self.hi)}, got {value!r}")
+        return f
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# Sampler (every task). Guidance: the paper uses 2.0; the slider stops at 10.
+STEPS = Range("steps", 1, 150, 50, integer=True)
+GUIDANCE = Range("guidance", 0.0, 30.0, 2.0, step=0.05, ui_hi=10.0)
+NUM_IMAGES = Range("number of images", 1, 8, 1, integer=True)
+SEED = Range("seed", 0, 2**31 - 1, 20, integer=True)
+# Output size: floored to multiples of SIZE_MULTIPLE (official).
+SIZE = Range("size", 64, 2048, 512, step=64, integer=True, ui_hi=1536)
+SIZE_MULTIPLE = 64
+# "Size follows the control image" (official): each side floored to 64 and clamped here.
+FOLLOW_SIZE_LO, FOLLOW_SIZE_HI = 512, 1536
+
+# ControlNets.
+MAX_CONTROLS = 2
+CONTROL_SCALE = Range("conditioning scale", 0.0, 2.0, 1.0, step=0.05)
+CONTROL_WINDOW = Range("control window", 0.0, 1.0, 0.0, step=0.01)  # start/end as fractions of the steps
+MAX_ASPECT_MISMATCH = 2.0  # control image ratio vs output ratio; beyond this we refuse
+DETECT_RESOLUTION = Range("detection resolution", 64, 4096, 512, integer=True)
+
+# Comparison baselines.
+CONTENT_SCALE = Range("content ControlNet scale", 0.0, 2.0, 1.0, step=0.05)
+IP_ADAPTER_SCALE = Range("IP-Adapter scale", 0.0, 2.0, 1.0, step=0.05)
+MAX_PROMPT_CHARS = 2000
+
+# Virtual try-on.
+TRYON_MAX_SIDE = Range("maximum generation size", 64, 1536, 768, step=64, integer=True)
+MASK_PX = Range("mask dilation/feathering", 0, 256, 8, integer=True, ui_hi=64)
+
+# Input images.
+MIN_IMAGE_SIDE = 16  # smaller than this is not a picture to take content from
+MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
+MAX_REFERENCE_SIDE = 1536  # SeeCoder works at native size; beyond this we downscale (memory)
+
+# The tiny profile's UI starts smaller so the offline demo answers in seconds on a CPU.
+UI_DEFAULTS = {
+    "real": dict(size=512, size_min=256, size_max=int(SIZE.slider_hi), steps=50),
+    "tiny": dict(size=256, size_min=64, size_max=int(SIZE.slider_hi), steps=20),
+}
+
+
+# ----------------------------------------------------------------------------- environment
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE``: never ask the Hugging Face Hub, use local files and the cache only."""
+    return env_flag("HF_HUB_OFFLINE")
+
+
+def annotator_dir() -> Optional[str]:
+    """``PFD_ANNOTATOR_DIR``: a folder with detector (annotator) weight files."""
+    value = os.environ.get("PFD_ANNOTATOR_DIR", "").strip()
+    return value or None
+
+
+def profile() -> str:
+    """``PFD_PROFILE``: real | tiny | auto (default)."""
+    return (os.environ.get("PFD_PROFILE") or "auto").strip().lower()
+
+
+def checkpoints_path() -> Optional[str]:
+    """``PFD_CHECKPOINTS``: the checkpoints.yaml to use instead of the project's."""
+    return os.environ.get("PFD_CHECKPOINTS") or None
+
+
+def cuda_dtype_name() -> str:
+    """``PFD_DTYPE``: fp16 (default), bf16 or fp32 for models on CUDA."""
+    return (os.environ.get("PFD_DTYPE") or "fp16").strip().lower()
+
+
+def max_base_models() -> int:
+    """``PFD_MAX_BASE_MODELS``: base models kept loaded (LRU), default 2."""
+    return _env_int("PFD_MAX_BASE_MODELS", 2)
+
+
+def server_host() -> str:
+    return os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+
+
+def server_port() -> int:
+    return _env_int("GRADIO_SERVER_PORT", 7860)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidSettingError(f"environment variable {name} must be a whole number, got {raw!r}") from None
