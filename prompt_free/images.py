@@ -1,7 +1,17 @@
-"""Input images in, output images out: every odd image becomes RGB or a clear error.
+"""Every image that enters the project is opened here, with one set of rules.
 
-Handles missing images, files that are not images, RGBA/LA/P (composited on white), grayscale,
-16-bit, CMYK, EXIF rotation, tiny and huge images. Sizes are validated here, not in the UI.
+``open_image`` turns any supported input (a path, bytes, a PIL image, a numpy array) into a
+decoded PIL image, upright per EXIF, with its mode kept (masks need the alpha channel); its size
+is checked against ``settings.MAX_IMAGE_PIXELS`` from the header, before any pixel is decoded.
+``to_rgb`` turns any PIL mode into 8-bit RGB; ``load_image`` is the two together. References,
+control maps, masks, person and garment photos, detector inputs and training data all come
+through here, so an odd image gets the same treatment and the same clear ``InputImageError``
+wherever it is given.
+
+Mode rules: transparency (alpha, or a palette/greyscale transparency key) is composited on
+white; 16-bit images are scaled to 8 bits (65535 -> 255); 32-bit integer and float images in
+[0, 255] are kept, float images in [0, 1] are scaled by 255, other ranges are min-max
+normalised; LAB and HSV are converted through OpenCV; everything else through PIL.
 """
 
 from __future__ import annotations
@@ -11,22 +21,17 @@ import os
 from typing import Optional, Tuple, Union
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import settings
 from .errors import InputImageError, InvalidSettingError
 
-MIN_SIDE = 16  # smaller than this is not a picture to take content from
-MAX_PIXELS = 50_000_000  # decompression-bomb guard
-MAX_REFERENCE_SIDE = 1536  # SeeCoder works at native size; beyond this we downscale (memory)
-SIZE_MULTIPLE = 64
-MIN_SIZE, MAX_SIZE = 64, 2048
-
 ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike, bytes, None]
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def load_image(image: ImageLike, what: str = "image") -> Image.Image:
-    """Any supported input -> 8-bit RGB PIL image, upright per EXIF."""
+def open_image(image: ImageLike, what: str = "image") -> Image.Image:
+    """Any supported input -> a decoded PIL image, upright per EXIF, mode kept."""
     if image is None:
         raise InputImageError(f"no {what} given: please upload one")
     try:
@@ -37,87 +42,131 @@ def load_image(image: ImageLike, what: str = "image") -> Image.Image:
         elif isinstance(image, bytes):
             img = Image.open(io.BytesIO(image))
         elif isinstance(image, np.ndarray):
-            img = _from_array(image, what)
+            img = array_to_image(image, what)
         elif isinstance(image, Image.Image):
             img = image
         else:
             raise InputImageError(f"{what}: unsupported input type {type(image).__name__}")
-        if img.width * img.height > MAX_PIXELS:
-            raise InputImageError(f"{what} is too large ({img.width}x{img.height}); the limit is {MAX_PIXELS // 1_000_000} megapixels")
+        if img.width < 1 or img.height < 1:
+            raise InputImageError(f"{what} is empty ({img.width}x{img.height} pixels)")
+        if img.width * img.height > settings.MAX_IMAGE_PIXELS:  # from the header: nothing decoded yet
+            raise InputImageError(
+                f"{what} is too large ({img.width}x{img.height}); the limit is "
+                f"{settings.MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+            )
         img.load()
-        img = ImageOps.exif_transpose(img) or img
-        return to_rgb(img)
+        return ImageOps.exif_transpose(img) or img
     except InputImageError:
         raise
     except Image.DecompressionBombError:
         raise InputImageError(f"{what} is too large to open safely") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, TypeError, SyntaxError) as e:
         raise InputImageError(f"{what} could not be read as an image ({type(e).__name__}): is the file a PNG/JPEG/WebP?") from None
 
 
-def _from_array(a: np.ndarray, what: str) -> Image.Image:
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
-        raise InputImageError(f"{what}: array of shape {a.shape} is not an image")
+def load_image(image: ImageLike, what: str = "image") -> Image.Image:
+    """Any supported input -> 8-bit RGB PIL image, upright per EXIF."""
+    return to_rgb(open_image(image, what), what)
+
+
+def array_to_image(a: np.ndarray, what: str = "image") -> Image.Image:
+    """HxW, HxWx1, HxWx3 or HxWx4 array of any numeric dtype -> a PIL image (L, RGB or RGBA)."""
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
-    if a.dtype == np.uint16:
-        a = (a / 257).round().astype(np.uint8)
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or a.size == 0:
+        raise InputImageError(f"{what}: array of shape {tuple(a.shape)} is not an image (expected HxW, HxWx3 or HxWx4)")
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
     elif np.issubdtype(a.dtype, np.floating):
         if not np.isfinite(a).all():
             raise InputImageError(f"{what} contains NaN or infinite values")
-        a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8) if a.max() <= 1.0 else np.clip(a, 0, 255).astype(np.uint8)
-    elif a.dtype != np.uint8:
-        a = np.clip(a, 0, 255).astype(np.uint8)
-    return Image.fromarray(a)
+        a = _to_u8(a, "F")
+    elif np.issubdtype(a.dtype, np.integer):
+        if a.dtype != np.uint8:
+            a = _to_u8(a, "I;16" if a.dtype == np.uint16 else "I")
+    else:
+        raise InputImageError(f"{what}: arrays of dtype {a.dtype} are not images")
+    return Image.fromarray(np.ascontiguousarray(a))
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to RGB: alpha over white, 16-bit scaled (not clipped), CMYK via PIL."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        a = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
-        return Image.fromarray((np.clip(a / hi, 0, 1) * 255).round().astype(np.uint8)).convert("RGB")
-    if img.mode == "F":
-        a = np.asarray(img, dtype=np.float64)
-        a = a if a.max() > 1 else a * 255
-        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).convert("RGB")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+def _to_u8(a: np.ndarray, mode: str) -> np.ndarray:
+    """High bit depth -> uint8 by the module's rules (``mode``: I;16, I or F)."""
+    a = np.asarray(a, dtype=np.float64)
+    a = np.where(np.isfinite(a), a, 0.0)
+    lo, hi = float(a.min()), float(a.max())
+    if mode.startswith("I;16"):
+        a = a / 257.0
+    elif mode == "F" and lo >= 0.0 and hi <= 1.0:
+        a = a * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        pass
+    elif mode != "F" and lo >= 0.0 and hi <= 65535.0:
+        a = a / 257.0  # 16-bit data in a 32-bit image
+    else:
+        a = (a - lo) / max(hi - lo, 1e-12) * 255.0
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def to_rgb(img: Image.Image, what: str = "image") -> Image.Image:
+    """Any PIL mode -> 8-bit RGB of the same size (rules: see the module docstring)."""
+    mode = img.mode
+    try:
+        if mode == "RGB" and "transparency" not in img.info:
+            return img
+        if mode in _ALPHA_MODES or "transparency" in img.info:
+            rgba = img.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        if mode.startswith("I") or mode == "F":
+            return Image.fromarray(_to_u8(np.asarray(img), mode), "L").convert("RGB")
+        if mode in ("LAB", "HSV"):  # PIL converts neither to RGB
+            import cv2
+
+            code = cv2.COLOR_HSV2RGB_FULL if mode == "HSV" else cv2.COLOR_LAB2RGB
+            return Image.fromarray(cv2.cvtColor(np.asarray(img), code), "RGB")
+        return img.convert("RGB")  # L, 1, P, CMYK, YCbCr ...
+    except (OSError, ValueError) as e:
+        raise InputImageError(f"{what} (mode {mode}) could not be converted to RGB: {str(e)[:200]}") from None
 
 
 def prepare_reference(image: ImageLike, what: str = "reference image") -> Image.Image:
     """Reference for SeeCoder: RGB at native size (as the official app), within sane bounds."""
     img = load_image(image, what)
-    if min(img.size) < MIN_SIDE:
-        raise InputImageError(f"{what} is too small ({img.width}x{img.height}); use at least {MIN_SIDE}x{MIN_SIDE} pixels")
-    if max(img.size) > MAX_REFERENCE_SIDE:
+    check_min_side(img, what)
+    if max(img.size) > settings.MAX_REFERENCE_SIDE:
         # Deviation from the official app (which never resizes): bounds SeeCoder's memory.
-        scale = MAX_REFERENCE_SIDE / max(img.size)
+        scale = settings.MAX_REFERENCE_SIDE / max(img.size)
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
     return img
 
 
-def image_to_tensor(img: Image.Image) -> torch.Tensor:
+def check_min_side(img: Image.Image, what: str) -> Image.Image:
+    """Refuse pictures too small to take content from (references, person photos)."""
+    side = settings.MIN_IMAGE_SIDE
+    if min(img.size) < side:
+        raise InputImageError(f"{what} is too small ({img.width}x{img.height}); use at least {side}x{side} pixels")
+    return img
+
+
+def image_to_tensor(img: Image.Image):
     """RGB PIL -> (1, 3, H, W) float32 in [0, 1] (torchvision ToTensor, no normalisation)."""
+    import torch
+
     a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def tensor_to_images(x: torch.Tensor) -> list:
+def tensor_to_images(x) -> list:
     """(B, 3, H, W) in [0, 1] -> PIL images; x255 then truncation, as ToPILImage does."""
+    import torch
+
     x = x.detach().float().clamp(0, 1).mul(255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a) for a in x]
 
 
-def snap_size(width, height, *, multiple: int = SIZE_MULTIPLE, lo: int = MIN_SIZE, hi: int = MAX_SIZE) -> Tuple[int, int]:
+def snap_size(width, height) -> Tuple[int, int]:
     """Floor to multiples of 64 (official) after checking the range."""
+    multiple, lo, hi = settings.SIZE_MULTIPLE, int(settings.SIZE.lo), int(settings.SIZE.hi)
     out = []
     for name, v in (("width", width), ("height", height)):
         try:
@@ -130,7 +179,7 @@ def snap_size(width, height, *, multiple: int = SIZE_MULTIPLE, lo: int = MIN_SIZ
     return out[0], out[1]
 
 
-def size_from_control(img: Image.Image, lo: int = 512, hi: int = 1536) -> Tuple[int, int]:
+def size_from_control(img: Image.Image, lo: int = settings.FOLLOW_SIZE_LO, hi: int = settings.FOLLOW_SIZE_HI) -> Tuple[int, int]:
     """Official auto-size: the control image's size floored to 64, clamped to [512, 1536]."""
     w, h = img.size
     return (min(hi, max(lo, (w // 64) * 64)), min(hi, max(lo, (h // 64) * 64)))

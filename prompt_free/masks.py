@@ -15,15 +15,15 @@ Only numpy, OpenCV and PIL are used here (no torch), so the UI may call it direc
 
 from __future__ import annotations
 
-import io
-import os
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from .errors import InputImageError, InvalidSettingError
+from .images import open_image
+from .settings import MASK_PX
 
 BODY_PARTS = (
     "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
@@ -33,7 +33,6 @@ K = {name: i for i, name in enumerate(BODY_PARTS)}
 
 UPPER_BODY, LOWER_BODY, FULL_OUTFIT = "upper body", "lower body", "full outfit"
 MASK_MODES = (UPPER_BODY, LOWER_BODY, FULL_OUTFIT)
-MAX_SOFTEN_PX = 256
 MIN_KEYPOINT_SCORE = 0.05
 
 
@@ -71,7 +70,7 @@ def load_mask(mask, size: Optional[Tuple[int, int]] = None, what: str = "mask im
     if isinstance(mask, np.ndarray) and (mask.dtype == bool or mask.ndim == 2):
         m = _array_mask(mask)
     else:
-        m = _image_mask(_open(mask, what))
+        m = _image_mask(open_image(mask, what))
     if size is not None and (m.shape[1], m.shape[0]) != tuple(size):
         w, h = size
         if abs(np.log((m.shape[1] / m.shape[0]) / (w / h))) > 0.02:
@@ -89,28 +88,6 @@ def _array_mask(a: np.ndarray) -> np.ndarray:
     if np.issubdtype(a.dtype, np.floating):
         return np.nan_to_num(a) > (0.5 if a.max(initial=0) <= 1.0 else 127)
     return a > (0 if a.max(initial=0) <= 1 else 127)
-
-
-def _open(image, what: str) -> Image.Image:
-    try:
-        if isinstance(image, Image.Image):
-            img = image
-        elif isinstance(image, np.ndarray):
-            img = Image.fromarray(image.astype(np.uint8) if image.dtype != np.uint8 else image)
-        elif isinstance(image, bytes):
-            img = Image.open(io.BytesIO(image))
-        elif isinstance(image, (str, os.PathLike)):
-            if not os.path.isfile(image):
-                raise InputImageError(f"{what} file '{image}' does not exist")
-            img = Image.open(image)
-        else:
-            raise InputImageError(f"{what}: unsupported input type {type(image).__name__}")
-        img.load()
-        return ImageOps.exif_transpose(img) or img
-    except InputImageError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, TypeError, SyntaxError) as e:
-        raise InputImageError(f"{what} could not be read as an image ({type(e).__name__})") from None
 
 
 def _image_mask(img: Image.Image) -> np.ndarray:
@@ -133,7 +110,7 @@ def layers_mask(layers, size: Optional[Tuple[int, int]] = None) -> Optional[np.n
     for layer in layers or []:
         if layer is None:
             continue
-        img = _open(layer, "mask layer")
+        img = open_image(layer, "mask layer")
         if img.mode not in ("RGBA", "LA", "PA", "P"):
             continue  # an opaque layer has no painted/unpainted distinction
         m = np.asarray(img.convert("RGBA").getchannel("A")) >= 32
@@ -161,13 +138,7 @@ def mask_overlay(mask: np.ndarray, color=(255, 0, 255), opacity: float = 0.55) -
 
 # ----------------------------------------------------------------------------- soften, paste back
 def _check_px(v, name: str) -> int:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise InvalidSettingError(f"{name} must be a number of pixels, got {v!r}") from None
-    if f != f or not 0 <= f <= MAX_SOFTEN_PX:
-        raise InvalidSettingError(f"{name} must be between 0 and {MAX_SOFTEN_PX} px, got {v!r}")
-    return int(round(f))
+    return int(round(MASK_PX.check(v, f"{name} (px)")))
 
 
 def check_soften(dilation, feather) -> Tuple[int, int]:

@@ -81,7 +81,7 @@ MAX_PROMPT_CHARS = 2000
 
 # Virtual try-on.
 TRYON_MAX_SIDE = Range("maximum generation size", 64, 1536, 768, step=64, integer=True)
-MASK_PX = Range("mask dilation/feathering", 0, 256, 8, integer=True, ui_hi=64)
+MASK_PX = Range("mask dilation/feathering (px)", 0, 256, 8, ui_hi=64)  # pixels, rounded
 
 # Input images.
 MIN_IMAGE_SIDE = 16  # smaller than this is not a picture to take content from

@@ -243,7 +243,8 @@ def test_exif_rotated_reference_is_encoded_upright(engine, tmp_path):
 
 def test_tiny_and_huge_references(engine):
     from prompt_free.errors import InputImageError
-    from prompt_free.images import MAX_REFERENCE_SIDE, prepare_reference
+    from prompt_free.images import prepare_reference
+    from prompt_free.settings import MAX_REFERENCE_SIDE
 
     with pytest.raises(InputImageError, match="too small"):
         image_variation(engine, Image.new("RGB", (8, 8)), small())

@@ -37,7 +37,7 @@ from PIL import Image
 
 from .. import masks as M
 from ..errors import ConfigError, InputImageError, InvalidSettingError, ModelUnavailableError
-from ..images import MIN_SIDE, image_to_tensor, load_image, prepare_reference
+from ..images import check_min_side, image_to_tensor, load_image, prepare_reference
 from .common import TaskResult
 
 MASK_IMAGE = "mask image"  # mask mode meaning "use the given mask image"
@@ -129,10 +129,7 @@ def pose_controlnet(engine) -> Optional[str]:
 
 
 def load_person(person) -> Image.Image:
-    img = load_image(person, "person photo")
-    if min(img.size) < MIN_SIDE:
-        raise InputImageError(f"person photo is too small ({img.width}x{img.height}); use at least {MIN_SIDE}x{MIN_SIDE} pixels")
-    return img
+    return check_min_side(load_image(person, "person photo"), "person photo")
 
 
 def detect_people(person: Image.Image, annotator_dir=None, *, auto_mask: bool = True, pose_control: bool = False):

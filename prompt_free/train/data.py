@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from ..errors import ConfigError, InputImageError
+from ..errors import ConfigError
+from ..images import load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 INDEX_VERSION = 1
@@ -61,21 +62,7 @@ class ImageRecord:
             return f.read(self.size)
 
     def open(self) -> Image.Image:
-        try:
-            img = Image.open(io.BytesIO(self.read_bytes()))
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise InputImageError(f"training image '{self.key}' could not be read: {e}") from None
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB; images with transparency are put on white."""
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, img).convert("RGB")
-    return img.convert("RGB")
+        return load_image(self.read_bytes(), f"training image '{self.key}'")
 
 
 def _oriented_size(img: Image.Image) -> Tuple[int, int]:
@@ -230,10 +217,7 @@ def image_to_tensor(img: Image.Image) -> torch.Tensor:
 
 def load_reference(path, bucket: Optional[Bucket], buckets: Sequence[Bucket]) -> Tuple[torch.Tensor, Bucket]:
     """A held-out reference image -> ((3, H, W) in [0, 1], its bucket)."""
-    try:
-        img = to_rgb(ImageOps.exif_transpose(Image.open(path)))
-    except Exception as e:
-        raise InputImageError(f"sample reference '{path}' could not be read: {e}") from None
+    img = load_image(path, f"sample reference '{path}'")
     if bucket is None:
         bucket = buckets[assign_bucket(*img.size, buckets)]
     return image_to_tensor(resize_to_bucket(img, bucket)), bucket
