@@ -1,5 +1,5 @@
 """ControlNet in the loop: seconds per denoising step with 0, 1 and 2 ControlNets, through our
-engine (``Engine.generate`` with ``ControlInput``s, the Reference + ControlNet tab's path)
+engine (``Engine.generate`` of a ``Conditioning`` with ``ControlInput``s, the Reference + ControlNet tab's path)
 against a bare diffusers pipeline in the same run: ``StableDiffusionPipeline`` for 0 and
 ``StableDiffusionControlNetPipeline`` (one ControlNet, or a list: ``MultiControlNetModel``)
 for 1 and 2, with ``text_encoder=None`` and ``prompt_embeds`` = the same context.
@@ -45,7 +45,8 @@ from prompt_free.engine import BaseModel, Engine  # noqa: E402
 from prompt_free.formats import SD15_CONTROLNET_CONFIG, SD15_UNET_CONFIG, SD15_VAE_CONFIG  # noqa: E402
 from prompt_free.images import image_to_tensor  # noqa: E402
 from prompt_free.registry import Registry  # noqa: E402
-from prompt_free.sampling import ControlInput, make_scheduler  # noqa: E402
+from prompt_free.conditioning import Conditioning  # noqa: E402
+from prompt_free.sampling import ControlInput, Sampler, make_scheduler  # noqa: E402
 
 EXAMPLES = ROOT / "assets" / "examples"
 BASE = "Tiny SD"  # the name the models sit under in the engine (tiny profile names)
@@ -119,8 +120,9 @@ def run(args) -> dict:
             pipe = bare_pipeline(base, nets[:n])
 
             def ours():
-                gen = engine.generate(BASE, cond, uncond, width=w, height=h, seed=seed, steps=args.steps,
-                                      guidance=guidance, controls=inputs, decode=False)
+                gen = engine.generate(BASE, Conditioning(cond, uncond, inputs),
+                                      Sampler(width=w, height=h, seed=seed, steps=args.steps, guidance=guidance),
+                                      decode=False)
                 return gen.latents
 
             def theirs():
@@ -164,7 +166,7 @@ def run(args) -> dict:
     return {
         "benchmark": "controlnet",
         "what": "seconds per denoising step (median of timed runs / steps), guidance 2.0, DDIM; ours = "
-                "Engine.generate(controls=...), diffusers = StableDiffusion(ControlNet)Pipeline with prompt_embeds",
+                "Engine.generate(Conditioning(controls=...)), diffusers = StableDiffusion(ControlNet)Pipeline with prompt_embeds",
         "rows": rows,
         "env": {
             "torch": torch.__version__, "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),

@@ -28,7 +28,8 @@ from PIL import Image  # noqa: E402
 from prompt_free import tiny  # noqa: E402
 from prompt_free.engine import BaseModel, Engine, LoadedSeeCoder  # noqa: E402
 from prompt_free.registry import Registry  # noqa: E402
-from prompt_free.sampling import make_scheduler  # noqa: E402
+from prompt_free.conditioning import Conditioning  # noqa: E402
+from prompt_free.sampling import Sampler, make_scheduler  # noqa: E402
 from prompt_free.seecoder import SeeCoderConfig, build_seecoder, zero_unconditional  # noqa: E402
 
 SD15_UNET = dict(
@@ -85,7 +86,8 @@ def run(args):
         cond, uncond = engine.encode_reference(ref, "SeeCoder")
         sync(device)
         t_enc = time.perf_counter() - t0
-        gen = engine.generate("Tiny SD", cond, uncond, width=args.size, height=args.size, seed=rep, steps=args.steps, guidance=2.0)
+        gen = engine.generate("Tiny SD", Conditioning(cond, uncond),
+                              Sampler(width=args.size, height=args.size, seed=rep, steps=args.steps, guidance=2.0))
         total = t_enc + gen.timings["denoise"] + gen.timings["decode"]
         if rep:
             rows["engine"].append({"encode": t_enc, **gen.timings, "total": total})

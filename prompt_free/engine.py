@@ -8,6 +8,7 @@ generation never needs the CLIP text encoder.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import logging
@@ -15,17 +16,18 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from . import tiny
-from .errors import CheckpointError, InvalidSettingError, ModelUnavailableError, PromptFreeError
-from .images import image_to_tensor, prepare_reference, snap_size, tensor_to_images
+from .errors import CheckpointError, InvalidSettingError, ModelUnavailableError
+from .conditioning import Conditioning
+from .images import image_to_tensor, prepare_reference, tensor_to_images
 from . import settings
 from .registry import Entry, Registry
 from .settings import hub_offline
-from .sampling import SCHEDULERS, ControlInput, denoise, make_scheduler
+from .sampling import Sampler, denoise, initial_noise, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +154,8 @@ class Engine:
         return self.registry.defaults
 
     # ------------------------------------------------------------------ models
-    def _place(self, module: torch.nn.Module) -> torch.nn.Module:
+    def place(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` on the engine's device and dtype, in eval mode, without gradients."""
         module = module.to(self.device)
         if any(p.is_floating_point() and p.dtype != self.dtype for p in module.parameters()):
             keep_fp32 = getattr(module, "_keep_in_fp32_modules", None)
@@ -174,7 +177,7 @@ class Engine:
 
                 path = self.registry.resolve_file(entry.sources, entry.label, self.allow_download)
                 model = load_seecoder(path, device=self.device, dtype=self.dtype)
-            model = self._place(model)
+            model = self.place(model)
             uncond = self._unconditional(entry, model)
             loaded = LoadedSeeCoder(name, model, uncond.to(self.device, self.dtype))
             self._seecoders[name] = loaded
@@ -200,7 +203,7 @@ class Engine:
             entry = self.registry.entry("base_models", name)
             self.load_counts[("base_models", name)] += 1
             unet, vae = self._load_base(entry)
-            model = BaseModel(name, self._place(unet), self._place(vae), bool(entry.option("inpainting", False)))
+            model = BaseModel(name, self.place(unet), self.place(vae), bool(entry.option("inpainting", False)))
             if model.inpainting != (unet.config.in_channels == 9):
                 raise CheckpointError(
                     f"{entry.label}: 'inpainting: {model.inpainting}' in checkpoints.yaml but its UNet has "
@@ -279,7 +282,7 @@ class Engine:
                     model = formats.load_controlnet(path, entry.option("config"), dtype=self.dtype)
                 else:
                     model = self._from_diffusers_source(src, "ControlNetModel", src.subfolder, entry.label)
-            model = self._place(model)
+            model = self.place(model)
             for _, old in self._controlnets.put(name, model):
                 del old
                 self._free()
@@ -293,10 +296,12 @@ class Engine:
                 self._extras[key] = build()
             return self._extras[key]
 
-    def exclusive(self):
-        """Hold the device for several steps that must not interleave with other requests
-        (e.g. temporarily modified shared models). Re-entrant: engine calls inside work."""
-        return self._run_lock
+    def on_device(self, fn: Callable, *args, **kwargs):
+        """Run ``fn(*args, **kwargs)`` as device work: under the run lock (one request at a time
+        on the device) and in inference mode. Every forward pass of a model the engine holds
+        (SeeCoder, text and image encoders, UNet, ControlNets, VAE) goes through here."""
+        with self._run_lock, torch.inference_mode():
+            return fn(*args, **kwargs)
 
     def _free(self) -> None:
         gc.collect()
@@ -313,8 +318,7 @@ class Engine:
         with self._load_lock:
             hit = self._encodings.get_and_touch(key)
         if hit is None:
-            with self._run_lock, torch.inference_mode():
-                hit = sc.model(image_to_tensor(img).to(self.device, self.dtype))
+            hit = self.on_device(lambda: sc.model(image_to_tensor(img).to(self.device, self.dtype)))
             with self._load_lock:
                 self._encodings.put(key, hit)
         return hit, sc.unconditional
@@ -322,58 +326,42 @@ class Engine:
     def generate(
         self,
         base_model: str,
-        cond: torch.Tensor,
-        uncond: Optional[torch.Tensor],
+        conditioning: Conditioning,
+        sampler: Sampler,
         *,
-        width: int,
-        height: int,
-        seed: int,
-        num_images: int = 1,
-        steps: int = 50,
-        guidance: float = 2.0,
-        scheduler: str = "DDIM",
-        controls: Sequence[ControlInput] = (),
         progress: Optional[Callable[[int, int], None]] = None,
-        extra_unet_channels: Optional[torch.Tensor] = None,
-        after_step=None,
         decode: bool = True,
-        attn_processors: Optional[dict] = None,
     ) -> Generation:
-        """Sample ``num_images`` images of one context. Image i uses seed ``seed + i`` (its initial
-        noise is drawn on the CPU, so a seed gives the same picture on any device).
+        """The one call that samples: ``conditioning`` with ``sampler`` on ``base_model``.
 
-        ``attn_processors`` are installed on the shared UNet for this run only (e.g. an
-        IP-Adapter) and the UNet's own are restored afterwards, also on error."""
-        steps, guidance, num_images, seed = validate_settings(steps, guidance, num_images, seed, scheduler)
-        width, height = snap_size(width, height)
+        Makes the initial noise (``sampling.initial_noise``: image i from seed ``seed + i``, on
+        the CPU), binds the conditioning's inpainting hooks to it, applies its UNet patch for
+        this run only, runs the loop and decodes, all under the run lock."""
+        sampler = sampler.checked()
         base = self.base_model(base_model)
-        if cond.shape[-1] != base.unet.config.cross_attention_dim:
+        c = conditioning
+        if c.context.shape[-1] != base.unet.config.cross_attention_dim:
             raise InvalidSettingError(
-                f"the SeeCoder outputs {cond.shape[-1]}-wide embeddings but base model '{base_model}' expects "
+                f"the conditioning is {c.context.shape[-1]} wide but base model '{base_model}' expects "
                 f"{base.unet.config.cross_attention_dim} (is it an SD 1.x model?)"
             )
         f = base.vae_scale_factor
-        seeds = [seed + i for i in range(num_images)]
-        noise = torch.cat([
-            torch.randn((1, 4, height // f, width // f), generator=torch.Generator().manual_seed(s)) for s in seeds
-        ])
+        noise = initial_noise(sampler.seeds, (4, sampler.height // f, sampler.width // f))
         timings = {}
         with self._run_lock, torch.inference_mode():
-            saved = None
-            if attn_processors is not None:
-                saved = base.unet.attn_processors
-                base.unet.set_attn_processor(dict(attn_processors))
+            extra = after_step = None
+            if c.inpainting is not None:
+                extra = c.inpainting.unet_channels(sampler.num_images)
+                after_step = c.inpainting.step_hook(noise.to(self.device), sampler)
+            patch = c.unet_patch.applied(base.unet) if c.unet_patch is not None else contextlib.nullcontext()
             t0 = time.perf_counter()
-            try:
+            with patch:
                 latents = denoise(
-                    base.unet, make_scheduler(scheduler), noise, cond, uncond,
-                    steps=steps, guidance=guidance, controls=controls,
-                    generator=torch.Generator().manual_seed(seed), progress=progress,
-                    extra_unet_channels=extra_unet_channels, after_step=after_step,
+                    base.unet, make_scheduler(sampler.scheduler), noise, c.context, c.uncond,
+                    steps=sampler.steps, guidance=sampler.guidance, controls=c.controls,
+                    generator=torch.Generator().manual_seed(sampler.seed), progress=progress,
+                    extra_unet_channels=extra, after_step=after_step,
                 )
-            finally:
-                if saved is not None:
-                    base.unet.set_attn_processor(saved)
             _sync(self.device)
             timings["denoise"] = time.perf_counter() - t0
             images = []
@@ -382,33 +370,26 @@ class Engine:
                 images = self.decode(base, latents)
                 _sync(self.device)
                 timings["decode"] = time.perf_counter() - t0
-        return Generation(images, latents, seeds, width, height, timings)
+        return Generation(images, latents, sampler.seeds, sampler.width, sampler.height, timings)
 
     def decode(self, base: BaseModel, latents: torch.Tensor) -> list:
+        """Final latents -> PIL images, one at a time (bounds VAE memory at large sizes)."""
         vae = base.vae
-        out = []
-        for z in latents.split(1):  # one at a time bounds VAE memory at large sizes
-            x = vae.decode(z.to(self.device, vae.dtype) / vae.config.scaling_factor).sample
-            out.extend(tensor_to_images((x.float() + 1) / 2))
-        return out
+
+        def run():
+            out = []
+            for z in latents.split(1):
+                x = vae.decode(z.to(self.device, vae.dtype) / vae.config.scaling_factor).sample
+                out.extend(tensor_to_images((x.float() + 1) / 2))
+            return out
+
+        return self.on_device(run)
 
     def encode_latents(self, base: BaseModel, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> scaled VAE latents (mean of the posterior)."""
         vae = base.vae
-        with self._run_lock, torch.inference_mode():
-            z = vae.encode(image.to(self.device, vae.dtype) * 2 - 1).latent_dist.mean
+        z = self.on_device(lambda: vae.encode(image.to(self.device, vae.dtype) * 2 - 1).latent_dist.mean)
         return z.float() * vae.config.scaling_factor
-
-
-def validate_settings(steps, guidance, num_images, seed, scheduler="DDIM"):
-    """The sampler settings every task takes, checked against ``settings``' limits."""
-    steps = settings.STEPS.check(steps)
-    num_images = settings.NUM_IMAGES.check(num_images)
-    seed = settings.SEED.check(seed)
-    guidance = float(settings.GUIDANCE.check(guidance))
-    if scheduler not in SCHEDULERS:
-        raise InvalidSettingError(f"unknown scheduler '{scheduler}'; choose one of: {', '.join(SCHEDULERS)}")
-    return steps, guidance, num_images, seed
 
 
 def _sync(device: torch.device) -> None:

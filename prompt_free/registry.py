@@ -27,11 +27,14 @@ KIND_LABEL = {
 }
 SOURCE_KEYS = {"path", "repo", "file", "subfolder", "revision", "repo_type", "sha256"}
 ENTRY_OPTIONS = {
-    "seecoders": {"unconditional", "seed", "label"},
-    "base_models": {"format", "vae", "inpainting", "seed", "label", "unet_config", "vae_config"},
-    "controlnets": {"preprocessor", "seed", "label", "config"},
-    "ip_adapters": {"weight_name", "image_encoder", "seed", "label"},
+    "seecoders": {"unconditional", "seed"},
+    "base_models": {"format", "vae", "inpainting", "seed", "unet_config", "vae_config"},
+    "controlnets": {"preprocessor", "kind", "seed", "config"},
+    "ip_adapters": {"image_encoder", "seed"},
 }
+# The kinds of map a ControlNet takes (``kind:`` of a controlnets entry).
+CONTROL_KINDS = ("openpose", "canny", "depth", "softedge", "mlsd", "normal", "scribble", "lineart",
+                 "lineart_anime", "seg", "shuffle")
 TINY_BUILDERS = {
     "seecoders": {"seecoder", "seecoder_pa"},
     "base_models": {"sd"},
@@ -162,6 +165,8 @@ def _parse_entry(kind: str, name: str, spec: Any, base_dir: Path) -> Entry:
         sources = _parse_source(spec, where, base_dir)
     if "seed" in options and not isinstance(options["seed"], int):
         raise ConfigError(f"{where}: seed must be an integer")
+    if "kind" in options and options["kind"] not in CONTROL_KINDS:
+        raise ConfigError(f"{where}: kind must be one of {', '.join(CONTROL_KINDS)}, got {options['kind']!r}")
     fmt = options.get("format")
     if fmt is not None and fmt not in BASE_MODEL_FORMATS:
         raise ConfigError(f"{where}: format must be one of {sorted(BASE_MODEL_FORMATS)}, got '{fmt}'")
@@ -275,29 +280,6 @@ class Registry:
             f"{what} is not available: not found locally and {reason}. Tried: {tried}. "
             "Download the file on a machine with internet access and point a `path:` at it in checkpoints.yaml."
         )
-
-    def resolve_diffusers(self, src: Source, what: str, allow_download: bool = True) -> str:
-        """A diffusers model folder or repo: returns a local folder (downloading if needed)."""
-        if src.path is not None:
-            if not src.path.exists():
-                raise ModelUnavailableError(f"{what}: local path '{src.path}' does not exist")
-            return str(src.path)
-        from huggingface_hub import snapshot_download
-
-        patterns = ["model_index.json", "*.json", "*.txt", "*.safetensors"]
-        try:
-            return snapshot_download(
-                src.repo, revision=src.revision, repo_type=src.repo_type, allow_patterns=patterns,
-                ignore_patterns=["*.ckpt", "*.bin", "*.msgpack", "*.onnx", "*fp16*", "*non_ema*", "*ema-only*", "*.pt"]
-                + ([] if src.subfolder is None else []),
-                local_files_only=not allow_download or hub_offline(),
-            )
-        except Exception as e:  # hub errors are many types; all mean "not here"
-            raise ModelUnavailableError(
-                f"{what} is not available: the diffusers repo '{src.repo}' is not in the local cache and "
-                f"could not be downloaded ({type(e).__name__}). Download it on a machine with internet access, "
-                "or point a `path:` at a local copy in checkpoints.yaml."
-            ) from None
 
     def available_locally(self, entry: Entry) -> bool:
         """Whether an entry can load without network (tiny, local path, or in the hub cache)."""

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .errors import ConfigError
+from . import settings
+from .errors import ConfigError, InvalidSettingError
 
 # The official sampler as a diffusers scheduler config.
 OFFICIAL_SCHEDULER_CONFIG = dict(
@@ -58,6 +59,44 @@ def make_scheduler(name: str = DEFAULT_SCHEDULER):
     accepted = set(inspect.signature(cls.__init__).parameters)
     config = {k: v for k, v in {**OFFICIAL_SCHEDULER_CONFIG, **extra}.items() if k in accepted}
     return cls(**config)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """How to sample one run: size, seeds, steps, guidance and scheduler (defaults: the paper's).
+
+    Image i of a run uses seed ``seed + i``. ``checked()`` validates every field against
+    ``settings`` and floors the size to multiples of 64 (official)."""
+
+    width: int = 512
+    height: int = 512
+    seed: int = 20
+    num_images: int = 1
+    steps: int = 50
+    guidance: float = 2.0
+    scheduler: str = DEFAULT_SCHEDULER
+
+    def checked(self) -> "Sampler":
+        from .images import snap_size
+
+        steps = settings.STEPS.check(self.steps)
+        num_images = settings.NUM_IMAGES.check(self.num_images)
+        seed = settings.SEED.check(self.seed)
+        guidance = float(settings.GUIDANCE.check(self.guidance))
+        if self.scheduler not in SCHEDULERS:
+            raise InvalidSettingError(f"unknown scheduler '{self.scheduler}'; choose one of: {', '.join(SCHEDULERS)}")
+        width, height = snap_size(self.width, self.height)
+        return Sampler(width, height, seed, num_images, steps, guidance, self.scheduler)
+
+    @property
+    def seeds(self) -> List[int]:
+        return [self.seed + i for i in range(self.num_images)]
+
+
+def initial_noise(seeds: Sequence[int], shape: Tuple[int, int, int]) -> torch.Tensor:
+    """The initial latents of a run, the only place they are made: (len(seeds), *shape), image i
+    drawn from seed i on the CPU, so a seed gives the same picture on any device."""
+    return torch.cat([torch.randn((1, *shape), generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
 @dataclass

@@ -19,10 +19,10 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from .errors import InvalidSettingError, ModelUnavailableError
+from . import settings
 from .settings import hub_offline
 
 SD_CLIP_REPO = "openai/clip-vit-large-patch14"
-MAX_PROMPT_CHARS = 2000
 TINY_TEXT_SEED = 4
 TINY_VOCAB_SIZE = 1000  # tiny.TINY_CLIP_TEXT_CONFIG["vocab_size"]
 # Letters whose pairs become BPE merges in the tiny vocabulary (English letter frequency order).
@@ -31,11 +31,13 @@ _TINY_MERGE_LETTERS = "etaoinshrdlucmfwypvbgkjqxz"
 
 @dataclass
 class TextEncoder:
-    """A tokenizer and a CLIP text model placed on the engine's device."""
+    """A tokenizer and a CLIP text model placed on the engine's device; it runs as the
+    engine's device work (``Engine.on_device``)."""
 
     tokenizer: object
     model: torch.nn.Module
     source: str
+    engine: object
 
     @property
     def max_length(self) -> int:
@@ -60,9 +62,7 @@ class TextEncoder:
             prompts = [check_prompt(prompts)]
         ids = self.token_ids(prompts)
         model = self.model
-        with torch.inference_mode():
-            hidden = model(ids.to(model.device), return_dict=True).last_hidden_state
-        return hidden
+        return self.engine.on_device(lambda: model(ids.to(model.device), return_dict=True).last_hidden_state)
 
 
 def check_prompt(prompt, what: str = "prompt") -> str:
@@ -70,8 +70,9 @@ def check_prompt(prompt, what: str = "prompt") -> str:
         return ""
     if not isinstance(prompt, str):
         raise InvalidSettingError(f"{what} must be text, got {type(prompt).__name__}")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidSettingError(f"{what} is too long ({len(prompt)} characters; the limit is {MAX_PROMPT_CHARS})")
+    limit = settings.MAX_PROMPT_CHARS
+    if len(prompt) > limit:
+        raise InvalidSettingError(f"{what} is too long ({len(prompt)} characters; the limit is {limit})")
     return prompt
 
 
@@ -134,19 +135,13 @@ def encode_prompt(engine, base_model: str, prompt: str) -> torch.Tensor:
     return text_encoder(engine, base_model).encode(prompt)
 
 
-def _place(engine, model: torch.nn.Module) -> torch.nn.Module:
-    model = model.to(engine.device, engine.dtype).eval()
-    model.requires_grad_(False)
-    return model
-
-
 def _build(engine, location, te_sub, tok_sub, revision) -> TextEncoder:
     if location == "tiny":
         from . import tiny
 
         model = tiny.tiny_text_encoder(TINY_TEXT_SEED)
         tokenizer = tiny_tokenizer(model.config.vocab_size, model.config.max_position_embeddings)
-        return TextEncoder(tokenizer, _place(engine, model), "tiny")
+        return TextEncoder(tokenizer, engine.place(model), "tiny", engine)
     from transformers import CLIPTextModel, CLIPTokenizer
 
     local_only = not engine.allow_download or hub_offline()
@@ -160,4 +155,4 @@ def _build(engine, location, te_sub, tok_sub, revision) -> TextEncoder:
             f"local cache and could not be downloaded ({str(e).splitlines()[0][:160]}). Download it where the "
             "Hugging Face Hub is reachable, or switch the text-based columns off."
         ) from None
-    return TextEncoder(tokenizer, _place(engine, model), where)
+    return TextEncoder(tokenizer, engine.place(model), where, engine)

@@ -24,11 +24,11 @@ import numpy as np
 from PIL import Image
 
 from prompt_free import masks as M
+from prompt_free.settings import TRYON_MAX_SIDE
 from prompt_free.errors import PromptFreeError
 from prompt_free.tasks.tryon import (
     DEFAULT_MAX_SIDE,
     MASK_IMAGE,
-    MAX_SIDE_LIMIT,
     TryOnSettings,
     auto_mask,
     inpainting_base_model,
@@ -136,7 +136,7 @@ def build(engine) -> None:
                         crop = gr.Checkbox(True, label="Crop the garment photo to the garment", elem_id="tryon-crop")
                         keep_pose = gr.Checkbox(True, label="Keep pose (openpose ControlNet)",
                                                 info="Needs the OpenPose detector weights", elem_id="tryon-keep-pose")
-                    max_side = gr.Slider(64, MAX_SIDE_LIMIT, value=256 if tiny else DEFAULT_MAX_SIDE, step=64,
+                    max_side = gr.Slider(64, int(TRYON_MAX_SIDE.hi), value=256 if tiny else DEFAULT_MAX_SIDE, step=64,
                                          label="Longest side of the generation (px)",
                                          info="The result is pasted back at the person photo's own size",
                                          elem_id="tryon-max-side")

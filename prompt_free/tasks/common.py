@@ -1,11 +1,22 @@
-"""What every task returns, and settings shared by all tasks."""
+"""What every task returns and takes, and the first steps of every request.
+
+Every task runs the same path: ``begin`` checks the settings and the model names against the
+registry (nothing is loaded, no image decoded), the task then checks its own inputs, builds a
+``Conditioning`` and calls ``Engine.generate`` once per run.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from PIL import Image
+
+from ..sampling import DEFAULT_SCHEDULER, Sampler
+
+Progress = Optional[Callable[[int, int], None]]
 
 
 @dataclass
@@ -23,18 +34,60 @@ class SamplerSettings:
     seecoder: Optional[str] = None
     guidance: float = 2.0
     steps: int = 50
-    width: int = 512
-    height: int = 512
+    width: Optional[int] = 512
+    height: Optional[int] = 512
     seed: int = 20
     num_images: int = 1
-    scheduler: str = "DDIM"
+    scheduler: str = DEFAULT_SCHEDULER
 
 
 def resolve_defaults(engine, settings: SamplerSettings) -> SamplerSettings:
-    from dataclasses import replace
-
     return replace(
         settings,
         base_model=settings.base_model or engine.defaults["base_model"],
         seecoder=settings.seecoder or engine.defaults["seecoder"],
     )
+
+
+def begin(engine, settings: SamplerSettings) -> SamplerSettings:
+    """The checks every request starts with: defaults filled in, every sampler setting in range
+    (a size left to the task, None, is checked by ``sampler_for`` later), SeeCoder and base
+    model known to the registry (``UnknownModelError`` naming the known ones). Nothing is
+    loaded, no image opened."""
+    s = resolve_defaults(engine, settings)
+    sampler_for(s, _SIZE_PLACEHOLDER if s.width is None else s.width, _SIZE_PLACEHOLDER if s.height is None else s.height)
+    engine.registry.entry("seecoders", s.seecoder)
+    if s.base_model is not None:
+        engine.registry.entry("base_models", s.base_model)
+    return s
+
+
+_SIZE_PLACEHOLDER = 512
+
+
+def sampler_for(s: SamplerSettings, width=None, height=None, num_images=None) -> Sampler:
+    """The engine's ``Sampler`` of ``s`` (checked), with the size or image count a task decided."""
+    return Sampler(
+        width=s.width if width is None else width, height=s.height if height is None else height,
+        seed=s.seed, num_images=s.num_images if num_images is None else num_images,
+        steps=s.steps, guidance=s.guidance, scheduler=s.scheduler,
+    ).checked()
+
+
+def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:
+    """The part of ``TaskResult.info`` every task reports."""
+    return {
+        "seeds": sampler.seeds, "width": sampler.width, "height": sampler.height,
+        "seecoder": s.seecoder, "base_model": s.base_model, "steps": sampler.steps,
+        "guidance": sampler.guidance, "scheduler": sampler.scheduler,
+    }
+
+
+@contextmanager
+def timed(timings: Dict[str, float], name: str) -> Iterator[None]:
+    """Adds the wall time of the block to ``timings[name]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0

@@ -5,7 +5,7 @@ model, seed, size, steps, guidance and sampler; only the way the reference's con
 the UNet differs:
 
 1. ``prompt_free``: SeeCoder embedding of the reference (the paper's method), structure
-   ControlNet. Exactly the Reference+ControlNet task (``tasks.control.reference_control``).
+   ControlNet: the conditioning of the Reference+ControlNet task, same picture.
 2. ``dual_controlnet``: the CLIP text encoder with an optional prompt (empty by default) and
    negative prompt (CFG: unconditional = negative prompt), plus a *content* ControlNet
    (``defaults.content_controlnet``, shuffle) fed the shuffled reference, plus the same
@@ -14,8 +14,9 @@ the UNet differs:
    IP-Adapter image tokens (diffusers' IP-Adapter attention processors and image projection,
    CLIP image encoder), plus the structure ControlNet.
 
-The columns share the base UNet, the VAE and the structure ControlNet (the engine's objects;
-nothing is copied). The text encoder, the content ControlNet and the IP-Adapter parts load
+Each column is a small strategy that builds a ``Conditioning``; every column then runs
+through the same ``Engine.generate`` call. The columns share the base UNet, the VAE and the
+structure ControlNet (the engine's objects; nothing is copied). The text encoder, the content ControlNet and the IP-Adapter parts load
 only when a column that needs them runs, through the engine's cache. A switched-off column
 does no work at all. Each column reports its wall time and, on CUDA, its peak GPU memory.
 """
@@ -25,20 +26,33 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import warnings
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import CheckpointError, ConfigError, InputImageError, InvalidSettingError, ModelUnavailableError
-from ..images import image_to_tensor, load_image, prepare_reference, side_by_side, snap_size
-from ..settings import hub_offline
-from .common import SamplerSettings, TaskResult, resolve_defaults
-from .control import MODE_AS_IS, ControlSettings, ControlSpec, follow_size, reference_control
+from .. import settings as limits
+from ..conditioning import AttentionProcessors, Conditioning
+from ..errors import ConfigError, InputImageError, InvalidSettingError
+from ..images import image_to_tensor, prepare_reference, side_by_side
+from ..ip_adapter import TextTokensOnly, image_tokens, load_ip_adapter
+from ..sampling import ControlInput, Sampler
+from .common import TaskResult, begin, sampler_for, timed
+from .control import ControlSettings
+from .controls import (
+    MODE_AS_IS,
+    ControlSpec,
+    check_maps,
+    check_specs,
+    control_map,
+    default_preprocessor,
+    normalise_mode,
+    open_images,
+    output_size,
+    run_detector,
+)
 
 PROMPT_FREE = "prompt_free"
 DUAL_CONTROLNET = "dual_controlnet"
@@ -49,25 +63,19 @@ METHOD_LABELS = {
     DUAL_CONTROLNET: "Dual-ControlNet (shuffle + text)",
     IP_ADAPTER: "IP-Adapter (+ text)",
 }
-MAX_CONTENT_SCALE = 2.0
-MAX_IP_SCALE = 2.0
-CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 
 ColumnProgress = Optional[Callable[[int, int], None]]
 _NUMPY_RNG_LOCK = threading.Lock()
 
 
 @dataclass
-class CompareSettings(SamplerSettings):
+class CompareSettings(ControlSettings):
     """Settings shared by every column, plus the baselines' own.
 
     width/height None: follow the structure image (as the Reference+ControlNet task).
     ``num_images`` is ignored: each column makes one image.
     """
 
-    width: Optional[int] = None
-    height: Optional[int] = None
     methods: Tuple[str, ...] = (PROMPT_FREE, DUAL_CONTROLNET)
     control_scale: float = 1.0  # structure ControlNet, every column
     content_controlnet: Optional[str] = None  # None: defaults.content_controlnet
@@ -76,7 +84,6 @@ class CompareSettings(SamplerSettings):
     negative_prompt: str = ""
     ip_adapter: Optional[str] = None  # None: the first configured
     ip_adapter_scale: float = 1.0
-    annotator_dir: Optional[str] = None
 
 
 @dataclass
@@ -151,16 +158,6 @@ def normalise_methods(methods) -> Tuple[str, ...]:
     return tuple(m for m in METHODS if m in out)
 
 
-def _number(v, what: str, lo: float, hi: float) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise InvalidSettingError(f"{what} must be a number, got {v!r}") from None
-    if not (lo <= f <= hi):
-        raise InvalidSettingError(f"{what} must be between {lo:g} and {hi:g}, got {v!r}")
-    return f
-
-
 @contextlib.contextmanager
 def _metered(engine, record: Dict[str, Any]):
     """Wall time of a column and, on CUDA, its peak allocated memory (peak reset first)."""
@@ -191,188 +188,123 @@ def _numpy_seeded(seed: int):
             np.random.set_state(state)
 
 
-# ----------------------------------------------------------------------------- the structure map
-def _structure_map(engine, spec: ControlSpec, size: Tuple[int, int], annotator_dir) -> Image.Image:
-    """The structure ControlNet's hint, exactly as the Reference+ControlNet task makes it."""
-    from .control import prepare_control_map
+# ----------------------------------------------------------------------------- the columns
+@dataclass
+class _Run:
+    """What every column shares: checked settings, the reference, the structure ControlNet."""
 
-    return prepare_control_map(engine, spec, size, annotator_dir, what="structure image")
+    engine: Any
+    s: CompareSettings
+    sampler: Sampler
+    reference: Image.Image
+    controlnet: str
+    structure: ControlInput
+    prompt: str
+    negative: str
+    content_controlnet: Optional[str]
+    ip_adapter: Optional[str]
+
+    def text(self, timings: Dict[str, float]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """CLIP text contexts of the prompt and the negative prompt (the text columns)."""
+        from ..text import text_encoder
+
+        with timed(timings, "load"):
+            te = text_encoder(self.engine, self.s.base_model)
+        with timed(timings, "text"):
+            return te.encode(self.prompt), te.encode(self.negative)
+
+    @property
+    def prompt_note(self) -> str:
+        return f"prompt '{self.prompt}'" if self.prompt else "empty prompt"
+
+
+@dataclass
+class _Column:
+    conditioning: Conditioning
+    described: str  # what carries the reference's content
+    controlnets: List[str]
+    text_encoder: bool = False
+    image_encoder: bool = False
+    extras: List[Image.Image] = field(default_factory=list)
+
+
+def _prompt_free(run: _Run, timings: Dict[str, float]) -> _Column:
+    with timed(timings, "encode"):
+        context, uncond = run.engine.encode_reference(run.reference, run.s.seecoder)
+    return _Column(Conditioning(context, uncond, [run.structure]),
+                   f"SeeCoder embedding of the reference image ({run.s.seecoder})", [f"structure: {run.controlnet}"])
+
+
+def _dual_controlnet(run: _Run, timings: Dict[str, float]) -> _Column:
+    cond, uncond = run.text(timings)
+    name = run.content_controlnet
+    with timed(timings, "load"):
+        content_cn = run.engine.controlnet(name)
+    with timed(timings, "preprocess"):
+        content = _content_map(run.engine, run.reference, name, (run.sampler.width, run.sampler.height),
+                               run.sampler.seed, run.s.annotator_dir)
+    controls = [ControlInput(content_cn, image_to_tensor(content), float(run.s.content_scale)), run.structure]
+    return _Column(Conditioning(cond, uncond, controls),
+                   f"CLIP text ({run.prompt_note}) + shuffled reference through the content ControlNet",
+                   [f"content: {name}", f"structure: {run.controlnet}"], text_encoder=True, extras=[content])
+
+
+def _ip_adapter(run: _Run, timings: Dict[str, float]) -> _Column:
+    cond, uncond = run.text(timings)
+    with timed(timings, "load"):
+        ip = load_ip_adapter(run.engine, run.ip_adapter, run.engine.base_model(run.s.base_model))
+    with timed(timings, "image_encode"):
+        cond_ip, uncond_ip = image_tokens(run.engine, ip, run.reference, cond, uncond)
+    # The structure ControlNet sees the text tokens only, as diffusers' ControlNet pipelines do.
+    structure = ControlInput(TextTokensOnly(run.structure.controlnet, ip.num_tokens), run.structure.hint,
+                             run.structure.scale)
+    scale = float(run.s.ip_adapter_scale)
+    return _Column(Conditioning(cond_ip, uncond_ip, [structure], unet_patch=AttentionProcessors(ip.processors, scale)),
+                   f"CLIP text ({run.prompt_note}) + {ip.num_tokens} IP-Adapter image tokens ({run.ip_adapter}, "
+                   f"scale {scale:g})", [f"structure: {run.controlnet}"], text_encoder=True, image_encoder=True)
+
+
+STRATEGIES: Dict[str, Callable[[_Run, Dict[str, float]], _Column]] = {
+    PROMPT_FREE: _prompt_free, DUAL_CONTROLNET: _dual_controlnet, IP_ADAPTER: _ip_adapter,
+}
 
 
 def _content_map(engine, reference: Image.Image, controlnet: str, size: Tuple[int, int], seed: int, annotator_dir) -> Image.Image:
     """The content ControlNet's hint: the reference at the output size, through the entry's
     preprocessor (shuffle), with numpy's RNG seeded from the generation seed."""
-    from . import control
-
-    preprocessor = control.default_preprocessor(engine, controlnet)
+    preprocessor = default_preprocessor(engine, controlnet)
     resized = reference if reference.size == size else reference.resize(size, Image.BICUBIC)
     if preprocessor == "none":
         return resized
-    from .. import preprocess
-
     with _numpy_seeded(seed):
-        out = preprocess.preprocess(preprocessor, resized, resolution=control.detect_resolution(size),
-                                    annotator_dir=annotator_dir)
-    out = out.convert("RGB")
-    return out if out.size == size else out.resize(size, Image.BICUBIC)
-
-
-# ----------------------------------------------------------------------------- IP-Adapter
-@dataclass
-class LoadedIPAdapter:
-    name: str
-    processors: Dict[str, torch.nn.Module]  # UNet attention processor name -> processor
-    image_proj: torch.nn.Module
-    image_encoder: torch.nn.Module
-    num_tokens: int
-
-
-def _place(engine, module: torch.nn.Module) -> torch.nn.Module:
-    module = module.to(engine.device, engine.dtype).eval()
-    module.requires_grad_(False)
-    return module
-
-
-def _read_ip_adapter_file(path: Path) -> Dict[str, Dict[str, torch.Tensor]]:
-    """{"image_proj": {...}, "ip_adapter": {...}} from a .safetensors (prefixed keys) or a
-    weights-only pickle (nested dicts, the original .bin layout)."""
-    from ..weights import PICKLE_SUFFIXES, read_state_dict
-
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"IP-Adapter file '{path}' could not be read: {str(e).splitlines()[0][:160]}") from None
-        if isinstance(obj, dict) and isinstance(obj.get("image_proj"), dict) and isinstance(obj.get("ip_adapter"), dict):
-            return {"image_proj": dict(obj["image_proj"]), "ip_adapter": dict(obj["ip_adapter"])}
-        flat = obj if isinstance(obj, dict) else {}
-    else:
-        flat = read_state_dict(path)
-    out: Dict[str, Dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
-    for k, v in flat.items():
-        head, _, rest = str(k).partition(".")
-        if head in out and rest and isinstance(v, torch.Tensor):
-            out[head][rest] = v
-    if not out["image_proj"] or not out["ip_adapter"]:
-        raise CheckpointError(f"'{path}' is not an IP-Adapter file: it needs 'image_proj.*' and 'ip_adapter.*' weights")
-    return out
-
-
-def _image_encoder_source(engine, entry):
-    from ..registry import Source
-
-    spec = entry.option("image_encoder")  # parsed to sources by the registry
-    if spec is not None:
-        return spec[0]
-    # diffusers' convention: an `image_encoder` folder beside the weights
-    src = entry.sources[0]
-    if src.path is not None:
-        folder = src.path.parent if src.path.is_file() or src.path.suffix else src.path
-        return Source(path=folder / "image_encoder")
-    sub = f"{src.subfolder}/image_encoder" if src.subfolder else "image_encoder"
-    return Source(repo=src.repo, subfolder=sub, revision=src.revision)
-
-
-def _load_image_encoder(engine, entry):
-    from transformers import CLIPVisionModelWithProjection
-
-    src = _image_encoder_source(engine, entry)
-    location = str(src.path) if src.path is not None else src.repo
-    key = ("ip_image_encoder", location, src.subfolder, src.revision)
-
-    def build():
-        if src.path is not None and not src.path.exists():
-            raise ModelUnavailableError(f"{entry.label}: image encoder folder '{src.path}' does not exist")
-        try:
-            model = CLIPVisionModelWithProjection.from_pretrained(
-                location, subfolder=src.subfolder or "", revision=src.revision,
-                local_files_only=not engine.allow_download or hub_offline(),
-            )
-        except (OSError, EnvironmentError, ValueError) as e:
-            raise ModelUnavailableError(
-                f"{entry.label}: its CLIP image encoder ('{location}'{' ' + src.subfolder if src.subfolder else ''}) is not "
-                f"available ({str(e).splitlines()[0][:160]}). Download it where the Hugging Face Hub is reachable, "
-                "give an `image_encoder:` source in checkpoints.yaml, or switch the IP-Adapter column off."
-            ) from None
-        return _place(engine, model)
-
-    return engine.cached(key, build)
-
-
-def load_ip_adapter(engine, name: str, base) -> LoadedIPAdapter:
-    """An IP-Adapter's attention processors (for ``base``'s UNet layout), image projection and
-    CLIP image encoder, cached by the engine. The UNet itself is not modified here."""
-    entry = engine.registry.entry("ip_adapters", name)
-    unet = base.unet
-
-    def build():
-        path = engine.registry.resolve_file(entry.sources, entry.label, engine.allow_download)
-        sd = _read_ip_adapter_file(Path(path))
-        if "proj.weight" not in sd["image_proj"]:
-            raise CheckpointError(
-                f"{entry.label}: only the plain IP-Adapter (image_proj.proj, 4 image tokens, e.g. ip-adapter_sd15) "
-                "is supported in the comparison"
-            )
-        cross = unet.config.cross_attention_dim
-        proj_out = sd["image_proj"]["proj.weight"].shape[0]
-        if proj_out % 4 or proj_out // 4 != cross:
-            raise CheckpointError(
-                f"{entry.label}: made for {proj_out // 4}-wide cross-attention, but base model '{base.name}' uses {cross}"
-            )
-        try:
-            processors = unet._convert_ip_adapter_attn_to_diffusers([sd], low_cpu_mem_usage=False)
-            image_proj = unet._convert_ip_adapter_image_proj_to_diffusers(sd["image_proj"], low_cpu_mem_usage=False)
-        except (KeyError, RuntimeError) as e:
-            raise CheckpointError(f"{entry.label}: weights do not match base model '{base.name}' ({str(e).splitlines()[0][:160]})") from None
-        processors = {k: (_place(engine, p) if isinstance(p, torch.nn.Module) else p) for k, p in processors.items()}
-        return LoadedIPAdapter(name, processors, _place(engine, image_proj), None, image_proj.num_image_text_embeds)
-
-    loaded = engine.cached(("ip_adapter", name, base.name), build)
-    encoder = _load_image_encoder(engine, entry)
-    return replace(loaded, image_encoder=encoder)
-
-
-def clip_image_tensor(image: Image.Image, size: int) -> torch.Tensor:
-    """CLIP image preprocessing: shortest side to ``size`` (bicubic), centre crop, normalise."""
-    w, h = image.size
-    s = size / min(w, h)
-    img = image.convert("RGB").resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-    left, top = (img.width - size) // 2, (img.height - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    x = image_to_tensor(img)
-    mean = torch.tensor(CLIP_IMAGE_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_IMAGE_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-class _WithoutImageTokens:
-    """A ControlNet fed the text tokens only (the IP-Adapter's image tokens at the end of the
-    context are cut off), as diffusers' ControlNet pipelines do. Holds the shared ControlNet
-    itself, no copy."""
-
-    def __init__(self, controlnet, num_tokens: int):
-        self.controlnet = controlnet
-        self.num_tokens = num_tokens
-
-    def __call__(self, x, t, *, encoder_hidden_states, **kwargs):
-        return self.controlnet(x, t, encoder_hidden_states=encoder_hidden_states[:, : -self.num_tokens], **kwargs)
-
-
-def _generate_with_processors(engine, base, processors, cond, uncond, *, width, height, seed, steps, guidance,
-                              scheduler, controls, progress):
-    """``engine.generate`` with ``processors`` installed on the shared UNet for this run only
-    (the engine swaps them under its run lock and restores the UNet's own afterwards)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*passed a tensor as `encoder_hidden_states`.*")
-        gen = engine.generate(
-            base.name, cond, uncond, width=width, height=height, seed=seed, num_images=1, steps=steps,
-            guidance=guidance, scheduler=scheduler, controls=controls, progress=progress,
-            attn_processors=processors,
-        )
-    return gen.images, gen.timings
+        return run_detector(engine, preprocessor, resized, size, annotator_dir)
 
 
 # ----------------------------------------------------------------------------- the task
+def _check(engine, s: CompareSettings, methods) -> Dict[str, Any]:
+    """Every name and range of the run, before anything is loaded or opened."""
+    from ..text import check_prompt
+
+    out: Dict[str, Any] = {"content": None, "ip": None}
+    limits.CONTROL_SCALE.check(s.control_scale, "structure ControlNet scale")
+    if DUAL_CONTROLNET in methods:
+        out["content"] = content_controlnet_name(engine, s.content_controlnet)
+        limits.CONTENT_SCALE.check(s.content_scale)
+    if IP_ADAPTER in methods:
+        names = ip_adapter_names(engine)
+        if not names:
+            raise InvalidSettingError(
+                "the IP-Adapter column needs an IP-Adapter under `ip_adapters:` in checkpoints.yaml and none is "
+                "configured: switch that column off, or add one (e.g. h94/IP-Adapter models/ip-adapter_sd15.safetensors)"
+            )
+        out["ip"] = s.ip_adapter or names[0]
+        engine.registry.entry("ip_adapters", out["ip"])
+        limits.IP_ADAPTER_SCALE.check(s.ip_adapter_scale)
+    out["prompt"] = check_prompt(s.prompt, "prompt")
+    out["negative"] = check_prompt(s.negative_prompt, "negative prompt")
+    return out
+
+
 def compare(
     engine,
     reference,
@@ -390,39 +322,13 @@ def compare(
     (``mode="preprocess"``, detector ``preprocessor`` or the entry's default) or a ready map
     (``mode="use as-is"``). controlnet: structure ControlNet name (None: the profile default).
     """
-    from ..engine import validate_settings
-    from ..sampling import ControlInput
-    from . import control
-    from ..text import check_prompt
-
-    s = resolve_defaults(engine, settings or CompareSettings())
+    s = begin(engine, settings or CompareSettings())
     methods = normalise_methods(s.methods)
-    # ---- cheap checks first: nothing is loaded before every input is known to be usable
-    steps, guidance, _, seed = validate_settings(s.steps, s.guidance, 1, s.seed, s.scheduler)
-    engine.registry.entry("seecoders", s.seecoder)
-    engine.registry.entry("base_models", s.base_model)
     controlnet = controlnet or engine.defaults.get("controlnet")
     if not controlnet:
         raise ConfigError("no ControlNet is configured in checkpoints.yaml (controlnets:)")
     engine.registry.entry("controlnets", controlnet)
-    control_scale = _number(s.control_scale, "structure ControlNet scale", 0.0, control.MAX_SCALE)
-    content_name = content_scale = None
-    if DUAL_CONTROLNET in methods:
-        content_name = content_controlnet_name(engine, s.content_controlnet)
-        content_scale = _number(s.content_scale, "content ControlNet scale", 0.0, MAX_CONTENT_SCALE)
-    ip_name = ip_scale = None
-    if IP_ADAPTER in methods:
-        names = ip_adapter_names(engine)
-        if not names:
-            raise InvalidSettingError(
-                "the IP-Adapter column needs an IP-Adapter under `ip_adapters:` in checkpoints.yaml and none is "
-                "configured: switch that column off, or add one (e.g. h94/IP-Adapter models/ip-adapter_sd15.safetensors)"
-            )
-        ip_name = s.ip_adapter or names[0]
-        engine.registry.entry("ip_adapters", ip_name)
-        ip_scale = _number(s.ip_adapter_scale, "IP-Adapter scale", 0.0, MAX_IP_SCALE)
-    prompt = check_prompt(s.prompt, "prompt")
-    negative = check_prompt(s.negative_prompt, "negative prompt")
+    checked = _check(engine, s, methods)
     if reference is None:
         raise InputImageError("no reference image given: please upload the image whose content every column should use")
     if structure is None:
@@ -430,127 +336,57 @@ def compare(
             "no structure image given: upload a picture (preprocess) or a ready control map (use as-is) for the "
             f"structure ControlNet '{controlnet}'"
         )
-    mode = control.normalise_mode(mode)
+    mode = normalise_mode(mode)
     ref = prepare_reference(reference)
-    structure_img = load_image(structure, "structure image")
-    if s.width is None or s.height is None:
-        width, height = follow_size(structure_img)
-        width, height = s.width or width, s.height or height
-    else:
-        width, height = s.width, s.height
-    width, height = snap_size(width, height)
-    spec = ControlSpec(controlnet, structure_img, mode, preprocessor, control_scale)
+    (p,) = check_specs(engine, [ControlSpec(controlnet, structure, mode, preprocessor, s.control_scale)],
+                       what="structure image")
+    open_images([p])
+    width, height, _ = output_size(s.width, s.height, p.image)
+    sampler = sampler_for(s, width, height, num_images=1)
 
     # ---- shared by every column: base model (UNet, VAE), structure ControlNet and its map
     t0 = time.perf_counter()
-    structure_map = _structure_map(engine, spec, (width, height), s.annotator_dir)
-    base = engine.base_model(s.base_model)
-    structure_cn = engine.controlnet(controlnet)
-    structure_hint = image_to_tensor(structure_map)
+    check_maps([p], (sampler.width, sampler.height))
+    structure_map = control_map(engine, p, (sampler.width, sampler.height), s.annotator_dir)
+    engine.base_model(s.base_model)
+    structure_in = ControlInput(engine.controlnet(controlnet), image_to_tensor(structure_map), p.spec.scale)
     shared_s = time.perf_counter() - t0
-
-    def column_progress(k: int):
-        if progress is None:
-            return None
-        return lambda i, n: progress(k * n + i, len(methods) * n)
-
-    sampler = dict(width=width, height=height, seed=seed, steps=steps, guidance=guidance, scheduler=s.scheduler)
-    columns: Dict[str, ColumnResult] = {}
-    for k, method in enumerate(methods):
-        record: Dict[str, Any] = {}
-        timings: Dict[str, float] = {}
-        extras: List[Image.Image] = []
-        with _metered(engine, record):
-            if method == PROMPT_FREE:
-                # Exactly the Reference+ControlNet task, on the structure map made above.
-                res = reference_control(
-                    engine, ref,
-                    [ControlSpec(controlnet, structure_map, MODE_AS_IS, None, control_scale, check_map=False)],
-                    ControlSettings(base_model=s.base_model, seecoder=s.seecoder, guidance=guidance, steps=steps,
-                                    width=width, height=height, seed=seed, num_images=1, scheduler=s.scheduler,
-                                    annotator_dir=s.annotator_dir),
-                    progress=column_progress(k),
-                )
-                image = res.images[0]
-                timings.update({k2: v for k2, v in res.info.get("timings", {}).items() if k2 != "preprocess"})
-                col = ColumnResult(method, METHOD_LABELS[method], image,
-                                   f"SeeCoder embedding of the reference image ({s.seecoder})",
-                                   [f"structure: {controlnet}"], text_encoder=False, image_encoder=False)
-            else:
-                from ..text import text_encoder
-
-                t1 = time.perf_counter()
-                te = text_encoder(engine, s.base_model)
-                timings["load"] = time.perf_counter() - t1
-                t1 = time.perf_counter()
-                cond, uncond = te.encode(prompt), te.encode(negative)
-                timings["text"] = time.perf_counter() - t1
-                prompt_note = f"prompt '{prompt}'" if prompt else "empty prompt"
-                if method == DUAL_CONTROLNET:
-                    t1 = time.perf_counter()
-                    content_cn = engine.controlnet(content_name)
-                    timings["load"] += time.perf_counter() - t1
-                    t1 = time.perf_counter()
-                    content_map = _content_map(engine, ref, content_name, (width, height), seed, s.annotator_dir)
-                    timings["preprocess"] = time.perf_counter() - t1
-                    extras.append(content_map)
-                    gen = engine.generate(
-                        s.base_model, cond, uncond, **sampler, num_images=1, progress=column_progress(k),
-                        controls=[ControlInput(content_cn, image_to_tensor(content_map), content_scale),
-                                  ControlInput(structure_cn, structure_hint, control_scale)],
-                    )
-                    image = gen.images[0]
-                    timings.update(gen.timings)
-                    col = ColumnResult(method, METHOD_LABELS[method], image,
-                                       f"CLIP text ({prompt_note}) + shuffled reference through the content ControlNet",
-                                       [f"content: {content_name}", f"structure: {controlnet}"],
-                                       text_encoder=True, image_encoder=False)
-                else:
-                    t1 = time.perf_counter()
-                    ip = load_ip_adapter(engine, ip_name, base)
-                    timings["load"] += time.perf_counter() - t1
-                    t1 = time.perf_counter()
-                    enc = ip.image_encoder
-                    with torch.inference_mode():
-                        pixels = clip_image_tensor(ref, int(enc.config.image_size)).to(engine.device, enc.dtype)
-                        embeds = enc(pixel_values=pixels).image_embeds
-                        ip_cond = ip.image_proj(embeds)
-                        ip_uncond = ip.image_proj(torch.zeros_like(embeds))
-                        cond_ip = torch.cat([cond.to(ip_cond.dtype), ip_cond], dim=1)
-                        uncond_ip = torch.cat([uncond.to(ip_uncond.dtype), ip_uncond], dim=1)
-                    for p in ip.processors.values():
-                        if hasattr(p, "to_k_ip"):
-                            p.scale = [ip_scale]
-                    timings["image_encode"] = time.perf_counter() - t1
-                    images, gen_timings = _generate_with_processors(
-                        engine, base, ip.processors, cond_ip, uncond_ip, **sampler, progress=column_progress(k),
-                        controls=[ControlInput(_WithoutImageTokens(structure_cn, ip.num_tokens), structure_hint, control_scale)],
-                    )
-                    image = images[0]
-                    timings.update(gen_timings)
-                    col = ColumnResult(method, METHOD_LABELS[method], image,
-                                       f"CLIP text ({prompt_note}) + {ip.num_tokens} IP-Adapter image tokens ({ip_name}, scale {ip_scale:g})",
-                                       [f"structure: {controlnet}"], text_encoder=True, image_encoder=True)
-        col.timings = {"wall": record["wall"], **timings}
-        col.peak_memory = record.get("peak_memory")
-        col.extras = extras
-        columns[method] = col
+    run = _Run(engine, s, sampler, ref, controlnet, structure_in, checked["prompt"], checked["negative"],
+               checked["content"], checked["ip"])
+    columns = {m: _run_column(run, m, k, len(methods), progress) for k, m in enumerate(methods)}
 
     images = [c.image for c in columns.values()]
     info = {
-        "seed": seed, "seeds": [seed], "width": width, "height": height, "steps": steps, "guidance": guidance,
-        "scheduler": s.scheduler, "base_model": s.base_model, "seecoder": s.seecoder,
-        "controlnet": controlnet, "mode": mode, "preprocessor": preprocessor, "control_scale": control_scale,
-        "content_controlnet": content_name, "ip_adapter": ip_name, "prompt": prompt, "negative_prompt": negative,
+        "seed": sampler.seed, "seeds": [sampler.seed], "width": sampler.width, "height": sampler.height,
+        "steps": sampler.steps, "guidance": sampler.guidance, "scheduler": sampler.scheduler,
+        "base_model": s.base_model, "seecoder": s.seecoder, "controlnet": controlnet, "mode": mode,
+        "preprocessor": preprocessor, "control_scale": p.spec.scale, "content_controlnet": checked["content"],
+        "ip_adapter": checked["ip"], "prompt": checked["prompt"], "negative_prompt": checked["negative"],
         "methods": list(methods), "device": str(engine.device),
         "timings": {"shared": shared_s, **{m: c.timings["wall"] for m, c in columns.items()}},
     }
-    result = CompareResult(images, [structure_map], info, columns=columns, side_by_side=side_by_side(images))
-    return result
+    return CompareResult(images, [structure_map], info, columns=columns, side_by_side=side_by_side(images))
+
+
+def _run_column(run: _Run, method: str, k: int, n_columns: int, progress: ColumnProgress) -> ColumnResult:
+    """One column: its strategy's conditioning through the engine's one generate call."""
+    column_progress = None
+    if progress is not None:
+        column_progress = lambda i, n: progress(k * n + i, n_columns * n)  # noqa: E731
+    record: Dict[str, Any] = {}
+    timings: Dict[str, float] = {}
+    with _metered(run.engine, record):
+        col = STRATEGIES[method](run, timings)
+        gen = run.engine.generate(run.s.base_model, col.conditioning, run.sampler, progress=column_progress)
+    timings.update(gen.timings)
+    return ColumnResult(method, METHOD_LABELS[method], gen.images[0], col.described, col.controlnets,
+                        text_encoder=col.text_encoder, image_encoder=col.image_encoder,
+                        timings={"wall": record["wall"], **timings}, peak_memory=record.get("peak_memory"),
+                        extras=col.extras)
 
 
 __all__ = [
-    "METHODS", "METHOD_LABELS", "PROMPT_FREE", "DUAL_CONTROLNET", "IP_ADAPTER",
+    "METHODS", "METHOD_LABELS", "PROMPT_FREE", "DUAL_CONTROLNET", "IP_ADAPTER", "STRATEGIES",
     "CompareSettings", "CompareResult", "ColumnResult", "compare", "available_methods", "differences",
-    "ip_adapter_names", "load_ip_adapter", "normalise_methods",
+    "ip_adapter_names", "normalise_methods",
 ]

@@ -12,14 +12,15 @@ Generation
   (``pose_control``; when the detector finds nobody the run goes on without it, with a note).
 * Inpainting: with a 9-channel SD inpainting UNet (``inpainting: true`` in checkpoints.yaml;
   the first such base model is the default) the UNet gets [mask, masked-image latents] as extra
-  input channels. With a standard base model, latent blending: after every step the latents
-  outside the mask are replaced by the original image's latents noised to the step's timestep
-  (the same noise as the run's initial latents), and by the clean latents after the last step.
+  input channels (``conditioning.MaskedImageChannels``). With a standard base model, latent
+  blending (``conditioning.LatentBlend``): after every step the latents outside the mask are
+  replaced by the original image's latents noised to the step's timestep (the run's own initial
+  noise), and by the clean latents after the last step.
 * Size: generation at the person photo's aspect ratio, both sides multiples of 64, the long
   side ``max(long side, 512)`` capped at ``max_side`` (default 768, at most 1536). The result is
   resized back to the photo's own size and pasted into it with the feathered paste alpha of
   ``masks.soften_mask``: pixels farther than dilation + feathering from the mask are the
-  photo's own, bit for bit. Large photos (up to ``images.MAX_PIXELS``) are accepted: the
+  photo's own, bit for bit. Large photos (up to ``settings.MAX_IMAGE_PIXELS``) are accepted: the
   generation runs at ``max_side`` and only the masked region is upscaled into the full-size
   photo (``info["notes"]`` says so).
 """
@@ -30,37 +31,37 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
 from .. import masks as M
-from ..errors import ConfigError, InputImageError, InvalidSettingError, ModelUnavailableError
+from .. import settings
+from ..conditioning import Conditioning, LatentBlend, MaskedImageChannels
+from ..errors import ConfigError, InputImageError, ModelUnavailableError
 from ..images import check_min_side, image_to_tensor, load_image, prepare_reference
-from .common import TaskResult
+from .common import Progress, SamplerSettings, TaskResult, begin, sampler_for, timed
+from ..sampling import ControlInput
+from .controls import control_kind
 
 MASK_IMAGE = "mask image"  # mask mode meaning "use the given mask image"
-MASK_CHOICES = (MASK_IMAGE,) + M.MASK_MODES
-DEFAULT_MAX_SIDE = 768
-MAX_SIDE_LIMIT = 1536
-MIN_MAX_SIDE = 64
+DEFAULT_MAX_SIDE = int(settings.TRYON_MAX_SIDE.default)
 GEN_MIN_LONG_SIDE = 512  # small photos are generated at least this large (SD works poorly below)
 DETECT_SIDE = 768  # the pose detector runs on a copy at most this large
 METHOD_INPAINT, METHOD_BLEND = "inpainting UNet", "latent blending"
 
-Progress = Optional[Callable[[int, int], None]]
-
 
 @dataclass
-class TryOnSettings:
+class TryOnSettings(SamplerSettings):
     """Try-on settings. ``base_model`` None: the first ``inpainting: true`` base model of the
     registry when it can be loaded, else the profile's default (latent blending).
     ``controlnet`` None: the default ControlNet when it is an openpose one, else the first
-    openpose ControlNet. ``mask_mode`` is used when no mask image is given."""
+    openpose ControlNet. ``mask_mode`` is used when no mask image is given. The size is the
+    person photo's (``max_side`` caps the generation), so width/height are not used."""
 
-    base_model: Optional[str] = None
-    seecoder: Optional[str] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
     controlnet: Optional[str] = None
     pose_control: bool = True
     control_scale: float = 1.0
@@ -68,11 +69,6 @@ class TryOnSettings:
     dilation: int = 8
     feather: int = 8
     crop_garment: bool = True
-    guidance: float = 2.0
-    steps: int = 50
-    seed: int = 20
-    num_images: int = 1
-    scheduler: str = "DDIM"
     max_side: int = DEFAULT_MAX_SIDE
     annotator_dir: Optional[str] = None  # pose detector weights; None: env PFD_ANNOTATOR_DIR, then the hub
 
@@ -97,13 +93,7 @@ def generation_size(width: int, height: int, max_side: int = DEFAULT_MAX_SIDE) -
 
 
 def check_max_side(v) -> int:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise InvalidSettingError(f"maximum generation size must be a number, got {v!r}") from None
-    if f != f or not MIN_MAX_SIDE <= f <= MAX_SIDE_LIMIT:
-        raise InvalidSettingError(f"maximum generation size must be between {MIN_MAX_SIDE} and {MAX_SIDE_LIMIT} px, got {v!r}")
-    return int(f)
+    return int(settings.TRYON_MAX_SIDE.check(v))
 
 
 def inpainting_base_model(engine) -> Optional[str]:
@@ -118,8 +108,6 @@ def inpainting_base_model(engine) -> Optional[str]:
 def pose_controlnet(engine) -> Optional[str]:
     """The ControlNet used to keep the pose: the default one when it is an openpose
     ControlNet, else the first openpose ControlNet of the registry."""
-    from .control import control_kind
-
     reg = engine.registry
     default = reg.defaults.get("controlnet")
     names = reg.names("controlnets")
@@ -209,28 +197,6 @@ def _latent_mask(mask: np.ndarray, f: int):
     return torch.from_numpy(m.astype(np.float32))[None, None]
 
 
-def _blend_hook(engine, scheduler_name: str, steps: int, z0, noise, m):
-    """after_step for standard UNets: keep the generated latents inside the mask and the
-    original's, noised to where the sampler now is, outside."""
-    import torch
-
-    from ..sampling import make_scheduler
-
-    sched = make_scheduler(scheduler_name)
-    sched.set_timesteps(steps, device=z0.device)
-    ts = sched.timesteps
-    keep = 1.0 - m
-
-    def after_step(i, t, latents):
-        if i + 1 < len(ts):  # after step i the latents are at the next timestep of the schedule
-            known = sched.add_noise(z0, noise, ts[i + 1 : i + 2])
-        else:
-            known = z0
-        return m * latents + keep * known.to(latents.dtype)
-
-    return after_step
-
-
 # ----------------------------------------------------------------------------- the task
 def virtual_tryon(
     engine,
@@ -245,58 +211,21 @@ def virtual_tryon(
     outfit; "mask image" without an image is an error); None uses ``settings.mask_mode``.
     Returns the try-on images at the person photo's size, and as ``extras`` the paste mask,
     the pose hint (when used) and the garment as encoded."""
-    import torch
-
-    from ..engine import validate_settings
-    from ..sampling import ControlInput
-
-    s = settings or TryOnSettings()
-    notes: List[str] = []
-    steps, guidance, num_images, seed = validate_settings(s.steps, s.guidance, s.num_images, s.seed, s.scheduler)
+    requested = settings or TryOnSettings()
+    s = begin(engine, requested)
     max_side = check_max_side(s.max_side)
-    seecoder = s.seecoder or engine.defaults["seecoder"]
-    engine.registry.entry("seecoders", seecoder)
-    if s.base_model:
-        engine.registry.entry("base_models", s.base_model)
-    try:
-        control_scale = float(s.control_scale)
-    except (TypeError, ValueError):
-        raise InvalidSettingError(f"pose control scale must be a number, got {s.control_scale!r}") from None
-    if not 0 <= control_scale <= 2:
-        raise InvalidSettingError(f"pose control scale must be between 0 and 2, got {s.control_scale!r}")
-    controlnet = None
-    if s.pose_control:
-        controlnet = s.controlnet or pose_controlnet(engine)
-        if controlnet is None:
-            raise ConfigError("no openpose ControlNet is configured in checkpoints.yaml: add one, or untick 'Keep pose'")
-        engine.registry.entry("controlnets", controlnet)
+    control_scale = _check_pose_control(engine, s)
+    controlnet = (s.controlnet or pose_controlnet(engine)) if s.pose_control else None
+    notes: List[str] = []
 
-    # ---- inputs (cheap checks first)
+    # ---- inputs
     if person is None:
         raise InputImageError("no person photo given: please upload a photo of the person to dress")
     person_img = load_person(person)
     if garment is None:
         raise InputImageError("no garment image given: please upload a photo of the garment")
     garment_img = load_image(garment, "garment image")
-    mode = None
-    if isinstance(mask, os.PathLike) or (isinstance(mask, str) and os.path.isfile(mask)):
-        pass  # a mask image file
-    elif isinstance(mask, str) or mask is None:
-        mode_name = mask if isinstance(mask, str) else s.mask_mode
-        if mode_name is None or str(mode_name).strip().lower() in (MASK_IMAGE, "", "none", "drawn", "painted"):
-            raise M.EmptyMaskError(
-                "no mask given: paint the region to change on the person photo, upload a mask image "
-                f"(white = change), or choose an automatic mask ({', '.join(M.MASK_MODES)})"
-            )
-        mode = M.normalize_mode(mode_name)
-        user_mask = None
-    if mode is None:
-        user_mask = M.load_mask(mask, person_img.size)
-        if not user_mask.any():
-            raise M.EmptyMaskError(
-                "the mask is empty: paint the region to change (or upload a mask with the region in white), "
-                "or choose an automatic mask"
-            )
+    mode, user_mask = _mask_request(mask, s.mask_mode, person_img.size)
     M.check_soften(s.dilation, s.feather)
 
     t_start = time.perf_counter()
@@ -304,95 +233,114 @@ def virtual_tryon(
     # ---- pose and mask
     people = None
     if mode is not None or controlnet is not None:
-        t0 = time.perf_counter()
-        people = detect_people(person_img, s.annotator_dir, auto_mask=mode is not None, pose_control=controlnet is not None)
-        timings["pose"] = time.perf_counter() - t0
-    if mode is not None:
-        mask_bool = M.mask_from_keypoints(people, person_img.size, mode)
-    else:
-        mask_bool = user_mask
+        with timed(timings, "pose"):
+            people = detect_people(person_img, s.annotator_dir, auto_mask=mode is not None,
+                                   pose_control=controlnet is not None)
+    mask_bool = M.mask_from_keypoints(people, person_img.size, mode) if mode is not None else user_mask
     if controlnet is not None and M.pick_person(people) is None:
         notes.append("no person was found by the pose detector: generated without pose control")
         controlnet = None
     alpha = M.soften_mask(mask_bool, s.dilation, s.feather)
+    (gw, gh), person_gen, gen_mask = _generation_inputs(person_img, alpha, max_side, notes)
+    sampler = sampler_for(s, gw, gh)
+    garment_used = _garment(garment_img, s.crop_garment, notes)
 
-    # ---- sizes
-    W, H = person_img.size
-    gw, gh = generation_size(W, H, max_side)
-    if max(W, H) > max_side:
-        notes.append(f"the {W}x{H} photo was generated at {gw}x{gh}; the new region is upscaled into the full-size photo")
-    person_gen = person_img.resize((gw, gh), Image.LANCZOS) if (gw, gh) != (W, H) else person_img
-    interp = cv2_area if (gw * gh) < (W * H) else cv2_linear
-    alpha_gen = interp(alpha, (gw, gh))
-    gen_mask = alpha_gen > 0
-    if not gen_mask.any():  # a sliver that vanished at generation size: keep at least its pixel
-        ys, xs = np.nonzero(alpha)
-        gen_mask[min(gh - 1, int(ys.mean() * gh / H)), min(gw - 1, int(xs.mean() * gw / W))] = True
-
-    # ---- garment
-    garment_used = garment_img
-    if s.crop_garment:
-        garment_used, box = M.crop_garment(garment_img)
-        if box is None:
-            notes.append("garment crop: no plain background found, the whole garment photo was used")
-    garment_used = prepare_reference(garment_used, "garment image")
-
-    # ---- models and conditioning
-    base = _resolve_base(engine, s.base_model, notes)
-    t0 = time.perf_counter()
-    cond, uncond = engine.encode_reference(garment_used, seecoder)
-    timings["encode"] = time.perf_counter() - t0
-    f = base.vae_scale_factor
-    if gw % f or gh % f:
-        raise InvalidSettingError(f"generation size {gw}x{gh} is not a multiple of the VAE factor {f}")
-    m_lat = _latent_mask(gen_mask, f).to(engine.device)
-    controls = []
-    hint_img = None
+    # ---- conditioning
+    base = _resolve_base(engine, requested.base_model, notes)
+    with timed(timings, "encode"):
+        context, uncond = engine.encode_reference(garment_used, s.seecoder)
+    controls, hint_img = [], None
     if controlnet is not None:
         hint_img = pose_map(people, (gw, gh), person_img.size)
         controls.append(ControlInput(engine.controlnet(controlnet), image_to_tensor(hint_img), control_scale))
+    with timed(timings, "encode_image"):
+        method, inpainting = _inpainting(engine, base, person_gen, gen_mask)
 
-    person_t = image_to_tensor(person_gen)
-    extra = after_step = None
-    t0 = time.perf_counter()
-    if base.inpainting:
-        method = METHOD_INPAINT
-        pix = torch.from_numpy(gen_mask.astype(np.float32))[None, None]
-        masked = person_t * (1 - pix) + 0.5 * pix  # masked pixels -> 0 in [-1, 1]
-        masked_lat = engine.encode_latents(base, masked)
-        extra = torch.cat([m_lat.to(masked_lat), masked_lat], dim=1).expand(num_images, -1, -1, -1)
-    else:
-        method = METHOD_BLEND
-        z0 = engine.encode_latents(base, person_t).to(engine.device, torch.float32)
-        seeds = [seed + i for i in range(num_images)]
-        noise = torch.cat([
-            torch.randn((1, 4, gh // f, gw // f), generator=torch.Generator().manual_seed(sd)) for sd in seeds
-        ]).to(engine.device)  # the engine's initial noise of these seeds
-        after_step = _blend_hook(engine, s.scheduler, steps, z0.expand(num_images, -1, -1, -1), noise, m_lat.to(z0))
-    timings["encode_image"] = time.perf_counter() - t0
-
-    gen = engine.generate(
-        base.name, cond, uncond, width=gw, height=gh, seed=seed, num_images=num_images,
-        steps=steps, guidance=guidance, scheduler=s.scheduler, controls=controls, progress=progress,
-        extra_unet_channels=extra, after_step=after_step,
-    )
-    t0 = time.perf_counter()
-    images = [M.composite(person_img, img, alpha) for img in gen.images]
-    timings["composite"] = time.perf_counter() - t0
+    gen = engine.generate(base.name, Conditioning(context, uncond, controls, inpainting=inpainting), sampler,
+                          progress=progress)
+    with timed(timings, "composite"):
+        images = [M.composite(person_img, img, alpha) for img in gen.images]
     timings.update(gen.timings)
     timings["total"] = time.perf_counter() - t_start
 
-    extras = [M.mask_to_image(alpha)]
-    if hint_img is not None:
-        extras.append(hint_img)
-    extras.append(garment_used)
+    extras = [M.mask_to_image(alpha)] + ([hint_img] if hint_img is not None else []) + [garment_used]
     info = {
-        "seeds": gen.seeds, "width": W, "height": H, "generation_size": (gw, gh),
-        "method": method, "base_model": base.name, "seecoder": seecoder,
-        "controlnet": controlnet, "mask": mode or MASK_IMAGE, "steps": steps, "guidance": guidance,
-        "scheduler": s.scheduler, "notes": notes, "timings": timings,
+        "seeds": gen.seeds, "width": person_img.width, "height": person_img.height, "generation_size": (gw, gh),
+        "method": method, "base_model": base.name, "seecoder": s.seecoder,
+        "controlnet": controlnet, "mask": mode or MASK_IMAGE, "steps": sampler.steps, "guidance": sampler.guidance,
+        "scheduler": sampler.scheduler, "notes": notes, "timings": timings,
     }
     return TaskResult(images, extras, info)
+
+
+def _check_pose_control(engine, s: TryOnSettings) -> float:
+    """The pose ControlNet's scale, and that an openpose ControlNet exists when asked for."""
+    control_scale = float(settings.CONTROL_SCALE.check(s.control_scale, "pose control scale"))
+    if s.pose_control:
+        controlnet = s.controlnet or pose_controlnet(engine)
+        if controlnet is None:
+            raise ConfigError("no openpose ControlNet is configured in checkpoints.yaml: add one, or untick 'Keep pose'")
+        engine.registry.entry("controlnets", controlnet)
+    return control_scale
+
+
+def _mask_request(mask, mask_mode: str, size: Tuple[int, int]) -> Tuple[Optional[str], Optional[np.ndarray]]:
+    """(automatic mask mode, None) or (None, the given mask at the photo's size)."""
+    is_file = isinstance(mask, os.PathLike) or (isinstance(mask, str) and os.path.isfile(mask))
+    if not is_file and (isinstance(mask, str) or mask is None):
+        mode_name = mask if isinstance(mask, str) else mask_mode
+        if mode_name is None or str(mode_name).strip().lower() in (MASK_IMAGE, "", "none", "drawn", "painted"):
+            raise M.EmptyMaskError(
+                "no mask given: paint the region to change on the person photo, upload a mask image "
+                f"(white = change), or choose an automatic mask ({', '.join(M.MASK_MODES)})"
+            )
+        return M.normalize_mode(mode_name), None
+    user_mask = M.load_mask(mask, size)
+    if not user_mask.any():
+        raise M.EmptyMaskError(
+            "the mask is empty: paint the region to change (or upload a mask with the region in white), "
+            "or choose an automatic mask"
+        )
+    return None, user_mask
+
+
+def _generation_inputs(person: Image.Image, alpha: np.ndarray, max_side: int, notes: List[str]):
+    """((gw, gh), the photo at generation size, the bool mask at generation size)."""
+    W, H = person.size
+    gw, gh = generation_size(W, H, max_side)
+    if max(W, H) > max_side:
+        notes.append(f"the {W}x{H} photo was generated at {gw}x{gh}; the new region is upscaled into the full-size photo")
+    person_gen = person.resize((gw, gh), Image.LANCZOS) if (gw, gh) != (W, H) else person
+    interp = cv2_area if (gw * gh) < (W * H) else cv2_linear
+    gen_mask = interp(alpha, (gw, gh)) > 0
+    if not gen_mask.any():  # a sliver that vanished at generation size: keep at least its pixel
+        ys, xs = np.nonzero(alpha)
+        gen_mask[min(gh - 1, int(ys.mean() * gh / H)), min(gw - 1, int(xs.mean() * gw / W))] = True
+    return (gw, gh), person_gen, gen_mask
+
+
+def _garment(garment: Image.Image, crop: bool, notes: List[str]) -> Image.Image:
+    """The garment as SeeCoder sees it: cropped to the garment itself when asked."""
+    if crop:
+        garment, box = M.crop_garment(garment)
+        if box is None:
+            notes.append("garment crop: no plain background found, the whole garment photo was used")
+    return prepare_reference(garment, "garment image")
+
+
+def _inpainting(engine, base, person_gen: Image.Image, gen_mask: np.ndarray):
+    """(method name, the conditioning's inpainting hook) for ``base``'s UNet."""
+    import torch
+
+    f = base.vae_scale_factor
+    m_lat = _latent_mask(gen_mask, f).to(engine.device)
+    person_t = image_to_tensor(person_gen)
+    if base.inpainting:
+        pix = torch.from_numpy(gen_mask.astype(np.float32))[None, None]
+        masked = person_t * (1 - pix) + 0.5 * pix  # masked pixels -> 0 in [-1, 1]
+        return METHOD_INPAINT, MaskedImageChannels(m_lat, engine.encode_latents(base, masked))
+    z0 = engine.encode_latents(base, person_t).to(engine.device, torch.float32)
+    return METHOD_BLEND, LatentBlend(z0, m_lat)
 
 
 def cv2_area(a: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -408,6 +356,6 @@ def cv2_linear(a: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 
 __all__ = [
-    "MASK_CHOICES", "MASK_IMAGE", "TryOnSettings", "auto_mask", "detect_people", "generation_size",
+    "MASK_IMAGE", "TryOnSettings", "auto_mask", "detect_people", "generation_size",
     "inpainting_base_model", "pose_controlnet", "pose_map", "virtual_tryon",
 ]

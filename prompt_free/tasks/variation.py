@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import time
-from typing import Callable, Optional
+from typing import Optional
 
-from .common import SamplerSettings, TaskResult, resolve_defaults
+from ..conditioning import Conditioning
+from .common import Progress, SamplerSettings, TaskResult, begin, sampler_for, sampler_info, timed
 
 VariationSettings = SamplerSettings
 
 
-def image_variation(engine, reference, settings: Optional[SamplerSettings] = None, progress: Optional[Callable[[int, int], None]] = None) -> TaskResult:
-    s = resolve_defaults(engine, settings or SamplerSettings())
-    t0 = time.perf_counter()
-    cond, uncond = engine.encode_reference(reference, s.seecoder)
-    encode_s = time.perf_counter() - t0
-    gen = engine.generate(
-        s.base_model, cond, uncond,
-        width=s.width, height=s.height, seed=s.seed, num_images=s.num_images,
-        steps=s.steps, guidance=s.guidance, scheduler=s.scheduler, progress=progress,
-    )
-    info = {
-        "seeds": gen.seeds, "width": gen.width, "height": gen.height,
-        "seecoder": s.seecoder, "base_model": s.base_model, "steps": s.steps,
-        "guidance": s.guidance, "scheduler": s.scheduler,
-        "timings": {"encode": encode_s, **gen.timings},
-    }
-    return TaskResult(gen.images, [], info)
+def image_variation(engine, reference, settings: Optional[SamplerSettings] = None, progress: Progress = None) -> TaskResult:
+    """``settings.num_images`` images of the reference's SeeCoder embedding (image i: seed + i)."""
+    s = begin(engine, settings or SamplerSettings())
+    sampler = sampler_for(s)
+    timings = {}
+    with timed(timings, "encode"):
+        context, uncond = engine.encode_reference(reference, s.seecoder)
+    gen = engine.generate(s.base_model, Conditioning(context, uncond), sampler, progress=progress)
+    return TaskResult(gen.images, [], {**sampler_info(s, sampler), "timings": {**timings, **gen.timings}})
