@@ -205,7 +205,8 @@ def preprocessor_dropdown(engine, controlnet: str, *, elem_id: str) -> gr.Dropdo
 
 def connect_preprocessor(engine, kind: gr.Dropdown, mode: gr.Radio, pre: gr.Dropdown, note: gr.Markdown) -> None:
     """Choosing a ControlNet type selects its default preprocessor (as the official demo); the
-    note says when the chosen detector's weights are missing."""
+    note (a Markdown under the picker, possibly made hidden) says when the chosen detector's
+    weights are missing."""
     names = [n for _, n in preprocessor_choices()]
 
     def on_type(name):
@@ -215,9 +216,13 @@ def connect_preprocessor(engine, kind: gr.Dropdown, mode: gr.Radio, pre: gr.Drop
             return gr.update()
         return gr.update(value=value if value in names else names[0])
 
+    def show_note(mode_value, name):  # a note made hidden shows with its first warning
+        text = annotator_note(mode_value, name)
+        return gr.update(value=text, visible=True) if text else gr.update(value="")
+
     kind.change(on_type, inputs=[kind], outputs=[pre], queue=False, api_visibility="private")
     for trigger in (mode.change, pre.change):
-        trigger(annotator_note, inputs=[mode, pre], outputs=[note], queue=False, api_visibility="private")
+        trigger(show_note, inputs=[mode, pre], outputs=[note], queue=False, api_visibility="private")
 
 
 # ----------------------------------------------------------------------------- results
