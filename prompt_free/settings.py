@@ -90,8 +90,8 @@ MAX_REFERENCE_SIDE = 1536  # SeeCoder works at native size; beyond this we downs
 
 # The tiny profile's UI starts smaller so the offline demo answers in seconds on a CPU.
 UI_DEFAULTS = {
-    "real": dict(size=512, size_min=256, size_max=int(SIZE.slider_hi), steps=50),
-    "tiny": dict(size=256, size_min=64, size_max=int(SIZE.slider_hi), steps=20),
+    "real": dict(size=512, size_min=256, size_max=int(SIZE.slider_hi), steps=50, tryon_max_side=int(TRYON_MAX_SIDE.default)),
+    "tiny": dict(size=256, size_min=64, size_max=int(SIZE.slider_hi), steps=20, tryon_max_side=256),
 }
 
 

@@ -78,10 +78,10 @@ def test_compare_endpoint_returns_columns_stats_differences_and_download(app):
 @pytest.mark.parametrize(
     "case, patch, message",
     [
-        ("missing reference", {"reference": None}, "no reference image"),
-        ("missing structure", {"structure": None}, "no structure image"),
-        ("all columns off", {"pf": False, "dual": False}, "All columns are switched off"),
-        ("ip not configured", {"ip": True}, "IP-Adapter"),
+        ("missing reference", {"reference": None}, "no reference image given: please upload the image whose content"),
+        ("missing structure", {"structure": None}, "no structure image given"),
+        ("all columns off", {"pf": False, "dual": False}, "All columns are switched off: tick at least one method to compare."),
+        ("ip not configured", {"ip": True}, "The IP-Adapter column is not available: no IP-Adapter is configured"),
     ],
 )
 def test_compare_bad_inputs_give_clear_errors(app, case, patch, message):
@@ -136,3 +136,24 @@ def test_browser_upload_two_images_and_compare(app, tmp_path):
         diff = page.locator("#compare-differences").inner_text()
         assert "Text encoder" in diff and "3 steps" in diff
         page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+
+
+def test_compare_takes_the_preprocessor_by_name_as_the_control_tab(app):
+    """One preprocessor picker in both tabs: the same choices, and the API takes the names."""
+    from gradio_client import Client
+    import numpy as np
+    from PIL import Image
+
+    engine, demo, url = app
+    pickers = {c.elem_id: c for c in demo.blocks.values() if getattr(c, "elem_id", None) in
+               ("control-preprocessor-1", "compare-preprocessor")}
+    assert len(pickers) == 2
+    assert pickers["compare-preprocessor"].choices == pickers["control-preprocessor-1"].choices
+    assert ("Canny edges [canny]", "canny") in pickers["compare-preprocessor"].choices
+    args = compare_args(structure=EXAMPLES / "coffee.jpg", dual=False)
+    args[3], args[4] = "preprocess", "canny"
+    out = Client(url, verbose=False).predict(*args, api_name="/compare")
+    maps = out[8]
+    assert len(maps) == 1  # the canny map (no shuffled reference: Dual-ControlNet is off)
+    edges = np.asarray(Image.open(maps[0]["image"]).convert("L"))
+    assert set(np.unique(edges)) <= {0, 255} and edges.max() == 255

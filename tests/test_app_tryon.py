@@ -50,12 +50,12 @@ def test_virtual_tryon_endpoint_latent_blending_with_standard_model(client):
 @pytest.mark.parametrize(
     "case, patch, message",
     [
-        ("missing garment", dict(garment=None), "no garment image given"),
-        ("missing person", dict(person=None), "no person photo given"),
-        ("no mask, no automatic mode", dict(mask=None, mode="mask image"), "no mask given"),
+        ("missing garment", dict(garment=None), "no garment image given: please upload a photo of the garment"),
+        ("missing person", dict(person=None), "no person photo given: please upload a photo of the person to dress"),
+        ("no mask, no automatic mode", dict(mask=None, mode="mask image"), "no mask given: paint the region to change on the person photo"),
         ("pose detector weights missing", dict(mask=None, mode="upper body"), "paint or upload the mask instead"),
-        ("mask of another shape", dict(mask=EXAMPLES / "tryon_garment_shirt.png"), "aspect ratio"),
-        ("generation size too large", dict(max_side=4096), "greater than maximum value 1536"),
+        ("mask of another shape", dict(mask=EXAMPLES / "tryon_garment_shirt.png"), "the mask must have the photo's aspect ratio"),
+        ("generation size too large", dict(max_side=4096), "Value 4096 is greater than maximum value 1536."),
     ],
 )
 def test_bad_inputs_give_clear_errors(client, case, patch, message):

@@ -45,13 +45,13 @@ def test_variation_endpoint_same_seed_same_pixels(app):
 @pytest.mark.parametrize(
     "case, args_patch, message",
     [
-        ("missing image", {0: None}, "no reference image"),
-        ("unknown base model", {2: "SD 9"}, "SD 9"),
+        ("missing image", {0: None}, "no reference image given: please upload one"),
         # Gradio validates slider ranges and dropdown choices itself, with clear messages;
         # the library's own messages for these are tested in test_engine.py.
-        ("steps out of range", {4: 500}, "greater than maximum value 150"),
-        ("size out of range", {5: 5000}, "greater than maximum value 1536"),
-        ("unknown scheduler", {10: "Nope"}, "Nope is not in the list of choices"),
+        ("unknown base model", {2: "SD 9"}, "Value: SD 9 is not in the list of choices"),
+        ("steps out of range", {4: 500}, "Value 500 is greater than maximum value 150."),
+        ("size out of range", {5: 5000}, "Value 5000 is greater than maximum value 1536."),
+        ("unknown scheduler", {10: "Nope"}, "Value: Nope is not in the list of choices"),
     ],
 )
 def test_variation_bad_inputs_give_clear_errors_and_server_keeps_serving(app, case, args_patch, message, tmp_path):
@@ -70,6 +70,25 @@ def test_variation_bad_inputs_give_clear_errors_and_server_keeps_serving(app, ca
 
 
 def test_variation_corrupt_upload_gives_clear_error(app, tmp_path):
+    """A picture whose header reads but whose data is cut off reaches the library, which says so."""
+    import io
+
+    from gradio_client import Client
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(EXAMPLES / "coffee.jpg").convert("RGB").resize((64, 64)).save(buf, format="PNG")
+    bad = tmp_path / "truncated.png"
+    bad.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    client = Client(app[2], verbose=False)
+    with pytest.raises(Exception) as err:
+        client.predict(*variation_args(bad), api_name="/image_variation")
+    assert "reference image could not be read as an image (OSError)" in str(err.value), str(err.value)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: Gradio's own gr.Image preprocessing fails on bytes PIL cannot "
+                                       "identify, before the app sees them, and reports a generic error")
+def test_variation_unidentifiable_upload_gives_clear_error(app, tmp_path):
     from gradio_client import Client
 
     bad = tmp_path / "broken.png"
@@ -77,7 +96,11 @@ def test_variation_corrupt_upload_gives_clear_error(app, tmp_path):
     client = Client(app[2], verbose=False)
     with pytest.raises(Exception) as err:
         client.predict(*variation_args(bad), api_name="/image_variation")
-    assert "could not be read" in str(err.value) or "not" in str(err.value).lower()
+    try:
+        assert "could not be read" in str(err.value), str(err.value)
+    finally:  # either way the server still answers
+        ok = client.predict(*variation_args(EXAMPLES / "coffee.jpg", steps=1, size=64), api_name="/image_variation")
+        assert len(ok[0]) == 1
 
 
 def test_app_shows_offline_banner_in_tiny_profile(app):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-
 import gradio as gr
 
+from . import compare, control, tryon, variation
 from .widgets import banner
 
-# Tab modules in display order; each has build(engine). Missing ones are skipped.
-TABS = ("variation", "control", "compare", "tryon")
+# The tabs in display order; each module has build(engine).
+TABS = (variation, control, compare, tryon)
 
 
 def build_app(engine) -> gr.Blocks:
@@ -21,12 +20,6 @@ def build_app(engine) -> gr.Blocks:
         )
         banner(engine)
         with gr.Tabs():
-            for name in TABS:
-                try:
-                    module = importlib.import_module(f"{__name__}.{name}")
-                except ModuleNotFoundError as e:
-                    if e.name == f"{__name__}.{name}":
-                        continue
-                    raise
-                module.build(engine)
+            for tab in TABS:
+                tab.build(engine)
     return demo

@@ -4,9 +4,9 @@ Same reference, structure image, ControlNet, base model, seed and settings for e
 (1) Prompt-Free (SeeCoder + structure ControlNet), (2) Dual-ControlNet (shuffle content
 ControlNet + structure ControlNet + CLIP text), (3) IP-Adapter (only when configured).
 
-API (``/compare``), inputs in order:
-    reference, structure, controlnet, mode, preprocessor, seecoder, base_model,
-    use_prompt_free, use_dual_controlnet, use_ip_adapter, prompt, negative_prompt,
+API (``/compare``), parameters in order (the preprocessor by name, e.g. ``openpose_full``):
+    reference_image, structure_image, structure_controlnet, structure_mode, preprocessor, seecoder,
+    base_model, prompt_free_column, dual_controlnet_column, ip_adapter_column, prompt, negative_prompt,
     content_scale, ip_adapter_scale, guidance, steps, width, height, seed, randomize_seed, scheduler
 outputs: prompt_free_image, dual_controlnet_image, ip_adapter_image, prompt_free_stats,
     dual_controlnet_stats, ip_adapter_stats, differences (markdown), side_by_side (file),
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
-from prompt_free.errors import PromptFreeError
+from prompt_free.settings import CONTENT_SCALE, IP_ADAPTER_SCALE
 from prompt_free.tasks.compare import (
     DUAL_CONTROLNET,
     IP_ADAPTER,
@@ -34,9 +35,18 @@ from prompt_free.tasks.compare import (
     differences,
     ip_adapter_names,
 )
-from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, MODES, controlnet_choices, default_preprocessor, follow_size
+from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, MODES, controlnet_choices
 
-from .widgets import handle_errors, preprocessor_follows_controlnet, model_pickers, pick_seed, progress_callback, sampler_controls, ui_defaults
+from .endpoint import InputGroup, endpoint
+from .widgets import (
+    connect_preprocessor,
+    model_pickers,
+    preprocessor_dropdown,
+    progress_callback,
+    sampler_controls,
+    size_follows_image,
+    slider,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 ELEM = {PROMPT_FREE: "prompt-free", DUAL_CONTROLNET: "dual", IP_ADAPTER: "ip"}
@@ -46,14 +56,6 @@ IP_NOT_CONFIGURED = (
     "(e.g. h94/IP-Adapter `models/ip-adapter_sd15.safetensors`) to compare with it."
 )
 _DOWNLOAD_DIR = None
-
-
-def _preprocessor_names():
-    try:
-        from prompt_free import preprocess
-    except ImportError:  # detectors not installed: only ready maps can be used
-        return ["none"]
-    return list(preprocess.PREPROCESSORS)
 
 
 def _gib(n) -> str:
@@ -99,16 +101,117 @@ def _save_side_by_side(image, seed) -> str:
     return path
 
 
+@dataclass
+class StructureInputs(InputGroup):
+    image: gr.Image
+    kind: gr.Dropdown
+    mode: gr.Radio
+    preprocessor: gr.Dropdown
+
+    API_NAMES = {"image": "structure_image", "kind": "structure_controlnet", "mode": "structure_mode"}
+
+
+@dataclass
+class ColumnSwitches(InputGroup):
+    prompt_free: gr.Checkbox
+    dual_controlnet: gr.Checkbox
+    ip_adapter: gr.Checkbox
+
+    API_NAMES = {f: f + "_column" for f in ("prompt_free", "dual_controlnet", "ip_adapter")}
+
+    def methods(self) -> list:
+        on = {PROMPT_FREE: self.prompt_free, DUAL_CONTROLNET: self.dual_controlnet, IP_ADAPTER: self.ip_adapter}
+        return [m for m in METHODS if on[m]]
+
+
+@dataclass
+class BaselineInputs(InputGroup):
+    """Settings of the text-based columns."""
+
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    content_scale: gr.Slider
+    ip_adapter_scale: gr.Slider
+
+    def settings(self) -> dict:
+        return {"prompt": self.prompt or "", "negative_prompt": self.negative_prompt or "",
+                "content_scale": self.content_scale, "ip_adapter_scale": self.ip_adapter_scale}
+
+
+@dataclass
+class CompareOutputs:
+    images: dict  # method -> gr.Image
+    stats: dict  # method -> gr.Markdown
+    differences: gr.Markdown
+    download: gr.File
+    maps: gr.Gallery
+
+    def components(self) -> list:
+        return [*(self.images[m] for m in METHODS), *(self.stats[m] for m in METHODS), self.differences,
+                self.download, self.maps]
+
+
+def _structure(engine, choices, default_type: str) -> tuple:
+    """The reference and structure images, the structure ControlNet and its preprocessor."""
+    with gr.Row():
+        reference = gr.Image(type="filepath", label="Reference image (content, style)",
+                             sources=["upload", "clipboard"], height=240, elem_id="compare-reference")
+        image = gr.Image(type="filepath", label="Structure image", sources=["upload", "clipboard"],
+                         height=240, elem_id="compare-structure")
+    with gr.Row():
+        kind = gr.Dropdown(choices, value=default_type, label="Structure ControlNet", elem_id="compare-type")
+        mode = gr.Radio(list(MODES), value=MODE_AS_IS, label="Structure image is", elem_id="compare-mode",
+                        info="use as-is: a ready map; preprocess: a picture to detect it from")
+        pre = preprocessor_dropdown(engine, default_type, elem_id="compare-preprocessor")
+    note = gr.Markdown(elem_id="compare-note", visible=False)  # takes no room until it warns
+    connect_preprocessor(engine, kind, mode, pre, note)
+    return reference, StructureInputs(image, kind, mode, pre)
+
+
+def _columns_and_baselines(ip_names) -> tuple:
+    with gr.Group():
+        gr.Markdown("**Columns** (a switched-off column does no work)")
+        with gr.Row():
+            columns = ColumnSwitches(
+                gr.Checkbox(True, label=METHOD_LABELS[PROMPT_FREE], elem_id="compare-use-prompt-free"),
+                gr.Checkbox(True, label=METHOD_LABELS[DUAL_CONTROLNET], elem_id="compare-use-dual"),
+                gr.Checkbox(bool(ip_names), label=METHOD_LABELS[IP_ADAPTER], interactive=bool(ip_names),
+                            elem_id="compare-use-ip"),
+            )
+        if not ip_names:
+            gr.Markdown(IP_NOT_CONFIGURED, elem_id="compare-ip-note")
+    with gr.Accordion("Baseline settings (text-based columns)", open=False):
+        prompt = gr.Textbox("", label="Prompt (optional)", placeholder="empty: no text, as Prompt-Free",
+                            elem_id="compare-prompt")
+        negative = gr.Textbox("", label="Negative prompt", elem_id="compare-negative",
+                              info="The unconditional half of classifier-free guidance")
+        with gr.Row():
+            content_scale = slider(CONTENT_SCALE, "Content ControlNet scale")
+            ip_scale = slider(IP_ADAPTER_SCALE, "IP-Adapter scale", visible=bool(ip_names))
+    return columns, BaselineInputs(prompt, negative, content_scale, ip_scale)
+
+
+def _outputs(ip_names) -> CompareOutputs:
+    images, stats = {}, {}
+    with gr.Row(equal_height=True):
+        for m in METHODS:
+            with gr.Column(visible=(m != IP_ADAPTER or bool(ip_names)), min_width=200):
+                images[m] = gr.Image(type="pil", format="png", label=METHOD_LABELS[m], interactive=False,
+                                     elem_id=f"compare-image-{ELEM[m]}")
+                stats[m] = gr.Markdown(elem_id=f"compare-stats-{ELEM[m]}")
+    diff = gr.Markdown(elem_id="compare-differences")
+    with gr.Row():
+        download = gr.File(label="Download: all results side by side (PNG)", elem_id="compare-download")
+        maps = gr.Gallery(label="Maps used: structure, shuffled reference", format="png", columns=2, height=200,
+                          elem_id="compare-maps")
+    return CompareOutputs(images, stats, diff, download, maps)
+
+
 def build(engine) -> None:
-    d = ui_defaults(engine)
-    tiny = engine.registry.is_tiny
     choices = controlnet_choices(engine)
     if not choices:
         return  # no structure ControlNet in checkpoints.yaml: no tab
     default_type = engine.defaults.get("controlnet") if engine.defaults.get("controlnet") in choices else choices[0]
-    preprocessors = _preprocessor_names()
-    pre_default = default_preprocessor(engine, default_type)
-    pre_default = pre_default if pre_default in preprocessors else preprocessors[0]
     ip_names = ip_adapter_names(engine)
     content_cn = engine.defaults.get("content_controlnet") or "shuffle"
 
@@ -122,90 +225,27 @@ def build(engine) -> None:
         )
         with gr.Row():
             with gr.Column():
-                with gr.Row():
-                    reference = gr.Image(type="filepath", label="Reference image (content, style)",
-                                         sources=["upload", "clipboard"], height=240, elem_id="compare-reference")
-                    structure = gr.Image(type="filepath", label="Structure image", sources=["upload", "clipboard"],
-                                         height=240, elem_id="compare-structure")
-                with gr.Row():
-                    kind = gr.Dropdown(choices, value=default_type, label="Structure ControlNet",
-                                       elem_id="compare-type")
-                    mode = gr.Radio(list(MODES), value=MODE_AS_IS, label="Structure image is", elem_id="compare-mode",
-                                    info="use as-is: a ready map; preprocess: a picture to detect it from")
-                    pre = gr.Dropdown(preprocessors, value=pre_default, label="Preprocessor",
-                                      elem_id="compare-preprocessor", allow_custom_value=True,
-                                      info="Detector for 'preprocess' (default: the ControlNet's own)")
-                seecoder, base_model = model_pickers(engine)
-                with gr.Group():
-                    gr.Markdown("**Columns** (a switched-off column does no work)")
-                    with gr.Row():
-                        use_pf = gr.Checkbox(True, label=METHOD_LABELS[PROMPT_FREE], elem_id="compare-use-prompt-free")
-                        use_dual = gr.Checkbox(True, label=METHOD_LABELS[DUAL_CONTROLNET], elem_id="compare-use-dual")
-                        use_ip = gr.Checkbox(bool(ip_names), label=METHOD_LABELS[IP_ADAPTER], interactive=bool(ip_names),
-                                             elem_id="compare-use-ip")
-                    if not ip_names:
-                        gr.Markdown(IP_NOT_CONFIGURED, elem_id="compare-ip-note")
-                with gr.Accordion("Baseline settings (text-based columns)", open=False):
-                    prompt = gr.Textbox("", label="Prompt (optional)", placeholder="empty: no text, as Prompt-Free",
-                                        elem_id="compare-prompt")
-                    negative = gr.Textbox("", label="Negative prompt", elem_id="compare-negative",
-                                          info="The unconditional half of classifier-free guidance")
-                    with gr.Row():
-                        content_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Content ControlNet scale")
-                        ip_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="IP-Adapter scale", visible=bool(ip_names))
-                controls = sampler_controls(engine, num_images=False)
-                for name in ("guidance", "steps", "width", "height", "seed"):  # ids for tests and styling
-                    getattr(controls, name).elem_id = f"compare-{name}"
+                reference, structure = _structure(engine, choices, default_type)
+                models = model_pickers(engine)
+                columns, baselines = _columns_and_baselines(ip_names)
+                controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
                 run = gr.Button("Compare", variant="primary", elem_id="compare-run")
-        outputs_img, outputs_stats = {}, {}
-        with gr.Row(equal_height=True):
-            for m in METHODS:
-                with gr.Column(visible=(m != IP_ADAPTER or bool(ip_names)), min_width=200):
-                    outputs_img[m] = gr.Image(type="pil", format="png", label=METHOD_LABELS[m], interactive=False,
-                                              elem_id=f"compare-image-{ELEM[m]}")
-                    outputs_stats[m] = gr.Markdown(elem_id=f"compare-stats-{ELEM[m]}")
-        diff = gr.Markdown(elem_id="compare-differences")
-        with gr.Row():
-            download = gr.File(label="Download: all results side by side (PNG)", elem_id="compare-download")
-            maps = gr.Gallery(label="Maps used: structure, shuffled reference", format="png", columns=2, height=200,
-                              elem_id="compare-maps")
+        outputs = _outputs(ip_names)
+        size_follows_image(engine, structure.image, controls)
+        _examples(reference, structure, choices)
 
-        preprocessor_follows_controlnet(engine, kind, pre, preprocessors)
-
-        def size_follows(path):
-            if not path:
-                return gr.update(), gr.update()
-            try:
-                if tiny:
-                    w, h = follow_size(path, lo=d["size_min"], hi=d["size"], keep_aspect=True)
-                else:
-                    w, h = follow_size(path, lo=max(512, d["size_min"]), hi=d["size_max"])
-            except PromptFreeError:
-                return gr.update(), gr.update()
-            return w, h
-
-        structure.change(size_follows, inputs=[structure], outputs=[controls.width, controls.height],
-                         queue=False, api_visibility="private")
-        _examples(reference, structure, kind, mode, choices)
-
-        @handle_errors
-        def run_compare(reference_image, structure_image, structure_controlnet, structure_mode, preprocessor,
-                        seecoder, base_model, prompt_free_column, dual_controlnet_column, ip_adapter_column,
-                        prompt, negative_prompt, content_scale, ip_adapter_scale, guidance, steps, width, height,
-                        seed, randomize_seed, scheduler, progress=gr.Progress()):
-            seed = pick_seed(seed, randomize_seed)
-            methods = [m for m, on in ((PROMPT_FREE, prompt_free_column), (DUAL_CONTROLNET, dual_controlnet_column), (IP_ADAPTER, ip_adapter_column)) if on]
+        def run_compare(reference_image, structure, models, columns, baselines, sampler, progress):
+            seed = sampler.pick_seed()
+            methods = columns.methods()
             if not methods:
                 raise gr.Error("All columns are switched off: tick at least one method to compare.")
             if IP_ADAPTER in methods and not ip_names:
                 raise gr.Error("The IP-Adapter column is not available: no IP-Adapter is configured in checkpoints.yaml.")
             result = compare(
-                engine, reference_image, structure_image, structure_controlnet, mode=structure_mode, preprocessor=preprocessor,
-                settings=CompareSettings(
-                    base_model=base_model, seecoder=seecoder, guidance=guidance, steps=steps, width=width,
-                    height=height, seed=seed, scheduler=scheduler, methods=tuple(methods), prompt=prompt or "",
-                    negative_prompt=negative_prompt or "", content_scale=content_scale, ip_adapter_scale=ip_adapter_scale,
-                ),
+                engine, reference_image, structure.image, structure.kind, mode=structure.mode,
+                preprocessor=structure.preprocessor,
+                settings=CompareSettings(**models.settings(), **sampler.settings(seed), methods=tuple(methods),
+                                         **baselines.settings()),
                 progress=progress_callback(progress, "Comparing"),
             )
             images = [result.columns[m].image if m in result.columns else None for m in METHODS]
@@ -214,19 +254,11 @@ def build(engine) -> None:
             return (*images, *stats, differences_table(result), _save_side_by_side(result.side_by_side, seed),
                     used_maps, seed)
 
-        c = controls
-        run.click(
-            run_compare,
-            inputs=[reference, structure, kind, mode, pre, seecoder, base_model, use_pf, use_dual, use_ip,
-                    prompt, negative, content_scale, ip_scale, c.guidance, c.steps, c.width, c.height, c.seed,
-                    c.randomize, c.scheduler],
-            outputs=[*(outputs_img[m] for m in METHODS), *(outputs_stats[m] for m in METHODS), diff, download, maps,
-                     c.seed],
-            api_name="compare",
-        )
+        api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls)
+        run.click(api.fn, inputs=api.inputs, outputs=[*outputs.components(), controls.seed], api_name="compare")
 
 
-def _examples(reference, structure, kind, mode, choices) -> None:
+def _examples(reference, structure: StructureInputs, choices) -> None:
     rows = [
         ("astronaut.jpg", "pose_standing.png", "openpose"),
         ("chelsea.jpg", "pose_arms_up.png", "openpose"),
@@ -239,5 +271,5 @@ def _examples(reference, structure, kind, mode, choices) -> None:
         if cn in choices and (EXAMPLES / ref).is_file() and (EXAMPLES / struct).is_file()
     ]
     if examples:
-        gr.Examples(examples=examples, inputs=[reference, structure, kind, mode],
+        gr.Examples(examples=examples, inputs=[reference, structure.image, structure.kind, structure.mode],
                     label="Examples: reference + ready structure map (as-is)")

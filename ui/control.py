@@ -1,21 +1,22 @@
 """Reference + ControlNet tab: content and style from a reference image, structure from one or
 two control images (pose, edges, depth ...) through ControlNets.
 
-API (``/reference_control``), inputs in order:
-    reference, seecoder, base_model,
-    type_1, image_1, mode_1, preprocessor_1, scale_1, start_1, end_1,
-    use_second, type_2, image_2, mode_2, preprocessor_2, scale_2, start_2, end_2,
+API (``/reference_control``), parameters in order (preprocessors by name, e.g. ``openpose_full``):
+    reference_image, seecoder, base_model,
+    type1, image1, mode1, preprocessor1, scale1, start1, end1,
+    use_second, type2, image2, mode2, preprocessor2, scale2, start2, end2,
     check_maps, guidance, steps, width, height, seed, randomize_seed, num_images, scheduler
 outputs: gallery (the results, then the control maps used), info (markdown), seed used.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
-from prompt_free.errors import PromptFreeError
+from prompt_free.settings import CONTROL_SCALE, CONTROL_WINDOW
 from prompt_free.tasks.control import (
     MODE_AS_IS,
     MODE_PREPROCESS,
@@ -23,49 +24,45 @@ from prompt_free.tasks.control import (
     ControlSettings,
     ControlSpec,
     controlnet_choices,
-    default_preprocessor,
-    follow_size,
     reference_control,
 )
 
-from .widgets import format_info, handle_errors, preprocessor_follows_controlnet, model_pickers, pick_seed, progress_callback, sampler_controls, ui_defaults
+from .endpoint import InputGroup, endpoint
+from .widgets import (
+    connect_preprocessor,
+    format_info,
+    model_pickers,
+    preprocessor_dropdown,
+    progress_callback,
+    sampler_controls,
+    size_follows_image,
+    slider,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
-def _preprocessor_choices():
-    """(label, name) of every detector; only 'none' when controlnet_aux is not installed."""
-    try:
-        from prompt_free import preprocess
-    except ImportError:
-        return [("None (use the image as the map)", "none")]
-    return [(f"{spec.label} [{name}]", name) for name, spec in preprocess.PREPROCESSORS.items()]
+
+@dataclass
+class ControlInputs(InputGroup):
+    """The widgets of one ControlNet; public names ``type1``, ``image1`` ... (suffixed)."""
+
+    kind: gr.Dropdown
+    image: gr.Image
+    mode: gr.Radio
+    preprocessor: gr.Dropdown
+    scale: gr.Slider
+    start: gr.Slider
+    end: gr.Slider
+
+    API_NAMES = {"kind": "type"}
+
+    def spec(self, check_map) -> ControlSpec:
+        return ControlSpec(self.kind, self.image, self.mode, self.preprocessor, self.scale, self.start, self.end,
+                           check_map=bool(check_map))
 
 
-def _annotator_note(mode, name) -> str:
-    """A warning under the preprocessor when its detector weights cannot be found."""
-    if mode != MODE_PREPROCESS or not name or name == "none":
-        return ""
-    try:
-        from prompt_free import preprocess
-
-        if preprocess.available(name):
-            return ""
-    except Exception as e:  # noqa: BLE001 - a note, never an error
-        return f"&#9888; The '{name}' detector cannot be used here ({type(e).__name__})."
-    return (
-        f"&#9888; The weights of the **{name}** detector were not found: put the lllyasviel/Annotators files in a "
-        "folder named by `PFD_ANNOTATOR_DIR`, or run where the Hugging Face Hub is reachable. Meanwhile, upload a "
-        f"ready map and choose **{MODE_AS_IS}**."
-    )
-
-
-def _control_block(engine, i: int, choices, default_type: str):
+def _control_block(engine, i: int, choices, default_type: str) -> ControlInputs:
     """Widgets of ControlNet ``i`` (1-based)."""
-    pre_choices = _preprocessor_choices()
-    preprocessors = [n for _, n in pre_choices]
-    pre_default = default_preprocessor(engine, default_type)
-    if pre_default not in preprocessors:
-        pre_default = preprocessors[0]
     kind = gr.Dropdown(choices, value=default_type, label=f"ControlNet {i} type", elem_id=f"control-type-{i}",
                        info="What the control image fixes: pose, edges, depth ...")
     image = gr.Image(type="filepath", label=f"Control image {i}", sources=["upload", "clipboard"], height=280,
@@ -73,23 +70,17 @@ def _control_block(engine, i: int, choices, default_type: str):
     with gr.Row():
         mode = gr.Radio(list(MODES), value=MODE_AS_IS, label=f"Control image {i} is", elem_id=f"control-mode-{i}",
                         info="use as-is: a ready map (skeleton, edges ...); preprocess: a picture to detect it from")
-        pre = gr.Dropdown(pre_choices, value=pre_default, label="Preprocessor", elem_id=f"control-preprocessor-{i}",
-                          info="Detector for 'preprocess' (default: the ControlNet's own)")
+        pre = preprocessor_dropdown(engine, default_type, elem_id=f"control-preprocessor-{i}")
     note = gr.Markdown(elem_id=f"control-note-{i}")
     with gr.Row():
-        scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Conditioning scale", elem_id=f"control-scale-{i}")
-        start = gr.Slider(0, 1, value=0.0, step=0.01, label="Control start", info="fraction of the steps")
-        end = gr.Slider(0, 1, value=1.0, step=0.01, label="Control end", info="fraction of the steps")
-
-    preprocessor_follows_controlnet(engine, kind, pre, preprocessors)
-    for trigger in (mode.change, pre.change):
-        trigger(_annotator_note, inputs=[mode, pre], outputs=[note], queue=False, api_visibility="private")
-    return [kind, image, mode, pre, scale, start, end]
+        scale = slider(CONTROL_SCALE, "Conditioning scale", elem_id=f"control-scale-{i}")
+        start = slider(CONTROL_WINDOW, "Control start", info="fraction of the steps")
+        end = slider(CONTROL_WINDOW, "Control end", value=CONTROL_WINDOW.hi, info="fraction of the steps")
+    connect_preprocessor(engine, kind, mode, pre, note)
+    return ControlInputs(kind, image, mode, pre, scale, start, end)
 
 
 def build(engine) -> None:
-    d = ui_defaults(engine)
-    tiny = engine.registry.is_tiny
     choices = controlnet_choices(engine)
     if not choices:
         return  # no ControlNet in checkpoints.yaml: no tab
@@ -107,7 +98,7 @@ def build(engine) -> None:
             with gr.Column():
                 reference = gr.Image(type="filepath", label="Reference image", sources=["upload", "clipboard"],
                                      height=280, elem_id="control-reference")
-                seecoder, base_model = model_pickers(engine)
+                models = model_pickers(engine)
                 with gr.Group():
                     first = _control_block(engine, 1, choices, first_type)
                 use_second = gr.Checkbox(False, label="Add a second ControlNet (e.g. pose + depth)",
@@ -125,49 +116,21 @@ def build(engine) -> None:
 
         use_second.change(lambda on: gr.update(visible=bool(on)), inputs=[use_second], outputs=[second_group],
                           queue=False, api_visibility="private")
-
-        def size_follows(path):
-            """Width/height sliders follow an uploaded first control image."""
-            if not path:
-                return gr.update(), gr.update()
-            try:
-                if tiny:  # the offline demo stays small: scale into the default size, keep the ratio
-                    w, h = follow_size(path, lo=d["size_min"], hi=d["size"], keep_aspect=True)
-                else:
-                    w, h = follow_size(path, lo=max(512, d["size_min"]), hi=d["size_max"])
-            except PromptFreeError:
-                return gr.update(), gr.update()  # the run reports the unreadable image
-            return w, h
-
-        first[1].change(size_follows, inputs=[first[1]], outputs=[controls.width, controls.height],
-                        queue=False, api_visibility="private")
-
+        size_follows_image(engine, first.image, controls)
         _examples(reference, first, use_second, second)
 
-        @handle_errors
-        def generate(reference_image, seecoder, base_model,
-                     type1, image1, mode1, preprocessor1, scale1, start1, end1,
-                     use_second, type2, image2, mode2, preprocessor2, scale2, start2, end2,
-                     check_maps, guidance, steps, width, height, seed, randomize_seed, num_images, scheduler,
-                     progress=gr.Progress()):
-            seed = pick_seed(seed, randomize_seed)
-            specs = [ControlSpec(type1, image1, mode1, preprocessor1, scale1, start1, end1, check_map=bool(check_maps))]
-            if use_second:
-                specs.append(ControlSpec(type2, image2, mode2, preprocessor2, scale2, start2, end2, check_map=bool(check_maps)))
+        def generate(reference_image, models, first, use_second, second, check_maps, sampler, progress):
+            seed = sampler.pick_seed()
+            specs = [first.spec(check_maps)] + ([second.spec(check_maps)] if use_second else [])
             result = reference_control(
-                engine, reference_image, specs,
-                ControlSettings(base_model=base_model, seecoder=seecoder, guidance=guidance, steps=steps,
-                                width=width, height=height, seed=seed, num_images=num_images, scheduler=scheduler),
+                engine, reference_image, specs, ControlSettings(**models.settings(), **sampler.settings(seed)),
                 progress=progress_callback(progress),
             )
             return result.images + result.extras, _info(result.info), seed
 
-        run.click(
-            generate,
-            inputs=[reference, seecoder, base_model, *first, use_second, *second, check_maps, *controls.inputs()],
-            outputs=[gallery, info, controls.seed],
-            api_name="reference_control",
-        )
+        api = endpoint(generate, ("reference_image", reference), models, first.suffixed("1"),
+                       ("use_second", use_second), second.suffixed("2"), ("check_maps", check_maps), controls)
+        run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
 
 
 def _info(info: dict) -> str:
@@ -179,7 +142,7 @@ def _info(info: dict) -> str:
     return "  \n".join(p for p in parts if p)
 
 
-def _examples(reference, first, use_second, second) -> None:
+def _examples(reference, first: ControlInputs, use_second, second: ControlInputs) -> None:
     rows = [
         ("astronaut.jpg", "openpose", "pose_standing.png", False, None),
         ("chelsea.jpg", "openpose", "pose_arms_up.png", False, None),
@@ -189,9 +152,9 @@ def _examples(reference, first, use_second, second) -> None:
         ("chelsea.jpg", "depth", "depth_spheres.png", False, None),
         ("astronaut.jpg", "openpose", "pose_standing.png", True, "depth_spheres.png"),
     ]
-    choices = first[0].choices
+    choices = first.kind.choices
     names = {c[1] if isinstance(c, (tuple, list)) else c for c in choices}
-    second_default = second[0].value
+    second_default = second.kind.value
     examples = []
     for ref, kind, control, two, control2 in rows:
         paths = [EXAMPLES / ref, EXAMPLES / control] + ([EXAMPLES / control2] if control2 else [])
@@ -203,7 +166,7 @@ def _examples(reference, first, use_second, second) -> None:
     if examples:
         gr.Examples(
             examples=examples,
-            inputs=[reference, first[0], first[1], first[2], use_second, second[0], second[1], second[2]],
+            inputs=[reference, first.kind, first.image, first.mode, use_second, second.kind, second.image, second.mode],
             label="Examples: reference + control map (drawn maps, used as-is)",
             visible_columns=[0, 1, 2, 6],  # reference, type, control image 1, control image 2
             elem_id="control-examples",

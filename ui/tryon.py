@@ -17,6 +17,7 @@ used), info (markdown), seed used.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -24,10 +25,9 @@ import numpy as np
 from PIL import Image
 
 from prompt_free import masks as M
-from prompt_free.settings import TRYON_MAX_SIDE
 from prompt_free.errors import PromptFreeError
+from prompt_free.settings import MASK_PX, TRYON_MAX_SIDE
 from prompt_free.tasks.tryon import (
-    DEFAULT_MAX_SIDE,
     MASK_IMAGE,
     TryOnSettings,
     auto_mask,
@@ -36,7 +36,8 @@ from prompt_free.tasks.tryon import (
     virtual_tryon,
 )
 
-from .widgets import format_info, handle_errors, model_pickers, pick_seed, progress_callback, sampler_controls, ui_defaults
+from .endpoint import InputGroup, endpoint, handle_errors
+from .widgets import ModelPickers, format_info, progress_callback, sampler_controls, seecoder_picker, slider, ui_defaults
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 AUTO_BASE = "auto"
@@ -86,11 +87,124 @@ def editor_mask(value, person_size):
     return M.mask_to_image(m) if m.any() else None
 
 
+@dataclass
+class TryOnImages(InputGroup):
+    """The person and garment photos and the mask (the hidden image the editor's mask goes to)."""
+
+    person: gr.Image
+    garment: gr.Image
+    mask: gr.Image
+    mask_mode: gr.Dropdown
+
+    API_NAMES = {"person": "person_image", "garment": "garment_image", "mask": "mask_image"}
+
+    def mask_or_mode(self):
+        return self.mask if self.mask else (self.mask_mode or MASK_IMAGE)
+
+
+@dataclass
+class TryOnOptions(InputGroup):
+    dilation: gr.Slider
+    feather: gr.Slider
+    crop_garment: gr.Checkbox
+    keep_pose: gr.Checkbox
+
+    API_NAMES = {"dilation": "mask_dilation", "feather": "mask_feather"}
+
+    def settings(self) -> dict:
+        return {"dilation": self.dilation, "feather": self.feather, "crop_garment": bool(self.crop_garment),
+                "pose_control": bool(self.keep_pose)}
+
+
+def _photos_and_mask_editor() -> tuple:
+    """Person and garment photos, the mask editor, the automatic mask and the mask upload."""
+    with gr.Row():
+        person = gr.Image(type="filepath", image_mode=None, label="Person photo", sources=["upload", "clipboard"],
+                          height=300, elem_id="tryon-person")
+        garment = gr.Image(type="filepath", image_mode=None, label="Garment photo", sources=["upload", "clipboard"],
+                           height=300, elem_id="tryon-garment")
+    editor = gr.ImageEditor(
+        type="numpy", image_mode="RGBA", label="Mask: paint the region to change on the person",
+        sources=(), transforms=(), format="png", layers=False, height=420,
+        canvas_size=CANVAS, fixed_canvas=True,
+        brush=gr.Brush(colors=[(BRUSH_COLOR, 0.6)], color_mode="fixed"), eraser=gr.Eraser(),
+        elem_id="tryon-mask-editor",
+    )
+    with gr.Row():
+        mask_mode = gr.Dropdown(MASK_MODE_CHOICES, value=M.UPPER_BODY, label="Automatic mask",
+                                info="From the pose (OpenPose); used when nothing is painted",
+                                elem_id="tryon-mask-mode")
+        make = gr.Button("Make mask", elem_id="tryon-make-mask")
+    with gr.Accordion("Upload a mask instead (white = change)", open=False):
+        mask_upload = gr.Image(type="filepath", image_mode=None, label="Mask image", sources=["upload", "clipboard"],
+                               height=200, elem_id="tryon-mask-upload")
+    return person, garment, editor, mask_mode, make, mask_upload
+
+
+def _tryon_settings(engine, inpaint) -> tuple:
+    """Try-on options, the generation size and the models (base model "auto": the inpainting one)."""
+    with gr.Accordion("Try-on settings", open=True):
+        with gr.Row():
+            dilation = slider(MASK_PX, "Mask dilation (px)", elem_id="tryon-dilation")
+            feather = slider(MASK_PX, "Edge feathering (px)", info="Soft paste-back band outside the dilated mask",
+                             elem_id="tryon-feather")
+        with gr.Row():
+            crop = gr.Checkbox(True, label="Crop the garment photo to the garment", elem_id="tryon-crop")
+            keep_pose = gr.Checkbox(True, label="Keep pose (openpose ControlNet)",
+                                    info="Needs the OpenPose detector weights", elem_id="tryon-keep-pose")
+        max_side = slider(TRYON_MAX_SIDE, "Longest side of the generation (px)",
+                          value=ui_defaults(engine)["tryon_max_side"],
+                          info="The result is pasted back at the person photo's own size", elem_id="tryon-max-side")
+    seecoder = seecoder_picker(engine)
+    base_model = gr.Dropdown(
+        [(f"auto ({inpaint})" if inpaint else "auto (default base model)", AUTO_BASE)]
+        + engine.registry.names("base_models"),
+        value=AUTO_BASE, label="Base model",
+        info="Inpainting models (9-channel UNet) fill the mask; others use latent blending",
+        elem_id="tryon-base-model",
+    )
+    return TryOnOptions(dilation, feather, crop, keep_pose), max_side, ModelPickers(seecoder, base_model)
+
+
+def _mask_editor_events(engine, person, editor, mask_mode, make, mask_upload) -> None:
+    """The person photo fills the editor; "Make mask" and a mask upload paint the editor's layer."""
+
+    def person_to_editor(path):
+        if not path:
+            return None
+        try:
+            return _editor_value(load_person(path))
+        except PromptFreeError:
+            return None  # the run reports the unreadable photo
+
+    person.change(person_to_editor, inputs=[person], outputs=[editor], queue=False, api_visibility="private")
+
+    @handle_errors
+    def make_mask(path, mode, progress=gr.Progress()):
+        if not path:
+            raise gr.Error("Upload the person photo first.")
+        if mode == MASK_IMAGE:
+            raise gr.Error("Choose an automatic mask (upper body, lower body or full outfit) to make one.")
+        progress(0.1, desc="Detecting the pose")
+        img = load_person(path)
+        return _editor_value(img, M.load_mask(auto_mask(engine, img, mode)))
+
+    make.click(make_mask, inputs=[person, mask_mode], outputs=[editor], api_visibility="private")
+
+    @handle_errors
+    def upload_mask(path, mask_path):
+        if not mask_path:
+            return gr.update()
+        if not path:
+            raise gr.Error("Upload the person photo first, then the mask.")
+        img = load_person(path)
+        return _editor_value(img, M.load_mask(mask_path, img.size))
+
+    mask_upload.upload(upload_mask, inputs=[person, mask_upload], outputs=[editor], api_visibility="private")
+
+
 def build(engine) -> None:
-    d = ui_defaults(engine)
-    tiny = engine.registry.is_tiny
     inpaint = inpainting_base_model(engine)
-    base_names = engine.registry.names("base_models")
 
     with gr.Tab("Virtual Try-On", id="tryon"):
         gr.Markdown(
@@ -105,49 +219,9 @@ def build(engine) -> None:
         )
         with gr.Row():
             with gr.Column():
-                with gr.Row():
-                    person = gr.Image(type="filepath", image_mode=None, label="Person photo", sources=["upload", "clipboard"],
-                                      height=300, elem_id="tryon-person")
-                    garment = gr.Image(type="filepath", image_mode=None, label="Garment photo", sources=["upload", "clipboard"],
-                                       height=300, elem_id="tryon-garment")
-                editor = gr.ImageEditor(
-                    type="numpy", image_mode="RGBA", label="Mask: paint the region to change on the person",
-                    sources=(), transforms=(), format="png", layers=False, height=420,
-                    canvas_size=CANVAS, fixed_canvas=True,
-                    brush=gr.Brush(colors=[(BRUSH_COLOR, 0.6)], color_mode="fixed"), eraser=gr.Eraser(),
-                    elem_id="tryon-mask-editor",
-                )
-                with gr.Row():
-                    mask_mode = gr.Dropdown(MASK_MODE_CHOICES, value=M.UPPER_BODY, label="Automatic mask",
-                                            info="From the pose (OpenPose); used when nothing is painted",
-                                            elem_id="tryon-mask-mode")
-                    make = gr.Button("Make mask", elem_id="tryon-make-mask")
-                with gr.Accordion("Upload a mask instead (white = change)", open=False):
-                    mask_upload = gr.Image(type="filepath", image_mode=None, label="Mask image", sources=["upload", "clipboard"],
-                                           height=200, elem_id="tryon-mask-upload")
-                with gr.Accordion("Try-on settings", open=True):
-                    with gr.Row():
-                        dilation = gr.Slider(0, 64, value=8, step=1, label="Mask dilation (px)",
-                                             elem_id="tryon-dilation")
-                        feather = gr.Slider(0, 64, value=8, step=1, label="Edge feathering (px)",
-                                            info="Soft paste-back band outside the dilated mask",
-                                            elem_id="tryon-feather")
-                    with gr.Row():
-                        crop = gr.Checkbox(True, label="Crop the garment photo to the garment", elem_id="tryon-crop")
-                        keep_pose = gr.Checkbox(True, label="Keep pose (openpose ControlNet)",
-                                                info="Needs the OpenPose detector weights", elem_id="tryon-keep-pose")
-                    max_side = gr.Slider(64, int(TRYON_MAX_SIDE.hi), value=256 if tiny else DEFAULT_MAX_SIDE, step=64,
-                                         label="Longest side of the generation (px)",
-                                         info="The result is pasted back at the person photo's own size",
-                                         elem_id="tryon-max-side")
-                seecoder, = model_pickers(engine, base_model=False)
-                base_model = gr.Dropdown(
-                    [(f"auto ({inpaint})" if inpaint else "auto (default base model)", AUTO_BASE)] + base_names,
-                    value=AUTO_BASE, label="Base model",
-                    info="Inpainting models (9-channel UNet) fill the mask; others use latent blending",
-                    elem_id="tryon-base-model",
-                )
-                controls = sampler_controls(engine, size_visible=False)
+                person, garment, editor, mask_mode, make, mask_upload = _photos_and_mask_editor()
+                options, max_side, models = _tryon_settings(engine, inpaint)
+                controls = sampler_controls(engine, size=False)
                 run = gr.Button("Try on", variant="primary", elem_id="tryon-run")
                 mask = gr.Image(type="filepath", format="png", image_mode=None, visible=False, label="Mask (API)",
                                 elem_id="tryon-mask")
@@ -161,39 +235,7 @@ def build(engine) -> None:
                     for g in ("shirt", "trousers") if (EXAMPLES / f"tryon_garment_{g}.png").is_file()]
         if examples and (EXAMPLES / "tryon_person.png").is_file():
             gr.Examples(examples=examples, inputs=[person, garment], label="Example person and garments")
-
-        def person_to_editor(path):
-            if not path:
-                return None
-            try:
-                return _editor_value(load_person(path))
-            except PromptFreeError:
-                return None  # the run reports the unreadable photo
-
-        person.change(person_to_editor, inputs=[person], outputs=[editor], queue=False, api_visibility="private")
-
-        @handle_errors
-        def make_mask(path, mode, progress=gr.Progress()):
-            if not path:
-                raise gr.Error("Upload the person photo first.")
-            if mode == MASK_IMAGE:
-                raise gr.Error("Choose an automatic mask (upper body, lower body or full outfit) to make one.")
-            progress(0.1, desc="Detecting the pose")
-            img = load_person(path)
-            return _editor_value(img, M.load_mask(auto_mask(engine, img, mode)))
-
-        make.click(make_mask, inputs=[person, mask_mode], outputs=[editor], api_visibility="private")
-
-        @handle_errors
-        def upload_mask(path, mask_path):
-            if not mask_path:
-                return gr.update()
-            if not path:
-                raise gr.Error("Upload the person photo first, then the mask.")
-            img = load_person(path)
-            return _editor_value(img, M.load_mask(mask_path, img.size))
-
-        mask_upload.upload(upload_mask, inputs=[person, mask_upload], outputs=[editor], api_visibility="private")
+        _mask_editor_events(engine, person, editor, mask_mode, make, mask_upload)
 
         @handle_errors
         def take_mask(value, path):
@@ -201,30 +243,21 @@ def build(engine) -> None:
                 return None  # the run reports the missing photo
             return editor_mask(value, load_person(path).size)
 
-        @handle_errors
-        def generate(person_image, garment_image, mask_image, mask_mode, seecoder, base_model, mask_dilation,
-                     mask_feather, crop_garment, keep_pose, guidance, steps, seed, randomize_seed, num_images,
-                     scheduler, max_side, progress=gr.Progress()):
-            seed = pick_seed(seed, randomize_seed)
+        def generate(images, models, options, sampler, max_side, progress):
+            seed = sampler.pick_seed()
+            base_model = None if models.base_model in (None, "", AUTO_BASE) else models.base_model
             result = virtual_tryon(
-                engine, person_image, garment_image, mask_image if mask_image else (mask_mode or MASK_IMAGE),
-                TryOnSettings(
-                    base_model=None if base_model in (None, "", AUTO_BASE) else base_model,
-                    seecoder=seecoder, pose_control=bool(keep_pose), dilation=mask_dilation, feather=mask_feather,
-                    crop_garment=bool(crop_garment), guidance=guidance, steps=steps, seed=seed,
-                    num_images=num_images, scheduler=scheduler, max_side=max_side,
-                ),
+                engine, images.person, images.garment, images.mask_or_mode(),
+                TryOnSettings(base_model=base_model, seecoder=models.seecoder, **options.settings(),
+                              **sampler.settings(seed), max_side=max_side),
                 progress=progress_callback(progress),
             )
             return result.images, result.extras, _info(result.info), seed
 
-        settings = [seecoder, base_model, dilation, feather, crop, keep_pose, controls.guidance, controls.steps,
-                    controls.seed, controls.randomize, controls.num_images, controls.scheduler, max_side]
+        api = endpoint(generate, TryOnImages(person, garment, mask, mask_mode), models, options, controls,
+                       ("max_side", max_side))
         run.click(take_mask, inputs=[editor, person], outputs=[mask], api_visibility="private").success(
-            generate,
-            inputs=[person, garment, mask, mask_mode, *settings],
-            outputs=[gallery, used, info, controls.seed],
-            api_name="virtual_tryon",
+            api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="virtual_tryon",
         )
 
 

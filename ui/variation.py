@@ -8,7 +8,8 @@ import gradio as gr
 
 from prompt_free.tasks import VariationSettings, image_variation
 
-from .widgets import format_info, handle_errors, model_pickers, pick_seed, progress_callback, sampler_controls
+from .endpoint import endpoint
+from .widgets import format_info, model_pickers, progress_callback, sampler_controls
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
@@ -19,7 +20,7 @@ def build(engine) -> None:
         with gr.Row():
             with gr.Column():
                 reference = gr.Image(type="filepath", label="Reference image", sources=["upload", "clipboard"], elem_id="variation-reference")
-                seecoder, base_model = model_pickers(engine)
+                models = model_pickers(engine)
                 controls = sampler_controls(engine)
                 run = gr.Button("Generate", variant="primary", elem_id="variation-run")
             with gr.Column():
@@ -29,21 +30,14 @@ def build(engine) -> None:
         if examples:
             gr.Examples(examples=[[p] for p in examples], inputs=[reference], label="Example references")
 
-        @handle_errors
-        def generate(reference_image, seecoder, base_model, guidance, steps, width, height, seed, randomize_seed,
-                     num_images, scheduler, progress=gr.Progress()):
-            seed = pick_seed(seed, randomize_seed)
+        def generate(reference_image, models, sampler, progress):
+            seed = sampler.pick_seed()
             result = image_variation(
                 engine, reference_image,
-                VariationSettings(base_model=base_model, seecoder=seecoder, guidance=guidance, steps=steps,
-                                  width=width, height=height, seed=seed, num_images=num_images, scheduler=scheduler),
+                VariationSettings(**models.settings(), **sampler.settings(seed)),
                 progress=progress_callback(progress),
             )
             return result.images, format_info(result.info), seed
 
-        run.click(
-            generate,
-            inputs=[reference, seecoder, base_model, *controls.inputs()],
-            outputs=[gallery, info, controls.seed],
-            api_name="image_variation",
-        )
+        api = endpoint(generate, ("reference_image", reference), models, controls)
+        run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation")

@@ -1,0 +1,70 @@
+"""ui.endpoint: the public parameters of an endpoint are written down (names, order, no
+defaults) and the handler receives grouped values; no server needed."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import gradio as gr
+import pytest
+
+from ui.endpoint import InputGroup, endpoint
+
+
+@dataclass
+class Pair(InputGroup):
+    left: gr.Number
+    right: gr.Number
+    extra: gr.Number = None  # None: not part of this tab
+
+    API_NAMES = {"left": "lhs"}
+
+
+def _build(handler):
+    with gr.Blocks() as demo:
+        a, b, c = gr.Number(1), gr.Number(2), gr.Textbox("x")
+        out = gr.Textbox()
+        api = endpoint(handler, Pair(a, b).suffixed("1"), ("label", c))
+        gr.Button().click(api.fn, inputs=api.inputs, outputs=[out], api_name="pair")
+    return demo, api, (a, b, c)
+
+
+def test_signature_names_order_and_progress():
+    seen = {}
+
+    def handler(pair, label, progress):
+        seen.update(pair=pair, label=label, progress=progress)
+        return f"{label}: {pair.left + pair.right}"
+
+    demo, api, (a, b, c) = _build(handler)
+    assert api.inputs == [a, b, c] and api.parameter_names == ["lhs1", "right1", "label"]
+    params = list(inspect.signature(api.fn).parameters.values())
+    assert [p.name for p in params] == ["lhs1", "right1", "label", "progress"]
+    assert all(p.default is inspect.Parameter.empty for p in params[:-1])
+    assert isinstance(params[-1].default, gr.Progress)
+    info = demo.get_api_info()["named_endpoints"]["/pair"]
+    assert [p["parameter_name"] for p in info["parameters"]] == ["lhs1", "right1", "label"]
+    assert info["description"] == ""
+    # Gradio passes the values positionally, the progress tracker last
+    assert api.fn(3, 4, "sum", "PROGRESS") == "sum: 7"
+    assert seen["pair"] == Pair(3, 4) and seen["label"] == "sum" and seen["progress"] == "PROGRESS"
+    assert api.fn.__name__ == "handler"
+
+
+def test_library_errors_become_gradio_errors():
+    from prompt_free.errors import InvalidSettingError
+
+    def handler(pair, label, progress):
+        raise InvalidSettingError("steps must be between 1 and 150")
+
+    _, api, _ = _build(handler)
+    with pytest.raises(gr.Error, match="steps must be between 1 and 150"):
+        api.fn(1, 2, "x", None)
+
+
+def test_duplicate_names_are_refused():
+    with gr.Blocks():
+        a, b = gr.Number(), gr.Number()
+        with pytest.raises(ValueError, match="duplicate"):
+            endpoint(lambda *a, **k: None, ("lhs", a), Pair(a, b))

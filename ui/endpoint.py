@@ -1,0 +1,145 @@
+"""Endpoints whose public parameters are written down, not inferred from a long signature.
+
+How Gradio (6.31) names an endpoint's API parameters, the names ``gradio_client`` users pass
+and ``tests/pins/api.json`` pins: ``Blocks.set_event_trigger`` calls
+``_get_input_parameter_names(fn, ...)``, which takes ``utils.get_positional_input_parameters(fn)``:
+the leading positional parameters of ``inspect.signature(fn)``, minus those Gradio fills in itself
+(a parameter whose default is a ``gr.Progress`` is one). The i-th input component gets the i-th
+name; ``get_api_info`` reports it, and a parameter with default ``None`` makes the input optional.
+When Gradio calls the function it passes every value positionally, with the ``gr.Progress``
+inserted at its place in the signature.
+
+``inspect.signature`` honours a function's ``__signature__``. So ``endpoint`` builds the function
+Gradio sees with an explicit signature: the public names in the order of ``inputs``, no defaults,
+then ``progress=gr.Progress()``; it regroups the positional values into the tab's input groups
+before calling the handler. The handler takes one argument per part (a value, or a group of
+values) and ``progress``.
+
+An input group is a dataclass of components (``InputGroup``): while the UI is built it holds the
+components; in the handler, the same class holds their values (``dataclasses.replace``). A field
+that is ``None`` has no component in this tab and is no input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+from typing import Any, Callable, ClassVar, List, Mapping, Sequence, Tuple, Union
+
+import gradio as gr
+
+from prompt_free.errors import PromptFreeError
+
+log = logging.getLogger("prompt_free.ui")
+
+
+def handle_errors(fn):
+    """Library errors become gr.Error messages; anything unexpected is logged and reported
+    briefly. The server keeps serving either way."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except PromptFreeError as e:
+            raise gr.Error(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - last line of defence for the server
+            if type(e).__name__ == "OutOfMemoryError":
+                raise gr.Error("Out of GPU memory: try a smaller size or fewer images.") from None
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(f"Unexpected error ({type(e).__name__}); details are in the server log.") from None
+
+    return wrapper
+
+
+class InputGroup:
+    """Base of the dataclasses that group a tab's input components.
+
+    ``API_NAMES`` maps a field to its public parameter name where the two differ."""
+
+    API_NAMES: ClassVar[Mapping[str, str]] = {}
+
+    def _present(self) -> List[dataclasses.Field]:
+        return [f for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def components(self) -> list:
+        """The components, in field order (the endpoint's order)."""
+        return [getattr(self, f.name) for f in self._present()]
+
+    def api_names(self, suffix: str = "") -> List[str]:
+        return [self.API_NAMES.get(f.name, f.name) + suffix for f in self._present()]
+
+    def with_values(self, values: Sequence[Any]):
+        """The same group holding ``values`` (in ``components()`` order) instead of components."""
+        present = self._present()
+        if len(values) != len(present):
+            raise ValueError(f"{type(self).__name__}: {len(present)} values expected, got {len(values)}")
+        return dataclasses.replace(self, **{f.name: v for f, v in zip(present, values)})
+
+    def suffixed(self, suffix: str) -> "Suffixed":
+        """This group as an endpoint part whose public names end in ``suffix`` (``type1`` ...)."""
+        return Suffixed(self, suffix)
+
+
+@dataclasses.dataclass(frozen=True)
+class Suffixed:
+    group: InputGroup
+    suffix: str
+
+
+# A part of an endpoint: a single input (public name, component), a group, or a suffixed group.
+Part = Union[Tuple[str, Any], InputGroup, Suffixed]
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    fn: Callable
+    inputs: list
+    parameter_names: List[str]
+
+
+def _split(part: Part) -> Tuple[List[str], list, Callable[[list], Any]]:
+    """(public names, components, values -> what the handler receives) of one part."""
+    if isinstance(part, Suffixed):
+        group = part.group
+        return group.api_names(part.suffix), group.components(), group.with_values
+    if isinstance(part, InputGroup):
+        return part.api_names(), part.components(), part.with_values
+    name, component = part
+    return [name], [component], lambda values: values[0]
+
+
+def endpoint(handler: Callable, *parts: Part) -> Endpoint:
+    """The function to give Gradio for ``handler`` and the ``inputs`` that go with it.
+
+    ``handler(*per_part_values, progress=...)`` receives, for each part, its value (a single
+    input) or its group holding values; library errors become ``gr.Error`` (``handle_errors``).
+    """
+    names, inputs, spans = [], [], []
+    for part in parts:
+        part_names, components, regroup = _split(part)
+        spans.append((len(inputs), len(inputs) + len(components), regroup))
+        names += part_names
+        inputs += components
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate parameter names in {names}")
+    checked = handle_errors(handler)
+
+    def call(*values):
+        values, progress = list(values[:-1]), values[-1]
+        if len(values) != len(inputs):
+            raise TypeError(f"{handler.__name__}: {len(inputs)} values expected, got {len(values)}")
+        return checked(*(regroup(values[a:b]) for a, b, regroup in spans), progress=progress)
+
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    call.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, positional) for n in names]
+        + [inspect.Parameter("progress", positional, default=gr.Progress())]
+    )
+    call.__name__ = call.__qualname__ = handler.__name__
+    call.__doc__ = None  # Gradio would show a docstring as the endpoint's API description
+    return Endpoint(call, inputs, names)
