@@ -293,6 +293,16 @@ class Engine:
                 self._extras[key] = build()
             return self._extras[key]
 
+    def detector(self, name: str, annotator_dir=None):
+        """The control-map detector ``name`` (``prompt_free.detectors``), built once and held here
+        with the networks it shares; the key names the weight folders searched (``annotator_dir``,
+        ``$PFD_ANNOTATOR_DIR``), so changing them builds anew."""
+        from .detectors import folders_key, resolve_name
+        from .detectors.detector import build
+
+        name = resolve_name(name)
+        return self.cached(("detectors", name, folders_key(annotator_dir)), lambda: build(self, name, annotator_dir))
+
     def exclusive(self):
         """Hold the device for several steps that must not interleave with other requests
         (e.g. temporarily modified shared models). Re-entrant: engine calls inside work."""

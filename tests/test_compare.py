@@ -296,7 +296,6 @@ def test_photo_as_structure_map_is_refused_and_preprocess_mode_matches_reference
     photo = Image.open(EXAMPLES / "coffee.jpg").convert("RGB")
     with pytest.raises(InputImageError, match="does not look like a canny map"):
         compare(engine, reference, photo, "canny", mode=MODE_AS_IS, settings=settings(methods=(PROMPT_FREE,)))
-    pytest.importorskip("prompt_free.preprocess")
     result = compare(engine, reference, photo, "canny", mode=MODE_PREPROCESS, settings=settings(methods=(PROMPT_FREE,)))
     task = reference_control(engine, reference, [ControlSpec("canny", photo, MODE_PREPROCESS)],
                              ControlSettings(width=S, height=S, steps=2, seed=5, guidance=2.0))

@@ -367,7 +367,6 @@ def _write_random_body_model(folder):
 
 @pytest.fixture(scope="module")
 def random_annotators(tmp_path_factory):
-    pytest.importorskip("prompt_free.preprocess")
     folder = tmp_path_factory.mktemp("annotators")
     _write_random_body_model(folder)
     return folder
@@ -386,7 +385,6 @@ def test_random_weight_pose_detector_runs_and_finds_no_person(engine, person, ga
 
 
 def test_missing_pose_weights_say_how_to_do_without(engine, person, garment, box_mask, tmp_path):
-    pytest.importorskip("prompt_free.preprocess")
     with pytest.raises(ModelUnavailableError, match="paint or upload the mask instead"):
         virtual_tryon(engine, person, garment, "upper body", quick(annotator_dir=str(tmp_path)))
     with pytest.raises(ModelUnavailableError, match="untick 'Keep pose'"):

@@ -49,11 +49,9 @@ _DOWNLOAD_DIR = None
 
 
 def _preprocessor_names():
-    try:
-        from prompt_free import preprocess
-    except ImportError:  # detectors not installed: only ready maps can be used
-        return ["none"]
-    return list(preprocess.PREPROCESSORS)
+    from prompt_free import detectors
+
+    return list(detectors.SPECS)
 
 
 def _gib(n) -> str:

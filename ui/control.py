@@ -33,22 +33,20 @@ from .widgets import format_info, handle_errors, preprocessor_follows_controlnet
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
 def _preprocessor_choices():
-    """(label, name) of every detector; only 'none' when controlnet_aux is not installed."""
-    try:
-        from prompt_free import preprocess
-    except ImportError:
-        return [("None (use the image as the map)", "none")]
-    return [(f"{spec.label} [{name}]", name) for name, spec in preprocess.PREPROCESSORS.items()]
+    """(label, name) of every detector."""
+    from prompt_free import detectors
+
+    return [(f"{spec.label} [{name}]", name) for name, spec in detectors.SPECS.items()]
 
 
-def _annotator_note(mode, name) -> str:
+def _annotator_note(mode, name, registry=None) -> str:
     """A warning under the preprocessor when its detector weights cannot be found."""
     if mode != MODE_PREPROCESS or not name or name == "none":
         return ""
     try:
-        from prompt_free import preprocess
+        from prompt_free import detectors
 
-        if preprocess.available(name):
+        if detectors.available(name, registry):
             return ""
     except Exception as e:  # noqa: BLE001 - a note, never an error
         return f"&#9888; The '{name}' detector cannot be used here ({type(e).__name__})."
@@ -83,7 +81,7 @@ def _control_block(engine, i: int, choices, default_type: str):
 
     preprocessor_follows_controlnet(engine, kind, pre, preprocessors)
     for trigger in (mode.change, pre.change):
-        trigger(_annotator_note, inputs=[mode, pre], outputs=[note], queue=False, api_visibility="private")
+        trigger(lambda m, n: _annotator_note(m, n, engine.registry), inputs=[mode, pre], outputs=[note], queue=False, api_visibility="private")
     return [kind, image, mode, pre, scale, start, end]
 
 

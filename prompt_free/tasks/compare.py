@@ -208,11 +208,8 @@ def _content_map(engine, reference: Image.Image, controlnet: str, size: Tuple[in
     resized = reference if reference.size == size else reference.resize(size, Image.BICUBIC)
     if preprocessor == "none":
         return resized
-    from .. import preprocess
-
     with _numpy_seeded(seed):
-        out = preprocess.preprocess(preprocessor, resized, resolution=control.detect_resolution(size),
-                                    annotator_dir=annotator_dir)
+        out = engine.detector(preprocessor, annotator_dir)(resized, resolution=control.detect_resolution(size))
     out = out.convert("RGB")
     return out if out.size == size else out.resize(size, Image.BICUBIC)
 

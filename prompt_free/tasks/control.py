@@ -2,7 +2,7 @@
 one or two control images through ControlNets (spec section c, "ControlNet in the loop").
 
 Each ControlNet gets its own control image, used as it is (a ready map: pose skeleton, edges,
-depth ...) or turned into a map by a detector (``prompt_free.preprocess``), its own
+depth ...) or turned into a map by a detector (``prompt_free.detectors``), its own
 conditioning scale and its own guidance window (the fraction of the steps during which it
 acts). The residuals of several ControlNets are summed (``sampling.denoise``).
 
@@ -18,7 +18,6 @@ ControlNet ...). Every problem is a ``PromptFreeError`` with a message that says
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -300,11 +299,11 @@ def _validate(engine, controls: Sequence[ControlSpec]) -> List[_Prepared]:
             raise InvalidSettingError(f"{label}: control start ({start:g}) must not be after control end ({end:g})")
         preprocessor = c.preprocessor or default_preprocessor(engine, c.controlnet)
         if mode == MODE_PREPROCESS:
-            from .. import preprocess
+            from ..detectors import resolve_name
             from ..errors import ConfigError
 
             try:
-                preprocessor = preprocess.resolve_name(preprocessor)
+                preprocessor = resolve_name(preprocessor)
             except ConfigError as e:
                 raise InvalidSettingError(f"{label}: {e}") from None
         what = f"control image {i + 1}"
@@ -323,16 +322,10 @@ def _make_map(engine, p: _Prepared, size: Tuple[int, int], annotator_dir) -> Ima
     resized = p.image if p.image.size == size else p.image.resize(size, Image.BICUBIC)
     if p.mode == MODE_AS_IS or p.preprocessor == "none":
         return resized
-    from .. import preprocess
-
-    # Detectors are heavy: built once, held by the engine (shared by every tab) and by
-    # preprocess.py's own cache; the key follows where their weights are looked up.
-    key = ("detectors", p.preprocessor, str(annotator_dir or ""), os.environ.get(preprocess.ENV_ANNOTATOR_DIR, ""))
     try:
-        detector = engine.cached(key, lambda: preprocess.get_detector(p.preprocessor, annotator_dir))
-        out = detector(resized, resolution=detect_resolution(size), **(p.spec.options or {}))
+        out = engine.detector(p.preprocessor, annotator_dir)(resized, resolution=detect_resolution(size), **(p.spec.options or {}))
     except ModelUnavailableError as e:
-        if MODE_AS_IS in str(e):  # preprocess.py already suggests a ready map
+        if MODE_AS_IS in str(e):  # the detector already suggests a ready map
             raise
         raise ModelUnavailableError(
             f"{e} Alternatively, upload a ready {p.kind or p.preprocessor} map as {p.what} and choose '{MODE_AS_IS}'."
