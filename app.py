@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 
 def parse_args(argv=None):
+    from prompt_free import settings
+
     p = argparse.ArgumentParser(description="Prompt-Free Diffusion Gradio app")
-    p.add_argument("--profile", default=os.environ.get("PFD_PROFILE", "auto"), choices=["auto", "real", "tiny"],
-                   help="real: checkpoints.yaml models; tiny: offline random-weight models; auto: real when available")
-    p.add_argument("--checkpoints", default=os.environ.get("PFD_CHECKPOINTS"), help="path of checkpoints.yaml")
-    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--profile", default=settings.profile(), choices=["auto", "real", "tiny"],
+                   help="real: checkpoints.yaml models; tiny: offline random-weight models; auto: real when available "
+                        "(env PFD_PROFILE)")
+    p.add_argument("--checkpoints", default=settings.checkpoints_path(), help="path of checkpoints.yaml (env PFD_CHECKPOINTS)")
+    p.add_argument("--host", default=settings.server_host())
+    p.add_argument("--port", type=int, default=settings.server_port())
     p.add_argument("--share", action="store_true")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when present)")
-    p.add_argument("--max-base-models", type=int, default=int(os.environ.get("PFD_MAX_BASE_MODELS", 2)),
-                   help="base models kept loaded (LRU)")
+    p.add_argument("--max-base-models", type=int, default=settings.max_base_models(),
+                   help="base models kept loaded (LRU; env PFD_MAX_BASE_MODELS)")
     return p.parse_args(argv)
 
 
@@ -31,12 +33,12 @@ def create_app(profile="auto", checkpoints=None, device=None, max_base_models=2)
 
 
 def main(argv=None):
-    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from prompt_free.errors import PromptFreeError
     from ui.widgets import CSS
 
     try:
+        args = parse_args(argv)  # environment defaults are checked here
         engine, demo = create_app(args.profile, args.checkpoints, args.device, args.max_base_models)
     except PromptFreeError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -303,6 +303,16 @@ class Engine:
         with self._run_lock, torch.inference_mode():
             return fn(*args, **kwargs)
 
+    def detector(self, name: str, annotator_dir=None):
+        """The control-map detector ``name`` (``prompt_free.detectors``), built once and held here
+        with the networks it shares; the key names the weight folders searched (``annotator_dir``,
+        ``$PFD_ANNOTATOR_DIR``), so changing them builds anew."""
+        from .detectors import folders_key, resolve_name
+        from .detectors.detector import build
+
+        name = resolve_name(name)
+        return self.cached(("detectors", name, folders_key(annotator_dir)), lambda: build(self, name, annotator_dir))
+
     def _free(self) -> None:
         gc.collect()
         if self.device.type == "cuda":

@@ -157,3 +157,16 @@ def test_compare_takes_the_preprocessor_by_name_as_the_control_tab(app):
     assert len(maps) == 1  # the canny map (no shuffled reference: Dual-ControlNet is off)
     edges = np.asarray(Image.open(maps[0]["image"]).convert("L"))
     assert set(np.unique(edges)) <= {0, 255} and edges.max() == 255
+
+
+def test_compare_endpoint_takes_the_official_preprocessor_names_and_refuses_unknown_ones(client):
+    """/compare has always accepted the official demo's detector names (aliases); an unknown
+    name in preprocess mode gets the task's message listing the known ones."""
+    args = compare_args(dual=False)
+    args[4] = "openpose_withface"  # alias of openpose_face; unused in 'use as-is' mode
+    images = client.predict(*args, api_name="/compare")
+    assert images[0] is not None
+    args[3], args[4] = "preprocess", "no-such-detector"
+    with pytest.raises(Exception) as err:
+        client.predict(*args, api_name="/compare")
+    assert "unknown preprocessor 'no-such-detector'; choose one of: canny" in str(err.value), str(err.value)

@@ -299,9 +299,7 @@ def offline_no_annotators(monkeypatch, tmp_path):
     """No annotator folder, an empty HF cache and the hub offline (as a user without weights)."""
     import huggingface_hub.constants as C
 
-    from prompt_free import preprocess
-
-    monkeypatch.delenv(preprocess.ENV_ANNOTATOR_DIR, raising=False)
+    monkeypatch.delenv("PFD_ANNOTATOR_DIR", raising=False)
     cache = tmp_path / "empty-hf-cache"
     cache.mkdir()
     monkeypatch.setattr(C, "HF_HUB_OFFLINE", True)
@@ -309,14 +307,12 @@ def offline_no_annotators(monkeypatch, tmp_path):
 
 
 def test_preprocess_canny_end_to_end(engine, reference, offline_no_annotators):
-    from prompt_free import preprocess
-
     photo = Image.open(EXAMPLES / "coffee.jpg").convert("RGB")  # 512 x 341 into 64 x 64: resized
     result = reference_control(engine, reference, [ControlSpec("canny", photo, mode=MODE_PREPROCESS)], settings())
     hint = result.extras[0]
     assert hint.size == (S, S)
     # the detector runs on the control image resized to the output size (official order)
-    expected = preprocess.preprocess("canny", photo.resize((S, S), Image.BICUBIC))
+    expected = engine.detector("canny")(photo.resize((S, S), Image.BICUBIC))
     assert np.array_equal(np.asarray(hint), np.asarray(expected))
     assert set(np.unique(np.asarray(hint))) <= {0, 255} and np.asarray(hint).max() == 255
     assert result.info["controls"][0]["preprocessor"] == "canny"
@@ -325,8 +321,7 @@ def test_preprocess_canny_end_to_end(engine, reference, offline_no_annotators):
 
 
 def test_preprocess_with_a_weighted_detector_and_random_weights(engine, reference, tmp_path, offline_no_annotators):
-    from prompt_free import preprocess
-    from tests.test_preprocess import write_fake
+    from tests.test_detectors import write_fake
 
     folder = tmp_path / "annotators"
     folder.mkdir()
@@ -335,8 +330,7 @@ def test_preprocess_with_a_weighted_detector_and_random_weights(engine, referenc
     spec = ControlSpec("openpose", photo, mode=MODE_PREPROCESS, preprocessor="openpose")
     first = reference_control(engine, reference, [spec], settings(annotator_dir=str(folder)))
     again = reference_control(engine, reference, [spec], settings(annotator_dir=str(folder)))
-    expected = preprocess.preprocess("openpose", photo.resize((S, S), Image.BICUBIC), resolution=S,
-                                     annotator_dir=str(folder))
+    expected = engine.detector("openpose", str(folder))(photo.resize((S, S), Image.BICUBIC), resolution=S)
     assert np.array_equal(np.asarray(first.extras[0]), np.asarray(expected))
     assert np.array_equal(pixels(first), pixels(again))
     keys = [k for k in engine.load_counts if k[:2] == ("detectors", "openpose")]

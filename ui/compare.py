@@ -162,7 +162,7 @@ def _structure(engine, choices, default_type: str) -> tuple:
         kind = gr.Dropdown(choices, value=default_type, label="Structure ControlNet", elem_id="compare-type")
         mode = gr.Radio(list(MODES), value=MODE_AS_IS, label="Structure image is", elem_id="compare-mode",
                         info="use as-is: a ready map; preprocess: a picture to detect it from")
-        pre = preprocessor_dropdown(engine, default_type, elem_id="compare-preprocessor")
+        pre = preprocessor_dropdown(engine, default_type, elem_id="compare-preprocessor", allow_aliases=True)
     note = gr.Markdown(elem_id="compare-note", visible=False)  # takes no room until it warns
     connect_preprocessor(engine, kind, mode, pre, note)
     return reference, StructureInputs(image, kind, mode, pre)

@@ -13,7 +13,7 @@ from typing import Optional
 
 import gradio as gr
 
-from prompt_free import preprocess as detectors  # the UI's one reach into the detectors
+from prompt_free import detectors  # the UI's one reach into the detectors
 from prompt_free.errors import PromptFreeError
 from prompt_free.sampling import DEFAULT_SCHEDULER, SCHEDULERS
 from prompt_free.settings import (
@@ -175,15 +175,16 @@ def size_follows_image(engine, image: gr.Image, sampler: SamplerControls) -> Non
 # ----------------------------------------------------------------------------- preprocessors
 def preprocessor_choices():
     """(label, name) of every detector; the API takes the names."""
-    return [(f"{spec.label} [{name}]", name) for name, spec in detectors.PREPROCESSORS.items()]
+    return [(f"{spec.label} [{name}]", name) for name, spec in detectors.SPECS.items()]
 
 
-def annotator_note(mode, name) -> str:
-    """A warning under the preprocessor when its detector weights cannot be found."""
+def annotator_note(mode, name, registry=None) -> str:
+    """A warning under the preprocessor when its detector weights cannot be found (in the
+    local folders, or the hub cache of the registry's ``annotators:`` source)."""
     if mode != MODE_PREPROCESS or not name or name == "none":
         return ""
     try:
-        if detectors.available(name):
+        if detectors.available(name, registry):
             return ""
     except Exception as e:  # noqa: BLE001 - a note, never an error
         return f"&#9888; The '{name}' detector cannot be used here ({type(e).__name__})."
@@ -194,13 +195,16 @@ def annotator_note(mode, name) -> str:
     )
 
 
-def preprocessor_dropdown(engine, controlnet: str, *, elem_id: str) -> gr.Dropdown:
-    """The detector picker, preset to the default preprocessor of ``controlnet``."""
+def preprocessor_dropdown(engine, controlnet: str, *, elem_id: str, allow_aliases: bool = False) -> gr.Dropdown:
+    """The detector picker, preset to the default preprocessor of ``controlnet``.
+    ``allow_aliases``: the endpoint also takes the official demo's names (``openpose_withface``
+    ...), which the task resolves (``detectors.ALIASES``), as /compare always did."""
     choices = preprocessor_choices()
     names = [n for _, n in choices]
     value = default_preprocessor(engine, controlnet)
     return gr.Dropdown(choices, value=value if value in names else names[0], label="Preprocessor",
-                       elem_id=elem_id, info="Detector for 'preprocess' (default: the ControlNet's own)")
+                       elem_id=elem_id, info="Detector for 'preprocess' (default: the ControlNet's own)",
+                       allow_custom_value=allow_aliases)
 
 
 def connect_preprocessor(engine, kind: gr.Dropdown, mode: gr.Radio, pre: gr.Dropdown, note: gr.Markdown) -> None:
@@ -217,7 +221,7 @@ def connect_preprocessor(engine, kind: gr.Dropdown, mode: gr.Radio, pre: gr.Drop
         return gr.update(value=value if value in names else names[0])
 
     def show_note(mode_value, name):  # a note made hidden shows with its first warning
-        text = annotator_note(mode_value, name)
+        text = annotator_note(mode_value, name, engine.registry)
         return gr.update(value=text, visible=True) if text else gr.update(value="")
 
     kind.change(on_type, inputs=[kind], outputs=[pre], queue=False, api_visibility="private")

@@ -13,13 +13,12 @@ as-is" maps, a map that does not look like the ControlNet's kind (``map_check``)
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
-from .. import settings
+from .. import detectors, settings
 from ..errors import ConfigError, InputImageError, InvalidSettingError, ModelUnavailableError
 from ..images import image_to_tensor, load_image, size_from_control
 from ..map_check import MAP_LOOKS, map_problem
@@ -73,12 +72,7 @@ def control_kind(engine_or_registry, name: str) -> Optional[str]:
 
 
 def _preprocessor_kind(name: str) -> Optional[str]:
-    from .. import preprocess
-
-    spec = preprocess.PREPROCESSORS[preprocess.resolve_name(name)]
-    legacy = {"openpose_v11p": "openpose", "normalbae_v11p": "normal", "hed": "softedge", "softedge_v11p": "softedge",
-              "lineart_v11p": "lineart", "lineart_anime_v11p": "lineart_anime", "shuffle_v11e": "shuffle"}  # TEMP
-    return legacy.get(spec.controlnet, spec.controlnet)
+    return detectors.SPECS[detectors.resolve_name(name)].kind
 
 
 def controlnet_choices(engine, *, include_shuffle: bool = False) -> List[str]:
@@ -195,19 +189,13 @@ def check_specs(engine, controls: Sequence[ControlSpec], *, what: Optional[str] 
         preprocessor = c.preprocessor or default_preprocessor(engine, c.controlnet)
         if mode == MODE_PREPROCESS:
             try:
-                preprocessor = _resolve_preprocessor(preprocessor)
+                preprocessor = detectors.resolve_name(preprocessor)
             except ConfigError as e:
                 raise InvalidSettingError(f"{label}: {e}") from None
         prepared.append(PreparedControl(replace(c, scale=scale, start=start, end=end), i,
                                         control_kind(engine, c.controlnet), mode, preprocessor,
                                         what or f"control image {i + 1}"))
     return prepared
-
-
-def _resolve_preprocessor(name: str) -> str:
-    from .. import preprocess
-
-    return preprocess.resolve_name(name)
 
 
 def open_images(prepared: Sequence[PreparedControl]) -> None:
@@ -269,14 +257,8 @@ def control_map(engine, p: PreparedControl, size: Tuple[int, int], annotator_dir
 
 
 def run_detector(engine, name: str, image: Image.Image, size: Tuple[int, int], annotator_dir=None, **options) -> Image.Image:
-    """Detector ``name`` (held by the engine) on ``image`` -> RGB map at ``size``."""
-    from .. import preprocess
-
-    # Detectors are heavy: built once and held by the engine (shared by every tab); the key
-    # follows where their weights are looked up.
-    key = ("detectors", name, str(annotator_dir or ""), os.environ.get(preprocess.ENV_ANNOTATOR_DIR, ""))
-    detector = engine.cached(key, lambda: preprocess.get_detector(name, annotator_dir))
-    out = detector(image, resolution=detect_resolution(size), **options).convert("RGB")
+    """Detector ``name`` (built once and held by the engine) on ``image`` -> RGB map at ``size``."""
+    out = engine.detector(name, annotator_dir)(image, resolution=detect_resolution(size), **options).convert("RGB")
     return out if out.size == size else out.resize(size, Image.BICUBIC)
 
 

@@ -120,18 +120,18 @@ def load_person(person) -> Image.Image:
     return check_min_side(load_image(person, "person photo"), "person photo")
 
 
-def detect_people(person: Image.Image, annotator_dir=None, *, auto_mask: bool = True, pose_control: bool = False):
+def detect_people(person: Image.Image, annotator_dir=None, *, engine, auto_mask: bool = True, pose_control: bool = False):
     """OpenPose body keypoints of ``person`` in its own pixel coordinates (detection runs on a
-    copy at most DETECT_SIDE px). Missing detector weights -> ModelUnavailableError that says
-    how to do without (for an automatic mask and/or pose control)."""
-    from .. import preprocess
+    copy at most DETECT_SIDE px, with the body network ``engine`` holds). Missing detector
+    weights -> ModelUnavailableError that says how to do without (automatic mask, pose control)."""
+    from ..detectors import pose_keypoints
 
     small = person
     if max(person.size) > DETECT_SIDE:
         s = DETECT_SIDE / max(person.size)
         small = person.resize((max(1, round(person.width * s)), max(1, round(person.height * s))), Image.BICUBIC)
     try:
-        people = preprocess.detect_pose_keypoints(small, annotator_dir=annotator_dir)
+        people = pose_keypoints(engine, small, annotator_dir)
     except ModelUnavailableError as e:
         needs, how = [], []
         if auto_mask:
@@ -155,7 +155,7 @@ def auto_mask(engine, person, mode: str = M.UPPER_BODY, *, annotator_dir=None, p
     img = person if isinstance(person, Image.Image) else load_person(person)
     mode = M.normalize_mode(mode)
     if people is None:
-        people = detect_people(img, annotator_dir)
+        people = detect_people(img, annotator_dir, engine=engine)
     return M.mask_to_image(M.mask_from_keypoints(people, img.size, mode))
 
 
@@ -234,7 +234,7 @@ def virtual_tryon(
     people = None
     if mode is not None or controlnet is not None:
         with timed(timings, "pose"):
-            people = detect_people(person_img, s.annotator_dir, auto_mask=mode is not None,
+            people = detect_people(person_img, s.annotator_dir, engine=engine, auto_mask=mode is not None,
                                    pose_control=controlnet is not None)
     mask_bool = M.mask_from_keypoints(people, person_img.size, mode) if mode is not None else user_mask
     if controlnet is not None and M.pick_person(people) is None:
