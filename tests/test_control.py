@@ -302,7 +302,7 @@ def offline_no_annotators(monkeypatch, tmp_path):
     monkeypatch.delenv("PFD_ANNOTATOR_DIR", raising=False)
     cache = tmp_path / "empty-hf-cache"
     cache.mkdir()
-    monkeypatch.setattr(C, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read by prompt_free.settings.hub_offline
     monkeypatch.setattr(C, "HF_HUB_CACHE", str(cache))
 
 

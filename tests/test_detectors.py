@@ -241,7 +241,7 @@ def offline_empty_cache(monkeypatch, tmp_path):
     cache = tmp_path / "hf-cache"
     cache.mkdir()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(C, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read by prompt_free.settings.hub_offline
     monkeypatch.setattr(C, "HF_HUB_CACHE", str(cache))
     real = huggingface_hub.hf_hub_download
 
