@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from prompt_free import tiny  # noqa: E402
 from prompt_free.engine import BaseModel, Engine  # noqa: E402
 from prompt_free.formats import SD15_CONTROLNET_CONFIG, SD15_UNET_CONFIG, SD15_VAE_CONFIG  # noqa: E402
 from prompt_free.images import image_to_tensor  # noqa: E402

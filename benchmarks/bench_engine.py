@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from prompt_free import tiny  # noqa: E402
 from prompt_free.engine import BaseModel, Engine, LoadedSeeCoder  # noqa: E402
 from prompt_free.registry import Registry  # noqa: E402
 from prompt_free.conditioning import Conditioning  # noqa: E402

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, Optional, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Dict, Iterator, Optional, Protocol, Sequence
 
 import torch
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .seecoder import SeeCoderConfig, build_seecoder
-from .seecoder.config import DecoderConfig, PositionEncodingConfig, QueryTransformerConfig, SwinConfig
+from .seecoder.config import DecoderConfig, QueryTransformerConfig, SwinConfig
 
 TINY_CONTEXT_DIM = 64
 

@@ -4,7 +4,6 @@ shared with Image Variation, and the official slimmed ControlNet file through ch
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest
