@@ -281,14 +281,22 @@ def _content_map(engine, reference: Image.Image, controlnet: str, size: Tuple[in
 
 
 # ----------------------------------------------------------------------------- the task
-def _check(engine, s: CompareSettings, methods) -> Dict[str, Any]:
+@dataclass
+class _Checked:
+    content: Optional[str] = None  # content ControlNet (Dual-ControlNet column)
+    ip: Optional[str] = None  # IP-Adapter (IP-Adapter column)
+    prompt: str = ""
+    negative: str = ""
+
+
+def _check(engine, s: CompareSettings, methods) -> _Checked:
     """Every name and range of the run, before anything is loaded or opened."""
     from ..text import check_prompt
 
-    out: Dict[str, Any] = {"content": None, "ip": None}
+    out = _Checked()
     limits.CONTROL_SCALE.check(s.control_scale, "structure ControlNet scale")
     if DUAL_CONTROLNET in methods:
-        out["content"] = content_controlnet_name(engine, s.content_controlnet)
+        out.content = content_controlnet_name(engine, s.content_controlnet)
         limits.CONTENT_SCALE.check(s.content_scale)
     if IP_ADAPTER in methods:
         names = ip_adapter_names(engine)
@@ -297,11 +305,11 @@ def _check(engine, s: CompareSettings, methods) -> Dict[str, Any]:
                 "the IP-Adapter column needs an IP-Adapter under `ip_adapters:` in checkpoints.yaml and none is "
                 "configured: switch that column off, or add one (e.g. h94/IP-Adapter models/ip-adapter_sd15.safetensors)"
             )
-        out["ip"] = s.ip_adapter or names[0]
-        engine.registry.entry("ip_adapters", out["ip"])
+        out.ip = s.ip_adapter or names[0]
+        engine.registry.entry("ip_adapters", out.ip)
         limits.IP_ADAPTER_SCALE.check(s.ip_adapter_scale)
-    out["prompt"] = check_prompt(s.prompt, "prompt")
-    out["negative"] = check_prompt(s.negative_prompt, "negative prompt")
+    out.prompt = check_prompt(s.prompt, "prompt")
+    out.negative = check_prompt(s.negative_prompt, "negative prompt")
     return out
 
 
@@ -351,8 +359,8 @@ def compare(
     engine.base_model(s.base_model)
     structure_in = ControlInput(engine.controlnet(controlnet), image_to_tensor(structure_map), p.spec.scale)
     shared_s = time.perf_counter() - t0
-    run = _Run(engine, s, sampler, ref, controlnet, structure_in, checked["prompt"], checked["negative"],
-               checked["content"], checked["ip"])
+    run = _Run(engine, s, sampler, ref, controlnet, structure_in, checked.prompt, checked.negative,
+               checked.content, checked.ip)
     columns = {m: _run_column(run, m, k, len(methods), progress) for k, m in enumerate(methods)}
 
     images = [c.image for c in columns.values()]
@@ -360,8 +368,8 @@ def compare(
         "seed": sampler.seed, "seeds": [sampler.seed], "width": sampler.width, "height": sampler.height,
         "steps": sampler.steps, "guidance": sampler.guidance, "scheduler": sampler.scheduler,
         "base_model": s.base_model, "seecoder": s.seecoder, "controlnet": controlnet, "mode": mode,
-        "preprocessor": preprocessor, "control_scale": p.spec.scale, "content_controlnet": checked["content"],
-        "ip_adapter": checked["ip"], "prompt": checked["prompt"], "negative_prompt": checked["negative"],
+        "preprocessor": preprocessor, "control_scale": p.spec.scale, "content_controlnet": checked.content,
+        "ip_adapter": checked.ip, "prompt": checked.prompt, "negative_prompt": checked.negative,
         "methods": list(methods), "device": str(engine.device),
         "timings": {"shared": shared_s, **{m: c.timings["wall"] for m, c in columns.items()}},
     }

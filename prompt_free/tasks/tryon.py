@@ -214,8 +214,7 @@ def virtual_tryon(
     requested = settings or TryOnSettings()
     s = begin(engine, requested)
     max_side = check_max_side(s.max_side)
-    control_scale = _check_pose_control(engine, s)
-    controlnet = (s.controlnet or pose_controlnet(engine)) if s.pose_control else None
+    control_scale, controlnet = _check_pose_control(engine, s)
     notes: List[str] = []
 
     # ---- inputs
@@ -273,15 +272,16 @@ def virtual_tryon(
     return TaskResult(images, extras, info)
 
 
-def _check_pose_control(engine, s: TryOnSettings) -> float:
-    """The pose ControlNet's scale, and that an openpose ControlNet exists when asked for."""
+def _check_pose_control(engine, s: TryOnSettings) -> Tuple[float, Optional[str]]:
+    """(scale, name) of the pose ControlNet; the name is None without pose control."""
     control_scale = float(settings.CONTROL_SCALE.check(s.control_scale, "pose control scale"))
-    if s.pose_control:
-        controlnet = s.controlnet or pose_controlnet(engine)
-        if controlnet is None:
-            raise ConfigError("no openpose ControlNet is configured in checkpoints.yaml: add one, or untick 'Keep pose'")
-        engine.registry.entry("controlnets", controlnet)
-    return control_scale
+    if not s.pose_control:
+        return control_scale, None
+    controlnet = s.controlnet or pose_controlnet(engine)
+    if controlnet is None:
+        raise ConfigError("no openpose ControlNet is configured in checkpoints.yaml: add one, or untick 'Keep pose'")
+    engine.registry.entry("controlnets", controlnet)
+    return control_scale, controlnet
 
 
 def _mask_request(mask, mask_mode: str, size: Tuple[int, int]) -> Tuple[Optional[str], Optional[np.ndarray]]:
