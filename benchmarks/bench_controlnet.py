@@ -69,7 +69,7 @@ def build_engine(models: str, device: torch.device, dtype: torch.dtype) -> Engin
         torch.manual_seed(0)
         unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
         vae = AutoencoderKL(**SD15_VAE_CONFIG)
-        engine._base_models.put(BASE, BaseModel(BASE, engine._place(unet), engine._place(vae)))
+        engine.adopt(("base_models", BASE), BaseModel(BASE, engine.place(unet), engine.place(vae)))
         for i, name in enumerate(CONTROLS):
             torch.manual_seed(100 + i)
             cn = ControlNetModel(**SD15_CONTROLNET_CONFIG)
@@ -77,7 +77,7 @@ def build_engine(models: str, device: torch.device, dtype: torch.dtype) -> Engin
                 for n, p in cn.named_parameters():
                     if n.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
                         p.normal_(0, 0.02)
-            engine._controlnets.put(name, engine._place(cn))
+            engine.adopt(("controlnets", name), engine.place(cn))
         print(f"built SD 1.5-size random UNet, VAE and {len(CONTROLS)} ControlNets in {time.perf_counter() - t0:.1f} s",
               flush=True)
     return engine

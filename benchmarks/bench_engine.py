@@ -53,9 +53,10 @@ def build_engine(models: str, device, dtype) -> Engine:
         vae = AutoencoderKL(**SD15_VAE)
         sc = build_seecoder(SeeCoderConfig(), seed=0)
         # Put the full-size random models into the engine's caches under the tiny names.
-        engine._base_models.put("Tiny SD", BaseModel("Tiny SD", engine._place(unet), engine._place(vae)))
-        sc = engine._place(sc)
-        engine._seecoders["SeeCoder"] = LoadedSeeCoder("SeeCoder", sc, zero_unconditional(sc.config).to(device, dtype))
+        engine.adopt(("base_models", "Tiny SD"), BaseModel("Tiny SD", engine.place(unet), engine.place(vae)))
+        sc = engine.place(sc)
+        engine.adopt(("seecoders", "SeeCoder"),
+                     LoadedSeeCoder("SeeCoder", sc, zero_unconditional(sc.config).to(device, dtype)))
     return engine
 
 

@@ -20,14 +20,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from . import tiny
-from .errors import CheckpointError, InvalidSettingError, ModelUnavailableError
+from . import loading, memory, settings
 from .conditioning import Conditioning
+from .errors import InvalidSettingError
 from .images import image_to_tensor, prepare_reference, tensor_to_images
-from . import settings
-from .registry import Entry, Registry
-from .settings import hub_offline
+from .loading import BaseModel, LoadedSeeCoder  # noqa: F401 - the engine's model types
+from .memory import Residency, default_budget, default_ram_budget, parse_size
+from .registry import Registry
 from .sampling import Sampler, denoise, initial_noise, make_scheduler
+from .settings import hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +45,22 @@ TINY_CHOSEN_BANNER = (
     "PFD_PROFILE=tiny). Outputs are NOT meaningful pictures. Start with `--profile real` for the real models."
 )
 
-@dataclass
-class LoadedSeeCoder:
-    name: str
-    model: torch.nn.Module
-    unconditional: torch.Tensor  # (1, 148, C) on the device, model dtype
+class _LRU(OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = max(1, int(size))
 
+    def get_and_touch(self, key):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return None
 
-@dataclass
-class BaseModel:
-    name: str
-    unet: torch.nn.Module
-    vae: torch.nn.Module
-    inpainting: bool = False
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+    def put(self, key, value) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
 
 
 @dataclass
@@ -83,26 +83,6 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp32": torch.float32}.get(settings.cuda_dtype_name(), torch.float16)
 
 
-class _LRU(OrderedDict):
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = max(1, int(size))
-
-    def get_and_touch(self, key):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        return None
-
-    def put(self, key, value) -> list:
-        self[key] = value
-        self.move_to_end(key)
-        evicted = []
-        while len(self) > self.size:
-            evicted.append(self.popitem(last=False))
-        return evicted
-
-
 class Engine:
     def __init__(
         self,
@@ -114,18 +94,27 @@ class Engine:
         max_controlnets: int = 4,
         allow_download: bool = True,
         banner: Optional[str] = None,
+        memory_budget=None,
+        ram_budget=None,
     ):
+        """``memory_budget``: bytes or a size such as "8GB" for the models on the device (None:
+        ``PFD_MEMORY_BUDGET``, else the device's memory less a reserve on CUDA, a share of RAM on
+        the CPU). ``ram_budget``: the host-memory tier on CUDA (None: ``PFD_RAM_BUDGET``, else a
+        share of RAM). ``max_base_models`` / ``max_controlnets``: how many stay loaded at most."""
         self.registry = registry
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self.allow_download = allow_download
         self.banner = banner
-        self._seecoders: Dict[str, LoadedSeeCoder] = {}
-        self._base_models = _LRU(max_base_models)
-        self._controlnets = _LRU(max_controlnets)
-        self._extras: Dict[Tuple, object] = {}  # detectors, text encoders ... owned here too
+        self.max_counts = {"base_models": max(1, int(max_base_models)), "controlnets": max(1, int(max_controlnets))}
+        budget = parse_size(memory_budget) or parse_size(settings.memory_budget(), "PFD_MEMORY_BUDGET")
+        ram = parse_size(ram_budget, "RAM budget") or parse_size(settings.ram_budget(), "PFD_RAM_BUDGET")
+        self.memory = Residency(budget or default_budget(self.device),
+                                (ram or default_ram_budget()) if self.device.type == "cuda" else 0)
+        self._key_locks: Dict[Tuple, threading.Lock] = {}
+        self._staged = threading.local()  # .bytes: placed on the device by this thread's build
         self._encodings = _LRU(8)  # (seecoder, image digest) -> context
-        self._load_lock = threading.RLock()
+        self._small_lock = threading.Lock()  # the dicts above and load_counts; never held while loading
         self._run_lock = threading.RLock()  # device work, one request at a time
         self.load_counts: Counter = Counter()  # (kind, name) -> times loaded from disk/built
 
@@ -134,7 +123,7 @@ class Engine:
     def from_profile(cls, profile: Optional[str] = None, checkpoints=None, **kwargs) -> "Engine":
         """``profile``: real | tiny | auto (default; env ``PFD_PROFILE``). ``auto`` uses the real
         models when the default ones are available locally or the hub is reachable, else the
-        tiny profile with a banner."""
+        tiny profile with a banner. ``kwargs`` go to ``Engine`` (``memory_budget=`` ...)."""
         profile = (profile or settings.profile()).lower()
         if profile == "auto":
             real = Registry.load(checkpoints, "real")
@@ -154,154 +143,22 @@ class Engine:
         return self.registry.defaults
 
     # ------------------------------------------------------------------ models
-    def place(self, module: torch.nn.Module) -> torch.nn.Module:
-        """``module`` on the engine's device and dtype, in eval mode, without gradients."""
-        module = module.to(self.device)
-        if any(p.is_floating_point() and p.dtype != self.dtype for p in module.parameters()):
-            keep_fp32 = getattr(module, "_keep_in_fp32_modules", None)
-            # diffusers' ModelMixin.to warns about fp32-kept modules even when a model has none
-            module = module.to(self.dtype) if keep_fp32 else torch.nn.Module.to(module, self.dtype)
-        module.eval().requires_grad_(False)
-        return module
-
     def seecoder(self, name: str) -> LoadedSeeCoder:
-        with self._load_lock:
-            if name in self._seecoders:
-                return self._seecoders[name]
-            entry = self.registry.entry("seecoders", name)
-            self.load_counts[("seecoders", name)] += 1
-            if entry.tiny is not None:
-                model = tiny.tiny_seecoder(entry.tiny == "seecoder_pa", seed=entry.option("seed", 0))
-            else:
-                from .seecoder import load_seecoder
-
-                path = self.registry.resolve_file(entry.sources, entry.label, self.allow_download)
-                model = load_seecoder(path, device=self.device, dtype=self.dtype)
-            model = self.place(model)
-            uncond = self._unconditional(entry, model)
-            loaded = LoadedSeeCoder(name, model, uncond.to(self.device, self.dtype))
-            self._seecoders[name] = loaded
-            return loaded
-
-    def _unconditional(self, entry: Entry, model) -> torch.Tensor:
-        from .seecoder import load_unconditional_embedding, zero_unconditional
-
-        spec = entry.option("unconditional", "zeros")
-        cfg = model.config
-        if spec == "zeros":
-            return zero_unconditional(cfg)
-        if spec == "tiny":
-            return tiny.tiny_anime_unconditional()
-        path = self.registry.resolve_file(spec, f"{entry.label} unconditional embedding", self.allow_download)
-        return load_unconditional_embedding(path, cfg.num_tokens, cfg.out_dim)
+        entry = self.registry.entry("seecoders", name)
+        return self._resident(("seecoders", name), lambda: loading.build_seecoder(self, entry))
 
     def base_model(self, name: str) -> BaseModel:
-        with self._load_lock:
-            hit = self._base_models.get_and_touch(name)
-            if hit is not None:
-                return hit
-            entry = self.registry.entry("base_models", name)
-            self.load_counts[("base_models", name)] += 1
-            unet, vae = self._load_base(entry)
-            model = BaseModel(name, self.place(unet), self.place(vae), bool(entry.option("inpainting", False)))
-            if model.inpainting != (unet.config.in_channels == 9):
-                raise CheckpointError(
-                    f"{entry.label}: 'inpainting: {model.inpainting}' in checkpoints.yaml but its UNet has "
-                    f"{unet.config.in_channels} input channels"
-                )
-            for _, old in self._base_models.put(name, model):
-                del old
-                self._free()
-            return model
-
-    def _load_base(self, entry: Entry):
-        seed = entry.option("seed", 1)
-        if entry.tiny is not None:
-            return tiny.tiny_unet(seed, inpainting=bool(entry.option("inpainting"))), tiny.tiny_vae(seed + 100)
-        from . import formats
-
-        src = entry.sources[0]
-        fmt = entry.option("format") or ("single_file" if (src.file or (src.path and src.path.is_file())) else "diffusers")
-        if fmt == "diffusers":
-            return self._from_diffusers(entry, "UNet2DConditionModel", "unet"), self._from_diffusers(entry, "AutoencoderKL", "vae")
-        path = self.registry.resolve_file(entry.sources, entry.label, self.allow_download)
-        unet_cfg, vae_cfg = entry.option("unet_config"), entry.option("vae_config")
-        if fmt == "single_file":
-            return formats.load_single_file_pipeline_parts(path, unet_cfg, vae_cfg, dtype=self.dtype)
-        unet = formats.load_unet(path, unet_cfg, dtype=self.dtype)
-        vae_src = entry.option("vae")
-        if vae_src[0].file or (vae_src[0].path is not None and vae_src[0].path.is_file()):
-            vae_path = self.registry.resolve_file(vae_src, f"{entry.label} VAE", self.allow_download)
-            vae = formats.load_vae(vae_path, vae_cfg, dtype=self.dtype)
-        else:
-            vae = self._from_diffusers_source(vae_src[0], "AutoencoderKL", None, f"{entry.label} VAE")
-        return unet, vae
-
-    def _from_diffusers(self, entry: Entry, cls_name: str, subfolder: str):
-        src = entry.sources[0]
-        sub = f"{src.subfolder}/{subfolder}" if src.subfolder else subfolder
-        return self._from_diffusers_source(src, cls_name, sub, entry.label)
-
-    def _from_diffusers_source(self, src, cls_name: str, subfolder: Optional[str], what: str):
-        import diffusers
-
-        cls = getattr(diffusers, cls_name)
-        location = str(src.path) if src.path is not None else src.repo
-        if src.path is not None and not src.path.exists():
-            raise ModelUnavailableError(f"{what}: local path '{src.path}' does not exist")
-        sub = subfolder if subfolder is not None else src.subfolder
-        try:
-            return cls.from_pretrained(
-                location, subfolder=sub, revision=src.revision, torch_dtype=self.dtype,  # no fp32 copy first
-                local_files_only=not self.allow_download or hub_offline(),
-            )
-        except (OSError, EnvironmentError, ValueError) as e:
-            if src.path is not None:
-                raise CheckpointError(f"{what}: '{location}' is not a diffusers model folder ({str(e).splitlines()[0][:160]})") from None
-            raise ModelUnavailableError(
-                f"{what} is not available: '{location}' ({sub or 'root'}) is not in the local cache and could not "
-                "be downloaded. Download it where the Hugging Face Hub is reachable, or point a `path:` at a local "
-                "copy in checkpoints.yaml."
-            ) from None
+        entry = self.registry.entry("base_models", name)
+        return self._resident(("base_models", name), lambda: loading.build_base_model(self, entry))
 
     def controlnet(self, name: str):
-        with self._load_lock:
-            hit = self._controlnets.get_and_touch(name)
-            if hit is not None:
-                return hit
-            entry = self.registry.entry("controlnets", name)
-            self.load_counts[("controlnets", name)] += 1
-            if entry.tiny is not None:
-                model = tiny.tiny_controlnet(entry.option("seed", 2))
-            else:
-                src = entry.sources[0]
-                if src.file or (src.path is not None and src.path.is_file()):
-                    from . import formats
-
-                    path = self.registry.resolve_file(entry.sources, entry.label, self.allow_download)
-                    model = formats.load_controlnet(path, entry.option("config"), dtype=self.dtype)
-                else:
-                    model = self._from_diffusers_source(src, "ControlNetModel", src.subfolder, entry.label)
-            model = self.place(model)
-            for _, old in self._controlnets.put(name, model):
-                del old
-                self._free()
-            return model
+        entry = self.registry.entry("controlnets", name)
+        return self._resident(("controlnets", name), lambda: loading.build_controlnet(self, entry))
 
     def cached(self, key: Tuple, build: Callable[[], object]):
-        """Engine-owned cache for other heavy objects (detectors, text encoders ...)."""
-        with self._load_lock:
-            if key not in self._extras:
-                self.load_counts[key] += 1
-                self._extras[key] = build()
-            return self._extras[key]
-
-    def on_device(self, fn: Callable, *args, **kwargs):
-        """Run ``fn(*args, **kwargs)`` as device work: under the run lock (one request at a time
-        on the device) and in inference mode. Every forward pass of a model the engine holds
-        (SeeCoder, text and image encoders, UNet, ControlNets, VAE) goes through here."""
-        with self._run_lock, torch.inference_mode():
-            return fn(*args, **kwargs)
+        """Engine-held objects of other kinds (detectors, text encoders, IP-Adapter parts ...):
+        built once by ``build``, accounted and evicted like the models."""
+        return self._resident(key, build)
 
     def detector(self, name: str, annotator_dir=None):
         """The control-map detector ``name`` (``prompt_free.detectors``), built once and held here
@@ -313,10 +170,162 @@ class Engine:
         name = resolve_name(name)
         return self.cached(("detectors", name, folders_key(annotator_dir)), lambda: build(self, name, annotator_dir))
 
+    def adopt(self, key: Tuple, value) -> None:
+        """Hold an object built elsewhere under ``key`` (benchmarks put full-size random models
+        under the tiny profile's names this way)."""
+        self.memory.remove(key)
+        self.memory.add(key, value, self._where(value))
+
+    def place(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` on the engine's device and dtype, in eval mode, without gradients. Room is
+        made within the memory budget first (least recently used models that no running request
+        holds leave), so the device never holds more than the budget."""
+        if self.device.type != "cpu":  # on the CPU the module is in memory already
+            nbytes = sum(memory.storages(module).values())
+            staged = getattr(self._staged, "bytes", 0)
+            self._make_room(staged + nbytes)
+            self._staged.bytes = staged + nbytes
+        module = module.to(self.device)
+        if any(p.is_floating_point() and p.dtype != self.dtype for p in module.parameters()):
+            keep_fp32 = getattr(module, "_keep_in_fp32_modules", None)
+            # diffusers' ModelMixin.to warns about fp32-kept modules even when a model has none
+            module = module.to(self.dtype) if keep_fp32 else torch.nn.Module.to(module, self.dtype)
+        module.eval().requires_grad_(False)
+        return module
+
+    # ------------------------------------------------------------------ residency
+    @contextlib.contextmanager
+    def request(self):
+        """One request: every model it uses stays resident until it ends (others may evict only
+        what no running request holds). Nested calls join the outer request."""
+        opened = self.memory.begin_request()
+        try:
+            yield self
+        finally:
+            if opened:
+                self.memory.end_request()
+
+    def memory_report(self) -> List[Dict[str, object]]:
+        """One entry per model as users know it: ``{"kind", "name", "where", "bytes"}``, where
+        is "device" or "ram" (the host-memory tier on CUDA), least recently used first."""
+        return [{"kind": r.kind, "name": memory.report_name(r.key), "where": r.where, "bytes": r.bytes}
+                for r in self.memory.items()]
+
+    def _key_lock(self, key: Tuple) -> threading.Lock:
+        with self._small_lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def _resident(self, key: Tuple, build: Callable[[], object]):
+        """The one way a model becomes resident. Loads run outside any global lock: a per-key
+        lock makes two requests for one model load it once, while requests on other models go
+        on (only device work is serialised)."""
+        self.memory.pin(key)
+        r = self.memory.get(key)
+        if r is None:
+            with self._key_lock(key):
+                r = self.memory.get(key)
+                if r is None:
+                    with self._small_lock:
+                        self.load_counts[key] += 1
+                    outer = getattr(self._staged, "bytes", 0)  # a build may need other models
+                    self._staged.bytes = 0
+                    try:
+                        value = build()
+                    finally:
+                        self._staged.bytes = outer
+                    new = sum(n for a, n in memory.storages(value).items() if not self.memory.owns(a))
+                    self._make_room(new)
+                    r = self.memory.add(key, value, self._where(value))
+                    self._enforce_counts(key)
+        if r.where == memory.RAM and self.device.type == "cuda":
+            self._bring_back(r)
+        return r.value
+
+    def _where(self, value) -> str:
+        on_device = any(t.device.type == self.device.type for t in memory.tensors(value))
+        return memory.DEVICE if self.device.type == "cpu" or on_device else memory.RAM
+
+    def _enforce_counts(self, key: Tuple) -> None:
+        limit = self.max_counts.get(key[0])
+        if limit is None:
+            return
+        same = [r for r in self.memory.evictable(keep={key}) if r.key[0] == key[0]]
+        count = sum(1 for r in self.memory.items() if r.key[0] == key[0] and r.where == memory.DEVICE)
+        for victim in same[: max(0, count - limit)]:
+            self._evict(victim)
+
+    def _make_room(self, need: int, *, wait_s: float = 120.0) -> None:
+        """Evict least recently used, unheld models until ``need`` more bytes fit the budget.
+        When only other running requests' models are in the way, wait for them to finish."""
+        budget = self.memory.budget
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self.memory.lock:
+                used = self.memory.used(memory.DEVICE)
+                if used + need <= budget:
+                    return
+                victims = self.memory.evictable()
+                if not victims:
+                    own = sum(r.bytes for r in self.memory.items() if r.key in self.memory.own_pins())
+                    if own + need > budget or time.monotonic() > deadline:
+                        raise memory.MemoryBudgetError(self._budget_message(need, own))
+                    self.memory.released.wait(timeout=1.0)
+                    continue
+                victim = victims[0]
+            self._evict(victim)
+
+    def _budget_message(self, need: int, own: int) -> str:
+        held = [f"{memory.report_name(r.key)} ({memory.format_size(r.bytes)})" for r in self.memory.items()
+                if r.where == memory.DEVICE]
+        return (
+            f"this request needs {memory.format_size(own + need)} of model memory on the device "
+            f"({memory.format_size(need)} more now), but the memory budget is {memory.format_size(self.memory.budget)}"
+            f" (loaded: {', '.join(held) or 'nothing'}). Raise it with --memory-budget / PFD_MEMORY_BUDGET, or use "
+            "fewer or smaller models in one request."
+        )
+
+    def _evict(self, victim) -> None:
+        """Move ``victim`` (and what shares its memory) to the RAM tier on CUDA, or drop it."""
+        removed = self.memory.remove(victim.key)
+        keep = self.device.type == "cuda" and self.memory.ram_budget > 0
+        with self._run_lock:  # never under another request's forward pass
+            for r in removed:
+                log.info("memory: %s %s (%s) leaves the device", r.kind, memory.report_name(r.key),
+                         memory.format_size(r.bytes))
+                if keep and r.where == memory.DEVICE and r.bytes <= self.memory.ram_budget:
+                    memory.move(r.value, torch.device("cpu"), pin=True)
+                    self.memory.add(r.key, r.value, memory.RAM)
+            del removed
+            self._trim_ram()
+            self._free()
+
+    def _trim_ram(self) -> None:
+        while self.memory.used(memory.RAM) > self.memory.ram_budget:
+            victims = self.memory.evictable(memory.RAM)
+            if not victims:
+                return
+            self.memory.remove(victims[0].key)
+
+    def _bring_back(self, r) -> None:
+        with self._key_lock(r.key):
+            if r.where != memory.RAM:
+                return
+            self._make_room(r.bytes)
+            with self._run_lock:
+                memory.move(r.value, self.device, pin=False)
+                r.where = memory.DEVICE
+
     def _free(self) -> None:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def on_device(self, fn: Callable, *args, **kwargs):
+        """Run ``fn(*args, **kwargs)`` as device work: under the run lock (one request at a time
+        on the device) and in inference mode. Every forward pass of a model the engine holds
+        (SeeCoder, text and image encoders, UNet, ControlNets, VAE) goes through here."""
+        with self._run_lock, torch.inference_mode():
+            return fn(*args, **kwargs)
 
     # ------------------------------------------------------------------ work
     def encode_reference(self, image, seecoder_name: str) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -325,11 +334,11 @@ class Engine:
         img = prepare_reference(image)
         digest = hashlib.sha1(img.tobytes() + repr(img.size).encode()).hexdigest()
         key = (seecoder_name, digest)
-        with self._load_lock:
+        with self._small_lock:
             hit = self._encodings.get_and_touch(key)
         if hit is None:
             hit = self.on_device(lambda: sc.model(image_to_tensor(img).to(self.device, self.dtype)))
-            with self._load_lock:
+            with self._small_lock:
                 self._encodings.put(key, hit)
         return hit, sc.unconditional
 
@@ -346,17 +355,48 @@ class Engine:
 
         Makes the initial noise (``sampling.initial_noise``: image i from seed ``seed + i``, on
         the CPU), binds the conditioning's inpainting hooks to it, applies its UNet patch for
-        this run only, runs the loop and decodes, all under the run lock."""
+        this run only, runs the loop and decodes, all under the run lock. Out of device memory,
+        it frees and evicts what the run does not need and tries once more; a second failure is
+        a ``DeviceMemoryError`` with the sizes involved, and the engine keeps serving."""
         sampler = sampler.checked()
-        base = self.base_model(base_model)
-        c = conditioning
-        if c.context.shape[-1] != base.unet.config.cross_attention_dim:
-            raise InvalidSettingError(
-                f"the conditioning is {c.context.shape[-1]} wide but base model '{base_model}' expects "
-                f"{base.unet.config.cross_attention_dim} (is it an SD 1.x model?)"
+        with self.request():
+            base = self.base_model(base_model)
+            self.memory.pin_values([getattr(ci.controlnet, "controlnet", ci.controlnet) for ci in conditioning.controls])
+            if conditioning.context.shape[-1] != base.unet.config.cross_attention_dim:
+                raise InvalidSettingError(
+                    f"the conditioning is {conditioning.context.shape[-1]} wide but base model '{base_model}' expects "
+                    f"{base.unet.config.cross_attention_dim} (is it an SD 1.x model?)"
+                )
+            f = base.vae_scale_factor
+            noise = initial_noise(sampler.seeds, (4, sampler.height // f, sampler.width // f))
+            reserve = memory.activation_reserve(sampler, torch.finfo(self.dtype).bits // 8) if self.device.type == "cuda" else 0
+            for attempt in (1, 2):
+                self._make_room(reserve)
+                failed = None
+                try:
+                    return self._sample(base, conditioning, sampler, noise, progress, decode)
+                except Exception as e:  # noqa: BLE001 - only out-of-memory is handled here
+                    if not memory.is_out_of_memory(e):
+                        raise
+                    failed = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                # Outside the except block: its traceback no longer holds the run's tensors.
+                self._free()
+                if attempt == 1:
+                    log.warning("out of device memory while sampling (%s); freeing memory and retrying once", failed)
+                    for victim in self.memory.evictable():
+                        self._evict(victim)
+            used = self.memory.used(memory.DEVICE)
+            log.error("out of device memory twice while sampling %d image(s) at %dx%d (%s)",
+                      sampler.num_images, sampler.width, sampler.height, failed)
+            raise memory.DeviceMemoryError(
+                f"out of device memory while sampling {sampler.num_images} image(s) at {sampler.width}x{sampler.height}, "
+                f"also after freeing memory and evicting the other models (models on the device: "
+                f"{memory.format_size(used)} of a {memory.format_size(self.memory.budget)} budget; estimated working "
+                f"memory {memory.format_size(reserve)}). Try a smaller size or fewer images, or lower --memory-budget "
+                "to leave more room for the work itself."
             )
-        f = base.vae_scale_factor
-        noise = initial_noise(sampler.seeds, (4, sampler.height // f, sampler.width // f))
+
+    def _sample(self, base: BaseModel, c: Conditioning, sampler: Sampler, noise: torch.Tensor, progress, decode: bool):
         timings = {}
         with self._run_lock, torch.inference_mode():
             extra = after_step = None

@@ -131,6 +131,16 @@ def max_base_models() -> int:
     return _env_int("PFD_MAX_BASE_MODELS", 2)
 
 
+def memory_budget() -> Optional[str]:
+    """``PFD_MEMORY_BUDGET``: the engine's budget for models on the device, e.g. ``8GB`` or bytes."""
+    return os.environ.get("PFD_MEMORY_BUDGET", "").strip() or None
+
+
+def ram_budget() -> Optional[str]:
+    """``PFD_RAM_BUDGET``: the host-memory tier for models evicted from a CUDA device."""
+    return os.environ.get("PFD_RAM_BUDGET", "").strip() or None
+
+
 def server_host() -> str:
     return os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
 

@@ -13,7 +13,7 @@ Where it comes from:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -37,7 +37,7 @@ class TextEncoder:
     tokenizer: object
     model: torch.nn.Module
     source: str
-    engine: object
+    engine: object = field(repr=False, metadata={"owned": False})  # runs it; not part of it
 
     @property
     def max_length(self) -> int:

@@ -7,6 +7,7 @@ registry (nothing is loaded, no image decoded), the task then checks its own inp
 
 from __future__ import annotations
 
+import functools
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,18 @@ class SamplerSettings:
     seed: int = 20
     num_images: int = 1
     scheduler: str = DEFAULT_SCHEDULER
+
+
+def holds_models(task):
+    """Run ``task(engine, ...)`` as one engine request: every model it uses stays resident until
+    it returns (the memory budget evicts only what no running request holds)."""
+
+    @functools.wraps(task)
+    def run(engine, *args, **kwargs):
+        with engine.request():
+            return task(engine, *args, **kwargs)
+
+    return run
 
 
 def resolve_defaults(engine, settings: SamplerSettings) -> SamplerSettings:

@@ -39,7 +39,7 @@ from ..errors import ConfigError, InputImageError, InvalidSettingError
 from ..images import image_to_tensor, prepare_reference, side_by_side
 from ..ip_adapter import TextTokensOnly, image_tokens, load_ip_adapter
 from ..sampling import ControlInput, Sampler
-from .common import TaskResult, begin, sampler_for, timed
+from .common import TaskResult, begin, holds_models, sampler_for, timed
 from .control import ControlSettings
 from .controls import (
     MODE_AS_IS,
@@ -313,6 +313,7 @@ def _check(engine, s: CompareSettings, methods) -> _Checked:
     return out
 
 
+@holds_models
 def compare(
     engine,
     reference,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..conditioning import Conditioning
-from .common import Progress, SamplerSettings, TaskResult, begin, sampler_for, sampler_info, timed
+from .common import Progress, SamplerSettings, TaskResult, begin, holds_models, sampler_for, sampler_info, timed
 from .controls import (  # noqa: F401 - the names this tab's users import from here
     MODE_AS_IS,
     MODE_PREPROCESS,
@@ -50,6 +50,7 @@ class ControlSettings(SamplerSettings):
     annotator_dir: Optional[str] = None  # detector weights; None: env PFD_ANNOTATOR_DIR, then the hub
 
 
+@holds_models
 def reference_control(
     engine,
     reference,

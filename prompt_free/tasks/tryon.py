@@ -41,7 +41,7 @@ from .. import settings
 from ..conditioning import Conditioning, LatentBlend, MaskedImageChannels
 from ..errors import ConfigError, InputImageError, ModelUnavailableError
 from ..images import check_min_side, image_to_tensor, load_image, prepare_reference
-from .common import Progress, SamplerSettings, TaskResult, begin, sampler_for, timed
+from .common import Progress, SamplerSettings, TaskResult, begin, holds_models, sampler_for, timed
 from ..sampling import ControlInput
 from .controls import control_kind
 
@@ -149,6 +149,7 @@ def detect_people(person: Image.Image, annotator_dir=None, *, engine, auto_mask:
     return M.scale_keypoints(people, person.width / small.width, person.height / small.height)
 
 
+@holds_models
 def auto_mask(engine, person, mode: str = M.UPPER_BODY, *, annotator_dir=None, people=None) -> Image.Image:
     """The automatic mask of ``mode`` for a person photo, at the photo's size (white = change),
     e.g. to show it in an editor before generating. Raises NoPersonError when nobody is found."""
@@ -198,6 +199,7 @@ def _latent_mask(mask: np.ndarray, f: int):
 
 
 # ----------------------------------------------------------------------------- the task
+@holds_models
 def virtual_tryon(
     engine,
     person,

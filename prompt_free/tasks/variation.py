@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Optional
 
 from ..conditioning import Conditioning
-from .common import Progress, SamplerSettings, TaskResult, begin, sampler_for, sampler_info, timed
+from .common import Progress, SamplerSettings, TaskResult, begin, holds_models, sampler_for, sampler_info, timed
 
 VariationSettings = SamplerSettings
 
 
+@holds_models
 def image_variation(engine, reference, settings: Optional[SamplerSettings] = None, progress: Progress = None) -> TaskResult:
     """``settings.num_images`` images of the reference's SeeCoder embedding (image i: seed + i)."""
     s = begin(engine, settings or SamplerSettings())

@@ -1,0 +1,258 @@
+"""The engine as a resource manager (tiny profile, CPU): memory budget and eviction, the report,
+loads that block nobody else, and out-of-memory answered."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from prompt_free.engine import Engine
+from prompt_free.errors import InvalidSettingError, ModelUnavailableError
+from prompt_free.memory import REPORT_KINDS, DeviceMemoryError, MemoryBudgetError, parse_size
+from prompt_free.registry import DEFAULT_CHECKPOINTS, Registry
+from prompt_free.tasks import (
+    CompareSettings,
+    ControlSettings,
+    ControlSpec,
+    VariationSettings,
+    compare,
+    image_variation,
+    reference_control,
+)
+from tests._app import EXAMPLES
+
+pytestmark = pytest.mark.timeout(600)
+
+REF = EXAMPLES / "chelsea.jpg"
+POSE, DEPTH = EXAMPLES / "pose_standing.png", EXAMPLES / "depth_spheres.png"
+CANNY, SCRIBBLE = EXAMPLES / "canny_house.png", EXAMPLES / "scribble_rocket.png"
+
+
+def tiny_engine(**kw) -> Engine:
+    return Engine(Registry.load(None, "tiny"), device="cpu", **kw)
+
+
+def pixels(result):
+    return [np.asarray(im) for im in result.images]
+
+
+# A scripted session over every tab's models: two base models, three SeeCoders, several
+# ControlNets (two at once), the text encoder and a detector of the comparison.
+MIX = [
+    ("variation", dict(seecoder="SeeCoder", base_model="Tiny SD")),
+    ("control", dict(seecoder="SeeCoder-PA", base_model="Tiny SD (other seed)"), [("openpose", POSE)]),
+    ("control", dict(seecoder="SeeCoder-Anime", base_model="Tiny SD"), [("openpose", POSE), ("depth", DEPTH)]),
+    ("variation", dict(seecoder="SeeCoder-PA", base_model="Tiny SD (other seed)")),
+    ("compare", dict(seecoder="SeeCoder", base_model="Tiny SD")),
+    ("control", dict(seecoder="SeeCoder", base_model="Tiny SD (other seed)"), [("canny", CANNY), ("scribble", SCRIBBLE)]),
+    ("variation", dict(seecoder="SeeCoder-Anime", base_model="Tiny SD")),
+]
+
+
+def run(engine, request):
+    kind, models = request[0], request[1]
+    common = dict(steps=2, seed=5, width=64, height=64, **models)
+    if kind == "variation":
+        return image_variation(engine, REF, VariationSettings(**common))
+    if kind == "control":
+        specs = [ControlSpec(name, image) for name, image in request[2]]
+        return reference_control(engine, REF, specs, ControlSettings(**common))
+    return compare(engine, REF, CANNY, "canny", settings=CompareSettings(**common, methods=("prompt_free", "dual_controlnet")))
+
+
+def device_bytes(engine) -> int:
+    return sum(e["bytes"] for e in engine.memory_report() if e["where"] == "device")
+
+
+# ----------------------------------------------------------------------------- sizes
+@pytest.mark.parametrize("value, expected", [
+    ("8GB", 8 * 10**9), ("512MiB", 512 * 2**20), ("1.5 G", 15 * 10**8), ("123456789", 123456789),
+    (4096, 4096), ("2gib", 2 * 2**30), (None, None), ("", None),
+])
+def test_sizes_are_read_in_units_or_bytes(value, expected):
+    assert parse_size(value) == expected
+
+
+@pytest.mark.parametrize("value", ["8 parsecs", "-1GB", "0", "lots"])
+def test_bad_sizes_are_clear_errors(value):
+    with pytest.raises(InvalidSettingError, match="memory budget must be"):
+        parse_size(value)
+
+
+def test_budget_from_argument_environment_and_default(monkeypatch):
+    monkeypatch.setenv("PFD_MEMORY_BUDGET", "3GB")
+    assert Engine.from_profile("tiny", device="cpu").memory.budget == 3 * 10**9
+    assert Engine.from_profile("tiny", device="cpu", memory_budget="1MiB").memory.budget == 2**20
+    monkeypatch.setenv("PFD_MEMORY_BUDGET", "three")
+    with pytest.raises(InvalidSettingError, match="PFD_MEMORY_BUDGET must be a size"):
+        Engine.from_profile("tiny", device="cpu")
+    monkeypatch.delenv("PFD_MEMORY_BUDGET")
+    budget = tiny_engine().memory.budget
+    assert 0 < budget < 2**50  # a share of physical RAM on the CPU
+
+
+# ----------------------------------------------------------------------------- report
+def test_memory_report_has_one_entry_per_model_as_users_know_it():
+    engine = tiny_engine()
+    run(engine, MIX[2])
+    report = engine.memory_report()
+    names = {(e["kind"], e["name"]) for e in report}
+    assert names == {("seecoder", "SeeCoder-Anime"), ("base_model", "Tiny SD"), ("controlnet", "openpose"),
+                     ("controlnet", "depth")}
+    assert all(e["kind"] in REPORT_KINDS and e["where"] == "device" for e in report)
+    base = engine.base_model("Tiny SD")
+    want = sum(t.nbytes for m in (base.unet, base.vae) for t in list(m.parameters()) + list(m.buffers()))
+    assert next(e["bytes"] for e in report if e["kind"] == "base_model") == want
+
+
+def test_text_encoder_and_detector_of_the_comparison_are_reported():
+    engine = tiny_engine()
+    run(engine, MIX[4])
+    kinds = {e["kind"] for e in engine.memory_report()}
+    assert {"seecoder", "base_model", "controlnet", "text_encoder", "detector"} <= kinds
+
+
+# ----------------------------------------------------------------------------- the budget
+def test_a_session_stays_within_a_tight_budget_with_the_same_pictures():
+    """Budget = the largest single request of the mix: after every request the models on the
+    device fit it, evictions happen, and the pictures are those of an engine without a budget."""
+    largest = 0
+    for request in MIX:
+        fresh = tiny_engine()
+        run(fresh, request)
+        largest = max(largest, device_bytes(fresh))
+    free, tight = tiny_engine(), tiny_engine(memory_budget=largest)
+    for request in MIX:
+        want = pixels(run(free, request))
+        got = pixels(run(tight, request))
+        assert device_bytes(tight) <= largest, request
+        assert all(np.array_equal(a, b) for a, b in zip(want, got)), request
+    assert device_bytes(free) > largest  # without a budget the session holds more
+    assert max(tight.load_counts.values()) > 1  # models were evicted and loaded again
+
+
+def test_a_request_too_big_for_the_budget_is_a_clear_error_not_out_of_memory():
+    engine = tiny_engine()
+    run(engine, MIX[0])
+    one_base = next(e["bytes"] for e in engine.memory_report() if e["kind"] == "base_model")
+    small = tiny_engine(memory_budget=one_base)  # no room for the SeeCoder beside it
+    with pytest.raises(MemoryBudgetError, match=r"needs .* but the memory budget is .*MiB.*--memory-budget"):
+        run(small, MIX[0])
+    assert device_bytes(small) <= one_base
+
+
+def test_count_limits_still_apply_with_a_budget():
+    engine = tiny_engine(max_base_models=1)
+    run(engine, MIX[0])
+    run(engine, MIX[3])
+    bases = [e["name"] for e in engine.memory_report() if e["kind"] == "base_model"]
+    assert bases == ["Tiny SD (other seed)"]
+
+
+# ----------------------------------------------------------------------------- loading
+def test_one_model_requested_at_once_by_several_threads_is_built_once():
+    engine = tiny_engine()
+    barrier = threading.Barrier(4)
+    got = []
+
+    def load():
+        barrier.wait()
+        got.append(engine.base_model("Tiny SD"))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert engine.load_counts[("base_models", "Tiny SD")] == 1 and all(g is got[0] for g in got)
+
+
+def test_a_stuck_download_blocks_no_request_on_loaded_models(monkeypatch):
+    """One request waits on a download that does not finish; a request on a model that is
+    already loaded runs to the end meanwhile. Released, the stuck one fails clearly."""
+    import huggingface_hub
+    import yaml
+
+    data = yaml.safe_load(DEFAULT_CHECKPOINTS.read_text())["profiles"]["tiny"]
+    data["base_models"]["Stuck"] = {"repo": "pfd-tests/stuck", "file": "model.safetensors", "format": "single_file"}
+    engine = Engine(Registry.from_dict(data, profile="tiny-stuck"), device="cpu")
+    run(engine, MIX[0])  # Tiny SD and SeeCoder are resident
+
+    started, release = threading.Event(), threading.Event()
+
+    def hf_hub_download(repo, filename, *, local_files_only=False, **kw):
+        if local_files_only:
+            raise FileNotFoundError("not in the cache")
+        started.set()
+        release.wait(120)  # a download that does not finish until the test says so
+        raise OSError("connection reset")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    errors = []
+
+    def stuck_request():
+        try:
+            image_variation(engine, REF, VariationSettings(base_model="Stuck", steps=1, width=64, height=64))
+        except ModelUnavailableError as e:
+            errors.append(e)
+
+    stuck = threading.Thread(target=stuck_request)
+    stuck.start()
+    try:
+        assert started.wait(30), "the stuck request never reached its download"
+        t0 = time.perf_counter()
+        result = run(engine, MIX[0])
+        assert result.images and time.perf_counter() - t0 < 60
+        assert stuck.is_alive()  # still waiting on its download
+    finally:
+        release.set()
+        stuck.join(60)
+    assert errors and "Stuck" in str(errors[0])
+
+
+# ----------------------------------------------------------------------------- out of memory
+class FailingUNet:
+    """Makes the UNet's forward raise an out-of-memory error the first ``times`` calls."""
+
+    def __init__(self, unet, times: int):
+        self.left = times
+        self.handle = unet.register_forward_pre_hook(self.hook)
+
+    def hook(self, module, args):
+        if self.left > 0:
+            self.left -= 1
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    def remove(self):
+        self.handle.remove()
+
+
+def test_out_of_memory_once_is_retried_with_the_same_pixels():
+    want = pixels(run(tiny_engine(), MIX[0]))
+    engine = tiny_engine()
+    failing = FailingUNet(engine.base_model("Tiny SD").unet, times=1)
+    try:
+        got = pixels(run(engine, MIX[0]))
+    finally:
+        failing.remove()
+    assert failing.left == 0 and all(np.array_equal(a, b) for a, b in zip(want, got))
+
+
+def test_out_of_memory_twice_is_a_clear_error_and_the_next_request_is_as_on_a_fresh_engine(caplog):
+    want = pixels(run(tiny_engine(), MIX[0]))
+    engine = tiny_engine()
+    failing = FailingUNet(engine.base_model("Tiny SD").unet, times=2)
+    with caplog.at_level(logging.WARNING, logger="prompt_free.engine"):
+        with pytest.raises(DeviceMemoryError, match=r"out of device memory while sampling 1 image\(s\) at 64x64.*budget"):
+            run(engine, MIX[0])
+    failing.remove()
+    assert any("out of device memory twice" in r.getMessage() for r in caplog.records)
+    got = pixels(run(engine, MIX[0]))
+    assert all(np.array_equal(a, b) for a, b in zip(want, got))
