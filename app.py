@@ -21,30 +21,41 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when present)")
     p.add_argument("--max-base-models", type=int, default=settings.max_base_models(),
                    help="base models kept loaded (LRU; env PFD_MAX_BASE_MODELS)")
+    p.add_argument("--memory-budget", default=None,
+                   help="memory for models on the device, e.g. 8GB or bytes (env PFD_MEMORY_BUDGET; default: the "
+                        "GPU's memory less a reserve, or 3/4 of RAM on the CPU)")
+    p.add_argument("--ram-budget", default=None,
+                   help="host memory for models evicted from the GPU (env PFD_RAM_BUDGET; default: half the RAM)")
     return p.parse_args(argv)
 
 
-def create_app(profile="auto", checkpoints=None, device=None, max_base_models=2):
+def create_app(profile="auto", checkpoints=None, device=None, max_base_models=2, memory_budget=None, ram_budget=None):
+    """The engine and the Gradio app (queued). ``memory_budget`` / ``ram_budget``: sizes such as
+    "8GB" or bytes; None reads ``PFD_MEMORY_BUDGET`` / ``PFD_RAM_BUDGET`` (see ``Engine``)."""
     from prompt_free.engine import Engine
     from ui import build_app
 
-    engine = Engine.from_profile(profile, checkpoints, device=device, max_base_models=max_base_models)
+    engine = Engine.from_profile(profile, checkpoints, device=device, max_base_models=max_base_models,
+                                 memory_budget=memory_budget, ram_budget=ram_budget)
     return engine, build_app(engine)
 
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from prompt_free.errors import PromptFreeError
+    from prompt_free.memory import format_size
     from ui.widgets import CSS
 
     try:
         args = parse_args(argv)  # environment defaults are checked here
-        engine, demo = create_app(args.profile, args.checkpoints, args.device, args.max_base_models)
+        engine, demo = create_app(args.profile, args.checkpoints, args.device, args.max_base_models,
+                                  args.memory_budget, args.ram_budget)
     except PromptFreeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    logging.getLogger("prompt_free").info("profile %s on %s (%s)", engine.profile, engine.device, engine.dtype)
-    demo.queue(max_size=32).launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS)
+    logging.getLogger("prompt_free").info("profile %s on %s (%s), memory budget %s", engine.profile, engine.device,
+                                          engine.dtype, format_size(engine.memory.budget))
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS)
     return 0
 
 

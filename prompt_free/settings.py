@@ -83,6 +83,11 @@ MAX_PROMPT_CHARS = 2000
 TRYON_MAX_SIDE = Range("maximum generation size", 64, 1536, 768, step=64, integer=True)
 MASK_PX = Range("mask dilation/feathering (px)", 0, 256, 8, ui_hi=64)  # pixels, rounded
 
+# The app: requests Gradio runs at once. Device work stays serialised by the engine; the others
+# load models, decode uploads or wait, so a download never freezes the other tabs.
+CONCURRENT_REQUESTS = 8
+QUEUE_SIZE = 32
+
 # Input images.
 MIN_IMAGE_SIDE = 16  # smaller than this is not a picture to take content from
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard

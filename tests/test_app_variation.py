@@ -120,3 +120,10 @@ def test_browser_upload_and_generate_on_variation_tab(app, tmp_path):
         page.wait_for_selector("#variation-gallery img", timeout=240_000)
         assert page.locator("#variation-gallery img").count() >= 1
         page.screenshot(path=str(tmp_path / "variation.png"))
+        # the "Models in memory" panel lists what the run loaded, with the budget
+        page.locator("#memory-panel").get_by_text("Models in memory").click()
+        page.locator("#memory-refresh").click()
+        page.wait_for_function(
+            "() => (document.querySelector('#memory-report') || {}).innerText?.includes('Tiny SD')", timeout=30_000)
+        report = page.locator("#memory-report").inner_text()
+        assert "base model" in report and "seecoder" in report and "budget on cpu" in report, report

@@ -173,18 +173,9 @@ def test_one_model_requested_at_once_by_several_threads_is_built_once():
     assert engine.load_counts[("base_models", "Tiny SD")] == 1 and all(g is got[0] for g in got)
 
 
-def test_a_stuck_download_blocks_no_request_on_loaded_models(monkeypatch):
-    """One request waits on a download that does not finish; a request on a model that is
-    already loaded runs to the end meanwhile. Released, the stuck one fails clearly."""
+def stuck_download(monkeypatch, started: threading.Event, release: threading.Event) -> None:
+    """The hub's download of anything not cached hangs until ``release`` (then fails)."""
     import huggingface_hub
-    import yaml
-
-    data = yaml.safe_load(DEFAULT_CHECKPOINTS.read_text())["profiles"]["tiny"]
-    data["base_models"]["Stuck"] = {"repo": "pfd-tests/stuck", "file": "model.safetensors", "format": "single_file"}
-    engine = Engine(Registry.from_dict(data, profile="tiny-stuck"), device="cpu")
-    run(engine, MIX[0])  # Tiny SD and SeeCoder are resident
-
-    started, release = threading.Event(), threading.Event()
 
     def hf_hub_download(repo, filename, *, local_files_only=False, **kw):
         if local_files_only:
@@ -195,6 +186,25 @@ def test_a_stuck_download_blocks_no_request_on_loaded_models(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+
+
+def stuck_profile() -> dict:
+    import yaml
+
+    data = yaml.safe_load(DEFAULT_CHECKPOINTS.read_text())["profiles"]["tiny"]
+    data["base_models"]["Stuck"] = {"repo": "pfd-tests/stuck", "file": "model.safetensors", "format": "single_file"}
+    return data
+
+
+def test_a_stuck_download_blocks_no_request_on_loaded_models(monkeypatch):
+    """One request waits on a download that does not finish; a request on a model that is
+    already loaded runs to the end meanwhile. Released, the stuck one fails clearly."""
+    engine = Engine(Registry.from_dict(stuck_profile(), profile="tiny-stuck"), device="cpu")
+    run(engine, MIX[0])  # Tiny SD and SeeCoder are resident
+
+    started, release = threading.Event(), threading.Event()
+
+    stuck_download(monkeypatch, started, release)
     errors = []
 
     def stuck_request():
@@ -256,3 +266,54 @@ def test_out_of_memory_twice_is_a_clear_error_and_the_next_request_is_as_on_a_fr
     assert any("out of device memory twice" in r.getMessage() for r in caplog.records)
     got = pixels(run(engine, MIX[0]))
     assert all(np.array_equal(a, b) for a, b in zip(want, got))
+
+
+def test_in_the_app_a_stuck_download_freezes_no_other_client(monkeypatch, tmp_path):
+    """Two clients of the served app: one picks a base model whose download hangs, the other
+    generates on the default model meanwhile (Gradio runs both; the engine serialises only the
+    device work)."""
+    import yaml
+    from gradio_client import Client, handle_file
+
+    from tests._app import running_app
+
+    path = tmp_path / "checkpoints.yaml"
+    path.write_text(yaml.safe_dump({"profiles": {"tiny": stuck_profile()}}))
+    started, release = threading.Event(), threading.Event()
+    stuck_download(monkeypatch, started, release)
+
+    def args(base):
+        return [handle_file(str(REF)), "SeeCoder", base, 2.0, 1, 256, 256, 3, False, 1, "DDIM"]  # not all-tiny: real slider bounds
+
+    with running_app("tiny", checkpoints=str(path)) as (engine, demo, url):
+        stuck_client, other_client = Client(url, verbose=False), Client(url, verbose=False)
+        job = stuck_client.submit(*args("Stuck"), api_name="/image_variation")
+        try:
+            assert started.wait(60), "the stuck request never reached its download"
+            gallery, info, seed = other_client.predict(*args("Tiny SD"), api_name="/image_variation")
+            assert len(gallery) == 1 and not job.done()
+        finally:
+            release.set()
+        with pytest.raises(Exception, match="Stuck"):
+            job.result(timeout=60)
+
+
+def test_the_app_takes_its_budget_from_the_option_or_the_environment(monkeypatch):
+    from app import create_app, parse_args
+
+    assert parse_args(["--memory-budget", "8GB", "--ram-budget", "16GB"]).memory_budget == "8GB"
+    engine, _ = create_app("tiny", memory_budget="64MiB")
+    assert engine.memory.budget == 64 * 2**20
+    monkeypatch.setenv("PFD_MEMORY_BUDGET", "123456789")
+    engine, _ = create_app("tiny")
+    assert engine.memory.budget == 123456789
+
+
+def test_models_in_memory_table_lists_the_report():
+    from ui.widgets import memory_table
+
+    engine = tiny_engine(memory_budget="1GB")
+    assert memory_table(engine).startswith("No model loaded yet (0.0 MiB of a 0.93 GiB budget on cpu)")
+    run(engine, MIX[2])
+    table = memory_table(engine)
+    assert "| openpose | controlnet | device |" in table and "| Tiny SD | base model | device |" in table

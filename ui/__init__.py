@@ -5,7 +5,9 @@ from __future__ import annotations
 import gradio as gr
 
 from . import compare, control, tryon, variation
-from .widgets import banner
+from prompt_free import settings
+
+from .widgets import banner, memory_panel
 
 # The tabs in display order; each module has build(engine).
 TABS = (variation, control, compare, tryon)
@@ -22,4 +24,6 @@ def build_app(engine) -> gr.Blocks:
         with gr.Tabs():
             for tab in TABS:
                 tab.build(engine)
-    return demo
+        memory_panel(engine, demo)
+    # Gradio would run one request per event at a time; the engine serialises device work itself.
+    return demo.queue(max_size=settings.QUEUE_SIZE, default_concurrency_limit=settings.CONCURRENT_REQUESTS)

@@ -138,7 +138,7 @@ def endpoint(handler: Callable, *parts: Part) -> Endpoint:
     positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
     call.__signature__ = inspect.Signature(
         [inspect.Parameter(n, positional) for n in names]
-        + [inspect.Parameter("progress", positional, default=gr.Progress())]
+        + [inspect.Parameter("progress", positional, default=gr.Progress(track_tqdm=True))]  # downloads' bars too
     )
     call.__name__ = call.__qualname__ = handler.__name__
     call.__doc__ = None  # Gradio would show a docstring as the endpoint's API description

@@ -41,6 +41,31 @@ def banner(engine) -> None:
         gr.HTML(f'<div class="pfd-banner" role="alert"><b>&#9888; Offline demo mode.</b> {engine.banner}</div>')
 
 
+def memory_table(engine) -> str:
+    """The engine's ``memory_report()`` as a small Markdown table, with the budget."""
+    from prompt_free.memory import format_size
+
+    rows = engine.memory_report()
+    used = sum(r["bytes"] for r in rows if r["where"] == "device")
+    head = f"{format_size(used)} of a {format_size(engine.memory.budget)} budget on {engine.device.type}"
+    if not rows:
+        return f"No model loaded yet ({head})."
+    lines = [head, "", "| model | kind | where | size |", "|---|---|---|---|"]
+    for r in reversed(rows):  # most recently used first
+        name = str(r["name"]).replace("|", "\\|")
+        lines.append(f"| {name} | {r['kind'].replace('_', ' ')} | {r['where']} | {format_size(r['bytes'])} |")
+    return "\n".join(lines)
+
+
+def memory_panel(engine, demo: gr.Blocks) -> None:
+    """"Models in memory" under the tabs: what the engine holds, refreshed on demand."""
+    with gr.Accordion("Models in memory", open=False, elem_id="memory-panel"):
+        table = gr.Markdown(elem_id="memory-report")
+        refresh = gr.Button("Refresh", size="sm", elem_id="memory-refresh")
+    refresh.click(lambda: memory_table(engine), outputs=[table], queue=False, api_visibility="private")
+    demo.load(lambda: memory_table(engine), outputs=[table], queue=False, api_visibility="private")
+
+
 def progress_callback(progress: Optional[gr.Progress], label: str = "Sampling"):
     if progress is None:
         return None
