@@ -220,8 +220,7 @@ class Engine:
             return tiny.tiny_unet(seed, inpainting=bool(entry.option("inpainting"))), tiny.tiny_vae(seed + 100)
         from . import formats
 
-        src = entry.sources[0]
-        fmt = entry.option("format") or ("single_file" if (src.file or (src.path and src.path.is_file())) else "diffusers")
+        fmt = entry.format
         if fmt == "diffusers":
             return self._from_diffusers(entry, "UNet2DConditionModel", "unet"), self._from_diffusers(entry, "AutoencoderKL", "vae")
         path = self.registry.resolve_file(entry.sources, entry.label, self.allow_download)
@@ -230,7 +229,7 @@ class Engine:
             return formats.load_single_file_pipeline_parts(path, unet_cfg, vae_cfg, dtype=self.dtype)
         unet = formats.load_unet(path, unet_cfg, dtype=self.dtype)
         vae_src = entry.option("vae")
-        if vae_src[0].file or (vae_src[0].path is not None and vae_src[0].path.is_file()):
+        if vae_src[0].is_single_file:
             vae_path = self.registry.resolve_file(vae_src, f"{entry.label} VAE", self.allow_download)
             vae = formats.load_vae(vae_path, vae_cfg, dtype=self.dtype)
         else:
@@ -275,7 +274,7 @@ class Engine:
                 model = tiny.tiny_controlnet(entry.option("seed", 2))
             else:
                 src = entry.sources[0]
-                if src.file or (src.path is not None and src.path.is_file()):
+                if src.is_single_file:
                     from . import formats
 
                     path = self.registry.resolve_file(entry.sources, entry.label, self.allow_download)
