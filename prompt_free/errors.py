@@ -25,6 +25,10 @@ class ModelUnavailableError(PromptFreeError):
     """A model's weights can be neither found locally nor downloaded."""
 
 
+class ChecksumError(ModelUnavailableError):
+    """A file's sha256 is not the one pinned in ``checkpoints.yaml`` (wrong or corrupt file)."""
+
+
 class InputImageError(PromptFreeError):
     """An input image is missing, unreadable or unusable."""
 

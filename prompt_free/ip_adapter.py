@@ -56,7 +56,8 @@ def _read_ip_adapter_file(path: Path) -> Dict[str, Dict[str, torch.Tensor]]:
     return out
 
 
-def _image_encoder_source(engine, entry):
+def image_encoder_source(entry):
+    """The source of an IP-Adapter entry's CLIP image encoder (a transformers folder)."""
     from .registry import Source
 
     spec = entry.option("image_encoder")  # parsed to sources by the registry
@@ -74,7 +75,7 @@ def _image_encoder_source(engine, entry):
 def _load_image_encoder(engine, entry):
     from transformers import CLIPVisionModelWithProjection
 
-    src = _image_encoder_source(engine, entry)
+    src = image_encoder_source(entry)
     location = str(src.path) if src.path is not None else src.repo
     key = ("ip_image_encoder", location, src.subfolder, src.revision)
 

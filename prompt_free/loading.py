@@ -79,8 +79,7 @@ def _base_parts(engine, entry: Entry):
         return tiny.tiny_unet(seed, inpainting=bool(entry.option("inpainting"))), tiny.tiny_vae(seed + 100)
     from . import formats
 
-    src = entry.sources[0]
-    fmt = entry.option("format") or ("single_file" if (src.file or (src.path and src.path.is_file())) else "diffusers")
+    fmt = entry.format
     if fmt == "diffusers":
         return (_from_diffusers(engine, entry, "UNet2DConditionModel", "unet"),
                 _from_diffusers(engine, entry, "AutoencoderKL", "vae"))
@@ -90,7 +89,7 @@ def _base_parts(engine, entry: Entry):
         return formats.load_single_file_pipeline_parts(path, unet_cfg, vae_cfg, dtype=engine.dtype)
     unet = formats.load_unet(path, unet_cfg, dtype=engine.dtype)
     vae_src = entry.option("vae")
-    if vae_src[0].file or (vae_src[0].path is not None and vae_src[0].path.is_file()):
+    if vae_src[0].is_single_file:
         vae_path = engine.registry.resolve_file(vae_src, f"{entry.label} VAE", engine.allow_download)
         vae = formats.load_vae(vae_path, vae_cfg, dtype=engine.dtype)
     else:
@@ -102,7 +101,7 @@ def build_controlnet(engine, entry: Entry) -> torch.nn.Module:
     if entry.tiny is not None:
         return engine.place(tiny.tiny_controlnet(entry.option("seed", 2)))
     src = entry.sources[0]
-    if src.file or (src.path is not None and src.path.is_file()):
+    if src.is_single_file:
         from . import formats
 
         path = engine.registry.resolve_file(entry.sources, entry.label, engine.allow_download)

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
-from .errors import ConfigError, ModelUnavailableError, UnknownModelError
+from .errors import ChecksumError, ConfigError, ModelUnavailableError, UnknownModelError
 from .settings import hub_offline
 
 DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints.yaml"
@@ -42,6 +42,7 @@ TINY_BUILDERS = {
     "ip_adapters": set(),
 }
 BASE_MODEL_FORMATS = {"diffusers", "single_file", "pfd_unet"}
+MODEL_INDEX = "model_index.json"  # the file that marks a diffusers model repo (root or subfolder)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,11 @@ class Source:
         where = "/".join(parts)
         return f"{where} (hub {self.repo_type})" if self.repo_type != "model" else f"{where} (hub)"
 
+    @property
+    def is_single_file(self) -> bool:
+        """One weight file (a hub ``file`` or an existing local file), not a diffusers folder."""
+        return bool(self.file) or (self.path is not None and self.path.is_file())
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -82,6 +88,14 @@ class Entry:
 
     def option(self, key: str, default=None):
         return self.options.get(key, default)
+
+    @property
+    def format(self) -> str:
+        """A base model's layout: its ``format:``, else single_file or diffusers by its first
+        source (``tiny`` for a tiny entry)."""
+        if self.tiny is not None:
+            return "tiny"
+        return self.option("format") or ("single_file" if self.sources[0].is_single_file else "diffusers")
 
 
 def _parse_source(spec: Any, where: str, base_dir: Path) -> Tuple[Source, ...]:
@@ -272,7 +286,7 @@ class Registry:
                     if not local_only:
                         errors.append(f"{src.describe()}: {e}")
                     continue
-                _check_sha(path, src, what)
+                check_sha(path, src, what)
                 return path
         tried = "; ".join(errors) if errors else ", ".join(s.describe() for s in sources)
         reason = "offline (HF_HUB_OFFLINE=1 or downloads disabled)" if (not allow_download or hub_offline()) else "download failed"
@@ -295,7 +309,7 @@ class Registry:
                         return True
                     from huggingface_hub import try_to_load_from_cache
 
-                    hit = try_to_load_from_cache(src.repo, "model_index.json" if not src.subfolder else f"{src.subfolder}/config.json", revision=src.revision, repo_type=src.repo_type)
+                    hit = try_to_load_from_cache(src.repo, MODEL_INDEX if not src.subfolder else f"{src.subfolder}/config.json", revision=src.revision, repo_type=src.repo_type)
                     if isinstance(hit, str):
                         return True
                 except _NotFound:
@@ -327,7 +341,8 @@ def _fetch_file(src: Source, local_only: bool) -> Path:
         raise _NotFound(type(e).__name__) from None
 
 
-def _check_sha(path: Path, src: Source, what: str) -> None:
+def check_sha(path: Path, src: Source, what: str) -> None:
+    """``ChecksumError`` when ``src`` pins a sha256 that the file at ``path`` does not have."""
     if not src.sha256 or not path.is_file():
         return
     import hashlib
@@ -337,6 +352,6 @@ def _check_sha(path: Path, src: Source, what: str) -> None:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     if h.hexdigest() != src.sha256:
-        raise ModelUnavailableError(
-            f"{what}: '{path}' has sha256 {h.hexdigest()[:16]}..., expected {src.sha256[:16]}... (wrong or corrupt file)"
+        raise ChecksumError(
+            f"{what}: '{path}' has sha256 {h.hexdigest()}, expected {src.sha256} (wrong or corrupt file)"
         )

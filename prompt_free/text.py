@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from .errors import InvalidSettingError, ModelUnavailableError
+from .registry import Source
 from . import settings
 from .settings import hub_offline
 
@@ -108,19 +109,27 @@ def tiny_tokenizer(vocab_size: int = TINY_VOCAB_SIZE, max_length: int = 77):
 
 
 # --------------------------------------------------------------------------------- loading
+def text_encoder_location(entry) -> Optional[Tuple[Source, str, str]]:
+    """(source, text encoder subfolder, tokenizer subfolder) of a base-model entry; None for a
+    tiny one. The subfolders are full paths inside the source ("" for a repo's root)."""
+    if entry.tiny is not None:
+        return None
+    if entry.format != "diffusers":
+        return (Source(repo=SD_CLIP_REPO), "", "")
+    src = entry.sources[0]
+    prefix = f"{src.subfolder}/" if src.subfolder else ""
+    return (src, prefix + "text_encoder", prefix + "tokenizer")
+
+
 def text_encoder_source(engine, base_model: str) -> Tuple[str, Optional[str], Optional[str], Optional[str]]:
     """(location, text encoder subfolder, tokenizer subfolder, revision) for a base model, or
     ("tiny", None, None, None). Raises UnknownModelError for an unknown base model."""
-    entry = engine.registry.entry("base_models", base_model)
-    if entry.tiny is not None:
+    found = text_encoder_location(engine.registry.entry("base_models", base_model))
+    if found is None:
         return ("tiny", None, None, None)
-    src = entry.sources[0]
-    fmt = entry.option("format") or ("single_file" if (src.file or (src.path and src.path.is_file())) else "diffusers")
-    if fmt != "diffusers":
-        return (SD_CLIP_REPO, None, None, None)
+    src, te_sub, tok_sub = found
     location = str(src.path) if src.path is not None else src.repo
-    prefix = f"{src.subfolder}/" if src.subfolder else ""
-    return (location, prefix + "text_encoder", prefix + "tokenizer", src.revision)
+    return (location, te_sub or None, tok_sub or None, src.revision)
 
 
 def text_encoder(engine, base_model: str) -> TextEncoder:

@@ -50,7 +50,8 @@ def folders_key(annotator_dir=None) -> Tuple[str, ...]:
     return tuple(str(d) for d in search_dirs(annotator_dir))
 
 
-def _hub_sources(wf: WeightFile, registry: Optional[Registry]) -> List[Source]:
+def hub_sources(wf: WeightFile, registry: Optional[Registry]) -> List[Source]:
+    """The hub files ``wf`` can come from: its own repo, else each hub repo under ``annotators:``."""
     if registry is None or not registry.annotators:
         return []
     if wf.repo is not None:
@@ -80,7 +81,7 @@ def locate(wf: WeightFile, registry: Optional[Registry], dirs: Sequence[Path], *
         looked.append(f"the folder {d}" + ("" if d.is_dir() else " (which does not exist)"))
     if not folders:
         looked.append("no local folder (no annotator_dir given, $PFD_ANNOTATOR_DIR not set)")
-    hub = _hub_sources(wf, registry)
+    hub = hub_sources(wf, registry)
     if not hub:
         looked.append("no hub repo (this profile has no `annotators:` source in checkpoints.yaml)")
     for src in hub:
@@ -99,9 +100,18 @@ def locate(wf: WeightFile, registry: Optional[Registry], dirs: Sequence[Path], *
     raise _NotFound(looked)
 
 
+def locate_file(wf: WeightFile, registry: Optional[Registry], annotator_dir=None, *, allow_download: bool) -> Path:
+    """Path of one annotator file (order: the module docstring); ``ModelUnavailableError``
+    saying where it looked when it is not available."""
+    try:
+        return locate(wf, registry, search_dirs(annotator_dir), allow_download=allow_download)
+    except _NotFound as e:
+        raise ModelUnavailableError(f"the annotator file '{wf.filename}' is not available; looked in: {e}") from None
+
+
 def repos(wf: WeightFile, registry: Optional[Registry]) -> List[str]:
     """The hub repos a file can come from, for messages."""
-    return [s.repo for s in _hub_sources(wf, registry)] or ([wf.repo] if wf.repo else [])
+    return [s.repo for s in hub_sources(wf, registry)] or ([wf.repo] if wf.repo else [])
 
 
 def find_all(spec: DetectorSpec, registry: Optional[Registry], annotator_dir=None, *,
