@@ -36,8 +36,8 @@ TINY_BANNER = (
     "Real model weights were not found locally and could not be downloaded, "
     "so the app runs the tiny random-weight models. Outputs are NOT meaningful pictures. "
     "For real results, run where the Hugging Face Hub is reachable (weights download on first use), "
-    "or download the files named in checkpoints.yaml, point `path:` entries at them, and start "
-    "with `python app.py --profile real`."
+    "or fetch them once with `python -m prompt_free.download --profile real` (or point `path:` entries "
+    "in checkpoints.yaml at local files), and start with `python app.py --profile real`."
 )
 
 TINY_CHOSEN_BANNER = (
@@ -288,7 +288,8 @@ class Engine:
         """Move ``victim`` (and what shares its memory) to the RAM tier on CUDA, or drop it."""
         removed = self.memory.remove(victim.key)
         keep = self.device.type == "cuda" and self.memory.ram_budget > 0
-        with self._run_lock:  # never under another request's forward pass
+        # Moving a module must not happen under another request's forward pass; dropping may.
+        with self._run_lock if keep else contextlib.nullcontext():
             for r in removed:
                 log.info("memory: %s %s (%s) leaves the device", r.kind, memory.report_name(r.key),
                          memory.format_size(r.bytes))

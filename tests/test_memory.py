@@ -313,7 +313,7 @@ def test_models_in_memory_table_lists_the_report():
     from ui.widgets import memory_table
 
     engine = tiny_engine(memory_budget="1GB")
-    assert memory_table(engine).startswith("No model loaded yet (0.0 MiB of a 0.93 GiB budget on cpu)")
+    assert memory_table(engine).startswith("No model loaded yet (0.0 MiB of a 953.7 MiB budget on cpu)")
     run(engine, MIX[2])
     table = memory_table(engine)
     assert "| openpose | controlnet | device |" in table and "| Tiny SD | base model | device |" in table
