@@ -117,6 +117,8 @@ class Engine:
         self._small_lock = threading.Lock()  # the dicts above and load_counts; never held while loading
         self._run_lock = threading.RLock()  # device work, one request at a time
         self.load_counts: Counter = Counter()  # (kind, name) -> times loaded from disk/built
+        self._rebuilders: Dict[Tuple, Callable[[], object]] = {}  # key -> its builder (``adopt``)
+        self._known_bytes: Dict[Tuple, int] = {}  # key -> bytes when it was last resident
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -170,11 +172,19 @@ class Engine:
         name = resolve_name(name)
         return self.cached(("detectors", name, folders_key(annotator_dir)), lambda: build(self, name, annotator_dir))
 
-    def adopt(self, key: Tuple, value) -> None:
+    def adopt(self, key: Tuple, value=None, *, rebuild: Optional[Callable[[], object]] = None) -> None:
         """Hold an object built elsewhere under ``key`` (benchmarks put full-size random models
-        under the tiny profile's names this way)."""
-        self.memory.remove(key)
-        self.memory.add(key, value, self._where(value))
+        under the tiny profile's names this way). ``rebuild``: from now on, builds ``key``
+        whenever it is loaded (instead of the registry's entry): after an eviction, and on first
+        use when ``value`` is None. It should place what it builds with ``place``."""
+        if rebuild is not None:
+            with self._small_lock:
+                self._rebuilders[key] = rebuild
+        if value is not None:
+            self.memory.remove(key)
+            r = self.memory.add(key, value, self._where(value))
+            with self._small_lock:
+                self._known_bytes[key] = r.bytes
 
     def place(self, module: torch.nn.Module) -> torch.nn.Module:
         """``module`` on the engine's device and dtype, in eval mode, without gradients. Room is
@@ -227,6 +237,12 @@ class Engine:
                 if r is None:
                     with self._small_lock:
                         self.load_counts[key] += 1
+                        build = self._rebuilders.get(key, build)
+                        known = self._known_bytes.get(key, 0)
+                    # A model loaded before: make its room before building it (on the CPU the
+                    # build itself fills memory, so evicting only afterwards would hold both).
+                    if known:
+                        self._make_room(known)
                     outer = getattr(self._staged, "bytes", 0)  # a build may need other models
                     self._staged.bytes = 0
                     try:
@@ -236,6 +252,8 @@ class Engine:
                     new = sum(n for a, n in memory.storages(value).items() if not self.memory.owns(a))
                     self._make_room(new)
                     r = self.memory.add(key, value, self._where(value))
+                    with self._small_lock:
+                        self._known_bytes[key] = r.bytes
                     self._enforce_counts(key)
         if r.where == memory.RAM and self.device.type == "cuda":
             self._bring_back(r)

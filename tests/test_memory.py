@@ -317,3 +317,58 @@ def test_models_in_memory_table_lists_the_report():
     run(engine, MIX[2])
     table = memory_table(engine)
     assert "| openpose | controlnet | device |" in table and "| Tiny SD | base model | device |" in table
+
+
+# ----------------------------------------------------------------------------- adopted models, reloads
+def base_bytes(engine, name: str) -> int:
+    return next(e["bytes"] for e in engine.memory_report() if e["kind"] == "base_model" and e["name"] == name)
+
+
+def test_an_adopted_model_is_rebuilt_by_its_own_builder_after_eviction():
+    """``adopt(key, value, rebuild=...)``: after an eviction the key is built by ``rebuild``,
+    not by the registry's entry (benchmarks hold full-size models under tiny names)."""
+    from prompt_free import tiny
+    from prompt_free.engine import BaseModel
+
+    probe = tiny_engine()
+    probe.base_model("Tiny SD")
+    engine = tiny_engine(memory_budget=base_bytes(probe, "Tiny SD"))  # one base model at a time
+    calls = []
+
+    def rebuild():
+        calls.append(1)
+        return BaseModel("Tiny SD", engine.place(tiny.tiny_unet(99)), engine.place(tiny.tiny_vae(99)))
+
+    engine.adopt(("base_models", "Tiny SD"), rebuild=rebuild)  # no value: built on first use
+    assert engine.memory_report() == [] and not calls
+    want = tiny.tiny_unet(99).conv_in.weight
+    assert torch.equal(engine.base_model("Tiny SD").unet.conv_in.weight, want) and len(calls) == 1
+    engine.base_model("Tiny SD (other seed)")  # evicts it
+    assert [e["name"] for e in engine.memory_report()] == ["Tiny SD (other seed)"]
+    assert torch.equal(engine.base_model("Tiny SD").unet.conv_in.weight, want) and len(calls) == 2
+    assert engine.load_counts[("base_models", "Tiny SD")] == 2
+
+
+def test_a_model_loaded_before_gets_its_room_before_it_is_built(monkeypatch):
+    """Switching back to a base model under a budget that fits one: the other one leaves before
+    the build starts, so (on the CPU, where a build fills memory) the two are never both held."""
+    from prompt_free import loading
+
+    probe = tiny_engine()
+    probe.base_model("Tiny SD")
+    probe.base_model("Tiny SD (other seed)")
+    budget = max(base_bytes(probe, "Tiny SD"), base_bytes(probe, "Tiny SD (other seed)"))
+    engine = tiny_engine(memory_budget=budget)
+    engine.base_model("Tiny SD")
+    engine.base_model("Tiny SD (other seed)")
+    held_at_build = []
+    build = loading.build_base_model
+
+    def recording(eng, entry):
+        held_at_build.append(eng.memory.used("device"))
+        return build(eng, entry)
+
+    monkeypatch.setattr(loading, "build_base_model", recording)
+    engine.base_model("Tiny SD")
+    assert held_at_build == [0]  # "Tiny SD (other seed)" left before the build
+    assert [e["name"] for e in engine.memory_report()] == ["Tiny SD"]
