@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+# Gradio's usage analytics stay off unless the user asks for them (GRADIO_ANALYTICS_ENABLED=true);
+# set before gradio is imported, which reads it at import time.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def parse_args(argv=None):
@@ -17,7 +22,10 @@ def parse_args(argv=None):
     p.add_argument("--checkpoints", default=settings.checkpoints_path(), help="path of checkpoints.yaml (env PFD_CHECKPOINTS)")
     p.add_argument("--host", default=settings.server_host())
     p.add_argument("--port", type=int, default=settings.server_port())
-    p.add_argument("--share", action="store_true")
+    p.add_argument("--share", action="store_true",
+                   help="a public gradio.live link; use it with --auth (anyone with the link can use the app)")
+    p.add_argument("--auth", default=settings.auth(), metavar="USER:PASSWORD",
+                   help="require this login (env PFD_AUTH)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when present)")
     p.add_argument("--max-base-models", type=int, default=settings.max_base_models(),
                    help="base models kept loaded (LRU; env PFD_MAX_BASE_MODELS)")
@@ -40,6 +48,21 @@ def create_app(profile="auto", checkpoints=None, device=None, max_base_models=2,
     return engine, build_app(engine)
 
 
+def launch_options(auth=None) -> dict:
+    """``demo.launch`` options every launch shares (app.py, tests): the upload limit and the login."""
+    from prompt_free import settings
+
+    return dict(max_file_size=settings.max_upload_size(), auth=settings.parse_auth(auth))
+
+
+def share_warning(share: bool, auth) -> str | None:
+    """The warning printed for a public link without a login."""
+    if share and not auth:
+        return ("warning: --share without --auth: anyone who gets the public link can use this app (and its "
+                "GPU); add --auth user:password (or PFD_AUTH)")
+    return None
+
+
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from prompt_free.errors import PromptFreeError
@@ -48,6 +71,7 @@ def main(argv=None):
 
     try:
         args = parse_args(argv)  # environment defaults are checked here
+        launch = launch_options(args.auth)
         engine, demo = create_app(args.profile, args.checkpoints, args.device, args.max_base_models,
                                   args.memory_budget, args.ram_budget)
     except PromptFreeError as e:
@@ -55,7 +79,10 @@ def main(argv=None):
         return 2
     logging.getLogger("prompt_free").info("profile %s on %s (%s), memory budget %s", engine.profile, engine.device,
                                           engine.dtype, format_size(engine.memory.budget))
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS)
+    warning = share_warning(args.share, launch["auth"])
+    if warning:
+        print(warning, file=sys.stderr)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, **launch)
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -31,16 +32,24 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 def open_image(image: ImageLike, what: str = "image") -> Image.Image:
-    """Any supported input -> a decoded PIL image, upright per EXIF, mode kept."""
+    """Any supported input -> a decoded PIL image, upright per EXIF, mode kept.
+
+    An animation (GIF, APNG, WebP) gives its first frame. Every failure is an
+    ``InputImageError`` naming ``what`` and the reason (empty file, not an image, truncated,
+    too many pixels); a file is named by its base name only, never by a server directory."""
     if image is None:
         raise InputImageError(f"no {what} given: please upload one")
     try:
         if isinstance(image, (str, os.PathLike)):
             if not os.path.isfile(image):
-                raise InputImageError(f"{what} file '{image}' does not exist")
-            img = Image.open(image)
-        elif isinstance(image, bytes):
-            img = Image.open(io.BytesIO(image))
+                raise InputImageError(f"{what} file '{os.path.basename(os.fspath(image))}' does not exist")
+            if os.path.getsize(image) == 0:
+                raise InputImageError(f"{what} could not be read as an image (empty file)")
+            img = _open(image)
+        elif isinstance(image, (bytes, bytearray, memoryview)):
+            if len(image) == 0:
+                raise InputImageError(f"{what} could not be read as an image (empty file)")
+            img = _open(io.BytesIO(bytes(image)))
         elif isinstance(image, np.ndarray):
             img = array_to_image(image, what)
         elif isinstance(image, Image.Image):
@@ -50,18 +59,52 @@ def open_image(image: ImageLike, what: str = "image") -> Image.Image:
         if img.width < 1 or img.height < 1:
             raise InputImageError(f"{what} is empty ({img.width}x{img.height} pixels)")
         if img.width * img.height > settings.MAX_IMAGE_PIXELS:  # from the header: nothing decoded yet
-            raise InputImageError(
-                f"{what} is too large ({img.width}x{img.height}); the limit is "
-                f"{settings.MAX_IMAGE_PIXELS // 1_000_000} megapixels"
-            )
+            raise InputImageError(_too_many_pixels(what, f"{img.width}x{img.height}"))
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)  # an animation: its first frame
         img.load()
         return ImageOps.exif_transpose(img) or img
     except InputImageError:
         raise
-    except Image.DecompressionBombError:
-        raise InputImageError(f"{what} is too large to open safely") from None
-    except (UnidentifiedImageError, OSError, ValueError, TypeError, SyntaxError) as e:
+    except Image.DecompressionBombError:  # PIL's own guard, on a header far beyond ours
+        raise InputImageError(_too_many_pixels(what, "its header claims more than "
+                                               f"{2 * (Image.MAX_IMAGE_PIXELS or 0) // 1_000_000} megapixels")) from None
+    except UnidentifiedImageError:
+        raise InputImageError(f"{what} could not be read as an image ({_not_an_image(image)})") from None
+    except (OSError, EOFError, SyntaxError) as e:
+        reason = "the file is truncated" if "truncat" in str(e).lower() or isinstance(e, EOFError) else "the file is damaged"
+        raise InputImageError(f"{what} could not be read as an image ({reason})") from None
+    except (ValueError, TypeError) as e:
         raise InputImageError(f"{what} could not be read as an image ({type(e).__name__}): is the file a PNG/JPEG/WebP?") from None
+
+
+def _open(fp) -> Image.Image:
+    """``Image.open`` without PIL's bomb warning: our own limit is checked right after."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(fp)
+
+
+def _too_many_pixels(what: str, size: str) -> str:
+    return (f"{what} could not be read as an image (too many pixels: {size}; the limit is "
+            f"{settings.MAX_IMAGE_PIXELS // 1_000_000} megapixels)")
+
+
+def _not_an_image(image) -> str:
+    """Why PIL found no image format in ``image`` (a path or bytes)."""
+    head = b""
+    try:
+        if isinstance(image, (str, os.PathLike)):
+            with open(image, "rb") as f:
+                head = f.read(512)
+        elif isinstance(image, (bytes, bytearray, memoryview)):
+            head = bytes(image[:512])
+    except OSError:
+        pass
+    text = head.lstrip().lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
+        return "an SVG drawing; vector images are not supported: use PNG, JPEG or WebP"
+    return "not an image file, or a format this app does not read: use PNG, JPEG or WebP"
 
 
 def load_image(image: ImageLike, what: str = "image") -> Image.Image:

@@ -93,6 +93,10 @@ MIN_IMAGE_SIDE = 16  # smaller than this is not a picture to take content from
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
 MAX_REFERENCE_SIDE = 1536  # SeeCoder works at native size; beyond this we downscale (memory)
 
+# Uploads and the app's file cache (see README: "Uploads, limits and privacy").
+MAX_UPLOAD_MB = 25  # per file; Gradio refuses a larger upload before it is stored
+CACHE_MAX_AGE_S = 3600  # uploads and outputs in Gradio's cache are deleted after this long
+
 # The tiny profile's UI starts smaller so the offline demo answers in seconds on a CPU.
 UI_DEFAULTS = {
     "real": dict(size=512, size_min=256, size_max=int(SIZE.slider_hi), steps=50, tryon_max_side=int(TRYON_MAX_SIDE.default)),
@@ -144,6 +148,60 @@ def memory_budget() -> Optional[str]:
 def ram_budget() -> Optional[str]:
     """``PFD_RAM_BUDGET``: the host-memory tier for models evicted from a CUDA device."""
     return os.environ.get("PFD_RAM_BUDGET", "").strip() or None
+
+
+def max_upload_mb() -> float:
+    """``PFD_MAX_UPLOAD_MB``: the largest file an upload may be, in MB (default 25)."""
+    raw = os.environ.get("PFD_MAX_UPLOAD_MB", "").strip()
+    if not raw:
+        return float(MAX_UPLOAD_MB)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or math.isinf(value):
+        raise InvalidSettingError(f"environment variable PFD_MAX_UPLOAD_MB must be a positive number of MB, got {raw!r}")
+    return value
+
+
+def max_upload_size() -> int:
+    """The upload limit in bytes, for ``demo.launch(max_file_size=...)``."""
+    return int(max_upload_mb() * 1024 * 1024)
+
+
+def cache_max_age() -> int:
+    """``PFD_CACHE_MAX_AGE``: seconds after which uploads and outputs are deleted from Gradio's
+    cache (default 3600); 0 keeps them until the server stops."""
+    value = _env_int("PFD_CACHE_MAX_AGE", CACHE_MAX_AGE_S)
+    if value < 0:
+        raise InvalidSettingError(f"environment variable PFD_CACHE_MAX_AGE must be 0 or more seconds, got {value}")
+    return value
+
+
+def delete_cache() -> Optional[tuple]:
+    """Gradio's ``delete_cache`` (how often to look, the age to delete), from ``cache_max_age``."""
+    age = cache_max_age()
+    return (max(1, min(age, 600)), age) if age else None
+
+
+def analytics_enabled() -> bool:
+    """``GRADIO_ANALYTICS_ENABLED``: Gradio's usage analytics, off unless set to true."""
+    return env_flag("GRADIO_ANALYTICS_ENABLED")
+
+
+def auth() -> Optional[str]:
+    """``PFD_AUTH``: ``user:password`` for the app's login (default: no login)."""
+    return os.environ.get("PFD_AUTH", "").strip() or None
+
+
+def parse_auth(value: Optional[str]) -> Optional[tuple]:
+    """``user:password`` -> (user, password); None for no login."""
+    if value is None or not str(value).strip():
+        return None
+    user, sep, password = str(value).strip().partition(":")
+    if not sep or not user or not password:
+        raise InvalidSettingError("--auth / PFD_AUTH must be user:password (both non-empty)")
+    return user, password
 
 
 def server_host() -> str:

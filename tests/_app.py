@@ -26,13 +26,14 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running_app(profile: str = "tiny", checkpoints=None):
     """Build the engine and the Blocks app exactly as app.py does and serve it on localhost."""
-    from app import create_app
+    from app import create_app, launch_options
     from ui.widgets import CSS
 
     engine, demo = create_app(profile, checkpoints)
     port = free_port()
     demo.launch(
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS,
+        **launch_options(),
     )
     try:
         yield engine, demo, f"http://127.0.0.1:{port}/"

@@ -68,3 +68,34 @@ def test_duplicate_names_are_refused():
         a, b = gr.Number(), gr.Number()
         with pytest.raises(ValueError, match="duplicate"):
             endpoint(lambda *a, **k: None, ("lhs", a), Pair(a, b))
+
+
+def test_errors_are_logged_with_the_request_and_no_server_directories(caplog, tmp_path):
+    import logging
+
+    from prompt_free.images import load_image
+    from ui.endpoint import handle_errors
+
+    upload = tmp_path / "cache" / "abc123" / "holiday.png"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"")
+
+    @handle_errors
+    def generate(pair, label, progress=None):
+        load_image(pair.left, "reference image")
+
+    @handle_errors
+    def broken(pair, label, progress=None):
+        return {}["missing"]
+
+    caplog.set_level(logging.INFO, logger="prompt_free.ui")
+    with pytest.raises(gr.Error) as err:
+        generate(Pair(str(upload), 7), "x")
+    assert str(err.value.message) == "reference image could not be read as an image (empty file)"
+    refused = [r for r in caplog.records if r.levelno == logging.INFO and "generate refused" in r.getMessage()]
+    assert refused and "file 'holiday.png'" in refused[0].getMessage() and "'right': 7" in refused[0].getMessage()
+    assert str(tmp_path) not in refused[0].getMessage() and refused[0].exc_info is None
+    with pytest.raises(gr.Error, match="Unexpected error \\(KeyError\\)"):
+        broken(Pair(1, 2), "x")
+    unexpected = [r for r in caplog.records if "unexpected error in broken" in r.getMessage()]
+    assert unexpected and unexpected[0].levelno == logging.ERROR and unexpected[0].exc_info is not None

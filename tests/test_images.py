@@ -74,3 +74,55 @@ def test_missing_or_unusable_images():
         load_image(np.full((2, 2), np.nan))
     with pytest.raises(InputImageError, match="could not be read as an image"):
         load_image(b"not a png")
+
+
+# ----------------------------------------------------------------------------- uploads
+@pytest.mark.parametrize("name, reason", [
+    ("empty", "empty file"),
+    ("text", "not an image file"),
+    ("truncated_jpeg", "the file is truncated"),
+    ("svg", "an SVG drawing"),
+    ("bomb_header", "too many pixels: its header claims"),
+    ("10000x10000", "too many pixels: 10000x10000"),
+])
+def test_unreadable_files_give_the_reason(tmp_path, name, reason):
+    from tests import upload_files as U
+
+    path = U.write(tmp_path, name)
+    for source in (path, str(path), path.read_bytes()):
+        with pytest.raises(InputImageError) as err:
+            load_image(source, "control image 1")
+        assert str(err.value).startswith(f"control image 1 could not be read as an image ({reason}"), str(err.value)
+        assert str(tmp_path) not in str(err.value)
+
+
+def test_a_missing_file_is_named_without_its_directory(tmp_path):
+    with pytest.raises(InputImageError) as err:
+        load_image(tmp_path / "gone.png", "mask image")
+    assert str(err.value) == "mask image file 'gone.png' does not exist"
+
+
+def test_a_transparent_png_reaches_seecoder_white_where_it_was_transparent(tmp_path):
+    from prompt_free.images import prepare_reference
+    from tests import upload_files as U
+
+    rgba = U.rgba_photo((64, 64))
+    rgba.save(tmp_path / "rgba.png")
+    ref = np.asarray(prepare_reference(tmp_path / "rgba.png"))
+    assert ref[16:, :32].min() == 255  # alpha 0 (RGB 0 under it): white, not black
+    expected = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    assert np.array_equal(ref, np.asarray(expected))
+
+
+def test_odd_files_open_by_the_rules(tmp_path):
+    from tests import upload_files as U
+
+    grey = np.asarray(load_image(U.write(tmp_path, "grey16")))
+    assert grey.max() == 255 and grey.min() == 0  # scaled, not saturated
+    assert 100 < grey[32, 32, 0] < 155
+    gif = load_image(U.write(tmp_path, "animated_gif"))
+    assert np.asarray(gif)[5, 5].tolist() == [255, 0, 0]  # the first frame
+    assert load_image(U.write(tmp_path, "exif_rotated")).size == (48, 64)  # upright per EXIF
+    assert load_image(U.write(tmp_path, "cmyk_jpeg")).mode == "RGB"
+    assert load_image(U.write(tmp_path, "palette")).mode == "RGB"
+    assert np.asarray(load_image(U.write(tmp_path, "transparent"))).min() == 255

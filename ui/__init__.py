@@ -14,7 +14,9 @@ TABS = (variation, control, compare, tryon)
 
 
 def build_app(engine) -> gr.Blocks:
-    with gr.Blocks(title="Prompt-Free Diffusion") as demo:
+    # Uploads and outputs leave Gradio's cache after settings.cache_max_age(); no analytics unless asked.
+    with gr.Blocks(title="Prompt-Free Diffusion", delete_cache=settings.delete_cache(),
+                   analytics_enabled=settings.analytics_enabled()) as demo:
         gr.Markdown(
             "# Prompt-Free Diffusion\n"
             "Image generation from a reference image instead of a text prompt "

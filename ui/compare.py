@@ -16,12 +16,11 @@ A switched-off column returns no image and "switched off".
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from gradio import processing_utils
 
 from prompt_free.settings import CONTENT_SCALE, IP_ADAPTER_SCALE
 from prompt_free.tasks.compare import (
@@ -38,6 +37,7 @@ from prompt_free.tasks.compare import (
 from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, MODES, controlnet_choices
 
 from .endpoint import InputGroup, endpoint
+from .uploads import image_input
 from .widgets import (
     connect_preprocessor,
     model_pickers,
@@ -55,9 +55,6 @@ IP_NOT_CONFIGURED = (
     "IP-Adapter column: *not configured*. Add an entry under `ip_adapters:` in checkpoints.yaml "
     "(e.g. h94/IP-Adapter `models/ip-adapter_sd15.safetensors`) to compare with it."
 )
-_DOWNLOAD_DIR = None
-
-
 def _gib(n) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
 
@@ -91,14 +88,12 @@ def differences_table(result) -> str:
     return "\n".join(lines)
 
 
-def _save_side_by_side(image, seed) -> str:
-    global _DOWNLOAD_DIR
-    if _DOWNLOAD_DIR is None or not os.path.isdir(_DOWNLOAD_DIR):
-        _DOWNLOAD_DIR = tempfile.mkdtemp(prefix="pfd-compare-")
-    fd, path = tempfile.mkstemp(prefix=f"prompt-free-comparison-seed{seed}-", suffix=".png", dir=_DOWNLOAD_DIR)
-    with os.fdopen(fd, "wb") as f:
-        image.save(f, format="PNG")
-    return path
+def _save_side_by_side(image, seed, cache_dir: str):
+    """The side-by-side PNG for download, written into Gradio's cache (where the download's
+    gr.File serves it from and ``delete_cache`` removes it), never elsewhere."""
+    if image is None:
+        return None
+    return processing_utils.save_pil_to_cache(image, cache_dir, name=f"prompt-free-comparison-seed{seed}", format="png")
 
 
 @dataclass
@@ -154,10 +149,10 @@ class CompareOutputs:
 def _structure(engine, choices, default_type: str) -> tuple:
     """The reference and structure images, the structure ControlNet and its preprocessor."""
     with gr.Row():
-        reference = gr.Image(type="filepath", label="Reference image (content, style)",
-                             sources=["upload", "clipboard"], height=240, elem_id="compare-reference")
-        image = gr.Image(type="filepath", label="Structure image", sources=["upload", "clipboard"],
-                         height=240, elem_id="compare-structure")
+        reference = image_input(label="Reference image (content, style)",
+                                sources=["upload", "clipboard"], height=240, elem_id="compare-reference")
+        image = image_input(label="Structure image", sources=["upload", "clipboard"],
+                            height=240, elem_id="compare-structure")
     with gr.Row():
         kind = gr.Dropdown(choices, value=default_type, label="Structure ControlNet", elem_id="compare-type")
         mode = gr.Radio(list(MODES), value=MODE_AS_IS, label="Structure image is", elem_id="compare-mode",
@@ -251,8 +246,8 @@ def build(engine) -> None:
             images = [result.columns[m].image if m in result.columns else None for m in METHODS]
             stats = [column_stats(result.columns[m]) if m in result.columns else OFF for m in METHODS]
             used_maps = list(result.extras) + [x for c in result.columns.values() for x in c.extras]
-            return (*images, *stats, differences_table(result), _save_side_by_side(result.side_by_side, seed),
-                    used_maps, seed)
+            download = _save_side_by_side(result.side_by_side, seed, outputs.download.GRADIO_CACHE)
+            return (*images, *stats, differences_table(result), download, used_maps, seed)
 
         api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls)
         run.click(api.fn, inputs=api.inputs, outputs=[*outputs.components(), controls.seed], api_name="compare")

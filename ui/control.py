@@ -28,6 +28,7 @@ from prompt_free.tasks.control import (
 )
 
 from .endpoint import InputGroup, endpoint
+from .uploads import image_input
 from .widgets import (
     connect_preprocessor,
     format_info,
@@ -65,8 +66,8 @@ def _control_block(engine, i: int, choices, default_type: str) -> ControlInputs:
     """Widgets of ControlNet ``i`` (1-based)."""
     kind = gr.Dropdown(choices, value=default_type, label=f"ControlNet {i} type", elem_id=f"control-type-{i}",
                        info="What the control image fixes: pose, edges, depth ...")
-    image = gr.Image(type="filepath", label=f"Control image {i}", sources=["upload", "clipboard"], height=280,
-                     elem_id=f"control-image-{i}")
+    image = image_input(label=f"Control image {i}", sources=["upload", "clipboard"], height=280,
+                        elem_id=f"control-image-{i}")
     with gr.Row():
         mode = gr.Radio(list(MODES), value=MODE_AS_IS, label=f"Control image {i} is", elem_id=f"control-mode-{i}",
                         info="use as-is: a ready map (skeleton, edges ...); preprocess: a picture to detect it from")
@@ -96,8 +97,8 @@ def build(engine) -> None:
         )
         with gr.Row():
             with gr.Column():
-                reference = gr.Image(type="filepath", label="Reference image", sources=["upload", "clipboard"],
-                                     height=280, elem_id="control-reference")
+                reference = image_input(label="Reference image", sources=["upload", "clipboard"],
+                                        height=280, elem_id="control-reference")
                 models = model_pickers(engine)
                 with gr.Group():
                     first = _control_block(engine, 1, choices, first_type)

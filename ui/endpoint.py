@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import os
 from typing import Any, Callable, ClassVar, List, Mapping, Sequence, Tuple, Union
 
 import gradio as gr
@@ -36,8 +37,9 @@ log = logging.getLogger("prompt_free.ui")
 
 
 def handle_errors(fn):
-    """Library errors become gr.Error messages; anything unexpected is logged and reported
-    briefly. The server keeps serving either way."""
+    """Library errors become gr.Error messages (and an INFO log line with the request's
+    settings); anything unexpected is logged with its traceback and reported briefly. The
+    server keeps serving either way."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -46,14 +48,45 @@ def handle_errors(fn):
         except gr.Error:
             raise
         except PromptFreeError as e:
+            log.info("%s refused: %s | request: %s", fn.__name__, e, request_summary(args))
             raise gr.Error(str(e)) from None
         except Exception as e:  # noqa: BLE001 - last line of defence for the server
             if type(e).__name__ == "OutOfMemoryError":
+                log.warning("%s: out of memory | request: %s", fn.__name__, request_summary(args))
                 raise gr.Error("Out of GPU memory: try a smaller size or fewer images.") from None
-            log.exception("unexpected error in %s", fn.__name__)
+            log.exception("unexpected error in %s | request: %s", fn.__name__, request_summary(args))
             raise gr.Error(f"Unexpected error ({type(e).__name__}); details are in the server log.") from None
 
     return wrapper
+
+
+def request_summary(values, limit: int = 2000) -> str:
+    """A request's values for the log: groups by field, files by their name only (never the
+    server's directories), images and arrays by their size, long texts cut."""
+
+    def short(v):
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: short(getattr(v, f.name)) for f in dataclasses.fields(v) if getattr(v, f.name) is not None}
+        if isinstance(v, (list, tuple)):
+            return [short(x) for x in v]
+        if isinstance(v, dict):
+            return {k: short(x) for k, x in v.items()}
+        if isinstance(v, str):
+            if os.sep in v or (os.altsep and os.altsep in v):
+                return f"file {os.path.basename(v)!r}"
+            return v if len(v) <= 80 else v[:77] + "..."
+        if isinstance(v, bytes):
+            return f"<{len(v)} bytes>"
+        if hasattr(v, "shape"):
+            return f"<array {tuple(v.shape)}>"
+        if hasattr(v, "size") and hasattr(v, "mode"):
+            return f"<image {v.size[0]}x{v.size[1]} {v.mode}>"
+        if v is None or isinstance(v, (bool, int, float)):
+            return v
+        return f"<{type(v).__name__}>"
+
+    text = repr([short(v) for v in values])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class InputGroup:

@@ -37,6 +37,7 @@ from prompt_free.tasks.tryon import (
 )
 
 from .endpoint import InputGroup, endpoint, handle_errors
+from .uploads import image_input, mask_editor
 from .widgets import ModelPickers, format_info, progress_callback, sampler_controls, seecoder_picker, slider, ui_defaults
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
@@ -119,11 +120,11 @@ class TryOnOptions(InputGroup):
 def _photos_and_mask_editor() -> tuple:
     """Person and garment photos, the mask editor, the automatic mask and the mask upload."""
     with gr.Row():
-        person = gr.Image(type="filepath", image_mode=None, label="Person photo", sources=["upload", "clipboard"],
-                          height=300, elem_id="tryon-person")
-        garment = gr.Image(type="filepath", image_mode=None, label="Garment photo", sources=["upload", "clipboard"],
-                           height=300, elem_id="tryon-garment")
-    editor = gr.ImageEditor(
+        person = image_input(label="Person photo", sources=["upload", "clipboard"],
+                             height=300, elem_id="tryon-person")
+        garment = image_input(label="Garment photo", sources=["upload", "clipboard"],
+                              height=300, elem_id="tryon-garment")
+    editor = mask_editor(
         type="numpy", image_mode="RGBA", label="Mask: paint the region to change on the person",
         sources=(), transforms=(), format="png", layers=False, height=420,
         canvas_size=CANVAS, fixed_canvas=True,
@@ -136,8 +137,8 @@ def _photos_and_mask_editor() -> tuple:
                                 elem_id="tryon-mask-mode")
         make = gr.Button("Make mask", elem_id="tryon-make-mask")
     with gr.Accordion("Upload a mask instead (white = change)", open=False):
-        mask_upload = gr.Image(type="filepath", image_mode=None, label="Mask image", sources=["upload", "clipboard"],
-                               height=200, elem_id="tryon-mask-upload")
+        mask_upload = image_input(label="Mask image", sources=["upload", "clipboard"],
+                                  height=200, elem_id="tryon-mask-upload")
     return person, garment, editor, mask_mode, make, mask_upload
 
 
@@ -223,8 +224,8 @@ def build(engine) -> None:
                 options, max_side, models = _tryon_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False)
                 run = gr.Button("Try on", variant="primary", elem_id="tryon-run")
-                mask = gr.Image(type="filepath", format="png", image_mode=None, visible=False, label="Mask (API)",
-                                elem_id="tryon-mask")
+                mask = image_input(format="png", visible=False, label="Mask (API)",
+                                   elem_id="tryon-mask")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="tryon-gallery")
                 info = gr.Markdown(elem_id="tryon-info")

@@ -9,6 +9,7 @@ import gradio as gr
 from prompt_free.tasks import VariationSettings, image_variation
 
 from .endpoint import endpoint
+from .uploads import image_input
 from .widgets import format_info, model_pickers, progress_callback, sampler_controls
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
@@ -19,7 +20,7 @@ def build(engine) -> None:
         gr.Markdown("Upload a reference image: SeeCoder turns it into the model's conditioning, no text prompt needed.")
         with gr.Row():
             with gr.Column():
-                reference = gr.Image(type="filepath", label="Reference image", sources=["upload", "clipboard"], elem_id="variation-reference")
+                reference = image_input(label="Reference image", sources=["upload", "clipboard"], elem_id="variation-reference")
                 models = model_pickers(engine)
                 controls = sampler_controls(engine)
                 run = gr.Button("Generate", variant="primary", elem_id="variation-run")
