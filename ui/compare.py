@@ -40,6 +40,8 @@ from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, MODES, contro
 from .endpoint import InputGroup, endpoint
 from .widgets import (
     connect_preprocessor,
+    run_buttons,
+    stop_cancels,
     model_pickers,
     preprocessor_dropdown,
     progress_callback,
@@ -229,7 +231,7 @@ def build(engine) -> None:
                 models = model_pickers(engine)
                 columns, baselines = _columns_and_baselines(ip_names)
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
-                run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+                run, stop = run_buttons("Compare", "compare")
         outputs = _outputs(ip_names)
         size_follows_image(engine, structure.image, controls)
         _examples(reference, structure, choices)
@@ -255,7 +257,8 @@ def build(engine) -> None:
                     used_maps, seed)
 
         api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls)
-        run.click(api.fn, inputs=api.inputs, outputs=[*outputs.components(), controls.seed], api_name="compare")
+        event = run.click(api.fn, inputs=api.inputs, outputs=[*outputs.components(), controls.seed], api_name="compare")
+        stop_cancels(stop, event)
 
 
 def _examples(reference, structure: StructureInputs, choices) -> None:
