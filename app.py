@@ -34,6 +34,8 @@ def parse_args(argv=None):
                         "GPU's memory less a reserve, or 3/4 of RAM on the CPU)")
     p.add_argument("--ram-budget", default=None,
                    help="host memory for models evicted from the GPU (env PFD_RAM_BUDGET; default: half the RAM)")
+    p.add_argument("--public", action="store_true",
+                   help="serve the public: stricter work limit per request (env PFD_PUBLIC; on when SPACE_ID is set)")
     return p.parse_args(argv)
 
 
@@ -71,6 +73,10 @@ def main(argv=None):
 
     try:
         args = parse_args(argv)  # environment defaults are checked here
+        if args.public:
+            import os
+
+            os.environ["PFD_PUBLIC"] = "1"  # read by prompt_free.settings.public_server()
         launch = launch_options(args.auth)
         engine, demo = create_app(args.profile, args.checkpoints, args.device, args.max_base_models,
                                   args.memory_budget, args.ram_budget)

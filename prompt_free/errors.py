@@ -35,3 +35,11 @@ class InputImageError(PromptFreeError):
 
 class InvalidSettingError(PromptFreeError):
     """A generation setting (size, steps, guidance ...) is out of range."""
+
+
+class WorkLimitError(InvalidSettingError):
+    """A request asks for more work (pixels x steps x images x models) than this server allows."""
+
+
+class Cancelled(PromptFreeError):
+    """The request was cancelled (Stop, or a client's ``job.cancel()``); it stopped at a step."""

@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import settings
+from . import cancel, settings
 from .errors import ConfigError, InvalidSettingError
 
 # The official sampler as a diffusers scheduler config.
@@ -179,6 +179,7 @@ def denoise(
         extra = torch.cat([extra] * 2) if guided else extra
 
     for i, t in enumerate(ts):
+        cancel.check()  # a cancelled request stops here, between two steps (prompt_free.cancel)
         x = torch.cat([latents] * 2) if guided else latents
         x = scheduler.scale_model_input(x, t).to(dtype)
         down_res = mid_res = None

@@ -86,7 +86,17 @@ MASK_PX = Range("mask dilation/feathering (px)", 0, 256, 8, ui_hi=64)  # pixels,
 # The app: requests Gradio runs at once. Device work stays serialised by the engine; the others
 # load models, decode uploads or wait, so a download never freezes the other tabs.
 CONCURRENT_REQUESTS = 8
-QUEUE_SIZE = 32
+QUEUE_SIZE = 32  # waiting requests; one more is answered "the queue is full, try again"
+# Requests one browser session (or gradio_client Client) may have running at once; more are
+# refused with a message (env PFD_MAX_SESSION_REQUESTS).
+MAX_SESSION_REQUESTS = 3
+
+# Work limit per request, in megapixel-steps: width x height / 1e6 x steps x images x
+# (1 + ControlNets), summed over a comparison's columns. Checked before any model loads.
+# Generous on a local machine (a 1536x1536 image, 50 steps, 8 images, 2 ControlNets is about
+# 2,800); strict on a public server (a Space, or app.py --public). Env PFD_MAX_WORK overrides.
+MAX_WORK_LOCAL = 10_000
+MAX_WORK_PUBLIC = 300
 
 # Input images.
 MIN_IMAGE_SIDE = 16  # smaller than this is not a picture to take content from
@@ -148,6 +158,36 @@ def memory_budget() -> Optional[str]:
 def ram_budget() -> Optional[str]:
     """``PFD_RAM_BUDGET``: the host-memory tier for models evicted from a CUDA device."""
     return os.environ.get("PFD_RAM_BUDGET", "").strip() or None
+
+
+def public_server() -> bool:
+    """Running for the public: on a Hugging Face Space (``SPACE_ID`` set) or ``app.py --public``
+    (which sets ``PFD_PUBLIC``). Stricter limits apply."""
+    return bool(os.environ.get("SPACE_ID", "").strip()) or env_flag("PFD_PUBLIC")
+
+
+def max_work() -> float:
+    """``PFD_MAX_WORK``: the work limit per request in megapixel-steps (see ``MAX_WORK_LOCAL``);
+    default ``MAX_WORK_PUBLIC`` on a public server, else ``MAX_WORK_LOCAL``."""
+    raw = os.environ.get("PFD_MAX_WORK", "").strip()
+    if not raw:
+        return MAX_WORK_PUBLIC if public_server() else MAX_WORK_LOCAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise InvalidSettingError(f"environment variable PFD_MAX_WORK must be a positive number, got {raw!r}")
+    return value
+
+
+def max_session_requests() -> int:
+    """``PFD_MAX_SESSION_REQUESTS``: requests one session may have running at once (default
+    ``MAX_SESSION_REQUESTS``)."""
+    value = _env_int("PFD_MAX_SESSION_REQUESTS", MAX_SESSION_REQUESTS)
+    if value < 1:
+        raise InvalidSettingError(f"environment variable PFD_MAX_SESSION_REQUESTS must be at least 1, got {value}")
+    return value
 
 
 def max_upload_mb() -> float:

@@ -40,6 +40,8 @@ from .endpoint import InputGroup, endpoint
 from .uploads import image_input
 from .widgets import (
     connect_preprocessor,
+    run_buttons,
+    stop_cancels,
     model_pickers,
     preprocessor_dropdown,
     progress_callback,
@@ -224,7 +226,7 @@ def build(engine) -> None:
                 models = model_pickers(engine)
                 columns, baselines = _columns_and_baselines(ip_names)
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
-                run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+                run, stop = run_buttons("Compare", "compare")
         outputs = _outputs(ip_names)
         size_follows_image(engine, structure.image, controls)
         _examples(reference, structure, choices)
@@ -250,7 +252,8 @@ def build(engine) -> None:
             return (*images, *stats, differences_table(result), download, used_maps, seed)
 
         api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls)
-        run.click(api.fn, inputs=api.inputs, outputs=[*outputs.components(), controls.seed], api_name="compare")
+        event = run.click(api.fn, inputs=api.inputs, outputs=[*outputs.components(), controls.seed], api_name="compare")
+        stop_cancels(stop, event)
 
 
 def _examples(reference, structure: StructureInputs, choices) -> None:

@@ -31,6 +31,8 @@ from .endpoint import InputGroup, endpoint
 from .uploads import image_input
 from .widgets import (
     connect_preprocessor,
+    run_buttons,
+    stop_cancels,
     format_info,
     model_pickers,
     preprocessor_dropdown,
@@ -109,7 +111,7 @@ def build(engine) -> None:
                 check_maps = gr.Checkbox(True, label="Check that as-is maps look like their ControlNet's kind",
                                          elem_id="control-check-maps")
                 controls = sampler_controls(engine)
-                run = gr.Button("Generate", variant="primary", elem_id="control-run")
+                run, stop = run_buttons("Generate", "control")
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="control-gallery")
@@ -131,7 +133,8 @@ def build(engine) -> None:
 
         api = endpoint(generate, ("reference_image", reference), models, first.suffixed("1"),
                        ("use_second", use_second), second.suffixed("2"), ("check_maps", check_maps), controls)
-        run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
+        event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
+        stop_cancels(stop, event)
 
 
 def _info(info: dict) -> str:

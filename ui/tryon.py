@@ -38,7 +38,17 @@ from prompt_free.tasks.tryon import (
 
 from .endpoint import InputGroup, endpoint, handle_errors
 from .uploads import image_input, mask_editor
-from .widgets import ModelPickers, format_info, progress_callback, sampler_controls, seecoder_picker, slider, ui_defaults
+from .widgets import (
+    ModelPickers,
+    format_info,
+    progress_callback,
+    run_buttons,
+    sampler_controls,
+    seecoder_picker,
+    slider,
+    stop_cancels,
+    ui_defaults,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 AUTO_BASE = "auto"
@@ -223,7 +233,7 @@ def build(engine) -> None:
                 person, garment, editor, mask_mode, make, mask_upload = _photos_and_mask_editor()
                 options, max_side, models = _tryon_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False)
-                run = gr.Button("Try on", variant="primary", elem_id="tryon-run")
+                run, stop = run_buttons("Try on", "tryon")
                 mask = image_input(format="png", visible=False, label="Mask (API)",
                                    elem_id="tryon-mask")
             with gr.Column():
@@ -257,9 +267,11 @@ def build(engine) -> None:
 
         api = endpoint(generate, TryOnImages(person, garment, mask, mask_mode), models, options, controls,
                        ("max_side", max_side))
-        run.click(take_mask, inputs=[editor, person], outputs=[mask], api_visibility="private").success(
+        taken = run.click(take_mask, inputs=[editor, person], outputs=[mask], api_visibility="private")
+        event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="virtual_tryon",
         )
+        stop_cancels(stop, taken, event)
 
 
 def _info(info: dict) -> str:

@@ -10,7 +10,7 @@ from prompt_free.tasks import VariationSettings, image_variation
 
 from .endpoint import endpoint
 from .uploads import image_input
-from .widgets import format_info, model_pickers, progress_callback, sampler_controls
+from .widgets import format_info, model_pickers, progress_callback, run_buttons, sampler_controls, stop_cancels
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
@@ -23,7 +23,7 @@ def build(engine) -> None:
                 reference = image_input(label="Reference image", sources=["upload", "clipboard"], elem_id="variation-reference")
                 models = model_pickers(engine)
                 controls = sampler_controls(engine)
-                run = gr.Button("Generate", variant="primary", elem_id="variation-run")
+                run, stop = run_buttons("Generate", "variation")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="variation-gallery")
                 info = gr.Markdown(elem_id="variation-info")
@@ -41,4 +41,5 @@ def build(engine) -> None:
             return result.images, format_info(result.info), seed
 
         api = endpoint(generate, ("reference_image", reference), models, controls)
-        run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation")
+        event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation")
+        stop_cancels(stop, event)

@@ -76,6 +76,21 @@ def progress_callback(progress: Optional[gr.Progress], label: str = "Sampling"):
     return report
 
 
+def run_buttons(label: str, prefix: str):
+    """(run, stop): the tab's primary button (elem_id ``<prefix>-run``) and a Stop button next to
+    it (``<prefix>-stop``); connect Stop with ``stop_cancels``."""
+    with gr.Row():
+        run = gr.Button(label, variant="primary", elem_id=f"{prefix}-run", scale=3)
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop", scale=1, min_width=80)
+    return run, stop
+
+
+def stop_cancels(stop: gr.Button, *events) -> None:
+    """Stop cancels ``events``: a queued request is dropped, a running one stops at its next
+    denoising step (ui.endpoint's cancellable generator) and frees the device."""
+    stop.click(None, cancels=list(events), queue=False, api_visibility="private")
+
+
 def pick_seed(seed, randomize: bool) -> int:
     if randomize:
         return random.randint(SEED.lo, SEED.hi)

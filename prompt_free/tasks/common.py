@@ -11,10 +11,12 @@ import functools
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
+from .. import settings as limits
+from ..errors import WorkLimitError
 from ..sampling import DEFAULT_SCHEDULER, Sampler
 
 Progress = Optional[Callable[[int, int], None]]
@@ -85,6 +87,32 @@ def sampler_for(s: SamplerSettings, width=None, height=None, num_images=None) ->
         seed=s.seed, num_images=s.num_images if num_images is None else num_images,
         steps=s.steps, guidance=s.guidance, scheduler=s.scheduler,
     ).checked()
+
+
+def work(sampler: Sampler, controlnets: int = 0) -> float:
+    """The work of one run in megapixel-steps: pixels x steps x images x (1 + ControlNets)."""
+    return sampler.width * sampler.height / 1e6 * sampler.steps * sampler.num_images * (1 + controlnets)
+
+
+def check_work(runs: Sequence[Tuple[Sampler, int]]) -> float:
+    """Refuse a request whose work (summed over its runs: (sampler, number of ControlNets)) is
+    over ``settings.max_work()``. Every task calls it once, as soon as its size and ControlNets
+    are known and before any model loads. Returns the work."""
+    total = sum(work(s, n) for s, n in runs)
+    limit = limits.max_work()
+    if total > limit:
+        s0, _ = runs[0]
+        parts = [f"{s0.width}x{s0.height} pixels", f"{s0.steps} steps", f"{s0.num_images} image(s)"]
+        cns = sorted({n for _, n in runs})
+        parts.append(f"{'/'.join(map(str, cns))} ControlNet(s)")
+        if len(runs) > 1:
+            parts.append(f"{len(runs)} runs")
+        raise WorkLimitError(
+            f"this request is too large for this server: {', '.join(parts)} make {total:,.0f} megapixel-steps "
+            f"(width x height / 1e6 x steps x images x (1 + ControlNets)); the limit is {limit:,.0f} (PFD_MAX_WORK). "
+            "Lower the size, the number of steps or images, or use fewer ControlNets."
+        )
+    return total
 
 
 def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:

@@ -39,7 +39,7 @@ from ..errors import ConfigError, InputImageError, InvalidSettingError
 from ..images import image_to_tensor, prepare_reference, side_by_side
 from ..ip_adapter import TextTokensOnly, image_tokens, load_ip_adapter
 from ..sampling import ControlInput, Sampler
-from .common import TaskResult, begin, holds_models, sampler_for, timed
+from .common import TaskResult, begin, check_work, holds_models, sampler_for, timed
 from .control import ControlSettings
 from .controls import (
     MODE_AS_IS,
@@ -58,6 +58,7 @@ PROMPT_FREE = "prompt_free"
 DUAL_CONTROLNET = "dual_controlnet"
 IP_ADAPTER = "ip_adapter"
 METHODS = (PROMPT_FREE, DUAL_CONTROLNET, IP_ADAPTER)
+COLUMN_CONTROLNETS = {PROMPT_FREE: 1, DUAL_CONTROLNET: 2, IP_ADAPTER: 1}  # for the work limit
 METHOD_LABELS = {
     PROMPT_FREE: "Prompt-Free (SeeCoder)",
     DUAL_CONTROLNET: "Dual-ControlNet (shuffle + text)",
@@ -352,6 +353,7 @@ def compare(
     open_images([p])
     width, height, _ = output_size(s.width, s.height, p.image)
     sampler = sampler_for(s, width, height, num_images=1)
+    check_work([(sampler, COLUMN_CONTROLNETS[m]) for m in methods])
 
     # ---- shared by every column: base model (UNet, VAE), structure ControlNet and its map
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..conditioning import Conditioning
-from .common import Progress, SamplerSettings, TaskResult, begin, holds_models, sampler_for, sampler_info, timed
+from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, sampler_info, timed
 from .controls import (  # noqa: F401 - the names this tab's users import from here
     MODE_AS_IS,
     MODE_PREPROCESS,
@@ -65,6 +65,7 @@ def reference_control(
     open_images(prepared)
     width, height, followed = output_size(s.width, s.height, prepared[0].image)
     sampler = sampler_for(s, width, height)
+    check_work([(sampler, len(prepared))])
     check_maps(prepared, (sampler.width, sampler.height), followed=followed)
     ref = prepare_reference(reference)
 

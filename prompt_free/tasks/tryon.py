@@ -41,7 +41,7 @@ from .. import settings
 from ..conditioning import Conditioning, LatentBlend, MaskedImageChannels
 from ..errors import ConfigError, InputImageError, ModelUnavailableError
 from ..images import check_min_side, image_to_tensor, load_image, prepare_reference
-from .common import Progress, SamplerSettings, TaskResult, begin, holds_models, sampler_for, timed
+from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, timed
 from ..sampling import ControlInput
 from .controls import control_kind
 
@@ -223,6 +223,7 @@ def virtual_tryon(
     if person is None:
         raise InputImageError("no person photo given: please upload a photo of the person to dress")
     person_img = load_person(person)
+    check_work([(sampler_for(s, *generation_size(*person_img.size, max_side)), int(controlnet is not None))])
     if garment is None:
         raise InputImageError("no garment image given: please upload a photo of the garment")
     garment_img = load_image(garment, "garment image")

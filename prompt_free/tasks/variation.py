@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..conditioning import Conditioning
-from .common import Progress, SamplerSettings, TaskResult, begin, holds_models, sampler_for, sampler_info, timed
+from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, sampler_info, timed
 
 VariationSettings = SamplerSettings
 
@@ -15,6 +15,7 @@ def image_variation(engine, reference, settings: Optional[SamplerSettings] = Non
     """``settings.num_images`` images of the reference's SeeCoder embedding (image i: seed + i)."""
     s = begin(engine, settings or SamplerSettings())
     sampler = sampler_for(s)
+    check_work([(sampler, 0)])
     timings = {}
     with timed(timings, "encode"):
         context, uncond = engine.encode_reference(reference, s.seecoder)
