@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .nets import load_into, quiet
+from .nets import load_into, quiet, wrapping
 from .specs import MIDAS, SPECS
 
 _ZOE = SPECS["depth_zoe"].files[0]
@@ -30,18 +30,10 @@ def _zoe_net(path: Path):
     return load_into(net, path, "ZoeDepth")
 
 
-def _make_midas(nets):
-    with quiet():
-        from controlnet_aux.midas import MidasDetector
-
-    return MidasDetector(nets[MIDAS.filename])
+_make_midas = wrapping("midas", "MidasDetector", MIDAS.filename)
 
 
-def _make_zoe(nets):
-    with quiet():
-        from controlnet_aux.zoe import ZoeDetector
-
-    return ZoeDetector(nets[_ZOE])
+_make_zoe = wrapping("zoe", "ZoeDetector", _ZOE)
 
 
 def _run_depth(impl, rgb, resolution, o):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .nets import load_into, quiet
+from .nets import load_into, quiet, wrapping
 from .specs import HED, PIDINET
 
 
@@ -24,18 +24,10 @@ def _pidinet(path: Path):
     return load_into(net, path, "PiDiNet")
 
 
-def _make_hed(nets):
-    with quiet():
-        from controlnet_aux.hed import HEDdetector
-
-    return HEDdetector(nets[HED.filename])
+_make_hed = wrapping("hed", "HEDdetector", HED.filename)
 
 
-def _make_pidi(nets):
-    with quiet():
-        from controlnet_aux.pidi import PidiNetDetector
-
-    return PidiNetDetector(nets[PIDINET.filename])
+_make_pidi = wrapping("pidi", "PidiNetDetector", PIDINET.filename)
 
 
 def _runner(scribble: bool):

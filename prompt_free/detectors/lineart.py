@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from .nets import load_into, quiet
+from .nets import load_into, quiet, wrapping
 from .simple import run_plain
 from .specs import SPECS
 
@@ -42,11 +42,7 @@ def _lineart(filename: str):
     return make
 
 
-def _make_anime(nets):
-    with quiet():
-        from controlnet_aux.lineart_anime import LineartAnimeDetector
-
-    return LineartAnimeDetector(nets[_ANIME])
+_make_anime = wrapping("lineart_anime", "LineartAnimeDetector", _ANIME)
 
 
 NETWORKS = {_FINE: _net, _COARSE: _net, _ANIME: _anime_net}

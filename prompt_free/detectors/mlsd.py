@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .nets import load_into, quiet
+from .nets import load_into, quiet, wrapping
 from .specs import SPECS
 
 _FILE = SPECS["mlsd"].files[0]
@@ -18,11 +18,7 @@ def _net(path: Path):
     return load_into(net, path, "M-LSD")
 
 
-def _make(nets):
-    with quiet():
-        from controlnet_aux.mlsd import MLSDdetector
-
-    return MLSDdetector(nets[_FILE])
+_make = wrapping("mlsd", "MLSDdetector", _FILE)
 
 
 def _run(impl, rgb, resolution, o):

@@ -28,6 +28,20 @@ def quiet():
             yield
 
 
+def wrapping(module: str, cls_name: str, filename: str):
+    """A detector maker that wraps the one network loaded from ``filename`` in controlnet_aux's
+    detector class ``controlnet_aux.<module>.<cls_name>``."""
+
+    def make(nets):
+        import importlib
+
+        with quiet():
+            cls = getattr(importlib.import_module(f"controlnet_aux.{module}"), cls_name)
+        return cls(nets[filename])
+
+    return make
+
+
 def load_into(module, path: Path, what: str, *, drop_first_component: bool = False):
     """The weights of ``path`` loaded into ``module`` strictly (up to benign buffers); a
     ``CheckpointError`` names missing, unexpected or mis-shaped keys. Returns it in eval mode."""

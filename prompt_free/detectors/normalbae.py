@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 from pathlib import Path
 
-from .nets import load_into, quiet
+from .nets import load_into, quiet, wrapping
 from .simple import run_plain
 from .specs import SPECS
 
@@ -22,11 +22,7 @@ def _net(path: Path):
     return load_into(net, path, "NormalBae")
 
 
-def _make(nets):
-    with quiet():
-        from controlnet_aux.normalbae import NormalBaeDetector
-
-    return NormalBaeDetector(nets[_FILE])
+_make = wrapping("normalbae", "NormalBaeDetector", _FILE)
 
 
 NETWORKS = {_FILE: _net}
