@@ -67,12 +67,14 @@ def share_warning(share: bool, auth) -> str | None:
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from prompt_free import settings
     from prompt_free.errors import PromptFreeError
     from prompt_free.memory import format_size
     from ui.widgets import CSS
 
     try:
-        args = parse_args(argv)  # environment defaults are checked here
+        settings.check_environment()  # a malformed variable stops here, with its message
+        args = parse_args(argv)
         if args.public:
             import os
 

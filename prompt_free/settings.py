@@ -260,3 +260,15 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise InvalidSettingError(f"environment variable {name} must be a whole number, got {raw!r}") from None
+
+
+def check_environment() -> None:
+    """Read every limit taken from the environment once, so a malformed value stops the app at
+    start with its message instead of failing each request later."""
+    max_base_models()
+    max_work()
+    max_session_requests()
+    max_upload_size()
+    cache_max_age()
+    parse_auth(auth())
+    server_port()

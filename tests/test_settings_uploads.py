@@ -66,3 +66,18 @@ def test_auth_and_share_warning(monkeypatch):
     assert launch_options(parse_args([]).auth) == {"max_file_size": settings.max_upload_size(), "auth": ("bob", "pw")}
     assert "--share without --auth" in share_warning(True, None)
     assert share_warning(True, ("bob", "pw")) is None and share_warning(False, None) is None
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("PFD_MAX_WORK", "abc", "PFD_MAX_WORK must be a positive number"),
+    ("PFD_MAX_UPLOAD_MB", "-3", "PFD_MAX_UPLOAD_MB must be a positive number of MB"),
+    ("PFD_MAX_SESSION_REQUESTS", "0", "PFD_MAX_SESSION_REQUESTS must be at least 1"),
+    ("PFD_CACHE_MAX_AGE", "-1", "PFD_CACHE_MAX_AGE must be 0 or more seconds"),
+    ("PFD_AUTH", "nocolon", "must be user:password"),
+])
+def test_a_malformed_environment_variable_stops_the_app_at_start(monkeypatch, capsys, name, value, message):
+    from app import main
+
+    monkeypatch.setenv(name, value)
+    assert main(["--profile", "tiny"]) == 2
+    assert message in capsys.readouterr().err
