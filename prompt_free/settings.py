@@ -74,6 +74,10 @@ CONTROL_WINDOW = Range("control window", 0.0, 1.0, 0.0, step=0.01)  # start/end 
 MAX_ASPECT_MISMATCH = 2.0  # control image ratio vs output ratio; beyond this we refuse
 DETECT_RESOLUTION = Range("detection resolution", 64, 4096, 512, integer=True)
 
+# Multi-Reference: up to MAX_REFERENCES references, each with a weight (0 = left out).
+MAX_REFERENCES = 4
+REFERENCE_WEIGHT = Range("reference weight", 0.0, 2.0, 1.0, step=0.05)
+
 # Comparison baselines.
 CONTENT_SCALE = Range("content ControlNet scale", 0.0, 2.0, 1.0, step=0.05)
 IP_ADAPTER_SCALE = Range("IP-Adapter scale", 0.0, 2.0, 1.0, step=0.05)

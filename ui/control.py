@@ -64,31 +64,67 @@ class ControlInputs(InputGroup):
                            check_map=bool(check_map))
 
 
-def _control_block(engine, i: int, choices, default_type: str) -> ControlInputs:
-    """Widgets of ControlNet ``i`` (1-based)."""
-    kind = gr.Dropdown(choices, value=default_type, label=f"ControlNet {i} type", elem_id=f"control-type-{i}",
+def _control_block(engine, i: int, choices, default_type: str, prefix: str = "control") -> ControlInputs:
+    """Widgets of ControlNet ``i`` (1-based); elem_ids ``<prefix>-type-<i>`` ..."""
+    kind = gr.Dropdown(choices, value=default_type, label=f"ControlNet {i} type", elem_id=f"{prefix}-type-{i}",
                        info="What the control image fixes: pose, edges, depth ...")
     image = image_input(label=f"Control image {i}", sources=["upload", "clipboard"], height=280,
-                        elem_id=f"control-image-{i}")
+                        elem_id=f"{prefix}-image-{i}")
     with gr.Row():
-        mode = gr.Radio(list(MODES), value=MODE_AS_IS, label=f"Control image {i} is", elem_id=f"control-mode-{i}",
+        mode = gr.Radio(list(MODES), value=MODE_AS_IS, label=f"Control image {i} is", elem_id=f"{prefix}-mode-{i}",
                         info="use as-is: a ready map (skeleton, edges ...); preprocess: a picture to detect it from")
-        pre = preprocessor_dropdown(engine, default_type, elem_id=f"control-preprocessor-{i}")
-    note = gr.Markdown(elem_id=f"control-note-{i}")
+        pre = preprocessor_dropdown(engine, default_type, elem_id=f"{prefix}-preprocessor-{i}")
+    note = gr.Markdown(elem_id=f"{prefix}-note-{i}")
     with gr.Row():
-        scale = slider(CONTROL_SCALE, "Conditioning scale", elem_id=f"control-scale-{i}")
+        scale = slider(CONTROL_SCALE, "Conditioning scale", elem_id=f"{prefix}-scale-{i}")
         start = slider(CONTROL_WINDOW, "Control start", info="fraction of the steps")
         end = slider(CONTROL_WINDOW, "Control end", value=CONTROL_WINDOW.hi, info="fraction of the steps")
     connect_preprocessor(engine, kind, mode, pre, note)
     return ControlInputs(kind, image, mode, pre, scale, start, end)
 
 
+@dataclass
+class ControlPanel:
+    """One or two ControlNets as a tab shows them (``control_panel``): the first, a checkbox
+    for the second, the second, and the map check. Also used by the Multi-Reference tab."""
+
+    first: ControlInputs
+    use_second: gr.Checkbox
+    second: ControlInputs
+    check_maps: gr.Checkbox
+
+    def parts(self) -> list:
+        """The endpoint parts: ``type1`` ... ``end1``, ``use_second``, ``type2`` ... ``end2``, ``check_maps``."""
+        return [self.first.suffixed("1"), ("use_second", self.use_second), self.second.suffixed("2"),
+                ("check_maps", self.check_maps)]
+
+    @staticmethod
+    def specs(first: ControlInputs, use_second, second: ControlInputs, check_maps) -> list:
+        """The ``ControlSpec``s of a handler's values (the parts above)."""
+        return [first.spec(check_maps)] + ([second.spec(check_maps)] if use_second else [])
+
+
+def control_panel(engine, choices, prefix: str = "control") -> ControlPanel:
+    """The widgets of one or two ControlNets (elem_ids ``<prefix>-...``); the second shows when
+    its checkbox is ticked."""
+    first_type = engine.defaults.get("controlnet") if engine.defaults.get("controlnet") in choices else choices[0]
+    second_type = "depth" if "depth" in choices else choices[min(1, len(choices) - 1)]
+    with gr.Group():
+        first = _control_block(engine, 1, choices, first_type, prefix)
+    use_second = gr.Checkbox(False, label="Add a second ControlNet (e.g. pose + depth)", elem_id=f"{prefix}-use-2")
+    with gr.Group(visible=False) as second_group:
+        second = _control_block(engine, 2, choices, second_type, prefix)
+    check_maps = gr.Checkbox(True, label="Check that as-is maps look like their ControlNet's kind",
+                             elem_id=f"{prefix}-check-maps")
+    use_second.change(lambda on: gr.update(visible=bool(on)), inputs=[use_second], outputs=[second_group],
+                      queue=False, api_visibility="private")
+    return ControlPanel(first, use_second, second, check_maps)
+
+
 def build(engine) -> None:
     choices = controlnet_choices(engine)
     if not choices:
         return  # no ControlNet in checkpoints.yaml: no tab
-    first_type = engine.defaults.get("controlnet") if engine.defaults.get("controlnet") in choices else choices[0]
-    second_type = "depth" if "depth" in choices else choices[min(1, len(choices) - 1)]
 
     with gr.Tab("Reference + ControlNet", id="control"):
         gr.Markdown(
@@ -102,14 +138,8 @@ def build(engine) -> None:
                 reference = image_input(label="Reference image", sources=["upload", "clipboard"],
                                         height=280, elem_id="control-reference")
                 models = model_pickers(engine)
-                with gr.Group():
-                    first = _control_block(engine, 1, choices, first_type)
-                use_second = gr.Checkbox(False, label="Add a second ControlNet (e.g. pose + depth)",
-                                         elem_id="control-use-2")
-                with gr.Group(visible=False) as second_group:
-                    second = _control_block(engine, 2, choices, second_type)
-                check_maps = gr.Checkbox(True, label="Check that as-is maps look like their ControlNet's kind",
-                                         elem_id="control-check-maps")
+                panel = control_panel(engine, choices)
+                first, use_second, second = panel.first, panel.use_second, panel.second
                 controls = sampler_controls(engine)
                 run, stop = run_buttons("Generate", "control")
             with gr.Column():
@@ -117,33 +147,35 @@ def build(engine) -> None:
                                      elem_id="control-gallery")
                 info = gr.Markdown(elem_id="control-info")
 
-        use_second.change(lambda on: gr.update(visible=bool(on)), inputs=[use_second], outputs=[second_group],
-                          queue=False, api_visibility="private")
         size_follows_image(engine, first.image, controls)
         _examples(reference, first, use_second, second)
 
         def generate(reference_image, models, first, use_second, second, check_maps, sampler, progress):
             seed = sampler.pick_seed()
-            specs = [first.spec(check_maps)] + ([second.spec(check_maps)] if use_second else [])
+            specs = ControlPanel.specs(first, use_second, second, check_maps)
             result = reference_control(
                 engine, reference_image, specs, ControlSettings(**models.settings(), **sampler.settings(seed)),
                 progress=progress_callback(progress),
             )
             return result.images + result.extras, _info(result.info), seed
 
-        api = endpoint(generate, ("reference_image", reference), models, first.suffixed("1"),
-                       ("use_second", use_second), second.suffixed("2"), ("check_maps", check_maps), controls)
+        api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
         stop_cancels(stop, event)
 
 
 def _info(info: dict) -> str:
-    parts = [format_info(info)]
+    return "  \n".join(p for p in [format_info(info), *controls_lines(info)] if p)
+
+
+def controls_lines(info: dict) -> list:
+    """One line per ControlNet of a run's ``info["controls"]``."""
+    lines = []
     for i, c in enumerate(info.get("controls", []), 1):
         how = f"preprocessed with {c['preprocessor']}" if c.get("preprocessor") else "as-is"
-        parts.append(f"ControlNet {i}: **{c['controlnet']}** ({how}), scale {c['scale']:g}, "
+        lines.append(f"ControlNet {i}: **{c['controlnet']}** ({how}), scale {c['scale']:g}, "
                      f"steps {c['start']:.0%}–{c['end']:.0%}")
-    return "  \n".join(p for p in parts if p)
+    return lines
 
 
 def _examples(reference, first: ControlInputs, use_second, second: ControlInputs) -> None:

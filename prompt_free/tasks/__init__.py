@@ -3,19 +3,24 @@
 from .common import TaskResult
 from .compare import CompareResult, CompareSettings, compare
 from .control import ControlSettings, ControlSpec, reference_control
+from .multi_reference import BLENDS, MultiReferenceSettings, Reference, multi_reference
 from .tryon import TryOnSettings, virtual_tryon
 from .variation import VariationSettings, image_variation
 
 __all__ = [
+    "BLENDS",
     "CompareResult",
     "CompareSettings",
     "ControlSettings",
     "ControlSpec",
+    "MultiReferenceSettings",
+    "Reference",
     "TaskResult",
     "TryOnSettings",
     "VariationSettings",
     "compare",
     "image_variation",
+    "multi_reference",
     "reference_control",
     "virtual_tryon",
 ]

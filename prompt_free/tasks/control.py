@@ -31,6 +31,7 @@ from .controls import (  # noqa: F401 - the names this tab's users import from h
     control_kind,
     control_map,
     controlnet_choices,
+    controls_info,
     default_preprocessor,
     follow_size,
     open_images,
@@ -79,12 +80,7 @@ def reference_control(
     info = {
         **sampler_info(s, sampler),
         "size_from": "control image 1" if followed else "settings",
-        "controls": [
-            {"controlnet": p.spec.controlnet, "kind": p.kind, "mode": p.mode,
-             "preprocessor": p.preprocessor if p.mode == MODE_PREPROCESS else None,
-             "scale": p.spec.scale, "start": p.spec.start, "end": p.spec.end}
-            for p in prepared
-        ],
+        "controls": controls_info(prepared),
         "timings": {**timings, **gen.timings},
     }
     return TaskResult(gen.images, maps, info)

@@ -262,6 +262,16 @@ def run_detector(engine, name: str, image: Image.Image, size: Tuple[int, int], a
     return out if out.size == size else out.resize(size, Image.BICUBIC)
 
 
+def controls_info(prepared: Sequence[PreparedControl]) -> List[Dict[str, Any]]:
+    """The ``info["controls"]`` entries of a run: each ControlNet as it was used."""
+    return [
+        {"controlnet": p.spec.controlnet, "kind": p.kind, "mode": p.mode,
+         "preprocessor": p.preprocessor if p.mode == MODE_PREPROCESS else None,
+         "scale": p.spec.scale, "start": p.spec.start, "end": p.spec.end}
+        for p in prepared
+    ]
+
+
 def control_input(engine, p: PreparedControl, hint: Image.Image) -> ControlInput:
     """The loop's view of ``p``: its ControlNet (loaded by the engine), hint tensor and window."""
     return ControlInput(engine.controlnet(p.spec.controlnet), image_to_tensor(hint), p.spec.scale,
