@@ -81,9 +81,9 @@ def test_one_reference_at_weight_1_is_image_variation_in_every_blend(engine):
 def test_regions_with_controlnet_equals_reference_control_of_reference_1(engine):
     """The run's ControlNet gets the regional processors too (it sees the same 296-token context)."""
     control = [ControlSpec("openpose", EXAMPLES / "pose_standing.png", scale=0.9)]
-    kw = dict(width=64, height=96, steps=2, seed=3)
+    kw = dict(width=64, height=128, steps=2, seed=3)
     want = reference_control(engine, A, control, ControlSettings(**kw))
-    got = multi_reference(engine, [Reference(A, 1.0, plain((64, 96), 255)), Reference(B, 1.0, plain((64, 96), 0))],
+    got = multi_reference(engine, [Reference(A, 1.0, plain((64, 128), 255)), Reference(B, 1.0, plain((64, 128), 0))],
                           MultiReferenceSettings(blend="regions", controls=control, **kw))
     assert same(got, want)
     assert np.array_equal(px(got.extras[0]), px(want.extras[0]))

@@ -108,7 +108,7 @@ def build(engine) -> None:
                         panel = control_panel(engine, choices, prefix="multi-control")
                     use_control.change(lambda on: gr.update(visible=bool(on)), inputs=[use_control],
                                        outputs=[control_group], queue=False, api_visibility="private")
-                controls = sampler_controls(engine)
+                controls = sampler_controls(engine, elem_prefix="multi")
                 run, stop = run_buttons("Generate", "multi")
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
