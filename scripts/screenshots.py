@@ -34,6 +34,28 @@ def control(page):
     page.screenshot(path=str(OUT / "screenshot-control.png"), full_page=True)
 
 
+def multi_reference(page):
+    import tempfile
+
+    from PIL import Image
+
+    page.get_by_role("tab", name="Multi-Reference").click()
+    for i, name in ((1, "chelsea.jpg"), (2, "coffee.jpg")):
+        page.locator(f"#multi-reference-{i} input[type=file]").set_input_files(str(EXAMPLES / name))
+        page.wait_for_selector(f"#multi-reference-{i} img", timeout=30_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        mask = Image.new("L", (256, 256), 0)
+        mask.paste(255, (128, 0, 256, 256))  # reference 2 on the right, reference 1 elsewhere
+        mask.save(Path(tmp) / "right_half.png")
+        page.locator("#multi-mask-2 input[type=file]").set_input_files(str(Path(tmp) / "right_half.png"))
+        page.wait_for_selector("#multi-mask-2 img", timeout=30_000)
+    page.locator("#multi-blend").get_by_text("regions", exact=True).click()
+    page.locator("#multi-run").click()
+    page.wait_for_selector("#multi-gallery img", timeout=300_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(OUT / "screenshot-multi_reference.png"), full_page=True)
+
+
 def compare(page):
     page.get_by_role("tab", name="Dual-ControlNet Comparison").click()
     page.locator("#compare-reference input[type=file]").set_input_files(str(EXAMPLES / "chelsea.jpg"))
@@ -63,7 +85,7 @@ def tryon(page):
 
 
 if __name__ == "__main__":
-    tabs = sys.argv[1:] or ["variation", "control", "compare", "tryon"]
+    tabs = sys.argv[1:] or ["variation", "control", "multi_reference", "compare", "tryon"]
     with running_app("tiny") as (engine, demo, url):
         for name in tabs:
             with chromium_page(url) as page:
