@@ -59,6 +59,19 @@ def compare(files, reference=None, structure=CANNY):
     ]
 
 
+def multi(files, reference_1=None, reference_3=None, mask_2=None, image1=None):
+    """Regions of two or three references (mask 2: the photo's bright part), with a ControlNet when
+    ``image1`` is given."""
+    good = files[1]
+    return "/multi_reference", [
+        _f(reference_1 or good), _f(good), _f(reference_3), None, 1.0, 1.0, 1.0, 1.0,
+        None, _f(mask_2 or good), _f(good) if reference_3 else None, None, "regions", "SeeCoder", "Tiny SD",
+        image1 is not None, "openpose", _f(image1), "use as-is", "openpose_full", 1.0, 0.0, 1.0,
+        False, "depth", None, "use as-is", "depth", 1.0, 0.0, 1.0,
+        False, 2.0, 1, S, S, 3, False, 1, "DDIM",
+    ]
+
+
 def tryon(files, person=PERSON, garment=GARMENT, mask=MASK):
     return "/virtual_tryon", [_f(person), _f(garment), _f(mask), "mask image", "SeeCoder", "auto", 2, 3, True, False,
                               2.0, 1, 4, False, 1, "DDIM", S]
@@ -70,6 +83,10 @@ INPUTS = [
     (control, "reference", "reference image", U.CORE),
     (control, "image1", "control image 1", U.ALL),
     (control, "image2", "control image 2", U.CORE),
+    (multi, "reference_1", "reference image 1", U.ALL),
+    (multi, "reference_3", "reference image 3", U.CORE),
+    (multi, "mask_2", "mask 2", U.ALL),
+    (multi, "image1", "control image 1", U.CORE),
     (compare, "reference", "reference image", U.CORE),
     (compare, "structure", "structure image", U.ALL),
     (tryon, "person", "person photo", U.ALL),
@@ -102,7 +119,7 @@ def _one_image(result):
     return np.asarray(Image.open(first[0]["image"] if isinstance(first, list) else first).convert("RGB"))
 
 
-@pytest.mark.parametrize("build", [variation, control, compare, tryon], ids=lambda b: b.__name__)
+@pytest.mark.parametrize("build", [variation, control, multi, compare, tryon], ids=lambda b: b.__name__)
 def test_the_server_keeps_serving_after_the_bad_uploads(client, files, build):
     api_name, args = build(files)
     assert _one_image(client.predict(*args, api_name=api_name)).size > 0
