@@ -23,7 +23,7 @@ import torch
 from .errors import InvalidSettingError, PromptFreeError
 
 DEVICE, RAM = "device", "ram"
-REPORT_KINDS = ("base_model", "seecoder", "controlnet", "text_encoder", "image_encoder", "ip_adapter", "detector", "other")
+REPORT_KINDS = ("base_model", "seecoder", "controlnet", "text_encoder", "image_encoder", "ip_adapter", "lora", "detector", "other")
 _KIND_OF_KEY = {
     "base_models": "base_model", "seecoders": "seecoder", "controlnets": "controlnet",
     "text_encoder": "text_encoder", "ip_image_encoder": "image_encoder", "ip_adapter": "ip_adapter",

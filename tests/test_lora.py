@@ -177,6 +177,9 @@ def test_a_lora_is_read_once_and_reported(engine):
     pixels(engine, (("Other", 1.0),))
     pixels(engine, (("Other", 0.5),))
     assert engine.load_counts[("loras", "Other")] == 1
+    from prompt_free.memory import REPORT_KINDS
+
+    assert "lora" in REPORT_KINDS
     rows = [r for r in engine.memory_report() if r["kind"] == "lora" and r["name"] == "Other"]
     assert len(rows) == 1 and rows[0]["bytes"] == sum(d.numel() * 4 + u.numel() * 4 for d, u in lora_layers(seed=2).values())
 
