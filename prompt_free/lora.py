@@ -58,12 +58,11 @@ class LoraWeights(torch.nn.Module):
         self.alphas: List[float] = [a for _, _, a in layers.values()]
         self.ignored_text_encoder = ignored_text_encoder
 
-    def delta(self, i: int, shape: torch.Size) -> torch.Tensor:
-        """Layer ``i``'s float32 weight change at scale 1, shaped like its target weight."""
-        down, up = self.downs[i].float(), self.ups[i].float()
-        rank = down.shape[0]
-        d = up.flatten(1) @ down.flatten(1)  # (out, in * kh * kw)
-        return (d * (self.alphas[i] / rank)).reshape(shape)
+    def factors(self, i: int) -> Tuple[torch.Tensor, torch.Tensor, float]:
+        """Layer ``i`` as (up (out, r), down (r, in * kh * kw), alpha / r), float32: its weight
+        change at scale 1 is ``alpha / r * up @ down`` (reshaped to the target weight)."""
+        down = self.downs[i]
+        return self.ups[i].float().flatten(1), down.float().flatten(1), self.alphas[i] / down.shape[0]
 
     def problems(self, unet) -> List[str]:
         """Why this LoRA does not fit ``unet``: modules it lacks, shapes that differ."""
@@ -207,11 +206,13 @@ class LoraPatch:
             with torch.inference_mode(False), torch.no_grad():
                 for target, parts in by_target.items():
                     weight = modules[target].weight
-                    fused = weight.detach().float()
+                    fused = weight.detach().float().flatten(1)  # (out, in * kh * kw)
                     for w, i, scale in parts:
-                        fused = fused + scale * w.delta(i, weight.shape).to(fused.device)
+                        up, down, factor = w.factors(i)
+                        # One kernel, one new tensor: W + scale * alpha / r * up @ down (in float32).
+                        fused = torch.addmm(fused, up, down, alpha=scale * factor)
                     saved[target] = weight.data
-                    weight.data = fused.to(weight.dtype)
+                    weight.data = fused.reshape(weight.shape).to(weight.dtype)
             yield
         finally:
             for target, original in saved.items():
