@@ -122,6 +122,45 @@ def test_fused_weight_is_w_plus_alpha_over_rank_up_down(engine, files):
         assert torch.equal(modules[n].weight, before[n])
 
 
+def test_a_locon_conv_lora_is_the_composed_convolution(engine, tmp_path):
+    """kohya LoCon layers (3x3 down, 1x1 up on a ResNet conv): the fused conv equals the base
+    conv plus scale * alpha / r * up(down(x))."""
+    import torch.nn.functional as F
+
+    unet = engine.base_model("Tiny SD").unet
+    name = "mid_block.resnets.0.conv1"
+    conv = unet.get_submodule(name)
+    g = torch.Generator().manual_seed(5)
+    down = torch.randn(RANK, conv.in_channels, 3, 3, generator=g) * 0.2
+    up = torch.randn(conv.out_channels, RANK, 1, 1, generator=g) * 0.2
+    weights = read_lora(write_kohya(tmp_path / "locon.safetensors", {name: (down, up)}, alpha=1.0), "LoCon")
+    x = torch.randn(1, conv.in_channels, 8, 8, generator=g)
+    with torch.no_grad():
+        want = conv(x) + 1.5 * (1.0 / RANK) * F.conv2d(F.conv2d(x, down, padding=1), up)
+        with LoraPatch([(weights, 1.5)]).applied(unet):
+            got = conv(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_virtual_tryon_takes_loras_on_the_inpainting_model(engine):
+    from PIL import Image, ImageDraw
+
+    from prompt_free.tasks import TryOnSettings, virtual_tryon
+
+    person = Image.open(EXAMPLES / "tryon_person.png").convert("RGB").resize((96, 128))
+    mask = Image.new("L", person.size, 0)
+    ImageDraw.Draw(mask).rectangle((20, 30, 70, 90), fill=255)
+    garment = Image.open(EXAMPLES / "tryon_garment_shirt.png")
+
+    def run(loras):
+        s = TryOnSettings(steps=2, seed=3, max_side=64, pose_control=False, base_model="Tiny SD Inpainting", loras=loras)
+        return np.asarray(virtual_tryon(engine, person, garment, mask, s).images[0])
+
+    plain = run(())
+    assert not np.array_equal(run((("Kohya", 1.0),)), plain)
+    assert np.array_equal(run(()), plain)
+
+
 # ----------------------------------------------------------------------------- restoration
 def test_a_failed_run_takes_the_lora_out(engine, today):
     snapshot = unet_snapshot(engine)
