@@ -19,14 +19,13 @@ the run without it.
 
 Text-encoder layers in a file (``lora_te_*``, ``text_encoder.*``) are ignored: prompt-free
 generation uses no text encoder, and the comparison's text columns keep the base model's plain
-text encoder. ``LoraWeights.ignored_text_encoder`` counts them; the engine logs it once.
+text encoder. ``LoraWeights.ignored_text_encoder`` counts them; it is logged when the file is read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -35,7 +34,6 @@ import torch
 from .errors import CheckpointError, LoraMismatchError
 from .weights import read_safetensors
 
-log = logging.getLogger(__name__)
 
 _TEXT_ENCODER_PREFIXES = ("text_encoder.", "text_encoder_2.")
 _UNET_PREFIX = "unet."
