@@ -25,6 +25,7 @@ from .conditioning import Conditioning
 from .errors import InvalidSettingError
 from .images import image_to_tensor, prepare_reference, tensor_to_images
 from .loading import BaseModel, LoadedSeeCoder  # noqa: F401 - the engine's model types
+from .lora import LoraPatch, LoraWeights
 from .memory import Residency, default_budget, default_ram_budget, parse_size
 from .registry import Registry
 from .sampling import Sampler, denoise, initial_noise, make_scheduler
@@ -156,6 +157,12 @@ class Engine:
     def controlnet(self, name: str):
         entry = self.registry.entry("controlnets", name)
         return self._resident(("controlnets", name), lambda: loading.build_controlnet(self, entry))
+
+    def lora(self, name: str) -> LoraWeights:
+        """The LoRA ``name`` (``loras:`` of checkpoints.yaml), read once and held like a model;
+        it changes a base model only for the runs that ask for it (``Sampler.loras``)."""
+        entry = self.registry.entry("loras", name)
+        return self._resident(("loras", name), lambda: loading.build_lora(self, entry))
 
     def cached(self, key: Tuple, build: Callable[[], object]):
         """Engine-held objects of other kinds (detectors, text encoders, IP-Adapter parts ...):
@@ -374,7 +381,9 @@ class Engine:
 
         Makes the initial noise (``sampling.initial_noise``: image i from seed ``seed + i``, on
         the CPU), binds the conditioning's inpainting hooks to it, applies its UNet patch for
-        this run only, runs the loop and decodes, all under the run lock. Out of device memory,
+        this run only, fuses ``sampler.loras`` into the UNet for this run only (``lora.LoraPatch``;
+        a LoRA that does not fit the base model is a ``LoraMismatchError`` before any work), runs
+        the loop and decodes, all under the run lock. Out of device memory,
         it frees and evicts what the run does not need and tries once more; a second failure is
         a ``DeviceMemoryError`` with the sizes involved, and the engine keeps serving."""
         sampler = sampler.checked()
@@ -386,14 +395,18 @@ class Engine:
                     f"the conditioning is {conditioning.context.shape[-1]} wide but base model '{base_model}' expects "
                     f"{base.unet.config.cross_attention_dim} (is it an SD 1.x model?)"
                 )
+            loras = LoraPatch([(self.lora(name), scale) for name, scale in sampler.loras])
+            loras.check(base.unet, base_model)
             f = base.vae_scale_factor
             noise = initial_noise(sampler.seeds, (4, sampler.height // f, sampler.width // f))
             reserve = memory.activation_reserve(sampler, torch.finfo(self.dtype).bits // 8) if self.device.type == "cuda" else 0
+            if loras and self.device.type == "cuda":
+                reserve += loras.patched_bytes(base.unet)
             for attempt in (1, 2):
                 self._make_room(reserve)
                 failed = None
                 try:
-                    return self._sample(base, conditioning, sampler, noise, progress, decode)
+                    return self._sample(base, conditioning, sampler, noise, progress, decode, loras)
                 except Exception as e:  # noqa: BLE001 - only out-of-memory is handled here
                     if not memory.is_out_of_memory(e):
                         raise
@@ -415,7 +428,8 @@ class Engine:
                 "to leave more room for the work itself."
             )
 
-    def _sample(self, base: BaseModel, c: Conditioning, sampler: Sampler, noise: torch.Tensor, progress, decode: bool):
+    def _sample(self, base: BaseModel, c: Conditioning, sampler: Sampler, noise: torch.Tensor, progress, decode: bool,
+                loras: LoraPatch):
         timings = {}
         with self._run_lock, torch.inference_mode():
             extra = after_step = None
@@ -423,8 +437,11 @@ class Engine:
                 extra = c.inpainting.unet_channels(sampler.num_images)
                 after_step = c.inpainting.step_hook(noise.to(self.device), sampler)
             patch = c.unet_patch.applied(base.unet) if c.unet_patch is not None else contextlib.nullcontext()
+            # The LoRAs are fused into the shared UNet for this run only and taken out on the way
+            # out of the block, also on error and on cancel (``Cancelled`` from the loop).
+            fused = loras.applied(base.unet) if loras else contextlib.nullcontext()
             t0 = time.perf_counter()
-            with patch:
+            with fused, patch:
                 latents = denoise(
                     base.unet, make_scheduler(sampler.scheduler), noise, c.context, c.uncond,
                     steps=sampler.steps, guidance=sampler.guidance, controls=c.controls,

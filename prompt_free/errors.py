@@ -13,6 +13,10 @@ class CheckpointError(PromptFreeError):
     """A weight file is missing, unreadable, or not what it was said to be."""
 
 
+class LoraMismatchError(CheckpointError):
+    """A LoRA file whose layers the base model lacks, or whose shapes differ from the base model's."""
+
+
 class ConfigError(PromptFreeError):
     """A model configuration or a ``checkpoints.yaml`` entry is invalid."""
 

@@ -6,6 +6,7 @@ makes room within the memory budget before anything reaches the device.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,6 +16,8 @@ from . import tiny
 from .errors import CheckpointError, ModelUnavailableError
 from .registry import Entry
 from .settings import hub_offline
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -138,3 +141,16 @@ def from_diffusers_source(engine, src, cls_name: str, subfolder: Optional[str], 
             "be downloaded. Download it where the Hugging Face Hub is reachable, or point a `path:` at a local "
             "copy in checkpoints.yaml."
         ) from None
+
+
+def build_lora(engine, entry: Entry):
+    """A ``loras:`` entry: its safetensors file read into ``lora.LoraWeights`` on the device."""
+    from .lora import read_lora
+
+    path = engine.registry.resolve_file(entry.sources, entry.label, engine.allow_download)
+    weights = read_lora(path, entry.name)
+    if weights.ignored_text_encoder:
+        log.info(
+            "%s: its %d text-encoder layers are ignored (prompt-free generation uses no text encoder)",
+            entry.label, weights.ignored_text_encoder)
+    return engine.place(weights)

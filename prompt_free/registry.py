@@ -18,12 +18,13 @@ from .errors import ChecksumError, ConfigError, ModelUnavailableError, UnknownMo
 from .settings import hub_offline
 
 DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints.yaml"
-KINDS = ("seecoders", "base_models", "controlnets", "ip_adapters")
+KINDS = ("seecoders", "base_models", "controlnets", "ip_adapters", "loras")
 KIND_LABEL = {
     "seecoders": "SeeCoder",
     "base_models": "base model",
     "controlnets": "ControlNet",
     "ip_adapters": "IP-Adapter",
+    "loras": "LoRA",
 }
 SOURCE_KEYS = {"path", "repo", "file", "subfolder", "revision", "repo_type", "sha256"}
 ENTRY_OPTIONS = {
@@ -31,6 +32,7 @@ ENTRY_OPTIONS = {
     "base_models": {"format", "vae", "inpainting", "seed", "unet_config", "vae_config"},
     "controlnets": {"preprocessor", "kind", "seed", "config"},
     "ip_adapters": {"image_encoder", "seed"},
+    "loras": set(),
 }
 # The kinds of map a ControlNet takes (``kind:`` of a controlnets entry).
 CONTROL_KINDS = ("openpose", "canny", "depth", "softedge", "mlsd", "normal", "scribble", "lineart",
@@ -40,7 +42,9 @@ TINY_BUILDERS = {
     "base_models": {"sd"},
     "controlnets": {"controlnet"},
     "ip_adapters": set(),
+    "loras": set(),
 }
+NO_LORA = "none"  # the LoRA pickers' "no LoRA" choice, so no entry may take this name
 BASE_MODEL_FORMATS = {"diffusers", "single_file", "pfd_unet"}
 MODEL_INDEX = "model_index.json"  # the file that marks a diffusers model repo (root or subfolder)
 
@@ -192,6 +196,8 @@ def _parse_entry(kind: str, name: str, spec: Any, base_dir: Path) -> Entry:
     for key in ("vae", "image_encoder"):
         if key in options:
             options[key] = _parse_source(options[key], f"{where} {key}", base_dir)
+    if kind == "loras":
+        _check_lora_sources(name, sources, where)
     unc = options.get("unconditional")
     if kind == "seecoders":
         if unc is None or unc == "zeros":
@@ -201,6 +207,19 @@ def _parse_entry(kind: str, name: str, spec: Any, base_dir: Path) -> Entry:
         else:
             options["unconditional"] = _parse_source(unc, f"{where} unconditional", base_dir)
     return Entry(kind, name, sources, tiny, options)
+
+
+def _check_lora_sources(name: str, sources: Tuple[Source, ...], where: str) -> None:
+    """A LoRA is one .safetensors file (kohya or diffusers/PEFT keys): pickles are never read."""
+    if name.strip().lower() == NO_LORA:
+        raise ConfigError(f"{where}: '{NO_LORA}' means 'no LoRA' in the pickers; give this LoRA another name")
+    for src in sources:
+        if src.repo is not None and not src.file:
+            raise ConfigError(f"{where}: a hub LoRA is one file of the repo: add `file: <name>.safetensors`")
+        filename = src.file if src.repo is not None else src.path.name
+        if not filename.lower().endswith(".safetensors"):
+            raise ConfigError(f"{where}: LoRA files are read as .safetensors only (pickled .bin/.pt/.ckpt files are "
+                              f"not loaded), got '{filename}'")
 
 
 class Registry:
@@ -215,7 +234,10 @@ class Registry:
 
     @property
     def is_tiny(self) -> bool:
-        return all(e.tiny is not None for kind in self.entries.values() for e in kind.values())
+        """Every model is a tiny random one (LoRA files added to such a profile do not count:
+        its pictures stay meaningless)."""
+        return all(e.tiny is not None for kind, section in self.entries.items() if kind != "loras"
+                   for e in section.values())
 
     @classmethod
     def load(cls, path=None, profile: str = "real") -> "Registry":

@@ -63,7 +63,9 @@ def make_scheduler(name: str = DEFAULT_SCHEDULER):
 
 @dataclass(frozen=True)
 class Sampler:
-    """How to sample one run: size, seeds, steps, guidance and scheduler (defaults: the paper's).
+    """How to sample one run: size, seeds, steps, guidance, scheduler (defaults: the paper's)
+    and the LoRAs applied to the base model for this run only (``loras``: (name, scale) pairs,
+    at most ``settings.MAX_LORAS``; empty: the base model as it is).
 
     Image i of a run uses seed ``seed + i``. ``checked()`` validates every field against
     ``settings`` and floors the size to multiples of 64 (official)."""
@@ -75,6 +77,7 @@ class Sampler:
     steps: int = 50
     guidance: float = 2.0
     scheduler: str = DEFAULT_SCHEDULER
+    loras: Tuple[Tuple[str, float], ...] = ()
 
     def checked(self) -> "Sampler":
         from .images import snap_size
@@ -86,11 +89,30 @@ class Sampler:
         if self.scheduler not in SCHEDULERS:
             raise InvalidSettingError(f"unknown scheduler '{self.scheduler}'; choose one of: {', '.join(SCHEDULERS)}")
         width, height = snap_size(self.width, self.height)
-        return Sampler(width, height, seed, num_images, steps, guidance, self.scheduler)
+        return Sampler(width, height, seed, num_images, steps, guidance, self.scheduler, checked_loras(self.loras))
 
     @property
     def seeds(self) -> List[int]:
         return [self.seed + i for i in range(self.num_images)]
+
+
+def checked_loras(loras) -> Tuple[Tuple[str, float], ...]:
+    """``loras`` as ((name, scale), ...): at most ``settings.MAX_LORAS``, each named once, each
+    scale in ``settings.LORA_SCALE``. Whether the names exist is the registry's check."""
+    try:
+        pairs = [(name, scale) for name, scale in (loras or ())]
+    except (TypeError, ValueError):
+        raise InvalidSettingError(f"loras must be (name, scale) pairs, got {loras!r}") from None
+    if len(pairs) > settings.MAX_LORAS:
+        raise InvalidSettingError(f"at most {settings.MAX_LORAS} LoRAs can be applied at once, got {len(pairs)}")
+    out = []
+    for name, scale in pairs:
+        if not isinstance(name, str) or not name:
+            raise InvalidSettingError(f"a LoRA is chosen by its name in checkpoints.yaml, got {name!r}")
+        if any(name == n for n, _ in out):
+            raise InvalidSettingError(f"LoRA '{name}' is chosen twice; choose it once, with one scale")
+        out.append((name, float(settings.LORA_SCALE.check(scale, f"the scale of LoRA '{name}'"))))
+    return tuple(out)
 
 
 def initial_noise(seeds: Sequence[int], shape: Tuple[int, int, int]) -> torch.Tensor:

@@ -78,6 +78,10 @@ DETECT_RESOLUTION = Range("detection resolution", 64, 4096, 512, integer=True)
 MAX_REFERENCES = 4
 REFERENCE_WEIGHT = Range("reference weight", 0.0, 2.0, 1.0, step=0.05)
 
+# LoRAs on the base model (every tab): at most MAX_LORAS per run, each with its own scale.
+MAX_LORAS = 2
+LORA_SCALE = Range("LoRA scale", -2.0, 2.0, 1.0, step=0.05)
+
 # Comparison baselines.
 CONTENT_SCALE = Range("content ControlNet scale", 0.0, 2.0, 1.0, step=0.05)
 IP_ADAPTER_SCALE = Range("IP-Adapter scale", 0.0, 2.0, 1.0, step=0.05)

@@ -41,6 +41,11 @@ def read_state_dict(path, *, device: str = "cpu") -> Dict[str, torch.Tensor]:
     return _read_pickle(path, device)
 
 
+def read_safetensors(path, *, device: str = "cpu") -> Dict[str, torch.Tensor]:
+    """A .safetensors file's ``{key: tensor}`` (never a pickle, whatever the file's name)."""
+    return _read_safetensors(Path(path), device)
+
+
 def _read_safetensors(path: Path, device: str) -> Dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 

@@ -42,6 +42,7 @@ from .widgets import (
     connect_preprocessor,
     run_buttons,
     stop_cancels,
+    lora_pickers,
     model_pickers,
     preprocessor_dropdown,
     progress_callback,
@@ -226,12 +227,13 @@ def build(engine) -> None:
                 models = model_pickers(engine)
                 columns, baselines = _columns_and_baselines(ip_names)
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
+                loras = lora_pickers(engine, "compare")
                 run, stop = run_buttons("Compare", "compare")
         outputs = _outputs(ip_names)
         size_follows_image(engine, structure.image, controls)
         _examples(reference, structure, choices)
 
-        def run_compare(reference_image, structure, models, columns, baselines, sampler, progress):
+        def run_compare(reference_image, structure, models, columns, baselines, sampler, loras, progress):
             seed = sampler.pick_seed()
             methods = columns.methods()
             if not methods:
@@ -242,7 +244,7 @@ def build(engine) -> None:
                 engine, reference_image, structure.image, structure.kind, mode=structure.mode,
                 preprocessor=structure.preprocessor,
                 settings=CompareSettings(**models.settings(), **sampler.settings(seed), methods=tuple(methods),
-                                         **baselines.settings()),
+                                         **baselines.settings(), **loras.settings()),
                 progress=progress_callback(progress, "Comparing"),
             )
             images = [result.columns[m].image if m in result.columns else None for m in METHODS]
@@ -251,7 +253,8 @@ def build(engine) -> None:
             download = _save_side_by_side(result.side_by_side, seed, outputs.download.GRADIO_CACHE)
             return (*images, *stats, differences_table(result), download, used_maps, seed)
 
-        api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls)
+        api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls,
+                       loras)
         event = run.click(api.fn, inputs=api.inputs, outputs=[*outputs.components(), controls.seed], api_name="compare")
         stop_cancels(stop, event)
 

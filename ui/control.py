@@ -34,6 +34,7 @@ from .widgets import (
     run_buttons,
     stop_cancels,
     format_info,
+    lora_pickers,
     model_pickers,
     preprocessor_dropdown,
     progress_callback,
@@ -141,6 +142,7 @@ def build(engine) -> None:
                 panel = control_panel(engine, choices)
                 first, use_second, second = panel.first, panel.use_second, panel.second
                 controls = sampler_controls(engine)
+                loras = lora_pickers(engine, "control")
                 run, stop = run_buttons("Generate", "control")
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
@@ -150,16 +152,16 @@ def build(engine) -> None:
         size_follows_image(engine, first.image, controls)
         _examples(reference, first, use_second, second)
 
-        def generate(reference_image, models, first, use_second, second, check_maps, sampler, progress):
+        def generate(reference_image, models, first, use_second, second, check_maps, sampler, loras, progress):
             seed = sampler.pick_seed()
             specs = ControlPanel.specs(first, use_second, second, check_maps)
             result = reference_control(
-                engine, reference_image, specs, ControlSettings(**models.settings(), **sampler.settings(seed)),
+                engine, reference_image, specs, ControlSettings(**models.settings(), **sampler.settings(seed), **loras.settings()),
                 progress=progress_callback(progress),
             )
             return result.images + result.extras, _info(result.info), seed
 
-        api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls)
+        api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls, loras)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
         stop_cancels(stop, event)
 

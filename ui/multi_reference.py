@@ -6,7 +6,8 @@ API (``/multi_reference``), parameters in order:
     blend (average | concatenate | regions), seecoder, base_model,
     use_control, type1, image1, mode1, preprocessor1, scale1, start1, end1,
     use_second, type2, image2, mode2, preprocessor2, scale2, start2, end2, check_maps,
-    guidance, steps, width, height, seed, randomize_seed, num_images, scheduler
+    guidance, steps, width, height, seed, randomize_seed, num_images, scheduler,
+    lora_1, lora_1_scale, lora_2, lora_2_scale
 (the ControlNet inputs only when ``checkpoints.yaml`` has structure ControlNets)
 outputs: gallery (the results, then the control maps used), info (markdown), seed used.
 """
@@ -27,6 +28,7 @@ from .endpoint import InputGroup, endpoint
 from .uploads import image_input
 from .widgets import (
     format_info,
+    lora_pickers,
     model_pickers,
     progress_callback,
     run_buttons,
@@ -109,6 +111,7 @@ def build(engine) -> None:
                     use_control.change(lambda on: gr.update(visible=bool(on)), inputs=[use_control],
                                        outputs=[control_group], queue=False, api_visibility="private")
                 controls = sampler_controls(engine, elem_prefix="multi")
+                loras = lora_pickers(engine, "multi")
                 run, stop = run_buttons("Generate", "multi")
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
@@ -116,7 +119,7 @@ def build(engine) -> None:
                 info = gr.Markdown(elem_id="multi-info")
 
         def generate(slots, blend, models, *rest, progress):
-            *control_values, sampler = rest
+            *control_values, sampler, loras = rest
             specs = []
             if control_values:
                 use, first, use_second, second, check_maps = control_values
@@ -124,7 +127,8 @@ def build(engine) -> None:
             seed = sampler.pick_seed()
             result = multi_reference(
                 engine, slots.references(),
-                MultiReferenceSettings(**models.settings(), **sampler.settings(seed), blend=blend, controls=specs),
+                MultiReferenceSettings(**models.settings(), **sampler.settings(seed), **loras.settings(),
+                                       blend=blend, controls=specs),
                 progress=progress_callback(progress),
             )
             return result.images + result.extras, _info(result.info), seed
@@ -132,7 +136,7 @@ def build(engine) -> None:
         control_parts = [("use_control", use_control), *panel.parts()] if panel is not None else []
         if panel is not None:
             size_follows_image(engine, panel.first.image, controls)
-        api = endpoint(generate, slots, ("blend", blend), models, *control_parts, controls)
+        api = endpoint(generate, slots, ("blend", blend), models, *control_parts, controls, loras)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="multi_reference")
         stop_cancels(stop, event)
 

@@ -43,6 +43,7 @@ from .widgets import (
     format_info,
     progress_callback,
     run_buttons,
+    lora_pickers,
     sampler_controls,
     seecoder_picker,
     slider,
@@ -233,6 +234,7 @@ def build(engine) -> None:
                 person, garment, editor, mask_mode, make, mask_upload = _photos_and_mask_editor()
                 options, max_side, models = _tryon_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False)
+                loras = lora_pickers(engine, "tryon")
                 run, stop = run_buttons("Try on", "tryon")
                 mask = image_input(format="png", visible=False, label="Mask (API)",
                                    elem_id="tryon-mask")
@@ -254,19 +256,19 @@ def build(engine) -> None:
                 return None  # the run reports the missing photo
             return editor_mask(value, load_person(path).size)
 
-        def generate(images, models, options, sampler, max_side, progress):
+        def generate(images, models, options, sampler, max_side, loras, progress):
             seed = sampler.pick_seed()
             base_model = None if models.base_model in (None, "", AUTO_BASE) else models.base_model
             result = virtual_tryon(
                 engine, images.person, images.garment, images.mask_or_mode(),
                 TryOnSettings(base_model=base_model, seecoder=models.seecoder, **options.settings(),
-                              **sampler.settings(seed), max_side=max_side),
+                              **sampler.settings(seed), max_side=max_side, **loras.settings()),
                 progress=progress_callback(progress),
             )
             return result.images, result.extras, _info(result.info), seed
 
         api = endpoint(generate, TryOnImages(person, garment, mask, mask_mode), models, options, controls,
-                       ("max_side", max_side))
+                       ("max_side", max_side), loras)
         taken = run.click(take_mask, inputs=[editor, person], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="virtual_tryon",

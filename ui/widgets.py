@@ -16,10 +16,13 @@ import gradio as gr
 from prompt_free import detectors  # the UI's one reach into the detectors
 from prompt_free.errors import PromptFreeError
 from prompt_free.sampling import DEFAULT_SCHEDULER, SCHEDULERS
+from prompt_free.registry import NO_LORA
 from prompt_free.settings import (
     FOLLOW_SIZE_HI,
     FOLLOW_SIZE_LO,
     GUIDANCE,
+    LORA_SCALE,
+    MAX_LORAS,
     NUM_IMAGES,
     SEED,
     SIZE,
@@ -145,6 +148,40 @@ class SamplerControls(InputGroup):
         """The values (of a handler's group) as task-settings keywords, with the seed used."""
         names = ("guidance", "steps", "width", "height", "num_images", "scheduler")
         return {**{k: getattr(self, k) for k in names if getattr(self, k) is not None}, "seed": seed}
+
+
+@dataclass
+class LoraPickers(InputGroup):
+    """Up to ``MAX_LORAS`` LoRAs, each a name (``NO_LORA``: none) and a scale. Public names:
+    ``lora_1``, ``lora_1_scale``, ``lora_2``, ``lora_2_scale``; add the group as the last part of
+    an endpoint, so calls that leave them out get no LoRA."""
+
+    lora_1: gr.Dropdown
+    lora_1_scale: gr.Slider
+    lora_2: gr.Dropdown
+    lora_2_scale: gr.Slider
+
+    def settings(self) -> dict:
+        """``{"loras": ((name, scale), ...)}`` (of a handler's group) for any task's settings."""
+        pairs = ((self.lora_1, self.lora_1_scale), (self.lora_2, self.lora_2_scale))
+        return {"loras": tuple((name, scale) for name, scale in pairs if name and name != NO_LORA)}
+
+
+def lora_pickers(engine, elem_prefix: str) -> LoraPickers:
+    """The LoRA picker of a tab (elem_ids ``<prefix>-lora-1``, ``<prefix>-lora-1-scale`` ...)."""
+    assert MAX_LORAS == 2, "LoraPickers has two slots"
+    names = engine.registry.names("loras")
+    info = ("LoRAs from checkpoints.yaml (`loras:`), applied to the base model for this run only" if names
+            else "No LoRA is defined: add files under `loras:` in checkpoints.yaml")
+    parts = []
+    with gr.Accordion("LoRA", open=False, elem_id=f"{elem_prefix}-lora"):
+        for i in (1, 2):
+            with gr.Row():
+                # Custom values reach the task, whose error names the known LoRAs.
+                parts.append(gr.Dropdown([NO_LORA, *names], value=NO_LORA, label=f"LoRA {i}", info=info if i == 1 else None,
+                                         allow_custom_value=True, elem_id=f"{elem_prefix}-lora-{i}", scale=3))
+                parts.append(slider(LORA_SCALE, f"LoRA {i} scale", elem_id=f"{elem_prefix}-lora-{i}-scale", scale=2))
+    return LoraPickers(*parts)
 
 
 def seecoder_picker(engine) -> gr.Dropdown:
@@ -279,6 +316,9 @@ def format_info(info: dict) -> str:
         parts.append(f"seeds {', '.join(map(str, seeds))}")
     if "width" in info:
         parts.append(f"{info['width']}x{info['height']}")
+    loras = info.get("loras")
+    if loras:
+        parts.append("LoRA " + ", ".join(f"{name} x{scale:g}" for name, scale in loras))
     if timing:
         parts.append(timing)
     return " · ".join(parts)

@@ -42,6 +42,7 @@ class SamplerSettings:
     seed: int = 20
     num_images: int = 1
     scheduler: str = DEFAULT_SCHEDULER
+    loras: Tuple[Tuple[str, float], ...] = ()  # (name in checkpoints.yaml `loras:`, scale); empty: none
 
 
 def holds_models(task):
@@ -66,12 +67,15 @@ def resolve_defaults(engine, settings: SamplerSettings) -> SamplerSettings:
 
 def begin(engine, settings: SamplerSettings) -> SamplerSettings:
     """The checks every request starts with: defaults filled in, every sampler setting in range
-    (a size left to the task, None, is checked by ``sampler_for`` later), SeeCoder and base
-    model known to the registry (``UnknownModelError`` naming the known ones). Nothing is
+    (a size left to the task, None, is checked by ``sampler_for`` later), SeeCoder, base model
+    and LoRAs known to the registry (``UnknownModelError`` naming the known ones). Nothing is
     loaded, no image opened."""
     s = resolve_defaults(engine, settings)
-    sampler_for(s, _SIZE_PLACEHOLDER if s.width is None else s.width, _SIZE_PLACEHOLDER if s.height is None else s.height)
+    s = replace(s, loras=sampler_for(s, _SIZE_PLACEHOLDER if s.width is None else s.width,
+                                     _SIZE_PLACEHOLDER if s.height is None else s.height).loras)
     engine.registry.entry("seecoders", s.seecoder)
+    for name, _ in s.loras:
+        engine.registry.entry("loras", name)
     if s.base_model is not None:
         engine.registry.entry("base_models", s.base_model)
     return s
@@ -85,7 +89,7 @@ def sampler_for(s: SamplerSettings, width=None, height=None, num_images=None) ->
     return Sampler(
         width=s.width if width is None else width, height=s.height if height is None else height,
         seed=s.seed, num_images=s.num_images if num_images is None else num_images,
-        steps=s.steps, guidance=s.guidance, scheduler=s.scheduler,
+        steps=s.steps, guidance=s.guidance, scheduler=s.scheduler, loras=s.loras,
     ).checked()
 
 
@@ -117,11 +121,17 @@ def check_work(runs: Sequence[Tuple[Sampler, int]]) -> float:
 
 def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:
     """The part of ``TaskResult.info`` every task reports."""
-    return {
+    info = {
         "seeds": sampler.seeds, "width": sampler.width, "height": sampler.height,
         "seecoder": s.seecoder, "base_model": s.base_model, "steps": sampler.steps,
         "guidance": sampler.guidance, "scheduler": sampler.scheduler,
     }
+    return {**info, **lora_info(sampler)}
+
+
+def lora_info(sampler: Sampler) -> Dict[str, Any]:
+    """``{"loras": [[name, scale], ...]}`` when the run applies LoRAs, else nothing."""
+    return {"loras": [list(pair) for pair in sampler.loras]} if sampler.loras else {}
 
 
 @contextmanager

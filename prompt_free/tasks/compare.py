@@ -39,7 +39,7 @@ from ..errors import ConfigError, InputImageError, InvalidSettingError
 from ..images import image_to_tensor, prepare_reference, side_by_side
 from ..ip_adapter import TextTokensOnly, image_tokens, load_ip_adapter
 from ..sampling import ControlInput, Sampler
-from .common import TaskResult, begin, check_work, holds_models, sampler_for, timed
+from .common import TaskResult, begin, check_work, holds_models, lora_info, sampler_for, timed
 from .control import ControlSettings
 from .controls import (
     MODE_AS_IS,
@@ -375,6 +375,7 @@ def compare(
         "ip_adapter": checked.ip, "prompt": checked.prompt, "negative_prompt": checked.negative,
         "methods": list(methods), "device": str(engine.device),
         "timings": {"shared": shared_s, **{m: c.timings["wall"] for m, c in columns.items()}},
+        **lora_info(sampler),
     }
     return CompareResult(images, [structure_map], info, columns=columns, side_by_side=side_by_side(images))
 

@@ -41,7 +41,8 @@ from .. import settings
 from ..conditioning import Conditioning, LatentBlend, MaskedImageChannels
 from ..errors import ConfigError, InputImageError, ModelUnavailableError
 from ..images import check_min_side, image_to_tensor, load_image, prepare_reference
-from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, timed
+from .common import (Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, lora_info, sampler_for,
+                     timed)
 from ..sampling import ControlInput
 from .controls import control_kind
 
@@ -270,7 +271,7 @@ def virtual_tryon(
         "seeds": gen.seeds, "width": person_img.width, "height": person_img.height, "generation_size": (gw, gh),
         "method": method, "base_model": base.name, "seecoder": s.seecoder,
         "controlnet": controlnet, "mask": mode or MASK_IMAGE, "steps": sampler.steps, "guidance": sampler.guidance,
-        "scheduler": sampler.scheduler, "notes": notes, "timings": timings,
+        "scheduler": sampler.scheduler, "notes": notes, "timings": timings, **lora_info(sampler),
     }
     return TaskResult(images, extras, info)
 
