@@ -1,5 +1,6 @@
-"""Masks for inpainting tasks (Virtual Try-On): from a painted or uploaded image, or drawn
-automatically from OpenPose body keypoints; dilation and feathering; paste-back; garment crop.
+"""Masks for inpainting tasks (Edit with a reference, Virtual Try-On): from a painted or
+uploaded image (``fit_mask`` resizes one of another size), or drawn automatically from OpenPose
+body keypoints; dilation and feathering; paste-back; garment (subject) crop.
 
 Conventions
 * A mask is a boolean (H, W) array, True = the region to change (white in a mask image).
