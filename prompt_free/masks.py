@@ -1,5 +1,6 @@
-"""Masks for inpainting tasks (Virtual Try-On): from a painted or uploaded image, or drawn
-automatically from OpenPose body keypoints; dilation and feathering; paste-back; garment crop.
+"""Masks for inpainting tasks (Edit with a reference, Virtual Try-On): from a painted or
+uploaded image (``fit_mask`` resizes one of another size), or drawn automatically from OpenPose
+body keypoints; dilation and feathering; paste-back; garment (subject) crop.
 
 Conventions
 * A mask is a boolean (H, W) array, True = the region to change (white in a mask image).
@@ -80,6 +81,20 @@ def load_mask(mask, size: Optional[Tuple[int, int]] = None, what: str = "mask im
             )
         m = cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
     return m
+
+
+def fit_mask(mask: np.ndarray, size: Tuple[int, int], what: str = "mask image") -> Tuple[np.ndarray, Optional[str]]:
+    """A bool mask resized (nearest) to ``size`` (width, height), stretched when its aspect
+    ratio differs, and a note that says so (None when it already has that size)."""
+    h, w = mask.shape
+    W, H = int(size[0]), int(size[1])
+    if (w, h) == (W, H):
+        return mask, None
+    out = cv2.resize(mask.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
+    note = f"the {what} is {w}x{h}, the photo {W}x{H}: the mask was resized to the photo"
+    if abs(np.log((w / h) / (W / H))) > 0.02:
+        note += " (stretched: its aspect ratio differs from the photo's)"
+    return out, note
 
 
 def _array_mask(a: np.ndarray) -> np.ndarray:

@@ -68,6 +68,28 @@ def compare(page):
     page.screenshot(path=str(OUT / "screenshot-compare.png"), full_page=True)
 
 
+def edit(page):
+    page.get_by_role("tab", name="Edit with a Reference").click()
+    page.locator("#edit-photo input[type=file]").set_input_files(str(EXAMPLES / "coffee.jpg"))
+    page.wait_for_selector("#edit-photo img", timeout=30_000)
+    page.locator("#edit-reference input[type=file]").set_input_files(str(EXAMPLES / "chelsea.jpg"))
+    page.wait_for_selector("#edit-reference img", timeout=30_000)
+    page.wait_for_timeout(1000)  # the photo reaches the mask editor
+    canvas = page.locator("#edit-mask-editor canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] * 0.38, box["y"] + box["height"] * 0.4
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for i in range(1, 13):  # a zigzag over the cup
+        page.mouse.move(x + (i % 2) * box["width"] * 0.22, y + i * box["height"] * 0.02, steps=3)
+    page.mouse.up()
+    page.locator("#edit-run").click()
+    page.wait_for_selector("#edit-gallery img", timeout=300_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(OUT / "screenshot-edit.png"), full_page=True)
+
+
 def tryon(page):
     page.get_by_role("tab", name="Virtual Try-On").click()
     page.locator("#tryon-person input[type=file]").set_input_files(str(EXAMPLES / "tryon_person.png"))
@@ -85,7 +107,7 @@ def tryon(page):
 
 
 if __name__ == "__main__":
-    tabs = sys.argv[1:] or ["variation", "control", "multi_reference", "compare", "tryon"]
+    tabs = sys.argv[1:] or ["variation", "control", "multi_reference", "compare", "edit", "tryon"]
     with running_app("tiny") as (engine, demo, url):
         for name in tabs:
             with chromium_page(url) as page:

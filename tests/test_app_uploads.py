@@ -77,6 +77,12 @@ def tryon(files, person=PERSON, garment=GARMENT, mask=MASK):
                               2.0, 1, 4, False, 1, "DDIM", S]
 
 
+def edit(files, photo=None, reference=None, mask=MASK):
+    # the try-on mask on the S x S photo: another size and aspect ratio, resized with a note
+    return "/edit_reference", [_f(photo or files[1]), _f(reference or files[1]), _f(mask), "SeeCoder", "auto", 2, 3,
+                               False, 2.0, 1, 4, False, 1, "DDIM", S]
+
+
 # (endpoint builder, its image input, how messages name that input, the files it gets)
 INPUTS = [
     (variation, "reference", "reference image", U.ALL),
@@ -92,6 +98,9 @@ INPUTS = [
     (tryon, "person", "person photo", U.ALL),
     (tryon, "garment", "garment image", U.CORE),
     (tryon, "mask", "mask image", U.ALL),
+    (edit, "photo", "photo", U.CORE),
+    (edit, "reference", "reference image", U.CORE),
+    (edit, "mask", "mask image", U.CORE),
 ]
 CASES = [pytest.param(build, arg, what, name, id=f"{build.__name__}-{arg}-{name}")
          for build, arg, what, names in INPUTS for name in names]
@@ -119,7 +128,7 @@ def _one_image(result):
     return np.asarray(Image.open(first[0]["image"] if isinstance(first, list) else first).convert("RGB"))
 
 
-@pytest.mark.parametrize("build", [variation, control, multi, compare, tryon], ids=lambda b: b.__name__)
+@pytest.mark.parametrize("build", [variation, control, multi, compare, tryon, edit], ids=lambda b: b.__name__)
 def test_the_server_keeps_serving_after_the_bad_uploads(client, files, build):
     api_name, args = build(files)
     assert _one_image(client.predict(*args, api_name=api_name)).size > 0

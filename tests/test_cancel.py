@@ -15,9 +15,11 @@ from prompt_free.tasks import (
     CompareSettings,
     ControlSettings,
     ControlSpec,
+    EditSettings,
     TryOnSettings,
     VariationSettings,
     compare,
+    edit_with_reference,
     image_variation,
     reference_control,
     virtual_tryon,
@@ -64,7 +66,7 @@ def _person_and_mask():
     return person, mask
 
 
-@pytest.mark.parametrize("task", ["variation", "control", "compare", "tryon"])
+@pytest.mark.parametrize("task", ["variation", "control", "compare", "tryon", "edit"])
 def test_a_request_over_the_work_limit_is_refused_before_any_model_loads(monkeypatch, task):
     monkeypatch.setenv("PFD_MAX_WORK", "2")
     fresh = Engine.from_profile("tiny", device="cpu")
@@ -77,10 +79,13 @@ def test_a_request_over_the_work_limit_is_refused_before_any_model_loads(monkeyp
         elif task == "compare":
             compare(fresh, REF, EXAMPLES / "pose_standing.png", "openpose", mode="use as-is",
                     settings=CompareSettings(width=256, height=256, steps=12, methods=["prompt_free", "dual_controlnet"]))
-        else:
+        elif task == "tryon":
             person, mask = _person_and_mask()
             virtual_tryon(fresh, person, EXAMPLES / "tryon_garment_shirt.png", mask,
                           TryOnSettings(steps=150, pose_control=False))  # 150x230 x 150 = 5.2
+        else:
+            person, mask = _person_and_mask()
+            edit_with_reference(fresh, person, mask, REF, EditSettings(steps=150))  # generated at 320x512: 24.6
     assert "megapixel-steps" in str(e.value)
     assert not fresh.load_counts  # refused before any model loaded
 

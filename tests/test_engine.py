@@ -256,7 +256,8 @@ def test_low_precision_engine_runs_every_task():
     """bf16 on the CPU stands in for fp16 on CUDA: every task's casts between the fp32 sampler
     state and low-precision models must hold."""
     from prompt_free.tasks import (
-        CompareSettings, ControlSettings, ControlSpec, TryOnSettings, compare, reference_control, virtual_tryon,
+        CompareSettings, ControlSettings, ControlSpec, EditSettings, TryOnSettings, compare, edit_with_reference,
+        reference_control, virtual_tryon,
     )
     from tests._app import EXAMPLES
 
@@ -271,8 +272,10 @@ def test_low_precision_engine_runs_every_task():
         *[c.image for c in compare(engine, ref, pose, "openpose", settings=CompareSettings(width=64, height=128, steps=2)).columns.values()],
         virtual_tryon(engine, EXAMPLES / "tryon_person.png", EXAMPLES / "tryon_garment_shirt.png",
                       EXAMPLES / "tryon_person_mask.png", TryOnSettings(steps=2, max_side=128, pose_control=False)).images[0],
+        edit_with_reference(engine, EXAMPLES / "tryon_person.png", EXAMPLES / "tryon_person_mask.png", ref,
+                            EditSettings(steps=2, max_side=64, base_model="Tiny SD")).images[0],  # latent blending
     ]
-    assert len(outputs) == 5
+    assert len(outputs) == 6
     for img in outputs:
         a = np.asarray(img, dtype=float)
         assert np.isfinite(a).all() and a.std() > 0

@@ -27,9 +27,11 @@ from prompt_free.tasks import (
     CompareSettings,
     ControlSettings,
     ControlSpec,
+    EditSettings,
     TryOnSettings,
     VariationSettings,
     compare,
+    edit_with_reference,
     image_variation,
     reference_control,
     virtual_tryon,
@@ -97,6 +99,13 @@ def run_tab(engine, tab: str):
             steps=3, seed=4, max_side=128, pose_control=False, num_images=2, base_model="Tiny SD Inpainting"))
         return {"tryon_blend": blend.images[0], "tryon_inpaint_0": inpaint.images[0],
                 "tryon_inpaint_1": inpaint.images[1]}
+    if tab == "edit":
+        photo, mask = _person_and_mask()
+        blend = edit_with_reference(engine, photo, mask, ref, EditSettings(
+            steps=3, seed=6, max_side=192, dilation=3, feather=4, base_model="Tiny SD"))
+        inpaint = edit_with_reference(engine, photo, mask, EXAMPLES / "coffee.jpg", EditSettings(
+            steps=3, seed=8, max_side=128, crop_reference=True))  # auto: the inpainting model
+        return {"edit_blend": blend.images[0], "edit_inpaint": inpaint.images[0]}
     raise ValueError(tab)
 
 
@@ -114,7 +123,7 @@ def _record(tab: str, images) -> None:
         img.save(PINS / f"{name}.png")
 
 
-@pytest.mark.parametrize("tab", ["variation", "control", "compare", "tryon"])
+@pytest.mark.parametrize("tab", ["variation", "control", "compare", "tryon", "edit"])
 def test_same_seed_same_settings_give_the_pinned_pngs(engine, tab):
     images = run_tab(engine, tab)
     if RECORD:
@@ -166,6 +175,8 @@ def _endpoint_calls():
                      2.0, 3, 64, 96, 23, False, "DDIM"],
         "/virtual_tryon": [f("tryon_person.png"), f("tryon_garment_shirt.png"), f("tryon_person_mask.png"),
                            "mask image", "SeeCoder", "auto", 4, 4, True, False, 2.0, 3, 25, False, 1, "DDIM", 128],
+        "/edit_reference": [f("coffee.jpg"), f("chelsea.jpg"), f("tryon_person_mask.png"), "SeeCoder", "Tiny SD",
+                            3, 5, False, 2.5, 3, 27, False, 1, "DDIM", 128],
     }
 
 
@@ -192,7 +203,8 @@ def test_every_endpoint_keeps_its_name_and_parameters(client):
     assert params == json.loads(API_MANIFEST.read_text())
 
 
-@pytest.mark.parametrize("endpoint", ["/image_variation", "/reference_control", "/compare", "/virtual_tryon"])
+@pytest.mark.parametrize("endpoint", ["/image_variation", "/reference_control", "/compare", "/virtual_tryon",
+                                      "/edit_reference"])
 def test_every_endpoint_gives_the_pinned_pngs(client, endpoint):
     pictures = _pictures(client.predict(*_endpoint_calls()[endpoint], api_name=endpoint))
     assert pictures

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import atomic_cache, compare, control, multi_reference, tryon, variation
+from . import atomic_cache, compare, control, edit, multi_reference, tryon, variation
 from prompt_free import settings
 
 from .widgets import banner, memory_panel
 
 # The tabs in display order; each module has build(engine).
-TABS = (variation, control, multi_reference, compare, tryon)
+TABS = (variation, control, multi_reference, compare, edit, tryon)
 
 
 def build_app(engine) -> gr.Blocks:

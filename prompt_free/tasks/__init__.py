@@ -3,6 +3,7 @@
 from .common import TaskResult
 from .compare import CompareResult, CompareSettings, compare
 from .control import ControlSettings, ControlSpec, reference_control
+from .edit import EditSettings, edit_with_reference
 from .multi_reference import BLENDS, MultiReferenceSettings, Reference, multi_reference
 from .tryon import TryOnSettings, virtual_tryon
 from .variation import VariationSettings, image_variation
@@ -13,12 +14,14 @@ __all__ = [
     "CompareSettings",
     "ControlSettings",
     "ControlSpec",
+    "EditSettings",
     "MultiReferenceSettings",
     "Reference",
     "TaskResult",
     "TryOnSettings",
     "VariationSettings",
     "compare",
+    "edit_with_reference",
     "image_variation",
     "multi_reference",
     "reference_control",

@@ -1,0 +1,146 @@
+"""Edit with a Reference tab: fill a region of any photo with the content of a reference image
+(an object, a texture, a garment). Virtual Try-On is the same edit with a garment, a pose mask
+and pose control.
+
+The mask (the region to fill) is painted on the photo in an image editor, or uploaded as an
+image (white = change; it is loaded into the editor, resized to the photo with a warning when
+its size differs).
+
+API (``/edit_reference``), inputs in order (names as ``/virtual_tryon`` where they mean the same):
+    photo_image (image file), reference_image (image file), mask_image (image file, white or
+    painted = change; resized to the photo when its size differs), seecoder, base_model
+    ("auto": the inpainting model when configured), mask_dilation (px), mask_feather (px),
+    crop_reference, guidance, steps, seed, randomize_seed, num_images, scheduler, max_side
+    (longest side of the generation, 64..1536)
+outputs: gallery (results at the photo's size), gallery (mask and reference as used), info
+(markdown), seed used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from prompt_free import masks as M
+from prompt_free.tasks.edit import EditSettings, edit_with_reference, inpainting_base_model, load_photo
+
+from .endpoint import InputGroup, endpoint
+from .masking import (
+    MaskCanvas,
+    base_model_picker,
+    connect_editor,
+    edit_info,
+    editor_to_mask,
+    hidden_mask,
+    mask_edge_sliders,
+    mask_upload_input,
+    max_side_slider,
+    requested_base,
+)
+from .uploads import image_input
+from .widgets import ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker, stop_cancels
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+EDIT_CANVAS = MaskCanvas((640, 480))  # landscape, as most photos; others are letterboxed into it
+
+
+@dataclass
+class EditImages(InputGroup):
+    """The photo, the reference and the mask (the hidden image the editor's mask goes to)."""
+
+    photo: gr.Image
+    reference: gr.Image
+    mask: gr.Image
+
+    API_NAMES = {"photo": "photo_image", "reference": "reference_image", "mask": "mask_image"}
+
+
+@dataclass
+class EditOptions(InputGroup):
+    dilation: gr.Slider
+    feather: gr.Slider
+    crop_reference: gr.Checkbox
+
+    API_NAMES = {"dilation": "mask_dilation", "feather": "mask_feather"}
+
+    def settings(self) -> dict:
+        return {"dilation": self.dilation, "feather": self.feather, "crop_reference": bool(self.crop_reference)}
+
+
+def read_uploaded_mask(path, size):
+    """An uploaded mask at the photo's ``size``; one of another size is resized and a warning says so."""
+    m, note = M.fit_mask(M.load_mask(path), size)
+    if note:
+        gr.Warning(note[0].upper() + note[1:] + ".")
+    return m
+
+
+def _edit_settings(engine, inpaint) -> tuple:
+    """Edit options, the generation size and the models (base model "auto": the inpainting one)."""
+    with gr.Accordion("Edit settings", open=True):
+        dilation, feather = mask_edge_sliders("edit")
+        crop = gr.Checkbox(False, label="Crop the reference to its subject",
+                           info="Cuts a plain background off the reference before SeeCoder sees it", elem_id="edit-crop")
+        max_side = max_side_slider(engine, "edit", "photo")
+    models = ModelPickers(seecoder_picker(engine), base_model_picker(engine, inpaint, "edit"))
+    return EditOptions(dilation, feather, crop), max_side, models
+
+
+def build(engine) -> None:
+    inpaint = inpainting_base_model(engine)
+
+    with gr.Tab("Edit with a Reference", id="edit"):
+        gr.Markdown(
+            "Fill a region of any photo with the content of a **reference** image: an object, a texture, a garment. "
+            "Upload the **photo** and the **reference**, then paint the region to fill on the photo, or upload a mask "
+            "(white = change). The reference conditions the picture through SeeCoder; "
+            + (f"the inpainting model **{inpaint}** fills the region." if inpaint else
+               "latent blending keeps everything outside the mask.")
+            + " Outside the mask (plus dilation and feathering) the photo is returned unchanged, at its own size."
+        )
+        with gr.Row():
+            with gr.Column():
+                with gr.Row():
+                    photo = image_input(label="Photo", sources=["upload", "clipboard"], height=300,
+                                        elem_id="edit-photo")
+                    reference = image_input(label="Reference", sources=["upload", "clipboard"], height=300,
+                                            elem_id="edit-reference")
+                editor = EDIT_CANVAS.editor(label="Mask: paint the region to fill on the photo",
+                                            elem_id="edit-mask-editor")
+                mask_upload = mask_upload_input("edit")
+                options, max_side, models = _edit_settings(engine, inpaint)
+                controls = sampler_controls(engine, size=False, elem_prefix="edit")
+                loras = lora_pickers(engine, "edit")
+                run, stop = run_buttons("Edit", "edit")
+                mask = hidden_mask("edit")
+            with gr.Column():
+                gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="edit-gallery")
+                info = gr.Markdown(elem_id="edit-info")
+                used = gr.Gallery(label="Mask and reference as used", format="png", columns=2, height=240,
+                                  elem_id="edit-used")
+
+        if (EXAMPLES / "coffee.jpg").is_file() and (EXAMPLES / "chelsea.jpg").is_file():
+            gr.Examples(examples=[[str(EXAMPLES / "coffee.jpg"), str(EXAMPLES / "chelsea.jpg")]],
+                        inputs=[photo, reference], label="Example photo and reference")
+        connect_editor(EDIT_CANVAS, photo, editor, mask_upload, load_photo, read_uploaded_mask, "photo")
+        take_mask = editor_to_mask(EDIT_CANVAS, load_photo)
+
+        def generate(images, models, options, sampler, max_side, loras, progress):
+            seed = sampler.pick_seed()
+            result = edit_with_reference(
+                engine, images.photo, images.mask, images.reference,
+                EditSettings(base_model=requested_base(models.base_model), seecoder=models.seecoder,
+                             **options.settings(), **sampler.settings(seed), max_side=max_side, **loras.settings()),
+                progress=progress_callback(progress),
+            )
+            return result.images, result.extras, edit_info(result.info), seed
+
+        api = endpoint(generate, EditImages(photo, reference, mask), models, options, controls,
+                       ("max_side", max_side), loras)
+        taken = run.click(take_mask, inputs=[editor, photo], outputs=[mask], api_visibility="private")
+        event = taken.success(
+            api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="edit_reference",
+        )
+        stop_cancels(stop, taken, event)
