@@ -42,6 +42,7 @@ class SamplerSettings:
     seed: int = 20
     num_images: int = 1
     scheduler: str = DEFAULT_SCHEDULER
+    reference_strength: float = 1.0  # uncond + s * (cond - uncond); 1: the reference as encoded
 
 
 def holds_models(task):
@@ -71,6 +72,7 @@ def begin(engine, settings: SamplerSettings) -> SamplerSettings:
     loaded, no image opened."""
     s = resolve_defaults(engine, settings)
     sampler_for(s, _SIZE_PLACEHOLDER if s.width is None else s.width, _SIZE_PLACEHOLDER if s.height is None else s.height)
+    limits.REFERENCE_STRENGTH.check(s.reference_strength)
     engine.registry.entry("seecoders", s.seecoder)
     if s.base_model is not None:
         engine.registry.entry("base_models", s.base_model)

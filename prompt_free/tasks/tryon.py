@@ -41,6 +41,7 @@ from .. import settings
 from ..conditioning import Conditioning, LatentBlend, MaskedImageChannels
 from ..errors import ConfigError, InputImageError, ModelUnavailableError
 from ..images import check_min_side, image_to_tensor, load_image, prepare_reference
+from ..mixing import with_strength
 from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, timed
 from ..sampling import ControlInput
 from .controls import control_kind
@@ -251,6 +252,7 @@ def virtual_tryon(
     base = _resolve_base(engine, requested.base_model, notes)
     with timed(timings, "encode"):
         context, uncond = engine.encode_reference(garment_used, s.seecoder)
+    context = with_strength(context, uncond, s.reference_strength)
     controls, hint_img = [], None
     if controlnet is not None:
         hint_img = pose_map(people, (gw, gh), person_img.size)
@@ -269,7 +271,7 @@ def virtual_tryon(
     info = {
         "seeds": gen.seeds, "width": person_img.width, "height": person_img.height, "generation_size": (gw, gh),
         "method": method, "base_model": base.name, "seecoder": s.seecoder,
-        "controlnet": controlnet, "mask": mode or MASK_IMAGE, "steps": sampler.steps, "guidance": sampler.guidance,
+        "controlnet": controlnet, "reference_strength": s.reference_strength, "mask": mode or MASK_IMAGE, "steps": sampler.steps, "guidance": sampler.guidance,
         "scheduler": sampler.scheduler, "notes": notes, "timings": timings,
     }
     return TaskResult(images, extras, info)
