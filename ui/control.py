@@ -5,7 +5,8 @@ API (``/reference_control``), parameters in order (preprocessors by name, e.g. `
     reference_image, seecoder, base_model,
     type1, image1, mode1, preprocessor1, scale1, start1, end1,
     use_second, type2, image2, mode2, preprocessor2, scale2, start2, end2,
-    check_maps, guidance, steps, width, height, seed, randomize_seed, num_images, scheduler
+    check_maps, guidance, steps, width, height, seed, randomize_seed, num_images, scheduler,
+    reference_strength, prompt, prompt_mode, prompt_weight, blocks
 outputs: gallery (the results, then the control maps used), info (markdown), seed used.
 """
 
@@ -37,6 +38,7 @@ from .widgets import (
     model_pickers,
     preprocessor_dropdown,
     progress_callback,
+    reference_controls,
     sampler_controls,
     size_follows_image,
     slider,
@@ -111,6 +113,7 @@ def build(engine) -> None:
                 check_maps = gr.Checkbox(True, label="Check that as-is maps look like their ControlNet's kind",
                                          elem_id="control-check-maps")
                 controls = sampler_controls(engine)
+                options = reference_controls("control")
                 run, stop = run_buttons("Generate", "control")
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
@@ -122,17 +125,18 @@ def build(engine) -> None:
         size_follows_image(engine, first.image, controls)
         _examples(reference, first, use_second, second)
 
-        def generate(reference_image, models, first, use_second, second, check_maps, sampler, progress):
+        def generate(reference_image, models, first, use_second, second, check_maps, sampler, options, progress):
             seed = sampler.pick_seed()
             specs = [first.spec(check_maps)] + ([second.spec(check_maps)] if use_second else [])
             result = reference_control(
-                engine, reference_image, specs, ControlSettings(**models.settings(), **sampler.settings(seed)),
+                engine, reference_image, specs,
+                ControlSettings(**models.settings(), **sampler.settings(seed), **options.settings()),
                 progress=progress_callback(progress),
             )
             return result.images + result.extras, _info(result.info), seed
 
         api = endpoint(generate, ("reference_image", reference), models, first.suffixed("1"),
-                       ("use_second", use_second), second.suffixed("2"), ("check_maps", check_maps), controls)
+                       ("use_second", use_second), second.suffixed("2"), ("check_maps", check_maps), controls, options)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
         stop_cancels(stop, event)
 

@@ -10,7 +10,8 @@ API (``/virtual_tryon``), inputs in order:
     mask_mode ("mask image" | "upper body" | "lower body" | "full outfit"; used when mask is
     None), seecoder, base_model ("auto": the inpainting model when configured), dilation (px),
     feather (px), crop_garment, keep_pose, guidance, steps, seed, randomize_seed, num_images,
-    scheduler, max_side (longest side of the generation, 64..1536)
+    scheduler, max_side (longest side of the generation, 64..1536), reference_strength (0..2, the
+    garment's pull; 1: as encoded)
 outputs: gallery (results at the person photo's size), gallery (mask, pose map and garment as
 used), info (markdown), seed used.
 """
@@ -47,6 +48,7 @@ from .widgets import (
     seecoder_picker,
     slider,
     stop_cancels,
+    strength_slider,
     ui_defaults,
 )
 
@@ -166,6 +168,7 @@ def _tryon_settings(engine, inpaint) -> tuple:
         max_side = slider(TRYON_MAX_SIDE, "Longest side of the generation (px)",
                           value=ui_defaults(engine)["tryon_max_side"],
                           info="The result is pasted back at the person photo's own size", elem_id="tryon-max-side")
+        strength = strength_slider("tryon")
     seecoder = seecoder_picker(engine)
     base_model = gr.Dropdown(
         [(f"auto ({inpaint})" if inpaint else "auto (default base model)", AUTO_BASE)]
@@ -174,7 +177,7 @@ def _tryon_settings(engine, inpaint) -> tuple:
         info="Inpainting models (9-channel UNet) fill the mask; others use latent blending",
         elem_id="tryon-base-model",
     )
-    return TryOnOptions(dilation, feather, crop, keep_pose), max_side, ModelPickers(seecoder, base_model)
+    return TryOnOptions(dilation, feather, crop, keep_pose), max_side, strength, ModelPickers(seecoder, base_model)
 
 
 def _mask_editor_events(engine, person, editor, mask_mode, make, mask_upload) -> None:
@@ -231,7 +234,7 @@ def build(engine) -> None:
         with gr.Row():
             with gr.Column():
                 person, garment, editor, mask_mode, make, mask_upload = _photos_and_mask_editor()
-                options, max_side, models = _tryon_settings(engine, inpaint)
+                options, max_side, strength, models = _tryon_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False)
                 run, stop = run_buttons("Try on", "tryon")
                 mask = image_input(format="png", visible=False, label="Mask (API)",
@@ -254,19 +257,19 @@ def build(engine) -> None:
                 return None  # the run reports the missing photo
             return editor_mask(value, load_person(path).size)
 
-        def generate(images, models, options, sampler, max_side, progress):
+        def generate(images, models, options, sampler, max_side, reference_strength, progress):
             seed = sampler.pick_seed()
             base_model = None if models.base_model in (None, "", AUTO_BASE) else models.base_model
             result = virtual_tryon(
                 engine, images.person, images.garment, images.mask_or_mode(),
                 TryOnSettings(base_model=base_model, seecoder=models.seecoder, **options.settings(),
-                              **sampler.settings(seed), max_side=max_side),
+                              **sampler.settings(seed), max_side=max_side, reference_strength=reference_strength),
                 progress=progress_callback(progress),
             )
             return result.images, result.extras, _info(result.info), seed
 
         api = endpoint(generate, TryOnImages(person, garment, mask, mask_mode), models, options, controls,
-                       ("max_side", max_side))
+                       ("max_side", max_side), ("reference_strength", strength))
         taken = run.click(take_mask, inputs=[editor, person], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="virtual_tryon",

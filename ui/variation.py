@@ -10,7 +10,15 @@ from prompt_free.tasks import VariationSettings, image_variation
 
 from .endpoint import endpoint
 from .uploads import image_input
-from .widgets import format_info, model_pickers, progress_callback, run_buttons, sampler_controls, stop_cancels
+from .widgets import (
+    format_info,
+    model_pickers,
+    progress_callback,
+    reference_controls,
+    run_buttons,
+    sampler_controls,
+    stop_cancels,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
@@ -23,6 +31,7 @@ def build(engine) -> None:
                 reference = image_input(label="Reference image", sources=["upload", "clipboard"], elem_id="variation-reference")
                 models = model_pickers(engine)
                 controls = sampler_controls(engine)
+                options = reference_controls("variation")
                 run, stop = run_buttons("Generate", "variation")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="variation-gallery")
@@ -31,15 +40,15 @@ def build(engine) -> None:
         if examples:
             gr.Examples(examples=[[p] for p in examples], inputs=[reference], label="Example references")
 
-        def generate(reference_image, models, sampler, progress):
+        def generate(reference_image, models, sampler, options, progress):
             seed = sampler.pick_seed()
             result = image_variation(
                 engine, reference_image,
-                VariationSettings(**models.settings(), **sampler.settings(seed)),
+                VariationSettings(**models.settings(), **sampler.settings(seed), **options.settings()),
                 progress=progress_callback(progress),
             )
             return result.images, format_info(result.info), seed
 
-        api = endpoint(generate, ("reference_image", reference), models, controls)
+        api = endpoint(generate, ("reference_image", reference), models, controls, options)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation")
         stop_cancels(stop, event)
