@@ -87,12 +87,15 @@ def test_compare_fourth_column_only_when_asked_and_the_others_unchanged(client, 
             "use as-is", "openpose_full", "SeeCoder", "Tiny SD", True, False, False, "a cat", "", 1.0, 1.0,
             2.0, 2, S, S, 6, False, "DDIM"]
     off = client.predict(*args, api_name="/compare")
-    assert len(off) == 12 and off[10] is None and "switched off" in off[11]
+    assert len(off) == 10 and "Prompt-Free + text" not in off[6]
     on = client.predict(*args, prompt_free_text_column=True, prompt_weight=1.0, api_name="/compare")
+    assert len(on) == 10  # the same outputs: the new column is in the download and the table
     assert np.array_equal(_pictures(on[0])[0], _pictures(off[0])[0])  # column 1 as before
-    text_column = _pictures(on[10])[0]
-    assert np.abs(text_column - _pictures(on[0])[0]).mean() > 0.5 and "wall" in on[11]
-    assert "Prompt-Free + text (concat)" in on[6]  # in the differences table
+    assert Image.open(off[7]).size == (S, S) and Image.open(on[7]).size == (2 * S + 8, S)
+    side = np.asarray(Image.open(on[7]).convert("RGB"), dtype=np.int16)
+    assert np.array_equal(side[:, :S], _pictures(on[0])[0])
+    assert np.abs(side[:, S + 8:] - side[:, :S]).mean() > 0.5  # the text column differs from column 1
+    assert "Prompt-Free + text (concat)" in on[6] and "a cat" in on[6]  # in the differences table
     half = client.predict(*args, reference_strength=0.5, api_name="/compare")
     assert np.abs(_pictures(half[0])[0] - _pictures(off[0])[0]).mean() > 0.5
     with pytest.raises(Exception) as err:
@@ -145,5 +148,25 @@ def test_browser_new_controls_exist_and_a_run_with_a_prompt_works(app, small_ref
         for elem in ("compare-strength", "compare-use-prompt-free-text", "compare-prompt-weight",
                      "compare-image-prompt-free-text"):
             page.wait_for_selector(f"#{elem}", state="visible", timeout=30_000)
+        # the fourth column: ticked, with a prompt, it shows its picture and stats
+        page.locator("#compare-reference input[type=file]").set_input_files(str(small_reference))
+        page.wait_for_selector("#compare-reference img", timeout=30_000)
+        page.locator("#compare-structure input[type=file]").set_input_files(str(EXAMPLES / "pose_standing.png"))
+        page.wait_for_selector("#compare-structure img", timeout=30_000)
+        page.locator("#compare-use-dual input").uncheck()
+        page.locator("#compare-use-prompt-free-text input").check()
+        page.get_by_text("Baseline settings (text-based columns)").click()
+        page.locator("#compare-prompt textarea").fill("a cat")
+        for elem in ("compare-steps", "compare-width", "compare-height"):
+            box = page.locator(f"#{elem} input[type=number]")
+            box.fill("2" if elem == "compare-steps" else "64")
+            box.press("Enter")
+        page.wait_for_timeout(300)
+        page.locator("#compare-run").click()
+        _wait_for_result_or_error(page, "#compare-image-prompt-free-text img")
+        page.wait_for_function(
+            "() => (document.querySelector('#compare-stats-prompt-free-text') || {}).innerText?.includes('wall')",
+            timeout=30_000)
+        assert "switched off" in page.locator("#compare-stats-dual").inner_text()
         page.get_by_role("tab", name="Virtual Try-On").click()
         page.wait_for_selector("#tryon-strength", state="visible", timeout=30_000)

@@ -13,8 +13,9 @@ API (``/compare``), parameters in order (the preprocessor by name, e.g. ``openpo
     prompt_weight (its text weight)
 outputs: prompt_free_image, dual_controlnet_image, ip_adapter_image, prompt_free_stats,
     dual_controlnet_stats, ip_adapter_stats, differences (markdown), side_by_side (file),
-    maps (gallery: structure map, shuffled reference), seed used, prompt_free_text_image,
-    prompt_free_text_stats (appended last, so the earlier outputs keep their places).
+    maps (gallery: structure map, shuffled reference), seed used. The optional fourth column is
+    in the side-by-side download and the differences table; the tab shows it from a State output
+    (no API output), so the endpoint's outputs are the ten they always were.
 A switched-off column returns no image and "switched off".
 """
 
@@ -170,7 +171,7 @@ class CompareOutputs:
                 self.download, self.maps]
 
     def optional_components(self) -> list:
-        """The optional columns' outputs, after the seed."""
+        """The optional columns' image and stats components, in OPTIONAL order."""
         return [c for m in OPTIONAL for c in (self.images[m], self.stats[m])]
 
 
@@ -291,13 +292,17 @@ def build(engine) -> None:
             download = _save_side_by_side(result.side_by_side, seed, outputs.download.GRADIO_CACHE)
             optional = [x for m in OPTIONAL for x in (
                 (result.columns[m].image, column_stats(result.columns[m])) if m in result.columns else (None, OFF))]
-            return (*images, *stats, differences_table(result), download, used_maps, seed, *optional)
+            return (*images, *stats, differences_table(result), download, used_maps, seed, optional)
 
         api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls,
                        text_column)
-        event = run.click(api.fn, inputs=api.inputs,
-                          outputs=[*outputs.components(), controls.seed, *outputs.optional_components()],
+        # The optional column reaches the tab through a State (no API output): gradio_client callers
+        # keep the ten outputs they always got, and find the column in the side-by-side download.
+        optional_state = gr.State()
+        event = run.click(api.fn, inputs=api.inputs, outputs=[*outputs.components(), controls.seed, optional_state],
                           api_name="compare")
+        event.success(lambda values: tuple(values), inputs=[optional_state],
+                              outputs=outputs.optional_components(), queue=False, api_visibility="private")
         stop_cancels(stop, event)
 
 
