@@ -67,6 +67,13 @@ SIZE_MULTIPLE = 64
 # "Size follows the control image" (official): each side floored to 64 and clamped here.
 FOLLOW_SIZE_LO, FOLLOW_SIZE_HI = 512, 1536
 
+# The reference's pull (every tab): context = uncond + s * (cond - uncond), applied to the
+# conditioning itself, before and apart from guidance. 1 is today's picture (no arithmetic).
+REFERENCE_STRENGTH = Range("reference strength", 0.0, 2.0, 1.0, step=0.05)
+# Text + image (Image Variation, Reference + ControlNet, the comparison's Prompt-Free + text
+# column): the text part = empty + w * (prompt - empty) in CLIP embedding space.
+PROMPT_WEIGHT = Range("text weight", 0.0, 2.0, 1.0, step=0.05)
+
 # ControlNets.
 MAX_CONTROLS = 2
 CONTROL_SCALE = Range("conditioning scale", 0.0, 2.0, 1.0, step=0.05)

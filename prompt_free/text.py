@@ -55,6 +55,18 @@ class TextEncoder:
         )
         return out["input_ids"]
 
+    def check_length(self, prompt: str, what: str = "prompt") -> str:
+        """``prompt`` when its tokens fit the encoder's window (77 with the start and end
+        tokens), else ``InvalidSettingError`` with the count: a longer prompt is refused, not
+        silently cut (the words past the limit would have no effect)."""
+        n = len(self.tokenizer(prompt, truncation=False, verbose=False)["input_ids"])
+        if n > self.max_length:
+            raise InvalidSettingError(
+                f"{what} is too long: {n - 2} tokens, and the CLIP text encoder takes at most {self.max_length - 2} "
+                f"({self.max_length} with its start and end tokens). Shorten it."
+            )
+        return prompt
+
     def encode(self, prompts: Union[str, Sequence[str]]) -> torch.Tensor:
         """Prompt(s) -> (B, 77, C) last hidden states (SD 1.x's text conditioning)."""
         if isinstance(prompts, (list, tuple)):

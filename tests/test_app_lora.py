@@ -57,7 +57,7 @@ def test_every_endpoint_hands_its_loras_to_the_task(lora_client, endpoint):
 
     args = _endpoint_calls()[endpoint]
     with pytest.raises(Exception) as e:
-        lora_client.predict(*args, "Nope", 1.0, "none", 1.0, api_name=endpoint)
+        lora_client.predict(*args, lora_1="Nope", lora_1_scale=1.0, api_name=endpoint)
     assert "unknown LoRA 'Nope'" in str(e.value) and "Kohya, PEFT" in str(e.value)
 
 
@@ -84,7 +84,8 @@ def test_browser_picks_a_lora_and_generates(lora_app, tmp_path):
             "() => (document.querySelector('#variation-info') || {}).innerText?.includes('LoRA Kohya')", timeout=60_000)
         page.screenshot(path=str(tmp_path / "variation-lora.png"))
         # every tab has the picker
-        for tab, label in (("control", "Reference + ControlNet"), ("compare", "Dual-ControlNet Comparison"),
+        for tab, label in (("control", "Reference + ControlNet"), ("multi", "Multi-Reference"),
+                           ("compare", "Dual-ControlNet Comparison"), ("edit", "Edit with a Reference"),
                            ("tryon", "Virtual Try-On")):
             page.get_by_role("tab", name=label).click()
             page.locator(f"#{tab}-lora").wait_for(state="visible", timeout=30_000)

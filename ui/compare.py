@@ -2,15 +2,20 @@
 
 Same reference, structure image, ControlNet, base model, seed and settings for every column:
 (1) Prompt-Free (SeeCoder + structure ControlNet), (2) Dual-ControlNet (shuffle content
-ControlNet + structure ControlNet + CLIP text), (3) IP-Adapter (only when configured).
+ControlNet + structure ControlNet + CLIP text), (3) IP-Adapter (only when configured), and
+optionally (4) Prompt-Free + text (concat): column 1 with the prompt's CLIP tokens added.
 
 API (``/compare``), parameters in order (the preprocessor by name, e.g. ``openpose_full``):
     reference_image, structure_image, structure_controlnet, structure_mode, preprocessor, seecoder,
     base_model, prompt_free_column, dual_controlnet_column, ip_adapter_column, prompt, negative_prompt,
-    content_scale, ip_adapter_scale, guidance, steps, width, height, seed, randomize_seed, scheduler
+    content_scale, ip_adapter_scale, guidance, steps, width, height, seed, randomize_seed, scheduler,
+    reference_strength (Prompt-Free columns), prompt_free_text_column (default off; needs a prompt),
+    prompt_weight (its text weight)
 outputs: prompt_free_image, dual_controlnet_image, ip_adapter_image, prompt_free_stats,
     dual_controlnet_stats, ip_adapter_stats, differences (markdown), side_by_side (file),
-    maps (gallery: structure map, shuffled reference), seed used.
+    maps (gallery: structure map, shuffled reference), seed used. The optional fourth column is
+    in the side-by-side download and the differences table; the tab shows it from a State output
+    (no API output), so the endpoint's outputs are the ten they always were.
 A switched-off column returns no image and "switched off".
 """
 
@@ -22,13 +27,15 @@ from pathlib import Path
 import gradio as gr
 from gradio import processing_utils
 
-from prompt_free.settings import CONTENT_SCALE, IP_ADAPTER_SCALE
+from prompt_free.settings import CONTENT_SCALE, IP_ADAPTER_SCALE, PROMPT_WEIGHT
 from prompt_free.tasks.compare import (
+    ALL_METHODS,
     DUAL_CONTROLNET,
     IP_ADAPTER,
     METHOD_LABELS,
     METHODS,
     PROMPT_FREE,
+    PROMPT_FREE_TEXT,
     CompareSettings,
     compare,
     differences,
@@ -49,10 +56,11 @@ from .widgets import (
     sampler_controls,
     size_follows_image,
     slider,
+    strength_slider,
 )
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
-ELEM = {PROMPT_FREE: "prompt-free", DUAL_CONTROLNET: "dual", IP_ADAPTER: "ip"}
+ELEM = {PROMPT_FREE: "prompt-free", DUAL_CONTROLNET: "dual", IP_ADAPTER: "ip", PROMPT_FREE_TEXT: "prompt-free-text"}
 OFF = "*switched off*"
 IP_NOT_CONFIGURED = (
     "IP-Adapter column: *not configured*. Add an entry under `ip_adapters:` in checkpoints.yaml "
@@ -137,6 +145,20 @@ class BaselineInputs(InputGroup):
 
 
 @dataclass
+class TextColumnInputs(InputGroup):
+    """The Prompt-Free columns' reference strength and the optional Prompt-Free + text column."""
+
+    reference_strength: gr.Slider
+    prompt_free_text: gr.Checkbox
+    prompt_weight: gr.Slider
+
+    API_NAMES = {"prompt_free_text": "prompt_free_text_column"}
+
+    def settings(self) -> dict:
+        return {"reference_strength": self.reference_strength, "prompt_weight": self.prompt_weight}
+
+
+@dataclass
 class CompareOutputs:
     images: dict  # method -> gr.Image
     stats: dict  # method -> gr.Markdown
@@ -145,8 +167,13 @@ class CompareOutputs:
     maps: gr.Gallery
 
     def components(self) -> list:
+        """The outputs before the seed (their order is the API's, unchanged)."""
         return [*(self.images[m] for m in METHODS), *(self.stats[m] for m in METHODS), self.differences,
                 self.download, self.maps]
+
+    def optional_components(self) -> list:
+        """The optional columns' image and stats components, in OPTIONAL order."""
+        return [c for m in OPTIONAL for c in (self.images[m], self.stats[m])]
 
 
 def _structure(engine, choices, default_type: str) -> tuple:
@@ -189,10 +216,23 @@ def _columns_and_baselines(ip_names) -> tuple:
     return columns, BaselineInputs(prompt, negative, content_scale, ip_scale)
 
 
+def _text_column_inputs() -> TextColumnInputs:
+    with gr.Group():
+        strength = strength_slider("compare")
+        with gr.Row():
+            use = gr.Checkbox(False, label=METHOD_LABELS[PROMPT_FREE_TEXT], elem_id="compare-use-prompt-free-text",
+                              info="Prompt-Free with the prompt's CLIP tokens concatenated (needs a prompt)")
+            weight = slider(PROMPT_WEIGHT, "Text weight (that column)", elem_id="compare-prompt-weight")
+    return TextColumnInputs(strength, use, weight)
+
+
+OPTIONAL = tuple(m for m in ALL_METHODS if m not in METHODS)
+
+
 def _outputs(ip_names) -> CompareOutputs:
     images, stats = {}, {}
     with gr.Row(equal_height=True):
-        for m in METHODS:
+        for m in ALL_METHODS:
             with gr.Column(visible=(m != IP_ADAPTER or bool(ip_names)), min_width=200):
                 images[m] = gr.Image(type="pil", format="png", label=METHOD_LABELS[m], interactive=False,
                                      elem_id=f"compare-image-{ELEM[m]}")
@@ -226,6 +266,7 @@ def build(engine) -> None:
                 reference, structure = _structure(engine, choices, default_type)
                 models = model_pickers(engine)
                 columns, baselines = _columns_and_baselines(ip_names)
+                text_column = _text_column_inputs()
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
                 loras = lora_pickers(engine, "compare")
                 run, stop = run_buttons("Compare", "compare")
@@ -233,9 +274,9 @@ def build(engine) -> None:
         size_follows_image(engine, structure.image, controls)
         _examples(reference, structure, choices)
 
-        def run_compare(reference_image, structure, models, columns, baselines, sampler, loras, progress):
+        def run_compare(reference_image, structure, models, columns, baselines, sampler, text_column, loras, progress):
             seed = sampler.pick_seed()
-            methods = columns.methods()
+            methods = columns.methods() + ([PROMPT_FREE_TEXT] if text_column.prompt_free_text else [])
             if not methods:
                 raise gr.Error("All columns are switched off: tick at least one method to compare.")
             if IP_ADAPTER in methods and not ip_names:
@@ -244,18 +285,26 @@ def build(engine) -> None:
                 engine, reference_image, structure.image, structure.kind, mode=structure.mode,
                 preprocessor=structure.preprocessor,
                 settings=CompareSettings(**models.settings(), **sampler.settings(seed), methods=tuple(methods),
-                                         **baselines.settings(), **loras.settings()),
+                                         **baselines.settings(), **text_column.settings(), **loras.settings()),
                 progress=progress_callback(progress, "Comparing"),
             )
             images = [result.columns[m].image if m in result.columns else None for m in METHODS]
             stats = [column_stats(result.columns[m]) if m in result.columns else OFF for m in METHODS]
             used_maps = list(result.extras) + [x for c in result.columns.values() for x in c.extras]
             download = _save_side_by_side(result.side_by_side, seed, outputs.download.GRADIO_CACHE)
-            return (*images, *stats, differences_table(result), download, used_maps, seed)
+            optional = [x for m in OPTIONAL for x in (
+                (result.columns[m].image, column_stats(result.columns[m])) if m in result.columns else (None, OFF))]
+            return (*images, *stats, differences_table(result), download, used_maps, seed, optional)
 
         api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls,
-                       loras)
-        event = run.click(api.fn, inputs=api.inputs, outputs=[*outputs.components(), controls.seed], api_name="compare")
+                       text_column, loras)
+        # The optional column reaches the tab through a State (no API output): gradio_client callers
+        # keep the ten outputs they always got, and find the column in the side-by-side download.
+        optional_state = gr.State()
+        event = run.click(api.fn, inputs=api.inputs, outputs=[*outputs.components(), controls.seed, optional_state],
+                          api_name="compare")
+        event.success(lambda values: tuple(values), inputs=[optional_state],
+                              outputs=outputs.optional_components(), queue=False, api_visibility="private")
         stop_cancels(stop, event)
 
 

@@ -5,7 +5,8 @@ API (``/reference_control``), parameters in order (preprocessors by name, e.g. `
     reference_image, seecoder, base_model,
     type1, image1, mode1, preprocessor1, scale1, start1, end1,
     use_second, type2, image2, mode2, preprocessor2, scale2, start2, end2,
-    check_maps, guidance, steps, width, height, seed, randomize_seed, num_images, scheduler
+    check_maps, guidance, steps, width, height, seed, randomize_seed, num_images, scheduler,
+    reference_strength, prompt, prompt_mode, prompt_weight, blocks
 outputs: gallery (the results, then the control maps used), info (markdown), seed used.
 """
 
@@ -38,6 +39,7 @@ from .widgets import (
     model_pickers,
     preprocessor_dropdown,
     progress_callback,
+    reference_controls,
     sampler_controls,
     size_follows_image,
     slider,
@@ -142,6 +144,7 @@ def build(engine) -> None:
                 panel = control_panel(engine, choices)
                 first, use_second, second = panel.first, panel.use_second, panel.second
                 controls = sampler_controls(engine)
+                options = reference_controls("control")
                 loras = lora_pickers(engine, "control")
                 run, stop = run_buttons("Generate", "control")
             with gr.Column():
@@ -152,16 +155,17 @@ def build(engine) -> None:
         size_follows_image(engine, first.image, controls)
         _examples(reference, first, use_second, second)
 
-        def generate(reference_image, models, first, use_second, second, check_maps, sampler, loras, progress):
+        def generate(reference_image, models, first, use_second, second, check_maps, sampler, options, loras, progress):
             seed = sampler.pick_seed()
             specs = ControlPanel.specs(first, use_second, second, check_maps)
             result = reference_control(
-                engine, reference_image, specs, ControlSettings(**models.settings(), **sampler.settings(seed), **loras.settings()),
+                engine, reference_image, specs,
+                ControlSettings(**models.settings(), **sampler.settings(seed), **options.settings(), **loras.settings()),
                 progress=progress_callback(progress),
             )
             return result.images + result.extras, _info(result.info), seed
 
-        api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls, loras)
+        api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls, options, loras)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
         stop_cancels(stop, event)
 

@@ -40,7 +40,8 @@ from .masking import (
     requested_base,
 )
 from .uploads import image_input
-from .widgets import ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker, stop_cancels
+from .widgets import (ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker,
+                      stop_cancels, strength_slider)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 EDIT_CANVAS = MaskCanvas((640, 480))  # landscape, as most photos; others are letterboxed into it
@@ -112,6 +113,7 @@ def build(engine) -> None:
                 mask_upload = mask_upload_input("edit")
                 options, max_side, models = _edit_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False, elem_prefix="edit")
+                strength = strength_slider("edit")
                 loras = lora_pickers(engine, "edit")
                 run, stop = run_buttons("Edit", "edit")
                 mask = hidden_mask("edit")
@@ -127,18 +129,19 @@ def build(engine) -> None:
         connect_editor(EDIT_CANVAS, photo, editor, mask_upload, load_photo, read_uploaded_mask, "photo")
         take_mask = editor_to_mask(EDIT_CANVAS, load_photo)
 
-        def generate(images, models, options, sampler, max_side, loras, progress):
+        def generate(images, models, options, sampler, max_side, reference_strength, loras, progress):
             seed = sampler.pick_seed()
             result = edit_with_reference(
                 engine, images.photo, images.mask, images.reference,
                 EditSettings(base_model=requested_base(models.base_model), seecoder=models.seecoder,
-                             **options.settings(), **sampler.settings(seed), max_side=max_side, **loras.settings()),
+                             **options.settings(), **sampler.settings(seed), max_side=max_side,
+                             reference_strength=reference_strength, **loras.settings()),
                 progress=progress_callback(progress),
             )
             return result.images, result.extras, edit_info(result.info), seed
 
         api = endpoint(generate, EditImages(photo, reference, mask), models, options, controls,
-                       ("max_side", max_side), loras)
+                       ("max_side", max_side), ("reference_strength", strength), loras)
         taken = run.click(take_mask, inputs=[editor, photo], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="edit_reference",

@@ -10,7 +10,8 @@ API (``/virtual_tryon``), inputs in order:
     mask_mode ("mask image" | "upper body" | "lower body" | "full outfit"; used when mask is
     None), seecoder, base_model ("auto": the inpainting model when configured), dilation (px),
     feather (px), crop_garment, keep_pose, guidance, steps, seed, randomize_seed, num_images,
-    scheduler, max_side (longest side of the generation, 64..1536)
+    scheduler, max_side (longest side of the generation, 64..1536), reference_strength (0..2, the
+    garment's pull; 1: as encoded)
 outputs: gallery (results at the person photo's size), gallery (mask, pose map and garment as
 used), info (markdown), seed used.
 """
@@ -46,7 +47,8 @@ from .masking import (
     requested_base,
 )
 from .uploads import image_input
-from .widgets import ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker, stop_cancels
+from .widgets import (ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker,
+                      stop_cancels, strength_slider)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 MASK_MODE_CHOICES = [("painted / uploaded mask only", MASK_IMAGE)] + [(m, m) for m in M.MASK_MODES]
@@ -111,9 +113,10 @@ def _tryon_settings(engine, inpaint) -> tuple:
             keep_pose = gr.Checkbox(True, label="Keep pose (openpose ControlNet)",
                                     info="Needs the OpenPose detector weights", elem_id="tryon-keep-pose")
         max_side = max_side_slider(engine, "tryon", "person photo")
+        strength = strength_slider("tryon")
     seecoder = seecoder_picker(engine)
     base_model = base_model_picker(engine, inpaint, "tryon")
-    return TryOnOptions(dilation, feather, crop, keep_pose), max_side, ModelPickers(seecoder, base_model)
+    return TryOnOptions(dilation, feather, crop, keep_pose), max_side, strength, ModelPickers(seecoder, base_model)
 
 
 def _mask_editor_events(engine, person, editor, mask_mode, make, mask_upload) -> None:
@@ -151,7 +154,7 @@ def build(engine) -> None:
         with gr.Row():
             with gr.Column():
                 person, garment, editor, mask_mode, make, mask_upload = _photos_and_mask_editor()
-                options, max_side, models = _tryon_settings(engine, inpaint)
+                options, max_side, strength, models = _tryon_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False)
                 loras = lora_pickers(engine, "tryon")
                 run, stop = run_buttons("Try on", "tryon")
@@ -170,18 +173,19 @@ def build(engine) -> None:
 
         take_mask = editor_to_mask(TRYON_CANVAS, load_person)
 
-        def generate(images, models, options, sampler, max_side, loras, progress):
+        def generate(images, models, options, sampler, max_side, reference_strength, loras, progress):
             seed = sampler.pick_seed()
             result = virtual_tryon(
                 engine, images.person, images.garment, images.mask_or_mode(),
                 TryOnSettings(base_model=requested_base(models.base_model), seecoder=models.seecoder, **options.settings(),
-                              **sampler.settings(seed), max_side=max_side, **loras.settings()),
+                              **sampler.settings(seed), max_side=max_side, reference_strength=reference_strength,
+                              **loras.settings()),
                 progress=progress_callback(progress),
             )
             return result.images, result.extras, _info(result.info), seed
 
         api = endpoint(generate, TryOnImages(person, garment, mask, mask_mode), models, options, controls,
-                       ("max_side", max_side), loras)
+                       ("max_side", max_side), ("reference_strength", strength), loras)
         taken = run.click(take_mask, inputs=[editor, person], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="virtual_tryon",

@@ -10,8 +10,16 @@ from prompt_free.tasks import VariationSettings, image_variation
 
 from .endpoint import endpoint
 from .uploads import image_input
-from .widgets import (format_info, lora_pickers, model_pickers, progress_callback, run_buttons, sampler_controls,
-                      stop_cancels)
+from .widgets import (
+    format_info,
+    lora_pickers,
+    model_pickers,
+    progress_callback,
+    reference_controls,
+    run_buttons,
+    sampler_controls,
+    stop_cancels,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
@@ -24,6 +32,7 @@ def build(engine) -> None:
                 reference = image_input(label="Reference image", sources=["upload", "clipboard"], elem_id="variation-reference")
                 models = model_pickers(engine)
                 controls = sampler_controls(engine)
+                options = reference_controls("variation")
                 loras = lora_pickers(engine, "variation")
                 run, stop = run_buttons("Generate", "variation")
             with gr.Column():
@@ -33,15 +42,15 @@ def build(engine) -> None:
         if examples:
             gr.Examples(examples=[[p] for p in examples], inputs=[reference], label="Example references")
 
-        def generate(reference_image, models, sampler, loras, progress):
+        def generate(reference_image, models, sampler, options, loras, progress):
             seed = sampler.pick_seed()
             result = image_variation(
                 engine, reference_image,
-                VariationSettings(**models.settings(), **sampler.settings(seed), **loras.settings()),
+                VariationSettings(**models.settings(), **sampler.settings(seed), **options.settings(), **loras.settings()),
                 progress=progress_callback(progress),
             )
             return result.images, format_info(result.info), seed
 
-        api = endpoint(generate, ("reference_image", reference), models, controls, loras)
+        api = endpoint(generate, ("reference_image", reference), models, controls, options, loras)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation")
         stop_cancels(stop, event)

@@ -14,6 +14,7 @@ from typing import Optional
 import gradio as gr
 
 from prompt_free import detectors  # the UI's one reach into the detectors
+from prompt_free.blocks import ALL, PRESET_LABELS
 from prompt_free.errors import PromptFreeError
 from prompt_free.sampling import DEFAULT_SCHEDULER, SCHEDULERS
 from prompt_free.registry import NO_LORA
@@ -24,6 +25,8 @@ from prompt_free.settings import (
     LORA_SCALE,
     MAX_LORAS,
     NUM_IMAGES,
+    PROMPT_WEIGHT,
+    REFERENCE_STRENGTH,
     SEED,
     SIZE,
     STEPS,
@@ -31,6 +34,7 @@ from prompt_free.settings import (
     Range,
 )
 from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, default_preprocessor, follow_size
+from prompt_free.tasks.text_image import CONCAT, STYLE_MODE
 
 from .endpoint import InputGroup
 
@@ -184,6 +188,60 @@ def lora_pickers(engine, elem_prefix: str) -> LoraPickers:
     return LoraPickers(*parts)
 
 
+@dataclass
+class ReferenceControls(InputGroup):
+    """The reference's strength and, in the tabs that take one, the optional prompt, its mode and
+    weight, and the blocks the reference goes to (None: not in this tab). Public names: the
+    field names (``reference_strength``, ``prompt``, ``prompt_mode``, ``prompt_weight``, ``blocks``)."""
+
+    reference_strength: gr.Slider
+    prompt: Optional[gr.Textbox] = None
+    prompt_mode: Optional[gr.Radio] = None
+    prompt_weight: Optional[gr.Slider] = None
+    blocks: Optional[gr.Dropdown] = None
+
+    def settings(self) -> dict:
+        """The values (of a handler's group) as task-settings keywords."""
+        out = {"reference_strength": self.reference_strength}
+        if self.prompt is not None or self.prompt_mode is not None:
+            out.update(prompt=self.prompt or "", prompt_mode=self.prompt_mode or CONCAT)
+        for name in ("prompt_weight", "blocks"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+STRENGTH_INFO = ("How strongly the reference conditions the model: 0 none, 1 as encoded, up to 2 exaggerated. "
+                 "Guidance is separate: it scales the difference of the guided and unguided predictions.")
+PROMPT_MODE_CHOICES = [("concat: text tokens + reference tokens", CONCAT),
+                       ("style: text in the layout blocks, reference in the style blocks", STYLE_MODE)]
+
+
+def strength_slider(elem_prefix: str) -> gr.Slider:
+    return slider(REFERENCE_STRENGTH, "Reference strength", info=STRENGTH_INFO, elem_id=f"{elem_prefix}-strength")
+
+
+def reference_controls(elem_prefix: str, *, text: bool = True) -> ReferenceControls:
+    """Reference strength and (``text``) the optional prompt, mode, weight and blocks, in an
+    accordion; elem_ids ``<prefix>-strength``, ``-prompt``, ``-prompt-mode``, ``-prompt-weight``, ``-blocks``."""
+    with gr.Accordion("Reference strength and text" if text else "Reference strength", open=True):
+        strength = strength_slider(elem_prefix)
+        if not text:
+            return ReferenceControls(strength)
+        prompt = gr.Textbox("", label="Prompt (optional)", placeholder="empty: no text, the reference alone",
+                            elem_id=f"{elem_prefix}-prompt", max_lines=3,
+                            info="Loads the base model's CLIP text encoder; at most 75 CLIP tokens")
+        with gr.Row():
+            mode = gr.Radio(PROMPT_MODE_CHOICES, value=CONCAT, label="Prompt mode", elem_id=f"{elem_prefix}-prompt-mode")
+            weight = slider(PROMPT_WEIGHT, "Text weight", info="0: the empty prompt, 1: the prompt",
+                            elem_id=f"{elem_prefix}-prompt-weight")
+        blocks = gr.Dropdown([(label, preset) for preset, label in PRESET_LABELS.items()], value=ALL,
+                             label="Reference goes to", elem_id=f"{elem_prefix}-blocks",
+                             info="Style only keeps the reference's colours and materials, not its layout "
+                                  "(InstantStyle's blocks); the other blocks get the prompt, or nothing")
+    return ReferenceControls(strength, prompt, mode, weight, blocks)
+
+
 def seecoder_picker(engine) -> gr.Dropdown:
     reg = engine.registry
     return gr.Dropdown(reg.names("seecoders"), value=reg.defaults["seecoder"], label="SeeCoder",
@@ -319,9 +377,24 @@ def format_info(info: dict) -> str:
     loras = info.get("loras")
     if loras:
         parts.append("LoRA " + ", ".join(f"{name} x{scale:g}" for name, scale in loras))
+    parts += reference_notes(info)
     if timing:
         parts.append(timing)
     return " · ".join(parts)
+
+
+def reference_notes(info: dict) -> list:
+    """What differs from the plain reference conditioning: strength, prompt, blocks."""
+    notes = []
+    strength = info.get("reference_strength", 1.0)
+    if strength is not None and float(strength) != 1.0:
+        notes.append(f"reference strength {float(strength):g}")
+    if info.get("prompt") and info.get("prompt_mode"):
+        weight = info.get("prompt_weight")
+        notes.append(f"prompt ({info['prompt_mode']}" + (f", weight {weight:g})" if weight not in (None, 1.0) else ")"))
+    if info.get("blocks") not in (None, ALL):
+        notes.append(f"reference in the {PRESET_LABELS[info['blocks']].replace(' only', '')} blocks only")
+    return notes
 
 
 CSS = """

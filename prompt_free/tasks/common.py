@@ -42,6 +42,7 @@ class SamplerSettings:
     seed: int = 20
     num_images: int = 1
     scheduler: str = DEFAULT_SCHEDULER
+    reference_strength: float = 1.0  # uncond + s * (cond - uncond); 1: the reference as encoded
     loras: Tuple[Tuple[str, float], ...] = ()  # (name in checkpoints.yaml `loras:`, scale); empty: none
 
 
@@ -73,6 +74,7 @@ def begin(engine, settings: SamplerSettings) -> SamplerSettings:
     s = resolve_defaults(engine, settings)
     s = replace(s, loras=sampler_for(s, _SIZE_PLACEHOLDER if s.width is None else s.width,
                                      _SIZE_PLACEHOLDER if s.height is None else s.height).loras)
+    limits.REFERENCE_STRENGTH.check(s.reference_strength)
     engine.registry.entry("seecoders", s.seecoder)
     for name, _ in s.loras:
         engine.registry.entry("loras", name)

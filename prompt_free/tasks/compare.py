@@ -13,6 +13,13 @@ the UNet differs:
 3. ``ip_adapter`` (only when an ``ip_adapters:`` entry is configured): CLIP text as in 2 plus
    IP-Adapter image tokens (diffusers' IP-Adapter attention processors and image projection,
    CLIP image encoder), plus the structure ControlNet.
+4. ``prompt_free_text`` (optional, needs a prompt): column 1 with the prompt's CLIP tokens
+   concatenated before the SeeCoder tokens (``tasks.text_image``, mode ``concat``, weight
+   ``prompt_weight``): the Reference + ControlNet task with that prompt, same picture. Its
+   unconditional text part is the empty prompt, as in that task (the negative prompt belongs
+   to the text baselines).
+
+``reference_strength`` applies to the Prompt-Free columns (1 and 4).
 
 Each column is a small strategy that builds a ``Conditioning``; every column then runs
 through the same ``Engine.generate`` call. The columns share the base UNet, the VAE and the
@@ -39,7 +46,11 @@ from ..errors import ConfigError, InputImageError, InvalidSettingError
 from ..images import image_to_tensor, prepare_reference, side_by_side
 from ..ip_adapter import TextTokensOnly, image_tokens, load_ip_adapter
 from ..sampling import ControlInput, Sampler
+from ..blocks import ALL, normalise_preset
+from ..mixing import with_strength
 from .common import TaskResult, begin, check_work, holds_models, lora_info, sampler_for, timed
+from .text_image import CONCAT, TextImage, reference_conditioning
+from .text_image import normalise_mode as normalise_text_mode
 from .control import ControlSettings
 from .controls import (
     MODE_AS_IS,
@@ -57,12 +68,16 @@ from .controls import (
 PROMPT_FREE = "prompt_free"
 DUAL_CONTROLNET = "dual_controlnet"
 IP_ADAPTER = "ip_adapter"
-METHODS = (PROMPT_FREE, DUAL_CONTROLNET, IP_ADAPTER)
-COLUMN_CONTROLNETS = {PROMPT_FREE: 1, DUAL_CONTROLNET: 2, IP_ADAPTER: 1}  # for the work limit
+PROMPT_FREE_TEXT = "prompt_free_text"
+METHODS = (PROMPT_FREE, DUAL_CONTROLNET, IP_ADAPTER)  # the comparison's own columns
+OPTIONAL_METHODS = (PROMPT_FREE_TEXT,)  # extra columns, off unless asked for (they need a prompt)
+ALL_METHODS = METHODS + OPTIONAL_METHODS  # column order
+COLUMN_CONTROLNETS = {PROMPT_FREE: 1, DUAL_CONTROLNET: 2, IP_ADAPTER: 1, PROMPT_FREE_TEXT: 1}  # for the work limit
 METHOD_LABELS = {
     PROMPT_FREE: "Prompt-Free (SeeCoder)",
     DUAL_CONTROLNET: "Dual-ControlNet (shuffle + text)",
     IP_ADAPTER: "IP-Adapter (+ text)",
+    PROMPT_FREE_TEXT: "Prompt-Free + text (concat)",
 }
 
 ColumnProgress = Optional[Callable[[int, int], None]]
@@ -74,7 +89,9 @@ class CompareSettings(ControlSettings):
     """Settings shared by every column, plus the baselines' own.
 
     width/height None: follow the structure image (as the Reference+ControlNet task).
-    ``num_images`` is ignored: each column makes one image.
+    ``num_images`` is ignored: each column makes one image. ``prompt`` feeds the text columns
+    (2, 3 and 4); ``prompt_weight`` is column 4's text weight; ``prompt_mode`` and ``blocks``
+    must stay "concat" and "all" (column 4 is the concat recipe on every block).
     """
 
     methods: Tuple[str, ...] = (PROMPT_FREE, DUAL_CONTROLNET)
@@ -103,7 +120,7 @@ class ColumnResult:
 
 @dataclass
 class CompareResult(TaskResult):
-    """``images``: one per switched-on column, in METHODS order; ``extras``: the structure map."""
+    """``images``: one per switched-on column, in ALL_METHODS order; ``extras``: the structure map."""
 
     columns: Dict[str, ColumnResult] = field(default_factory=dict)
     side_by_side: Optional[Image.Image] = None
@@ -115,7 +132,8 @@ def ip_adapter_names(engine) -> List[str]:
 
 
 def available_methods(engine) -> List[str]:
-    """Methods this profile can run (IP-Adapter only with an ``ip_adapters`` entry)."""
+    """The comparison methods this profile can run (IP-Adapter only with an ``ip_adapters`` entry); the
+    optional ``PROMPT_FREE_TEXT`` column runs on every profile."""
     return [m for m in METHODS if m != IP_ADAPTER or ip_adapter_names(engine)]
 
 
@@ -137,7 +155,7 @@ def differences(result: CompareResult) -> List[Dict[str, str]]:
             "conditioning": c.conditioning,
             "controlnets": ", ".join(c.controlnets),
             "text encoder": "yes (CLIP)" if c.text_encoder else "no",
-            "image encoder": "yes (CLIP vision)" if c.image_encoder else ("SeeCoder" if c.method == PROMPT_FREE else "no"),
+            "image encoder": "yes (CLIP vision)" if c.image_encoder else ("SeeCoder" if c.method in (PROMPT_FREE, PROMPT_FREE_TEXT) else "no"),
         })
     return rows
 
@@ -149,14 +167,15 @@ def normalise_methods(methods) -> Tuple[str, ...]:
     for m in methods or ():
         key = str(m).strip().lower().replace("-", "_").replace(" ", "_")
         key = {"prompt_free_diffusion": PROMPT_FREE, "pfd": PROMPT_FREE, "dual": DUAL_CONTROLNET,
-               "ip": IP_ADAPTER, "ipadapter": IP_ADAPTER}.get(key, key)
-        if key not in METHODS:
-            raise InvalidSettingError(f"unknown comparison method {m!r}; choose from: {', '.join(METHODS)}")
+               "ip": IP_ADAPTER, "ipadapter": IP_ADAPTER, "prompt_free_+_text": PROMPT_FREE_TEXT,
+               "prompt_free_+_text_(concat)": PROMPT_FREE_TEXT}.get(key, key)
+        if key not in ALL_METHODS:
+            raise InvalidSettingError(f"unknown comparison method {m!r}; choose from: {', '.join(ALL_METHODS)}")
         if key not in out:
             out.append(key)
     if not out:
         raise InvalidSettingError("all comparison columns are switched off: switch on at least one method")
-    return tuple(m for m in METHODS if m in out)
+    return tuple(m for m in ALL_METHODS if m in out)
 
 
 @contextlib.contextmanager
@@ -232,8 +251,24 @@ class _Column:
 def _prompt_free(run: _Run, timings: Dict[str, float]) -> _Column:
     with timed(timings, "encode"):
         context, uncond = run.engine.encode_reference(run.reference, run.s.seecoder)
+    context = with_strength(context, uncond, run.s.reference_strength)
     return _Column(Conditioning(context, uncond, [run.structure]),
-                   f"SeeCoder embedding of the reference image ({run.s.seecoder})", [f"structure: {run.controlnet}"])
+                   f"SeeCoder embedding of the reference image ({run.s.seecoder}{_strength_note(run)})",
+                   [f"structure: {run.controlnet}"])
+
+
+def _prompt_free_text(run: _Run, timings: Dict[str, float]) -> _Column:
+    options = TextImage(run.prompt.strip(), CONCAT, float(run.s.prompt_weight), ALL)
+    conditioning = reference_conditioning(run.engine, run.reference, run.s, options, [run.structure], timings)
+    weight = f", weight {options.weight:g}" if options.weight != 1.0 else ""
+    return _Column(conditioning,
+                   f"CLIP text ({run.prompt_note}{weight}) + SeeCoder embedding ({run.s.seecoder}{_strength_note(run)}), "
+                   "tokens concatenated", [f"structure: {run.controlnet}"], text_encoder=True)
+
+
+def _strength_note(run: _Run) -> str:
+    s = float(run.s.reference_strength)
+    return f", strength {s:g}" if s != 1.0 else ""
 
 
 def _dual_controlnet(run: _Run, timings: Dict[str, float]) -> _Column:
@@ -267,6 +302,7 @@ def _ip_adapter(run: _Run, timings: Dict[str, float]) -> _Column:
 
 STRATEGIES: Dict[str, Callable[[_Run, Dict[str, float]], _Column]] = {
     PROMPT_FREE: _prompt_free, DUAL_CONTROLNET: _dual_controlnet, IP_ADAPTER: _ip_adapter,
+    PROMPT_FREE_TEXT: _prompt_free_text,
 }
 
 
@@ -311,6 +347,15 @@ def _check(engine, s: CompareSettings, methods) -> _Checked:
         limits.IP_ADAPTER_SCALE.check(s.ip_adapter_scale)
     out.prompt = check_prompt(s.prompt, "prompt")
     out.negative = check_prompt(s.negative_prompt, "negative prompt")
+    if normalise_text_mode(s.prompt_mode) != CONCAT or normalise_preset(s.blocks) != ALL:
+        raise InvalidSettingError("the comparison's Prompt-Free + text column is the concat recipe on all blocks: "
+                                  "leave prompt_mode 'concat' and blocks 'all' (use the Image Variation or "
+                                  "Reference + ControlNet tab for the other modes)")
+    if PROMPT_FREE_TEXT in methods:
+        limits.PROMPT_WEIGHT.check(s.prompt_weight)
+        if not out.prompt.strip():
+            raise InvalidSettingError(f"the '{METHOD_LABELS[PROMPT_FREE_TEXT]}' column needs a prompt: enter one, "
+                                      "or switch that column off")
     return out
 
 
@@ -361,6 +406,10 @@ def compare(
     structure_map = control_map(engine, p, (sampler.width, sampler.height), s.annotator_dir)
     engine.base_model(s.base_model)
     structure_in = ControlInput(engine.controlnet(controlnet), image_to_tensor(structure_map), p.spec.scale)
+    if PROMPT_FREE_TEXT in methods:  # a prompt too long for CLIP is refused before any column runs
+        from ..text import text_encoder
+
+        text_encoder(engine, s.base_model).check_length(checked.prompt.strip())
     shared_s = time.perf_counter() - t0
     run = _Run(engine, s, sampler, ref, controlnet, structure_in, checked.prompt, checked.negative,
                checked.content, checked.ip)
@@ -373,6 +422,7 @@ def compare(
         "base_model": s.base_model, "seecoder": s.seecoder, "controlnet": controlnet, "mode": mode,
         "preprocessor": preprocessor, "control_scale": p.spec.scale, "content_controlnet": checked.content,
         "ip_adapter": checked.ip, "prompt": checked.prompt, "negative_prompt": checked.negative,
+        "reference_strength": s.reference_strength,
         "methods": list(methods), "device": str(engine.device),
         "timings": {"shared": shared_s, **{m: c.timings["wall"] for m, c in columns.items()}},
         **lora_info(sampler),
@@ -398,7 +448,7 @@ def _run_column(run: _Run, method: str, k: int, n_columns: int, progress: Column
 
 
 __all__ = [
-    "METHODS", "METHOD_LABELS", "PROMPT_FREE", "DUAL_CONTROLNET", "IP_ADAPTER", "STRATEGIES",
+    "ALL_METHODS", "METHODS", "METHOD_LABELS", "OPTIONAL_METHODS", "PROMPT_FREE", "DUAL_CONTROLNET", "IP_ADAPTER", "PROMPT_FREE_TEXT", "STRATEGIES",
     "CompareSettings", "CompareResult", "ColumnResult", "compare", "available_methods", "differences",
     "ip_adapter_names", "normalise_methods",
 ]

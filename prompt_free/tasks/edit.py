@@ -39,6 +39,7 @@ from ..conditioning import Conditioning, LatentBlend, MaskedImageChannels
 from ..errors import InputImageError, ModelUnavailableError
 from ..images import check_min_side, image_to_tensor, load_image, prepare_reference
 from ..sampling import ControlInput, Sampler
+from ..mixing import with_strength
 from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, lora_info, sampler_for, timed
 
 DEFAULT_MAX_SIDE = int(settings.TRYON_MAX_SIDE.default)
@@ -247,6 +248,7 @@ def fill_masked_region(
     base = resolve_base(engine, requested_base, notes)
     with timed(timings, "encode"):
         context, uncond = engine.encode_reference(reference, s.seecoder)
+    context = with_strength(context, uncond, s.reference_strength)
     control_inputs = list(controls((gw, gh))) if controls is not None else []
     with timed(timings, "encode_image"):
         method, inpainting = inpainting_hook(engine, base, photo_gen, gen_mask)
@@ -266,7 +268,8 @@ def region_info(s: FillSettings, photo: Image.Image, filled: FilledRegion, notes
         "seeds": filled.seeds, "width": photo.width, "height": photo.height,
         "generation_size": filled.generation_size, "method": filled.method, "base_model": filled.base_model,
         "seecoder": s.seecoder, "steps": sampler.steps, "guidance": sampler.guidance,
-        "scheduler": sampler.scheduler, "notes": notes, "timings": filled.timings, **lora_info(sampler),
+        "scheduler": sampler.scheduler, "reference_strength": s.reference_strength, "notes": notes,
+        "timings": filled.timings, **lora_info(sampler),
     }
 
 

@@ -1,23 +1,30 @@
-"""Image Variation: new images with the content and style of one reference image."""
+"""Image Variation: new images with the content and style of one reference image, optionally
+with a text prompt and style-only control (``tasks.text_image``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
-from ..conditioning import Conditioning
-from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, sampler_info, timed
+from ..images import prepare_reference
+from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, sampler_info
+from .text_image import TextImageSettings, check_text_image, reference_conditioning
 
-VariationSettings = SamplerSettings
+
+@dataclass
+class VariationSettings(TextImageSettings, SamplerSettings):
+    """Sampler settings, the reference's strength, and the optional prompt / blocks."""
 
 
 @holds_models
 def image_variation(engine, reference, settings: Optional[SamplerSettings] = None, progress: Progress = None) -> TaskResult:
     """``settings.num_images`` images of the reference's SeeCoder embedding (image i: seed + i)."""
-    s = begin(engine, settings or SamplerSettings())
+    s = begin(engine, settings or VariationSettings())
+    options = check_text_image(s)
     sampler = sampler_for(s)
     check_work([(sampler, 0)])
     timings = {}
-    with timed(timings, "encode"):
-        context, uncond = engine.encode_reference(reference, s.seecoder)
-    gen = engine.generate(s.base_model, Conditioning(context, uncond), sampler, progress=progress)
-    return TaskResult(gen.images, [], {**sampler_info(s, sampler), "timings": {**timings, **gen.timings}})
+    conditioning = reference_conditioning(engine, prepare_reference(reference), s, options, timings=timings)
+    gen = engine.generate(s.base_model, conditioning, sampler, progress=progress)
+    return TaskResult(gen.images, [], {**sampler_info(s, sampler), **options.info(s.reference_strength),
+                                       "timings": {**timings, **gen.timings}})

@@ -1,0 +1,64 @@
+"""How contexts are combined before a run: the reference's strength, the text's weight, and the
+text + image concatenation.
+
+Each function returns new tensors (the engine's cached encodings are never changed in place)
+and returns its input itself at the neutral value (strength 1, weight 1), without any
+arithmetic, so a neutral option gives today's picture bit for bit rather than "the same up to
+float rounding".
+
+Strength and guidance are different knobs. ``strength`` moves the *conditional* context along
+the line from the unconditional context to the reference's (``uncond + s * (cond - uncond)``):
+it changes what the UNet's cross-attention sees. Guidance ``g`` extrapolates the two *noise
+predictions* of a step (``e_u + g * (e_c - e_u)``, ``sampling.denoise``). At s = 0 the
+reference has no influence at all, whatever the guidance; s > 1 exaggerates it inside the
+model, where a higher guidance exaggerates the difference of the model's outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+
+def lerp_from(base: torch.Tensor, target: torch.Tensor, t: float) -> torch.Tensor:
+    """``base + t * (target - base)`` (computed in float32, returned in ``target``'s dtype);
+    ``target`` itself when t == 1."""
+    if float(t) == 1.0:
+        return target
+    b, x = base.float(), target.float()
+    return (b + float(t) * (x - b)).to(target.dtype)
+
+
+def with_strength(context: torch.Tensor, uncond: torch.Tensor, strength: float) -> torch.Tensor:
+    """The reference's context at ``strength`` (0: the unconditional context, 1: unchanged)."""
+    return lerp_from(uncond.to(context.device), context, strength)
+
+
+def weighted_text(text: torch.Tensor, empty: torch.Tensor, weight: float) -> torch.Tensor:
+    """The prompt's CLIP tokens at ``weight``: empty-prompt tokens + w * (prompt - empty).
+
+    Interpolating from the empty prompt (rather than multiplying the tokens by w) keeps every
+    token a CLIP embedding of the usual size: at 0 the text part equals the unconditional text
+    part, so guidance gets no push from the text, while zeroed tokens would still draw attention."""
+    return lerp_from(empty, text, weight)
+
+
+def concat_text_image(
+    text: Tuple[torch.Tensor, torch.Tensor], image: Tuple[torch.Tensor, torch.Tensor]
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(cond, uncond) of the text tokens followed by the reference's tokens: (1, 77 + 148, C).
+
+    ``text`` is (prompt tokens, empty-prompt tokens), ``image`` (SeeCoder context, its
+    unconditional context). The unconditional half has the same layout as the conditional one,
+    so guidance contrasts each part with its own "nothing": SD's empty prompt for the text
+    tokens (what SD's caption dropout trained as unconditional), the SeeCoder's unconditional
+    embedding (zeros, or the anime embedding) for the image tokens."""
+    (t_c, t_u), (i_c, i_u) = text, image
+    dtype, device = i_c.dtype, i_c.device
+    cond = torch.cat([t_c.to(device, dtype), i_c], dim=1)
+    uncond = torch.cat([t_u.to(device, dtype), i_u.to(device, dtype)], dim=1)
+    return cond, uncond
+
+
+__all__ = ["concat_text_image", "lerp_from", "weighted_text", "with_strength"]
