@@ -162,22 +162,31 @@ def test_a_session_runs_at_most_its_limit_at_once(monkeypatch):
     assert SESSIONS.running("me") == 0
 
 
-def test_output_pictures_reach_the_cache_whole():
-    """ui.atomic_cache: Gradio's save of an output picture replaces the file in one step."""
+def test_every_output_picture_is_a_tracked_file_of_its_own():
+    """ui.cache_files: Gradio's save of an output picture (Image, Gallery, arrays) writes a new
+    file in a folder of its own, tracked for the cleanup, whose folder goes with it."""
     import os
     import tempfile
 
+    import numpy as np
     from gradio import processing_utils
     from PIL import Image
 
-    from ui import atomic_cache
+    from ui import cache_files
 
-    atomic_cache.install()
-    assert processing_utils.save_pil_to_cache is atomic_cache.save_pil_to_cache
+    cache_files.install()
+    assert processing_utils.save_pil_to_cache is cache_files.save_pil_to_cache
     img = Image.new("RGB", (32, 16), (10, 200, 30))
     with tempfile.TemporaryDirectory() as cache:
+        tracked = cache_files.output_files(cache)
         a = processing_utils.save_pil_to_cache(img, cache, format="png")
-        b = processing_utils.save_img_array_to_cache(__import__("numpy").asarray(img), cache, format="png")
-        assert a == b and Image.open(a).size == (32, 16)
-        assert os.path.getsize(a) == len(processing_utils.encode_pil_to_bytes(img, "png"))
-        assert not [n for n in os.listdir(os.path.dirname(a)) if n.endswith(".part")]
+        b = processing_utils.save_img_array_to_cache(np.asarray(img), cache, format="png")
+        assert a != b and os.path.dirname(a) != os.path.dirname(b)  # the same picture, two files
+        assert Image.open(a).size == (32, 16)
+        assert os.path.getsize(a) == os.path.getsize(b) == len(processing_utils.encode_pil_to_bytes(img, "png"))
+        assert {a, b} <= tracked
+        for path in tracked:  # what Gradio's cleanup does: remove while iterating, then "-="
+            tracked.add(path + ".x")  # a request adding meanwhile does not stop the iteration
+        os.remove(a)
+        tracked -= {a}
+        assert a not in tracked and not os.path.exists(os.path.dirname(a)) and os.path.exists(b)
