@@ -47,15 +47,15 @@ def test_signature_names_order_and_progress():
     demo, api, (a, b, c) = _build(handler)
     assert api.inputs == [a, b, c] and api.parameter_names == ["lhs1", "right1", "label"]
     params = list(inspect.signature(api.fn).parameters.values())
-    assert [p.name for p in params] == ["lhs1", "right1", "label", "progress", "request"]
-    assert all(p.default is inspect.Parameter.empty for p in params[:-2])
-    assert isinstance(params[-2].default, gr.Progress)
+    assert [p.name for p in params] == ["lhs1", "right1", "label", "progress"]
+    assert all(p.default is inspect.Parameter.empty for p in params[:-1])
+    assert isinstance(params[-1].default, gr.Progress)
     assert inspect.isgeneratorfunction(api.fn)  # Gradio can close it (cancel)
     info = demo.get_api_info()["named_endpoints"]["/pair"]
     assert [p["parameter_name"] for p in info["parameters"]] == ["lhs1", "right1", "label"]
     assert info["description"] == ""
-    # Gradio passes the values positionally, the progress tracker and the request last
-    assert final(api.fn(3, 4, "sum", "PROGRESS", None)) == "sum: 7"
+    # Gradio passes the values positionally, the progress tracker last
+    assert final(api.fn(3, 4, "sum", "PROGRESS")) == "sum: 7"
     assert seen["pair"] == Pair(3, 4) and seen["label"] == "sum" and seen["progress"] == "PROGRESS"
     assert api.fn.__name__ == "handler"
 
@@ -68,7 +68,7 @@ def test_library_errors_become_gradio_errors():
 
     _, api, _ = _build(handler)
     with pytest.raises(gr.Error, match="steps must be between 1 and 150"):
-        final(api.fn(1, 2, "x", None, None))
+        final(api.fn(1, 2, "x", None))
 
 
 def test_duplicate_names_are_refused():
@@ -130,36 +130,10 @@ def test_closing_the_generator_cancels_the_work_at_its_next_step():
         return "done"
 
     _, api, _ = _build(handler)
-    gen = api.fn(1, 2, "x", None, None)
+    gen = api.fn(1, 2, "x", None)
     assert next(gen)["__type__"] == "update"  # still running: Gradio gets "no change"
     gen.close()
     assert stopped.wait(5) and len(steps) < 100
-
-
-def test_a_session_runs_at_most_its_limit_at_once(monkeypatch):
-    import threading
-    from types import SimpleNamespace
-
-    from ui.endpoint import SESSIONS
-
-    monkeypatch.setenv("PFD_MAX_SESSION_REQUESTS", "1")
-    release = threading.Event()
-
-    def handler(pair, label, progress):
-        release.wait(10)
-        return label
-
-    _, api, _ = _build(handler)
-    me, other = SimpleNamespace(session_hash="me"), SimpleNamespace(session_hash="other")
-    first = api.fn(1, 2, "a", None, me)
-    next(first)
-    with pytest.raises(gr.Error, match="already have 1 request"):
-        final(api.fn(1, 2, "b", None, me))
-    second = api.fn(1, 2, "c", None, other)  # another session is not held back
-    next(second)
-    release.set()
-    assert final(first) == "a" and final(second) == "c"
-    assert SESSIONS.running("me") == 0
 
 
 def test_every_output_picture_is_a_tracked_file_of_its_own():

@@ -190,3 +190,46 @@ def test_a_full_queue_answers_busy_try_again(monkeypatch):
         finally:
             waiting.cancel()
             running.cancel()
+
+
+def test_a_session_may_have_at_most_its_limit_waiting_or_running(monkeypatch):
+    """ui.session_limit: one Client (one session) sends 5 jobs while a long job of another
+    runs; with one request running at a time they all wait in the queue, and the 4th and 5th
+    are refused at submission with the message; a third Client is still served."""
+    from gradio_client import Client
+
+    from tests._app import running_app
+
+    monkeypatch.setattr(settings, "CONCURRENT_REQUESTS", 1)  # queued jobs, not running ones
+    monkeypatch.delenv("PFD_MAX_SESSION_REQUESTS", raising=False)  # the default, 3
+    with running_app("tiny") as (engine, demo, url):
+        long_job = Client(url, verbose=False).submit(*_variation_args(150, size=256, n=4), api_name="/image_variation")
+        deadline = time.time() + 60
+        while demo._queue.active_jobs.count(None) == len(demo._queue.active_jobs) and time.time() < deadline:
+            time.sleep(0.1)  # until the long job runs
+        busy = Client(url, verbose=False)
+        jobs = [busy.submit(*_variation_args(1, seed=s), api_name="/image_variation") for s in range(5)]
+        other = None
+        try:
+            deadline = time.time() + 30
+            while sum(j.done() for j in jobs) < 2 and time.time() < deadline:
+                time.sleep(0.1)
+            refused = [j for j in jobs if j.done()]
+            assert len(refused) == 2, [j.status() for j in jobs]
+            for job in refused:
+                with pytest.raises(Exception) as err:
+                    job.result()
+                assert "You already have 3 requests waiting or running" in str(err.value)
+                assert "press Stop" in str(err.value)
+            assert not long_job.done()
+            other = Client(url, verbose=False).submit(*_variation_args(1, seed=9), api_name="/image_variation")
+            time.sleep(1.0)
+            assert not other.done()  # accepted: it waits in the queue, it was not refused
+        finally:
+            long_job.cancel()
+        gallery, _, seed = other.result(timeout=120)
+        assert len(gallery) == 1 and seed == 9
+        served = [j.result(timeout=120) for j in jobs if j not in refused]
+        assert len(served) == 3 and all(len(g) == 1 for g, _, _ in served)
+        # once they are done the session may send again
+        assert len(busy.predict(*_variation_args(1, seed=7), api_name="/image_variation")[0]) == 1

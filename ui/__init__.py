@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import cache_files, compare, control, tryon, variation
+from . import cache_files, compare, control, session_limit, tryon, variation
 from prompt_free import settings
 
 from .widgets import banner, memory_panel
@@ -30,6 +30,8 @@ def build_app(engine) -> gr.Blocks:
         memory_panel(engine, demo)
     cache_files.track(demo)  # outputs join the cleanup (ui/cache_files.py: what Gradio misses)
     # Gradio would run one request per event at a time; the engine serialises device work itself.
-    # A full queue answers "Queue is full ... try again"; a session runs at most
-    # settings.max_session_requests() at once (ui.endpoint).
-    return demo.queue(max_size=settings.QUEUE_SIZE, default_concurrency_limit=settings.CONCURRENT_REQUESTS)
+    # A full queue answers "Queue is full ... try again"; a session may have at most
+    # settings.max_session_requests() requests waiting or running (ui.session_limit).
+    demo.queue(max_size=settings.QUEUE_SIZE, default_concurrency_limit=settings.CONCURRENT_REQUESTS)
+    session_limit.install(demo)
+    return demo
