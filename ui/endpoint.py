@@ -43,7 +43,6 @@ from typing import Any, Callable, ClassVar, List, Mapping, Sequence, Tuple, Unio
 
 import gradio as gr
 
-from prompt_free import settings
 from prompt_free.cancel import CancelToken, cancellable
 from prompt_free.errors import PromptFreeError
 
