@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,6 +249,7 @@ def run_load(clients: int = 8, requests: int = 25, seeds: int = 3, warmup: bool 
         server_log = server.log_tail()
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # the cache, the clients' downloads, the log
 
     ok = [r for r in results if "error" not in r]
     latencies = [r["seconds"] for r in ok]

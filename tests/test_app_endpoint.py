@@ -152,7 +152,7 @@ def test_every_output_picture_is_a_tracked_file_of_its_own():
     assert processing_utils.save_pil_to_cache is cache_files.save_pil_to_cache
     img = Image.new("RGB", (32, 16), (10, 200, 30))
     with tempfile.TemporaryDirectory() as cache:
-        tracked = cache_files.output_files(cache)
+        tracked = cache_files.app_files(cache)
         a = processing_utils.save_pil_to_cache(img, cache, format="png")
         b = processing_utils.save_img_array_to_cache(np.asarray(img), cache, format="png")
         assert a != b and os.path.dirname(a) != os.path.dirname(b)  # the same picture, two files

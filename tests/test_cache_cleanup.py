@@ -35,7 +35,7 @@ def test_uploads_and_outputs_leave_the_cache_after_the_age_and_later_requests_ar
     from gradio_client import Client, handle_file
 
     from tests._app import running_app
-    from ui.cache_files import output_files
+    from ui.cache_files import app_files
 
     cache = tmp_path / "gradio-cache"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
@@ -59,7 +59,7 @@ def test_uploads_and_outputs_leave_the_cache_after_the_age_and_later_requests_ar
         watcher.start()
         try:
             first = _digest(client.predict(*args, api_name="/image_variation")[0])
-            outputs_first = set(output_files(cache))
+            outputs_first = set(app_files(cache))
         finally:
             watching.set()
             watcher.join()
@@ -68,7 +68,7 @@ def test_uploads_and_outputs_leave_the_cache_after_the_age_and_later_requests_ar
 
         # the same request again: the same picture, in a file of its own (never the older one)
         assert _digest(client.predict(*args, api_name="/image_variation")[0]) == first
-        outputs_second = set(output_files(cache)) - outputs_first
+        outputs_second = set(app_files(cache)) - outputs_first
         assert outputs_second and not outputs_second & outputs_first
 
         # requests go on across cleanup passes; every one is served with its own picture

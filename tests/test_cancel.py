@@ -233,3 +233,30 @@ def test_a_session_may_have_at_most_its_limit_waiting_or_running(monkeypatch):
         assert len(served) == 3 and all(len(g) == 1 for g, _, _ in served)
         # once they are done the session may send again
         assert len(busy.predict(*_variation_args(1, seed=7), api_name="/image_variation")[0]) == 1
+
+
+@pytest.mark.browser
+def test_browser_a_session_over_its_limit_is_told_why(monkeypatch):
+    """In the browser (one page = one session, limit 1): while the Image Variation tab's long
+    generation runs, Generate in the Reference + ControlNet tab is refused with the message."""
+    from tests._app import chromium_page, running_app
+
+    monkeypatch.setenv("PFD_MAX_SESSION_REQUESTS", "1")
+    with running_app("tiny") as (engine, demo, url), chromium_page(url) as page:
+        page.locator("#variation-reference input[type=file]").set_input_files(str(REF))
+        page.wait_for_selector("#variation-reference img", timeout=30_000)
+        for label, value in (("Steps", "150"), ("Images", "8")):
+            box = page.locator(f"input[aria-label='number input for {label}']").first
+            box.fill(value)
+            box.press("Enter")
+        page.locator("#variation-run").click()
+        deadline = time.time() + 60
+        while not demo._queue.event_ids_to_events and time.time() < deadline:
+            time.sleep(0.1)
+        assert demo._queue.event_ids_to_events, "the generation was never submitted"
+        page.get_by_role("tab", name="Reference + ControlNet").click()
+        page.locator("#control-run").click()
+        message = page.get_by_text("You already have 1 request waiting or running").first
+        message.wait_for(state="visible", timeout=30_000)
+        jobs = [e.fn.api_name for e in list(demo._queue.event_ids_to_events.values())]
+        assert "image_variation" in jobs and "reference_control" not in jobs  # refused, never queued

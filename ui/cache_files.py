@@ -21,7 +21,8 @@ those whose ``st_ctime`` is older than the age. It missed three things here (see
 So ``save_pil_to_cache`` (installed in ``gradio.processing_utils``, where Image, Gallery and
 ``save_img_array_to_cache`` look it up) writes every picture to a folder of its own
 (``<cache>/<random>/<name>.<format>``: no later request is ever handed it, and nothing reads it
-before it is whole) and records it in the ``OutputFiles`` set of its cache folder, which
+before it is whole) and records it in the ``AppFiles`` set of its cache folder (so does
+``save_bytes``, which ``ui.uploads`` uses for an image pasted as a ``data:`` URL), which
 ``track(demo)`` adds to ``demo.temp_file_sets`` and which removes the emptied folder after
 Gradio deletes the file. (By folder, not by app: Gallery saves its pictures in a thread pool,
 where Gradio's context naming the app is not set. Apps of one process that share a folder share
@@ -53,8 +54,9 @@ class TrackedFiles(set):
         return iter(set.copy(self))
 
 
-class OutputFiles(TrackedFiles):
-    """Output pictures, one per folder of their own; Gradio's cleanup ends with ``temp_set -=
+class AppFiles(TrackedFiles):
+    """Files the app writes into the cache (output pictures, pasted images), one per folder of
+    their own; Gradio's cleanup ends with ``temp_set -=
     removed``, and then their emptied folders go too."""
 
     def __isub__(self, removed):
@@ -67,41 +69,45 @@ class OutputFiles(TrackedFiles):
         return self
 
 
-_OUTPUTS: dict = {}  # real path of a cache folder -> its OutputFiles
+_APP_FILES: dict = {}  # real path of a cache folder -> its AppFiles
 
 
-def output_files(cache_dir) -> OutputFiles:
-    """The tracked output pictures of one cache folder."""
-    return _OUTPUTS.setdefault(os.path.realpath(cache_dir), OutputFiles())
+def app_files(cache_dir) -> AppFiles:
+    """The tracked files the app wrote into one cache folder."""
+    return _APP_FILES.setdefault(os.path.realpath(cache_dir), AppFiles())
 
 
-def track(demo) -> OutputFiles:
+def track(demo) -> AppFiles:
     """Make ``demo``'s cleanup complete and safe: its file sets become ``TrackedFiles`` and the
-    output pictures of its cache folder (``output_files``) join them. Call once it is built."""
-    safe = {}
-    for s in demo.temp_file_sets:
-        safe[id(s)] = s if isinstance(s, TrackedFiles) else TrackedFiles(s)
-    demo.upload_file_set = safe.get(id(demo.upload_file_set)) or TrackedFiles(demo.upload_file_set)
+    files the app writes into its cache folder (``app_files``) join them. Call once it is built."""
+    safe = {id(s): s if isinstance(s, TrackedFiles) else TrackedFiles(s) for s in demo.temp_file_sets}
+    uploads = safe.get(id(demo.upload_file_set))
+    if uploads is None:
+        uploads = safe[id(demo.upload_file_set)] = TrackedFiles(demo.upload_file_set)
+    demo.upload_file_set = uploads  # what Gradio's upload route adds to
     for block in demo.blocks.values():
         files = getattr(block, "temp_files", None)
         if files is not None and id(files) in safe:
             block.temp_files = safe[id(files)]
-    outputs = output_files(demo.GRADIO_CACHE)
-    demo.temp_file_sets = [demo.upload_file_set] + [s for s in safe.values() if s is not demo.upload_file_set
-                                                    and s is not outputs] + [outputs]
-    return outputs
+    own = app_files(demo.GRADIO_CACHE)
+    demo.temp_file_sets = [s for s in safe.values() if s is not own] + [own]
+    return own
+
+
+def save_bytes(data: bytes, file_name: str, cache_dir) -> str:
+    """``data`` as ``<cache_dir>/<random>/<file_name>``, tracked for the cleanup."""
+    folder = Path(cache_dir) / secrets.token_hex(16)
+    folder.mkdir(parents=True)
+    path = (folder / Path(file_name).name).resolve()
+    path.write_bytes(data)  # a new path: nobody is handed it before this returns
+    tracked = _APP_FILES.get(os.path.realpath(cache_dir))  # None: no app serves from this folder
+    if tracked is not None:
+        tracked.add(str(path))
+    return str(path)
 
 
 def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
-    data = processing_utils.encode_pil_to_bytes(img, format)
-    folder = Path(cache_dir) / secrets.token_hex(16)
-    folder.mkdir(parents=True)
-    path = (folder / f"{name}.{format}").resolve()
-    path.write_bytes(data)  # a new path: nobody is handed it before this returns
-    outputs = _OUTPUTS.get(os.path.realpath(cache_dir))  # None: no app serves from this folder
-    if outputs is not None:
-        outputs.add(str(path))
-    return str(path)
+    return save_bytes(processing_utils.encode_pil_to_bytes(img, format), f"{name}.{format}", cache_dir)
 
 
 save_pil_to_cache.pfd_cache_files = True

@@ -29,7 +29,7 @@ LIMITED = "pfd_session_limited"  # attribute set on the functions whose jobs are
 
 
 def limit_message(limit: int) -> str:
-    return (f"You already have {limit} requests waiting or running (the most one session may have; "
+    return (f"You already have {limit} request{'' if limit == 1 else 's'} waiting or running (the most one session may have; "
             "PFD_MAX_SESSION_REQUESTS). Wait for one to finish, or press Stop, then try again.")
 
 
