@@ -260,3 +260,10 @@ def test_browser_a_session_over_its_limit_is_told_why(monkeypatch):
         message.wait_for(state="visible", timeout=30_000)
         jobs = [e.fn.api_name for e in list(demo._queue.event_ids_to_events.values())]
         assert "image_variation" in jobs and "reference_control" not in jobs  # refused, never queued
+        page.get_by_role("tab", name="Image Variation").click()
+        page.locator("#variation-stop").click()  # the long run ends before the server does
+        deadline = time.time() + 30
+        while demo._queue.event_ids_to_events and time.time() < deadline:
+            time.sleep(0.1)
+        assert engine._run_lock.acquire(timeout=15)
+        engine._run_lock.release()
