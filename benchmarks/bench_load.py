@@ -2,18 +2,22 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_load.py                 # 8 clients x 25 requests
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_load.py --clients 8 --requests 3
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_load.py --cache-max-age 30   # and a cleanup pass
 
-Starts the app on the tiny profile in this process (``tests._app.running_app``, as the browser
-tests do), then:
+Starts the app on the tiny profile in a process of its own (``benchmarks/load_server.py``: the
+same ``app.py`` main, plus a signal that returns freed heap to the OS before RSS is read), so the
+RSS is the server's alone, read from ``/proc/<pid>/status``. Then:
 
 1. serial references: one client sends every distinct input (4 endpoints x ``--seeds`` seeds)
    once, and the digests of the pictures it gets are recorded;
-2. warm-up: one concurrent round (every client, one request per endpoint, also checked); then
-   the server's RSS is read (this process: the server and the client threads);
-3. ``--clients`` clients, each its own session and thread, send ``--requests`` requests each,
-   spread over the endpoints and seeds; each output is compared with the serial output for the
-   same inputs (a difference is cross-talk: a request got another's pictures or was disturbed);
-4. RSS at the end, the Gradio cache folder's file count (``GRADIO_TEMP_DIR``, a fresh folder).
+2. warm-up: ``--clients`` clients (each a ``gradio_client.Client``: its own session), one
+   concurrent round, one request per endpoint each (also checked); then the server's RSS;
+3. the same clients, each in its own thread, send ``--requests`` requests each, spread over
+   the endpoints and seeds; each output is compared with the serial output for the same inputs
+   (a difference is cross-talk: a request got another's pictures or was disturbed);
+4. the server's RSS at each quarter and at the end; the Gradio cache folder's file count
+   (``GRADIO_TEMP_DIR``, a fresh folder), with and without the tabs' example images (kept on
+   purpose), at the end and, with ``--cache-max-age``, after a cleanup pass.
 
 Prints a table and writes ``benchmarks/results/load.json``. ``run_load`` is also what
 ``tests/test_load.py`` runs (8 clients x 3 requests).
@@ -25,6 +29,9 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -73,24 +80,89 @@ def _digest(value) -> str:
     return h.hexdigest()
 
 
-def _rss() -> int:
-    """Resident memory of this process after returning freed heap to the OS: glibc keeps freed
-    blocks otherwise, and RSS would show the high-water mark rather than what is held."""
-    import ctypes
-    import gc
+class Server:
+    """The app on the tiny profile in its own process (``benchmarks/load_server.py``)."""
 
-    import psutil
+    def __init__(self, env: dict, workdir: str, malloc_arena_max: Optional[int] = None):
+        from tests._app import free_port
 
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    return psutil.Process().memory_info().rss
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.trim_file = os.path.join(workdir, "trims")
+        self.log_path = os.path.join(workdir, "server.log")
+        env = {**os.environ, **env, "HF_HUB_OFFLINE": "1", "PFD_LOAD_TRIM_FILE": self.trim_file}
+        if malloc_arena_max:
+            env["MALLOC_ARENA_MAX"] = str(malloc_arena_max)
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "load_server.py"), "--profile", "tiny",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self._trims = 0
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        import urllib.request
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "gradio_api/info", timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"the server did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def rss(self) -> int:
+        """The server's resident bytes after it returned freed heap to the OS."""
+        self._trims += 1
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if int(Path(self.trim_file).read_text() or 0) >= self._trims:
+                    break
+            except (FileNotFoundError, ValueError):
+                pass
+            time.sleep(0.05)
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc status")
+
+    def log_tail(self, n: int = 4000) -> str:
+        self._log.flush()
+        return Path(self.log_path).read_bytes()[-n:].decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # Gradio closes the server (and clears its cache)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
 
 
-def _count_files(folder) -> int:
-    return sum(len(files) for _, _, files in os.walk(folder)) if folder and os.path.isdir(folder) else 0
+def _example_digests() -> set:
+    return {hashlib.sha256(p.read_bytes()).hexdigest() for p in (ROOT / "assets" / "examples").iterdir() if p.is_file()}
+
+
+def _count_files(folder, examples: set) -> dict:
+    """Files in the cache: all, and those that are not one of the tabs' example images."""
+    total = other = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            total += 1
+            try:
+                if hashlib.sha256(Path(dirpath, name).read_bytes()).hexdigest() not in examples:
+                    other += 1
+            except FileNotFoundError:  # removed meanwhile
+                total -= 1
+    return {"all": total, "not_examples": other}
 
 
 def _pct(xs, q):
@@ -102,46 +174,41 @@ def _pct(xs, q):
 
 
 def run_load(clients: int = 8, requests: int = 25, seeds: int = 3, warmup: bool = True,
-             cache_max_age: Optional[int] = None) -> dict:
+             cache_max_age: Optional[int] = None, malloc_arena_max: Optional[int] = None) -> dict:
     """Run the load test; returns the measurements (see the module docstring).
-    ``cache_max_age``: seconds after which Gradio's cache cleanup removes files (the app's
-    ``PFD_CACHE_MAX_AGE``); given, the test waits for a cleanup at the end and counts again."""
-    cache = tempfile.mkdtemp(prefix="pfd-gradio-cache-")
+    ``cache_max_age``: the server's ``PFD_CACHE_MAX_AGE`` (seconds); given, the test waits for
+    a cleanup pass at the end and counts the cache again. ``malloc_arena_max``: the server's
+    ``MALLOC_ARENA_MAX`` (glibc), None for glibc's default."""
+    from gradio_client import Client
+
+    workdir = tempfile.mkdtemp(prefix="pfd-load-")
+    cache = os.path.join(workdir, "gradio-cache")
     env = {"GRADIO_TEMP_DIR": cache}
     if cache_max_age is not None:
         env["PFD_CACHE_MAX_AGE"] = str(cache_max_age)
-    previous = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        return _run(clients, requests, seeds, cache, warmup, cache_max_age)
-    finally:
-        for k, v in previous.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _run(clients, requests, seeds, cache, warmup, cache_max_age) -> dict:
-    from gradio_client import Client
-
-    from tests._app import running_app
-
     calls = _calls()
-    with running_app("tiny") as (engine, demo, url):
-        serial = Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix="pfd-client-serial-"))
+    examples = _example_digests()
+    server = Server(env, workdir, malloc_arena_max)
+    try:
+        server.wait_ready()
+        url = server.url
+        serial = Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix="pfd-client-serial-", dir=workdir))
         reference, serial_s = {}, []
         for endpoint in ENDPOINTS:
             for k in range(seeds):
                 t0 = time.perf_counter()
                 reference[endpoint, k] = _digest(serial.predict(*_args(calls, endpoint, k), api_name=endpoint))
                 serial_s.append(time.perf_counter() - t0)
-        results, lock = [], threading.Lock()
+        rss_start = server.rss()
+        results, warm_results, lock = [], [], threading.Lock()
         rss_samples = []
+        # one Client per simulated user for the whole test (a Client is a session; new sessions
+        # in the measured run would be growth the warm-up could not show)
+        users = [Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix=f"pfd-client{c}-", dir=workdir))
+                 for c in range(clients)]
 
         def client_thread(c: int, first: int, count: int, record: bool):
-            # its own download folder: in this process the default would be the server's cache
-            client = Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix=f"pfd-client{c}-"))
+            client = users[c]
             for r in range(first, first + count):
                 endpoint = ENDPOINTS[(c + r) % len(ENDPOINTS)]
                 k = (c * requests + r) % seeds
@@ -155,7 +222,7 @@ def _run(clients, requests, seeds, cache, warmup, cache_max_age) -> dict:
                 with lock:
                     (results if record else warm_results).append(row)
                     if record and len(results) % max(1, clients * requests // 4) == 0:
-                        rss_samples.append(_rss())
+                        rss_samples.append(server.rss())
 
         def concurrent(first: int, count: int, record: bool) -> float:
             threads = [threading.Thread(target=client_thread, args=(c, first, count, record), daemon=True)
@@ -168,18 +235,21 @@ def _run(clients, requests, seeds, cache, warmup, cache_max_age) -> dict:
             return time.perf_counter() - t0
 
         # warm-up: one concurrent round over the four endpoints (threads, allocator arenas, sessions)
-        warm_results = []
         if warmup:
             concurrent(-len(ENDPOINTS), len(ENDPOINTS), record=False)
-        rss_warm = _rss()
-        files_warm = _count_files(cache)
+        rss_warm = server.rss()
+        files_warm = _count_files(cache, examples)
         wall = concurrent(0, requests, record=True)
-        rss_end = _rss()
-        files_end = _count_files(cache)
+        rss_end = server.rss()
+        files_end = _count_files(cache, examples)
         files_after_cleanup = None
         if cache_max_age is not None:  # Gradio's delete_cache looks every min(age, 600) s
             time.sleep(2 * cache_max_age + 5)
-            files_after_cleanup = _count_files(cache)
+            files_after_cleanup = _count_files(cache, examples)
+        server_log = server.log_tail()
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # the cache, the clients' downloads, the log
 
     ok = [r for r in results if "error" not in r]
     latencies = [r["seconds"] for r in ok]
@@ -195,8 +265,11 @@ def _run(clients, requests, seeds, cache, warmup, cache_max_age) -> dict:
         "throughput_rps": len(ok) / wall if wall else float("nan"),
         "serial_p50_s": _pct(serial_s, 50), "per_endpoint": per_endpoint,
         "warmup_failures": sum(1 for r in warm_results if "error" in r or not r.get("same")),
-        "rss_warm": rss_warm, "rss_end": rss_end, "rss_during": rss_samples, "rss_growth": (rss_end - rss_warm) / rss_warm,
+        "server_pid_rss": True, "malloc_arena_max": malloc_arena_max, "cache_max_age": cache_max_age,
+        "rss_start": rss_start, "rss_warm": rss_warm, "rss_end": rss_end, "rss_during": rss_samples,
+        "rss_growth": (rss_end - rss_warm) / rss_warm,
         "cache_files_warm": files_warm, "cache_files_end": files_end, "cache_files_after_cleanup": files_after_cleanup,
+        "server_log_tail": server_log[-1500:],
     }
 
 
@@ -206,10 +279,12 @@ def main(argv=None):
     p.add_argument("--requests", type=int, default=25, help="requests per client")
     p.add_argument("--seeds", type=int, default=3, help="distinct seeds per endpoint")
     p.add_argument("--cache-max-age", type=int, default=None,
-                   help="PFD_CACHE_MAX_AGE for the run (s); the test then waits for a cleanup and counts the cache "
-                        "again (see benchmarks/README.md: short ages race with requests under load)")
+                   help="the server's PFD_CACHE_MAX_AGE (s); the test then waits for a cleanup pass and counts the "
+                        "cache again (the age must exceed the longest queue wait plus a run)")
+    p.add_argument("--malloc-arena-max", type=int, default=None, help="the server's MALLOC_ARENA_MAX (glibc)")
     args = p.parse_args(argv)
-    r = run_load(args.clients, args.requests, args.seeds, cache_max_age=args.cache_max_age)
+    r = run_load(args.clients, args.requests, args.seeds, cache_max_age=args.cache_max_age,
+                 malloc_arena_max=args.malloc_arena_max)
     mb = 2**20
     print(f"{r['clients']} clients x {r['requests_per_client']} requests = {r['total']} "
           f"(4 endpoints x {r['seeds']} seeds), wall {r['wall_s']:.1f} s, {r['throughput_rps']:.2f} req/s")
@@ -218,10 +293,14 @@ def main(argv=None):
         print(f"| {name} | {e['n']} | {e['p50_s']:.2f} | {e['p95_s']:.2f} |")
     print(f"| all | {r['total'] - r['failures']} | {r['p50_s']:.2f} | {r['p95_s']:.2f} |")
     print(f"failures {r['failures']} {r['errors']}, cross-talk {r['cross_talk']}, serial p50 {r['serial_p50_s']:.2f} s")
-    print(f"RSS after warm-up {r['rss_warm'] / mb:.0f} MiB, at the end {r['rss_end'] / mb:.0f} MiB "
+    print(f"server RSS (pid of its own, after malloc_trim; MALLOC_ARENA_MAX {r['malloc_arena_max'] or 'default'}): "
+          f"after the serial pass {r['rss_start'] / mb:.0f} MiB, after warm-up {r['rss_warm'] / mb:.0f} MiB, at the end {r['rss_end'] / mb:.0f} MiB "
           f"({100 * r['rss_growth']:+.1f} %); during: {', '.join(f'{x / mb:.0f}' for x in r['rss_during'])} MiB")
-    print(f"Gradio cache files: after warm-up {r['cache_files_warm']}, at the end {r['cache_files_end']}, "
-          f"after cleanup {r['cache_files_after_cleanup'] if r['cache_files_after_cleanup'] is not None else 'n/a (--cache-max-age not given)'}")
+    def files(c):
+        return f"{c['all']} ({c['not_examples']} not examples)" if c else "n/a (--cache-max-age not given)"
+
+    print(f"Gradio cache files: after warm-up {files(r['cache_files_warm'])}, at the end {files(r['cache_files_end'])}, "
+          f"after a cleanup pass {files(r['cache_files_after_cleanup'])}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "load.json").write_text(json.dumps(r, indent=1) + "\n")

@@ -102,8 +102,8 @@ MASK_PX = Range("mask dilation/feathering (px)", 0, 256, 8, ui_hi=64)  # pixels,
 # load models, decode uploads or wait, so a download never freezes the other tabs.
 CONCURRENT_REQUESTS = 8
 QUEUE_SIZE = 32  # waiting requests; one more is answered "the queue is full, try again"
-# Requests one browser session (or gradio_client Client) may have running at once; more are
-# refused with a message (env PFD_MAX_SESSION_REQUESTS).
+# Requests one browser session (or gradio_client Client) may have waiting or running at once;
+# more are refused at submission with a message (env PFD_MAX_SESSION_REQUESTS).
 MAX_SESSION_REQUESTS = 3
 
 # Work limit per request, in megapixel-steps: width x height / 1e6 x steps x images x
@@ -197,8 +197,8 @@ def max_work() -> float:
 
 
 def max_session_requests() -> int:
-    """``PFD_MAX_SESSION_REQUESTS``: requests one session may have running at once (default
-    ``MAX_SESSION_REQUESTS``)."""
+    """``PFD_MAX_SESSION_REQUESTS``: requests one session may have waiting or running at once
+    (default ``MAX_SESSION_REQUESTS``; ``ui.session_limit``)."""
     value = _env_int("PFD_MAX_SESSION_REQUESTS", MAX_SESSION_REQUESTS)
     if value < 1:
         raise InvalidSettingError(f"environment variable PFD_MAX_SESSION_REQUESTS must be at least 1, got {value}")

@@ -47,15 +47,15 @@ def test_signature_names_order_and_progress():
     demo, api, (a, b, c) = _build(handler)
     assert api.inputs == [a, b, c] and api.parameter_names == ["lhs1", "right1", "label"]
     params = list(inspect.signature(api.fn).parameters.values())
-    assert [p.name for p in params] == ["lhs1", "right1", "label", "progress", "request"]
-    assert all(p.default is inspect.Parameter.empty for p in params[:-2])
-    assert isinstance(params[-2].default, gr.Progress)
+    assert [p.name for p in params] == ["lhs1", "right1", "label", "progress"]
+    assert all(p.default is inspect.Parameter.empty for p in params[:-1])
+    assert isinstance(params[-1].default, gr.Progress)
     assert inspect.isgeneratorfunction(api.fn)  # Gradio can close it (cancel)
     info = demo.get_api_info()["named_endpoints"]["/pair"]
     assert [p["parameter_name"] for p in info["parameters"]] == ["lhs1", "right1", "label"]
     assert info["description"] == ""
-    # Gradio passes the values positionally, the progress tracker and the request last
-    assert final(api.fn(3, 4, "sum", "PROGRESS", None)) == "sum: 7"
+    # Gradio passes the values positionally, the progress tracker last
+    assert final(api.fn(3, 4, "sum", "PROGRESS")) == "sum: 7"
     assert seen["pair"] == Pair(3, 4) and seen["label"] == "sum" and seen["progress"] == "PROGRESS"
     assert api.fn.__name__ == "handler"
 
@@ -68,7 +68,7 @@ def test_library_errors_become_gradio_errors():
 
     _, api, _ = _build(handler)
     with pytest.raises(gr.Error, match="steps must be between 1 and 150"):
-        final(api.fn(1, 2, "x", None, None))
+        final(api.fn(1, 2, "x", None))
 
 
 def test_duplicate_names_are_refused():
@@ -130,54 +130,37 @@ def test_closing_the_generator_cancels_the_work_at_its_next_step():
         return "done"
 
     _, api, _ = _build(handler)
-    gen = api.fn(1, 2, "x", None, None)
+    gen = api.fn(1, 2, "x", None)
     assert next(gen)["__type__"] == "update"  # still running: Gradio gets "no change"
     gen.close()
     assert stopped.wait(5) and len(steps) < 100
 
 
-def test_a_session_runs_at_most_its_limit_at_once(monkeypatch):
-    import threading
-    from types import SimpleNamespace
-
-    from ui.endpoint import SESSIONS
-
-    monkeypatch.setenv("PFD_MAX_SESSION_REQUESTS", "1")
-    release = threading.Event()
-
-    def handler(pair, label, progress):
-        release.wait(10)
-        return label
-
-    _, api, _ = _build(handler)
-    me, other = SimpleNamespace(session_hash="me"), SimpleNamespace(session_hash="other")
-    first = api.fn(1, 2, "a", None, me)
-    next(first)
-    with pytest.raises(gr.Error, match="already have 1 request"):
-        final(api.fn(1, 2, "b", None, me))
-    second = api.fn(1, 2, "c", None, other)  # another session is not held back
-    next(second)
-    release.set()
-    assert final(first) == "a" and final(second) == "c"
-    assert SESSIONS.running("me") == 0
-
-
-def test_output_pictures_reach_the_cache_whole():
-    """ui.atomic_cache: Gradio's save of an output picture replaces the file in one step."""
+def test_every_output_picture_is_a_tracked_file_of_its_own():
+    """ui.cache_files: Gradio's save of an output picture (Image, Gallery, arrays) writes a new
+    file in a folder of its own, tracked for the cleanup, whose folder goes with it."""
     import os
     import tempfile
 
+    import numpy as np
     from gradio import processing_utils
     from PIL import Image
 
-    from ui import atomic_cache
+    from ui import cache_files
 
-    atomic_cache.install()
-    assert processing_utils.save_pil_to_cache is atomic_cache.save_pil_to_cache
+    cache_files.install()
+    assert processing_utils.save_pil_to_cache is cache_files.save_pil_to_cache
     img = Image.new("RGB", (32, 16), (10, 200, 30))
     with tempfile.TemporaryDirectory() as cache:
+        tracked = cache_files.app_files(cache)
         a = processing_utils.save_pil_to_cache(img, cache, format="png")
-        b = processing_utils.save_img_array_to_cache(__import__("numpy").asarray(img), cache, format="png")
-        assert a == b and Image.open(a).size == (32, 16)
-        assert os.path.getsize(a) == len(processing_utils.encode_pil_to_bytes(img, "png"))
-        assert not [n for n in os.listdir(os.path.dirname(a)) if n.endswith(".part")]
+        b = processing_utils.save_img_array_to_cache(np.asarray(img), cache, format="png")
+        assert a != b and os.path.dirname(a) != os.path.dirname(b)  # the same picture, two files
+        assert Image.open(a).size == (32, 16)
+        assert os.path.getsize(a) == os.path.getsize(b) == len(processing_utils.encode_pil_to_bytes(img, "png"))
+        assert {a, b} <= tracked
+        for path in tracked:  # what Gradio's cleanup does: remove while iterating, then "-="
+            tracked.add(path + ".x")  # a request adding meanwhile does not stop the iteration
+        os.remove(a)
+        tracked -= {a}
+        assert a not in tracked and not os.path.exists(os.path.dirname(a)) and os.path.exists(b)

@@ -195,3 +195,80 @@ def test_a_full_queue_answers_busy_try_again(monkeypatch):
         finally:
             waiting.cancel()
             running.cancel()
+
+
+def test_a_session_may_have_at_most_its_limit_waiting_or_running(monkeypatch):
+    """ui.session_limit: one Client (one session) sends 5 jobs while a long job of another
+    runs; with one request running at a time they all wait in the queue, and the 4th and 5th
+    are refused at submission with the message; a third Client is still served."""
+    from gradio_client import Client
+
+    from tests._app import running_app
+
+    monkeypatch.setattr(settings, "CONCURRENT_REQUESTS", 1)  # queued jobs, not running ones
+    monkeypatch.delenv("PFD_MAX_SESSION_REQUESTS", raising=False)  # the default, 3
+    with running_app("tiny") as (engine, demo, url):
+        long_job = Client(url, verbose=False).submit(*_variation_args(150, size=256, n=4), api_name="/image_variation")
+        deadline = time.time() + 60
+        while demo._queue.active_jobs.count(None) == len(demo._queue.active_jobs) and time.time() < deadline:
+            time.sleep(0.1)  # until the long job runs
+        busy = Client(url, verbose=False)
+        jobs = [busy.submit(*_variation_args(1, seed=s), api_name="/image_variation") for s in range(5)]
+        other = None
+        try:
+            deadline = time.time() + 30
+            while sum(j.done() for j in jobs) < 2 and time.time() < deadline:
+                time.sleep(0.1)
+            refused = [j for j in jobs if j.done()]
+            assert len(refused) == 2, [j.status() for j in jobs]
+            for job in refused:
+                with pytest.raises(Exception) as err:
+                    job.result()
+                assert "You already have 3 requests waiting or running" in str(err.value)
+                assert "press Stop" in str(err.value)
+            assert not long_job.done()
+            other = Client(url, verbose=False).submit(*_variation_args(1, seed=9), api_name="/image_variation")
+            time.sleep(1.0)
+            assert not other.done()  # accepted: it waits in the queue, it was not refused
+        finally:
+            long_job.cancel()
+        gallery, _, seed = other.result(timeout=120)
+        assert len(gallery) == 1 and seed == 9
+        served = [j.result(timeout=120) for j in jobs if j not in refused]
+        assert len(served) == 3 and all(len(g) == 1 for g, _, _ in served)
+        # once they are done the session may send again
+        assert len(busy.predict(*_variation_args(1, seed=7), api_name="/image_variation")[0]) == 1
+
+
+@pytest.mark.browser
+def test_browser_a_session_over_its_limit_is_told_why(monkeypatch):
+    """In the browser (one page = one session, limit 1): while the Image Variation tab's long
+    generation runs, Generate in the Reference + ControlNet tab is refused with the message."""
+    from tests._app import chromium_page, running_app
+
+    monkeypatch.setenv("PFD_MAX_SESSION_REQUESTS", "1")
+    with running_app("tiny") as (engine, demo, url), chromium_page(url) as page:
+        page.locator("#variation-reference input[type=file]").set_input_files(str(REF))
+        page.wait_for_selector("#variation-reference img", timeout=30_000)
+        for label, value in (("Steps", "150"), ("Images", "8")):
+            box = page.locator(f"input[aria-label='number input for {label}']").first
+            box.fill(value)
+            box.press("Enter")
+        page.locator("#variation-run").click()
+        deadline = time.time() + 60
+        while not demo._queue.event_ids_to_events and time.time() < deadline:
+            time.sleep(0.1)
+        assert demo._queue.event_ids_to_events, "the generation was never submitted"
+        page.get_by_role("tab", name="Reference + ControlNet").click()
+        page.locator("#control-run").click()
+        message = page.get_by_text("You already have 1 request waiting or running").first
+        message.wait_for(state="visible", timeout=30_000)
+        jobs = [e.fn.api_name for e in list(demo._queue.event_ids_to_events.values())]
+        assert "image_variation" in jobs and "reference_control" not in jobs  # refused, never queued
+        page.get_by_role("tab", name="Image Variation").click()
+        page.locator("#variation-stop").click()  # the long run ends before the server does
+        deadline = time.time() + 30
+        while demo._queue.event_ids_to_events and time.time() < deadline:
+            time.sleep(0.1)
+        assert engine._run_lock.acquire(timeout=15)
+        engine._run_lock.release()

@@ -1,5 +1,5 @@
 """Issue 13: concurrent clients over all four endpoints, every request answered with its own
-pictures (the short version of benchmarks/bench_load.py)."""
+pictures (the short version of benchmarks/bench_load.py; the server runs in its own process)."""
 
 from __future__ import annotations
 

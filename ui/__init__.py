@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import atomic_cache, compare, control, edit, multi_reference, tryon, variation
+from . import cache_files, compare, control, edit, multi_reference, session_limit, tryon, variation
 from prompt_free import settings
 
 from .widgets import banner, memory_panel
@@ -14,7 +14,7 @@ TABS = (variation, control, multi_reference, compare, edit, tryon)
 
 
 def build_app(engine) -> gr.Blocks:
-    atomic_cache.install()  # concurrent identical outputs never serve a half-written file
+    cache_files.install()  # every output picture a file of its own, tracked for the cleanup
     # Uploads and outputs leave Gradio's cache after settings.cache_max_age(); no analytics unless asked.
     with gr.Blocks(title="Prompt-Free Diffusion", delete_cache=settings.delete_cache(),
                    analytics_enabled=settings.analytics_enabled()) as demo:
@@ -28,7 +28,10 @@ def build_app(engine) -> gr.Blocks:
             for tab in TABS:
                 tab.build(engine)
         memory_panel(engine, demo)
+    cache_files.track(demo)  # outputs join the cleanup (ui/cache_files.py: what Gradio misses)
     # Gradio would run one request per event at a time; the engine serialises device work itself.
-    # A full queue answers "Queue is full ... try again"; a session runs at most
-    # settings.max_session_requests() at once (ui.endpoint).
-    return demo.queue(max_size=settings.QUEUE_SIZE, default_concurrency_limit=settings.CONCURRENT_REQUESTS)
+    # A full queue answers "Queue is full ... try again"; a session may have at most
+    # settings.max_session_requests() requests waiting or running (ui.session_limit).
+    demo.queue(max_size=settings.QUEUE_SIZE, default_concurrency_limit=settings.CONCURRENT_REQUESTS)
+    session_limit.install(demo)
+    return demo

@@ -21,8 +21,8 @@ worker thread under a ``prompt_free.cancel`` token, waits on it with a short tim
 "no change" (``gr.skip()``) at every timeout so Gradio can close it, and yields the handler's
 outputs at the end. Closing it runs its ``finally``, which cancels the token; the engine's loop
 checks the token before every step (``sampling.denoise``), so the work stops at the next step
-and frees the run lock. At most ``settings.max_session_requests()`` requests of one session
-(``gr.Request.session_hash``) run at once; one more is refused with a message.
+and frees the run lock. How many jobs of these endpoints one session may have queued or
+running is bounded at submission (``ui.session_limit``).
 
 An input group is a dataclass of components (``InputGroup``): while the UI is built it holds the
 components; in the handler, the same class holds their values (``dataclasses.replace``). A field
@@ -39,14 +39,14 @@ import logging
 import os
 import queue
 import threading
-from collections import Counter
 from typing import Any, Callable, ClassVar, List, Mapping, Sequence, Tuple, Union
 
 import gradio as gr
 
-from prompt_free import settings
 from prompt_free.cancel import CancelToken, cancellable
 from prompt_free.errors import PromptFreeError
+
+from . import session_limit
 
 log = logging.getLogger("prompt_free.ui")
 
@@ -164,40 +164,10 @@ def _split(part: Part) -> Tuple[List[str], list, Callable[[list], Any]]:
 POLL_S = 0.2  # how often the generator returns to Gradio while the worker runs (cancel latency)
 
 
-class SessionSlots:
-    """Requests running per session; ``take`` refuses one over ``settings.max_session_requests()``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: Counter = Counter()
-
-    def take(self, session) -> None:
-        limit = settings.max_session_requests()
-        with self._lock:
-            if self._running[session] >= limit:
-                raise gr.Error(f"You already have {limit} requests running (the most one session may have at once; "
-                               "PFD_MAX_SESSION_REQUESTS). Wait for one to finish, or press Stop, then try again.")
-            self._running[session] += 1
-
-    def give(self, session) -> None:
-        with self._lock:
-            self._running[session] -= 1
-            if self._running[session] <= 0:
-                del self._running[session]
-
-    def running(self, session) -> int:
-        with self._lock:
-            return self._running.get(session, 0)
-
-
-SESSIONS = SessionSlots()
-
-
-def run_cancellable(work: Callable[[], Any], session=None):
+def run_cancellable(work: Callable[[], Any]):
     """Generator: ``work()`` in a worker thread under a fresh ``CancelToken``; yields ``gr.skip()``
     every ``POLL_S`` while it runs, then its result (its exception is raised here). Closing the
     generator (Gradio's cancel) cancels the token; the worker stops at its next denoising step."""
-    SESSIONS.take(session)
     token = CancelToken()
     box: "queue.Queue" = queue.Queue(maxsize=1)
     context = contextvars.copy_context()  # gr.Progress and tqdm tracking follow the work
@@ -208,15 +178,9 @@ def run_cancellable(work: Callable[[], Any], session=None):
                 box.put((True, work()))
         except BaseException as e:  # noqa: BLE001 - handed to the generator (or dropped after a cancel)
             box.put((False, e))
-        finally:
-            SESSIONS.give(session)
 
     thread = threading.Thread(target=context.run, args=(worker,), name="pfd-request", daemon=True)
-    try:
-        thread.start()
-    except BaseException:
-        SESSIONS.give(session)
-        raise
+    thread.start()
     try:
         while True:
             try:
@@ -249,20 +213,18 @@ def endpoint(handler: Callable, *parts: Part) -> Endpoint:
     checked = handle_errors(handler)
 
     def call(*values):
-        values, progress, request = list(values[:-2]), values[-2], values[-1]
+        values, progress = list(values[:-1]), values[-1]
         if len(values) != len(inputs):
             raise TypeError(f"{handler.__name__}: {len(inputs)} values expected, got {len(values)}")
         args = [regroup(values[a:b]) for a, b, regroup in spans]
-        session = getattr(request, "session_hash", None)
-        yield from run_cancellable(lambda: checked(*args, progress=progress), session)
+        yield from run_cancellable(lambda: checked(*args, progress=progress))
 
     positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
     call.__signature__ = inspect.Signature(
         [inspect.Parameter(n, positional) for n in names]
-        + [inspect.Parameter("progress", positional, default=gr.Progress(track_tqdm=True)),  # downloads' bars too
-           inspect.Parameter("request", positional, default=None, annotation=gr.Request)]
+        + [inspect.Parameter("progress", positional, default=gr.Progress(track_tqdm=True))]  # downloads' bars too
     )
-    call.__annotations__ = {"request": gr.Request}  # how Gradio finds the parameter it fills in
     call.__name__ = call.__qualname__ = handler.__name__
     call.__doc__ = None  # Gradio would show a docstring as the endpoint's API description
+    setattr(call, session_limit.LIMITED, True)  # its jobs count against the session's limit
     return Endpoint(call, inputs, names)

@@ -26,6 +26,8 @@ import gradio as gr
 from gradio import processing_utils
 from gradio.data_classes import FileData
 
+from . import cache_files
+
 
 def image_input(**kwargs) -> gr.Image:
     """``gr.Image(type="filepath")`` whose upload is passed on as the path of the uploaded file."""
@@ -61,9 +63,10 @@ def _editor_file(self: gr.ImageEditor, file, flatten_on_white: bool = False):
 
 
 def _data_url_to_cache(url: str, orig_name, cache_dir: str) -> str:
-    """The bytes of a ``data:`` URL as a file in Gradio's cache (no decoding here)."""
+    """The bytes of a ``data:`` URL as a file in Gradio's cache, tracked for the cleanup (no
+    decoding here)."""
     try:
         data = base64.b64decode(processing_utils.extract_base64_data(url), validate=False)
     except (binascii.Error, ValueError):
         data = b""
-    return processing_utils.save_bytes_to_cache(data, orig_name or "image", cache_dir)
+    return cache_files.save_bytes(data, orig_name or "image", cache_dir)
