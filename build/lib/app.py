@@ -1,0 +1,98 @@
+"""Prompt-Free Diffusion app: `python app.py` (see README.md for options)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+# Gradio's usage analytics stay off unless the user asks for them (GRADIO_ANALYTICS_ENABLED=true);
+# set before gradio is imported, which reads it at import time.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def parse_args(argv=None):
+    from prompt_free import settings
+
+    p = argparse.ArgumentParser(description="Prompt-Free Diffusion Gradio app")
+    p.add_argument("--profile", default=settings.profile(), choices=["auto", "real", "tiny"],
+                   help="real: checkpoints.yaml models; tiny: offline random-weight models; auto: real when available "
+                        "(env PFD_PROFILE)")
+    p.add_argument("--checkpoints", default=settings.checkpoints_path(), help="path of checkpoints.yaml (env PFD_CHECKPOINTS)")
+    p.add_argument("--host", default=settings.server_host())
+    p.add_argument("--port", type=int, default=settings.server_port())
+    p.add_argument("--share", action="store_true",
+                   help="a public gradio.live link; use it with --auth (anyone with the link can use the app)")
+    p.add_argument("--auth", default=settings.auth(), metavar="USER:PASSWORD",
+                   help="require this login (env PFD_AUTH)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when present)")
+    p.add_argument("--max-base-models", type=int, default=settings.max_base_models(),
+                   help="base models kept loaded (LRU; env PFD_MAX_BASE_MODELS)")
+    p.add_argument("--memory-budget", default=None,
+                   help="memory for models on the device, e.g. 8GB or bytes (env PFD_MEMORY_BUDGET; default: the "
+                        "GPU's memory less a reserve, or 3/4 of RAM on the CPU)")
+    p.add_argument("--ram-budget", default=None,
+                   help="host memory for models evicted from the GPU (env PFD_RAM_BUDGET; default: half the RAM)")
+    p.add_argument("--public", action="store_true",
+                   help="serve the public: stricter work limit per request (env PFD_PUBLIC; on when SPACE_ID is set)")
+    return p.parse_args(argv)
+
+
+def create_app(profile="auto", checkpoints=None, device=None, max_base_models=2, memory_budget=None, ram_budget=None):
+    """The engine and the Gradio app (queued). ``memory_budget`` / ``ram_budget``: sizes such as
+    "8GB" or bytes; None reads ``PFD_MEMORY_BUDGET`` / ``PFD_RAM_BUDGET`` (see ``Engine``)."""
+    from prompt_free.engine import Engine
+    from ui import build_app
+
+    engine = Engine.from_profile(profile, checkpoints, device=device, max_base_models=max_base_models,
+                                 memory_budget=memory_budget, ram_budget=ram_budget)
+    return engine, build_app(engine)
+
+
+def launch_options(auth=None) -> dict:
+    """``demo.launch`` options every launch shares (app.py, tests): the upload limit and the login."""
+    from prompt_free import settings
+
+    return dict(max_file_size=settings.max_upload_size(), auth=settings.parse_auth(auth))
+
+
+def share_warning(share: bool, auth) -> str | None:
+    """The warning printed for a public link without a login."""
+    if share and not auth:
+        return ("warning: --share without --auth: anyone who gets the public link can use this app (and its "
+                "GPU); add --auth user:password (or PFD_AUTH)")
+    return None
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from prompt_free import settings
+    from prompt_free.errors import PromptFreeError
+    from prompt_free.memory import format_size
+    from ui.widgets import CSS
+
+    try:
+        settings.check_environment()  # a malformed variable stops here, with its message
+        args = parse_args(argv)
+        if args.public:
+            import os
+
+            os.environ["PFD_PUBLIC"] = "1"  # read by prompt_free.settings.public_server()
+        launch = launch_options(args.auth)
+        engine, demo = create_app(args.profile, args.checkpoints, args.device, args.max_base_models,
+                                  args.memory_budget, args.ram_budget)
+    except PromptFreeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logging.getLogger("prompt_free").info("profile %s on %s (%s), memory budget %s", engine.profile, engine.device,
+                                          engine.dtype, format_size(engine.memory.budget))
+    warning = share_warning(args.share, launch["auth"])
+    if warning:
+        print(warning, file=sys.stderr)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, **launch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

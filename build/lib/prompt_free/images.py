@@ -1,0 +1,243 @@
+"""Every image that enters the project is opened here, with one set of rules.
+
+``open_image`` turns any supported input (a path, bytes, a PIL image, a numpy array) into a
+decoded PIL image, upright per EXIF, with its mode kept (masks need the alpha channel); its size
+is checked against ``settings.MAX_IMAGE_PIXELS`` from the header, before any pixel is decoded.
+``to_rgb`` turns any PIL mode into 8-bit RGB; ``load_image`` is the two together. References,
+control maps, masks, person and garment photos, detector inputs and training data all come
+through here, so an odd image gets the same treatment and the same clear ``InputImageError``
+wherever it is given.
+
+Mode rules: transparency (alpha, or a palette/greyscale transparency key) is composited on
+white; 16-bit images are scaled to 8 bits (65535 -> 255); 32-bit integer and float images in
+[0, 255] are kept, float images in [0, 1] are scaled by 255, other ranges are min-max
+normalised; LAB and HSV are converted through OpenCV; everything else through PIL.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from typing import Optional, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import settings
+from .errors import InputImageError, InvalidSettingError
+
+ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike, bytes, None]
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def open_image(image: ImageLike, what: str = "image") -> Image.Image:
+    """Any supported input -> a decoded PIL image, upright per EXIF, mode kept.
+
+    An animation (GIF, APNG, WebP) gives its first frame. Every failure is an
+    ``InputImageError`` naming ``what`` and the reason (empty file, not an image, truncated,
+    too many pixels); a file is named by its base name only, never by a server directory."""
+    if image is None:
+        raise InputImageError(f"no {what} given: please upload one")
+    try:
+        if isinstance(image, (str, os.PathLike)):
+            if not os.path.isfile(image):
+                raise InputImageError(f"{what} file '{os.path.basename(os.fspath(image))}' does not exist")
+            if os.path.getsize(image) == 0:
+                raise InputImageError(f"{what} could not be read as an image (empty file)")
+            img = _open(image)
+        elif isinstance(image, (bytes, bytearray, memoryview)):
+            if len(image) == 0:
+                raise InputImageError(f"{what} could not be read as an image (empty file)")
+            img = _open(io.BytesIO(bytes(image)))
+        elif isinstance(image, np.ndarray):
+            img = array_to_image(image, what)
+        elif isinstance(image, Image.Image):
+            img = image
+        else:
+            raise InputImageError(f"{what}: unsupported input type {type(image).__name__}")
+        if img.width < 1 or img.height < 1:
+            raise InputImageError(f"{what} is empty ({img.width}x{img.height} pixels)")
+        if img.width * img.height > settings.MAX_IMAGE_PIXELS:  # from the header: nothing decoded yet
+            raise InputImageError(_too_many_pixels(what, f"{img.width}x{img.height}"))
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)  # an animation: its first frame
+        img.load()
+        return ImageOps.exif_transpose(img) or img
+    except InputImageError:
+        raise
+    except Image.DecompressionBombError:  # PIL's own guard, on a header far beyond ours
+        raise InputImageError(_too_many_pixels(what, "its header claims more than "
+                                               f"{2 * (Image.MAX_IMAGE_PIXELS or 0) // 1_000_000} megapixels")) from None
+    except UnidentifiedImageError:
+        raise InputImageError(f"{what} could not be read as an image ({_not_an_image(image)})") from None
+    except (OSError, EOFError, SyntaxError) as e:
+        reason = "the file is truncated" if "truncat" in str(e).lower() or isinstance(e, EOFError) else "the file is damaged"
+        raise InputImageError(f"{what} could not be read as an image ({reason})") from None
+    except (ValueError, TypeError) as e:
+        raise InputImageError(f"{what} could not be read as an image ({type(e).__name__}): is the file a PNG/JPEG/WebP?") from None
+
+
+def _open(fp) -> Image.Image:
+    """``Image.open`` without PIL's bomb warning: our own limit is checked right after."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(fp)
+
+
+def _too_many_pixels(what: str, size: str) -> str:
+    return (f"{what} could not be read as an image (too many pixels: {size}; the limit is "
+            f"{settings.MAX_IMAGE_PIXELS // 1_000_000} megapixels)")
+
+
+def _not_an_image(image) -> str:
+    """Why PIL found no image format in ``image`` (a path or bytes)."""
+    head = b""
+    try:
+        if isinstance(image, (str, os.PathLike)):
+            with open(image, "rb") as f:
+                head = f.read(512)
+        elif isinstance(image, (bytes, bytearray, memoryview)):
+            head = bytes(image[:512])
+    except OSError:
+        pass
+    text = head.lstrip().lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
+        return "an SVG drawing; vector images are not supported: use PNG, JPEG or WebP"
+    return "not an image file, or a format this app does not read: use PNG, JPEG or WebP"
+
+
+def load_image(image: ImageLike, what: str = "image") -> Image.Image:
+    """Any supported input -> 8-bit RGB PIL image, upright per EXIF."""
+    return to_rgb(open_image(image, what), what)
+
+
+def array_to_image(a: np.ndarray, what: str = "image") -> Image.Image:
+    """HxW, HxWx1, HxWx3 or HxWx4 array of any numeric dtype -> a PIL image (L, RGB or RGBA)."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or a.size == 0:
+        raise InputImageError(f"{what}: array of shape {tuple(a.shape)} is not an image (expected HxW, HxWx3 or HxWx4)")
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise InputImageError(f"{what} contains NaN or infinite values")
+        a = _to_u8(a, "F")
+    elif np.issubdtype(a.dtype, np.integer):
+        if a.dtype != np.uint8:
+            a = _to_u8(a, "I;16" if a.dtype == np.uint16 else "I")
+    else:
+        raise InputImageError(f"{what}: arrays of dtype {a.dtype} are not images")
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _to_u8(a: np.ndarray, mode: str) -> np.ndarray:
+    """High bit depth -> uint8 by the module's rules (``mode``: I;16, I or F)."""
+    a = np.asarray(a, dtype=np.float64)
+    a = np.where(np.isfinite(a), a, 0.0)
+    lo, hi = float(a.min()), float(a.max())
+    if mode.startswith("I;16"):
+        a = a / 257.0
+    elif mode == "F" and lo >= 0.0 and hi <= 1.0:
+        a = a * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        pass
+    elif mode != "F" and lo >= 0.0 and hi <= 65535.0:
+        a = a / 257.0  # 16-bit data in a 32-bit image
+    else:
+        a = (a - lo) / max(hi - lo, 1e-12) * 255.0
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def to_rgb(img: Image.Image, what: str = "image") -> Image.Image:
+    """Any PIL mode -> 8-bit RGB of the same size (rules: see the module docstring)."""
+    mode = img.mode
+    try:
+        if mode == "RGB" and "transparency" not in img.info:
+            return img
+        if mode in _ALPHA_MODES or "transparency" in img.info:
+            rgba = img.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        if mode.startswith("I") or mode == "F":
+            return Image.fromarray(_to_u8(np.asarray(img), mode), "L").convert("RGB")
+        if mode in ("LAB", "HSV"):  # PIL converts neither to RGB
+            import cv2
+
+            code = cv2.COLOR_HSV2RGB_FULL if mode == "HSV" else cv2.COLOR_LAB2RGB
+            return Image.fromarray(cv2.cvtColor(np.asarray(img), code), "RGB")
+        return img.convert("RGB")  # L, 1, P, CMYK, YCbCr ...
+    except (OSError, ValueError) as e:
+        raise InputImageError(f"{what} (mode {mode}) could not be converted to RGB: {str(e)[:200]}") from None
+
+
+def prepare_reference(image: ImageLike, what: str = "reference image") -> Image.Image:
+    """Reference for SeeCoder: RGB at native size (as the official app), within sane bounds."""
+    img = load_image(image, what)
+    check_min_side(img, what)
+    if max(img.size) > settings.MAX_REFERENCE_SIDE:
+        # Deviation from the official app (which never resizes): bounds SeeCoder's memory.
+        scale = settings.MAX_REFERENCE_SIDE / max(img.size)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
+    return img
+
+
+def check_min_side(img: Image.Image, what: str) -> Image.Image:
+    """Refuse pictures too small to take content from (references, person photos)."""
+    side = settings.MIN_IMAGE_SIDE
+    if min(img.size) < side:
+        raise InputImageError(f"{what} is too small ({img.width}x{img.height}); use at least {side}x{side} pixels")
+    return img
+
+
+def image_to_tensor(img: Image.Image):
+    """RGB PIL -> (1, 3, H, W) float32 in [0, 1] (torchvision ToTensor, no normalisation)."""
+    import torch
+
+    a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def tensor_to_images(x) -> list:
+    """(B, 3, H, W) in [0, 1] -> PIL images; x255 then truncation, as ToPILImage does."""
+    import torch
+
+    x = x.detach().float().clamp(0, 1).mul(255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in x]
+
+
+def snap_size(width, height) -> Tuple[int, int]:
+    """Floor to multiples of 64 (official) after checking the range."""
+    multiple, lo, hi = settings.SIZE_MULTIPLE, int(settings.SIZE.lo), int(settings.SIZE.hi)
+    out = []
+    for name, v in (("width", width), ("height", height)):
+        try:
+            v = int(v)
+        except (TypeError, ValueError):
+            raise InvalidSettingError(f"{name} must be a number, got {v!r}") from None
+        if not lo <= v <= hi:
+            raise InvalidSettingError(f"{name} {v} is out of range: use {lo} to {hi} pixels")
+        out.append(max(multiple, (v // multiple) * multiple))
+    return out[0], out[1]
+
+
+def size_from_control(img: Image.Image, lo: int = settings.FOLLOW_SIZE_LO, hi: int = settings.FOLLOW_SIZE_HI) -> Tuple[int, int]:
+    """Official auto-size: the control image's size floored to 64, clamped to [512, 1536]."""
+    w, h = img.size
+    return (min(hi, max(lo, (w // 64) * 64)), min(hi, max(lo, (h // 64) * 64)))
+
+
+def side_by_side(images, gap: int = 8, background=(255, 255, 255)) -> Optional[Image.Image]:
+    """One image with the inputs in a row (downloads of comparisons)."""
+    images = [i for i in images if i is not None]
+    if not images:
+        return None
+    h = max(i.height for i in images)
+    w = sum(i.width for i in images) + gap * (len(images) - 1)
+    out = Image.new("RGB", (w, h), background)
+    x = 0
+    for i in images:
+        out.paste(i.convert("RGB"), (x, 0))
+        x += i.width + gap
+    return out

@@ -1,0 +1,80 @@
+"""SeeCoder: image (B, 3, H, W) in [0, 1] -> (B, 148, C) context that replaces CLIP text tokens."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from timm.models.swin_transformer import get_relative_position_index
+from torch import nn
+
+from .config import SeeCoderConfig
+from .decoder import SeeCoderDecoder
+from .qtransformer import QueryTransformer
+from .swin import SwinBackbone
+
+
+class SeeCoder(nn.Module):
+    """Swin backbone -> decoder -> query transformer (4 global + 144 local queries).
+
+    Input: RGB in [0, 1] at any size (no resize, no mean/std normalisation, as the official
+    app). Every image of a batch is encoded independently of the others.
+    Submodule names are the official ones (``imencoder``, ``imdecoder``, ``qtransformer``).
+    """
+
+    def __init__(self, config: Optional[SeeCoderConfig] = None):
+        super().__init__()
+        self.config = (config or SeeCoderConfig()).validate()
+        self.imencoder = SwinBackbone(self.config.swin)
+        self.imdecoder = SeeCoderDecoder(self.config.decoder)
+        self.qtransformer = QueryTransformer(self.config.qtransformer, self.config.position_encoding)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.qtransformer.init_query.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.qtransformer.init_query.weight.device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != self.config.swin.in_chans:
+            raise ValueError(f"SeeCoder expects (B, {self.config.swin.in_chans}, H, W) images, got {tuple(images.shape)}")
+        return self.qtransformer(self.imdecoder(self.imencoder(images)))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Inference helper: casts/moves the input to the model and runs without gradients."""
+        return self(images.to(self.device, self.dtype))
+
+    def trainable_parameters(self):
+        """What the paper trains: decoder and query transformer (the backbone stays frozen)."""
+        return [p for m in (self.imdecoder, self.qtransformer) for p in m.parameters()]
+
+
+def init_seecoder_weights(model: SeeCoder, seed: int = 0) -> SeeCoder:
+    """Deterministic random init (tiny profile, tests, training from scratch).
+
+    Linear/conv weights N(0, 1/fan_in), small biases, unit-ish norms, N(0, 1) embeddings.
+    Every parameter and buffer gets its value here (in place, no temporaries), so this also
+    fully initialises a model materialised from the meta device with ``to_empty()``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(generator=gen)  # the same draws as torch.randn(p.shape, generator=gen)
+            if name.endswith("relative_position_bias_table"):
+                p.mul_(0.02)
+            elif any(k in name for k in ("init_query", "query_pos_embedding", "level_embed")):
+                pass
+            elif p.ndim >= 2:
+                p.div_(p[0].numel() ** 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                p.mul_(0.1).add_(1)
+            else:
+                p.mul_(0.02)
+        for name, b in model.named_buffers():
+            if name.endswith("relative_position_index"):
+                ws = model.config.swin.window_size
+                b.copy_(get_relative_position_index(ws, ws))
+    return model

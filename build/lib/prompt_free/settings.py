@@ -1,0 +1,274 @@
+"""Every limit and every environment variable of the project, in one place.
+
+Limits are ``Range`` objects: the library checks values against them (``Range.check``) and the
+UI takes its slider bounds from them, so a limit is changed here and nowhere else. Environment
+variables are read by the small functions below, each variable by exactly one of them, at
+call time (so a test or a launcher may set them after import).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import InvalidSettingError
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+# ----------------------------------------------------------------------------- limits
+@dataclass(frozen=True)
+class Range:
+    """An allowed interval [lo, hi] with the default value and, for the UI, the slider step
+    and the slider's own upper end when it shows less than the library accepts."""
+
+    what: str
+    lo: float
+    hi: float
+    default: float
+    step: float = 1
+    integer: bool = False
+    ui_hi: Optional[float] = None
+
+    @property
+    def slider_hi(self) -> float:
+        return self.hi if self.ui_hi is None else self.ui_hi
+
+    def check(self, value, what: Optional[str] = None):
+        """``value`` as an int/float inside the range, else ``InvalidSettingError`` naming it."""
+        what = what or self.what
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise InvalidSettingError(f"{what} must be a number, got {value!r}") from None
+        if self.integer:
+            if math.isnan(f) or math.isinf(f) or f != int(f):
+                raise InvalidSettingError(f"{what} must be a whole number, got {value!r}")
+            f = int(f)
+        if not self.lo <= f <= self.hi:  # also refuses NaN
+            raise InvalidSettingError(f"{what} must be between {_num(self.lo)} and {_num(self.hi)}, got {value!r}")
+        return f
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# Sampler (every task). Guidance: the paper uses 2.0; the slider stops at 10.
+STEPS = Range("steps", 1, 150, 50, integer=True)
+GUIDANCE = Range("guidance", 0.0, 30.0, 2.0, step=0.05, ui_hi=10.0)
+NUM_IMAGES = Range("number of images", 1, 8, 1, integer=True)
+SEED = Range("seed", 0, 2**31 - 1, 20, integer=True)
+# Output size: floored to multiples of SIZE_MULTIPLE (official).
+SIZE = Range("size", 64, 2048, 512, step=64, integer=True, ui_hi=1536)
+SIZE_MULTIPLE = 64
+# "Size follows the control image" (official): each side floored to 64 and clamped here.
+FOLLOW_SIZE_LO, FOLLOW_SIZE_HI = 512, 1536
+
+# ControlNets.
+MAX_CONTROLS = 2
+CONTROL_SCALE = Range("conditioning scale", 0.0, 2.0, 1.0, step=0.05)
+CONTROL_WINDOW = Range("control window", 0.0, 1.0, 0.0, step=0.01)  # start/end as fractions of the steps
+MAX_ASPECT_MISMATCH = 2.0  # control image ratio vs output ratio; beyond this we refuse
+DETECT_RESOLUTION = Range("detection resolution", 64, 4096, 512, integer=True)
+
+# Comparison baselines.
+CONTENT_SCALE = Range("content ControlNet scale", 0.0, 2.0, 1.0, step=0.05)
+IP_ADAPTER_SCALE = Range("IP-Adapter scale", 0.0, 2.0, 1.0, step=0.05)
+MAX_PROMPT_CHARS = 2000
+
+# Virtual try-on.
+TRYON_MAX_SIDE = Range("maximum generation size", 64, 1536, 768, step=64, integer=True)
+MASK_PX = Range("mask dilation/feathering (px)", 0, 256, 8, ui_hi=64)  # pixels, rounded
+
+# The app: requests Gradio runs at once. Device work stays serialised by the engine; the others
+# load models, decode uploads or wait, so a download never freezes the other tabs.
+CONCURRENT_REQUESTS = 8
+QUEUE_SIZE = 32  # waiting requests; one more is answered "the queue is full, try again"
+# Requests one browser session (or gradio_client Client) may have running at once; more are
+# refused with a message (env PFD_MAX_SESSION_REQUESTS).
+MAX_SESSION_REQUESTS = 3
+
+# Work limit per request, in megapixel-steps: width x height / 1e6 x steps x images x
+# (1 + ControlNets), summed over a comparison's columns. Checked before any model loads.
+# Generous on a local machine (a 1536x1536 image, 50 steps, 8 images, 2 ControlNets is about
+# 2,800); strict on a public server (a Space, or app.py --public). Env PFD_MAX_WORK overrides.
+MAX_WORK_LOCAL = 10_000
+MAX_WORK_PUBLIC = 300
+
+# Input images.
+MIN_IMAGE_SIDE = 16  # smaller than this is not a picture to take content from
+MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
+MAX_REFERENCE_SIDE = 1536  # SeeCoder works at native size; beyond this we downscale (memory)
+
+# Uploads and the app's file cache (see README: "Uploads, limits and privacy").
+MAX_UPLOAD_MB = 25  # per file; Gradio refuses a larger upload before it is stored
+CACHE_MAX_AGE_S = 3600  # uploads and outputs in Gradio's cache are deleted after this long
+
+# The tiny profile's UI starts smaller so the offline demo answers in seconds on a CPU.
+UI_DEFAULTS = {
+    "real": dict(size=512, size_min=256, size_max=int(SIZE.slider_hi), steps=50, tryon_max_side=int(TRYON_MAX_SIDE.default)),
+    "tiny": dict(size=256, size_min=64, size_max=int(SIZE.slider_hi), steps=20, tryon_max_side=256),
+}
+
+
+# ----------------------------------------------------------------------------- environment
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE``: never ask the Hugging Face Hub, use local files and the cache only."""
+    return env_flag("HF_HUB_OFFLINE")
+
+
+def annotator_dir() -> Optional[str]:
+    """``PFD_ANNOTATOR_DIR``: a folder with detector (annotator) weight files."""
+    value = os.environ.get("PFD_ANNOTATOR_DIR", "").strip()
+    return value or None
+
+
+def profile() -> str:
+    """``PFD_PROFILE``: real | tiny | auto (default)."""
+    return (os.environ.get("PFD_PROFILE") or "auto").strip().lower()
+
+
+def checkpoints_path() -> Optional[str]:
+    """``PFD_CHECKPOINTS``: the checkpoints.yaml to use instead of the project's."""
+    return os.environ.get("PFD_CHECKPOINTS") or None
+
+
+def cuda_dtype_name() -> str:
+    """``PFD_DTYPE``: fp16 (default), bf16 or fp32 for models on CUDA."""
+    return (os.environ.get("PFD_DTYPE") or "fp16").strip().lower()
+
+
+def max_base_models() -> int:
+    """``PFD_MAX_BASE_MODELS``: base models kept loaded (LRU), default 2."""
+    return _env_int("PFD_MAX_BASE_MODELS", 2)
+
+
+def memory_budget() -> Optional[str]:
+    """``PFD_MEMORY_BUDGET``: the engine's budget for models on the device, e.g. ``8GB`` or bytes."""
+    return os.environ.get("PFD_MEMORY_BUDGET", "").strip() or None
+
+
+def ram_budget() -> Optional[str]:
+    """``PFD_RAM_BUDGET``: the host-memory tier for models evicted from a CUDA device."""
+    return os.environ.get("PFD_RAM_BUDGET", "").strip() or None
+
+
+def public_server() -> bool:
+    """Running for the public: on a Hugging Face Space (``SPACE_ID`` set) or ``app.py --public``
+    (which sets ``PFD_PUBLIC``). Stricter limits apply."""
+    return bool(os.environ.get("SPACE_ID", "").strip()) or env_flag("PFD_PUBLIC")
+
+
+def max_work() -> float:
+    """``PFD_MAX_WORK``: the work limit per request in megapixel-steps (see ``MAX_WORK_LOCAL``);
+    default ``MAX_WORK_PUBLIC`` on a public server, else ``MAX_WORK_LOCAL``."""
+    raw = os.environ.get("PFD_MAX_WORK", "").strip()
+    if not raw:
+        return MAX_WORK_PUBLIC if public_server() else MAX_WORK_LOCAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise InvalidSettingError(f"environment variable PFD_MAX_WORK must be a positive number, got {raw!r}")
+    return value
+
+
+def max_session_requests() -> int:
+    """``PFD_MAX_SESSION_REQUESTS``: requests one session may have running at once (default
+    ``MAX_SESSION_REQUESTS``)."""
+    value = _env_int("PFD_MAX_SESSION_REQUESTS", MAX_SESSION_REQUESTS)
+    if value < 1:
+        raise InvalidSettingError(f"environment variable PFD_MAX_SESSION_REQUESTS must be at least 1, got {value}")
+    return value
+
+
+def max_upload_mb() -> float:
+    """``PFD_MAX_UPLOAD_MB``: the largest file an upload may be, in MB (default 25)."""
+    raw = os.environ.get("PFD_MAX_UPLOAD_MB", "").strip()
+    if not raw:
+        return float(MAX_UPLOAD_MB)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or math.isinf(value):
+        raise InvalidSettingError(f"environment variable PFD_MAX_UPLOAD_MB must be a positive number of MB, got {raw!r}")
+    return value
+
+
+def max_upload_size() -> int:
+    """The upload limit in bytes, for ``demo.launch(max_file_size=...)``."""
+    return int(max_upload_mb() * 1024 * 1024)
+
+
+def cache_max_age() -> int:
+    """``PFD_CACHE_MAX_AGE``: seconds after which uploads and outputs are deleted from Gradio's
+    cache (default 3600); 0 keeps them until the server stops."""
+    value = _env_int("PFD_CACHE_MAX_AGE", CACHE_MAX_AGE_S)
+    if value < 0:
+        raise InvalidSettingError(f"environment variable PFD_CACHE_MAX_AGE must be 0 or more seconds, got {value}")
+    return value
+
+
+def delete_cache() -> Optional[tuple]:
+    """Gradio's ``delete_cache`` (how often to look, the age to delete), from ``cache_max_age``."""
+    age = cache_max_age()
+    return (max(1, min(age, 600)), age) if age else None
+
+
+def analytics_enabled() -> bool:
+    """``GRADIO_ANALYTICS_ENABLED``: Gradio's usage analytics, off unless set to true."""
+    return env_flag("GRADIO_ANALYTICS_ENABLED")
+
+
+def auth() -> Optional[str]:
+    """``PFD_AUTH``: ``user:password`` for the app's login (default: no login)."""
+    return os.environ.get("PFD_AUTH", "").strip() or None
+
+
+def parse_auth(value: Optional[str]) -> Optional[tuple]:
+    """``user:password`` -> (user, password); None for no login."""
+    if value is None or not str(value).strip():
+        return None
+    user, sep, password = str(value).strip().partition(":")
+    if not sep or not user or not password:
+        raise InvalidSettingError("--auth / PFD_AUTH must be user:password (both non-empty)")
+    return user, password
+
+
+def server_host() -> str:
+    return os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+
+
+def server_port() -> int:
+    return _env_int("GRADIO_SERVER_PORT", 7860)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidSettingError(f"environment variable {name} must be a whole number, got {raw!r}") from None
+
+
+def check_environment() -> None:
+    """Read every limit taken from the environment once, so a malformed value stops the app at
+    start with its message instead of failing each request later."""
+    max_base_models()
+    max_work()
+    max_session_requests()
+    max_upload_size()
+    cache_max_age()
+    parse_auth(auth())
+    server_port()

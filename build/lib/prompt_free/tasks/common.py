@@ -1,0 +1,134 @@
+"""What every task returns and takes, and the first steps of every request.
+
+Every task runs the same path: ``begin`` checks the settings and the model names against the
+registry (nothing is loaded, no image decoded), the task then checks its own inputs, builds a
+``Conditioning`` and calls ``Engine.generate`` once per run.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from PIL import Image
+
+from .. import settings as limits
+from ..errors import WorkLimitError
+from ..sampling import DEFAULT_SCHEDULER, Sampler
+
+Progress = Optional[Callable[[int, int], None]]
+
+
+@dataclass
+class TaskResult:
+    images: List[Image.Image]  # generated pictures
+    extras: List[Image.Image] = field(default_factory=list)  # e.g. control maps used
+    info: Dict[str, Any] = field(default_factory=dict)  # seeds, size, timings ...
+
+
+@dataclass
+class SamplerSettings:
+    """Settings every generation takes (defaults: the official demo's)."""
+
+    base_model: Optional[str] = None  # None: the profile's default
+    seecoder: Optional[str] = None
+    guidance: float = 2.0
+    steps: int = 50
+    width: Optional[int] = 512
+    height: Optional[int] = 512
+    seed: int = 20
+    num_images: int = 1
+    scheduler: str = DEFAULT_SCHEDULER
+
+
+def holds_models(task):
+    """Run ``task(engine, ...)`` as one engine request: every model it uses stays resident until
+    it returns (the memory budget evicts only what no running request holds)."""
+
+    @functools.wraps(task)
+    def run(engine, *args, **kwargs):
+        with engine.request():
+            return task(engine, *args, **kwargs)
+
+    return run
+
+
+def resolve_defaults(engine, settings: SamplerSettings) -> SamplerSettings:
+    return replace(
+        settings,
+        base_model=settings.base_model or engine.defaults["base_model"],
+        seecoder=settings.seecoder or engine.defaults["seecoder"],
+    )
+
+
+def begin(engine, settings: SamplerSettings) -> SamplerSettings:
+    """The checks every request starts with: defaults filled in, every sampler setting in range
+    (a size left to the task, None, is checked by ``sampler_for`` later), SeeCoder and base
+    model known to the registry (``UnknownModelError`` naming the known ones). Nothing is
+    loaded, no image opened."""
+    s = resolve_defaults(engine, settings)
+    sampler_for(s, _SIZE_PLACEHOLDER if s.width is None else s.width, _SIZE_PLACEHOLDER if s.height is None else s.height)
+    engine.registry.entry("seecoders", s.seecoder)
+    if s.base_model is not None:
+        engine.registry.entry("base_models", s.base_model)
+    return s
+
+
+_SIZE_PLACEHOLDER = 512
+
+
+def sampler_for(s: SamplerSettings, width=None, height=None, num_images=None) -> Sampler:
+    """The engine's ``Sampler`` of ``s`` (checked), with the size or image count a task decided."""
+    return Sampler(
+        width=s.width if width is None else width, height=s.height if height is None else height,
+        seed=s.seed, num_images=s.num_images if num_images is None else num_images,
+        steps=s.steps, guidance=s.guidance, scheduler=s.scheduler,
+    ).checked()
+
+
+def work(sampler: Sampler, controlnets: int = 0) -> float:
+    """The work of one run in megapixel-steps: pixels x steps x images x (1 + ControlNets)."""
+    return sampler.width * sampler.height / 1e6 * sampler.steps * sampler.num_images * (1 + controlnets)
+
+
+def check_work(runs: Sequence[Tuple[Sampler, int]]) -> float:
+    """Refuse a request whose work (summed over its runs: (sampler, number of ControlNets)) is
+    over ``settings.max_work()``. Every task calls it once, as soon as its size and ControlNets
+    are known and before any model loads. Returns the work."""
+    total = sum(work(s, n) for s, n in runs)
+    limit = limits.max_work()
+    if total > limit:
+        s0, _ = runs[0]
+        parts = [f"{s0.width}x{s0.height} pixels", f"{s0.steps} steps", f"{s0.num_images} image(s)"]
+        cns = sorted({n for _, n in runs})
+        parts.append(f"{'/'.join(map(str, cns))} ControlNet(s)")
+        if len(runs) > 1:
+            parts.append(f"{len(runs)} runs")
+        raise WorkLimitError(
+            f"this request is too large for this server: {', '.join(parts)} make {total:,.0f} megapixel-steps "
+            f"(width x height / 1e6 x steps x images x (1 + ControlNets)); the limit is {limit:,.0f} (PFD_MAX_WORK). "
+            "Lower the size, the number of steps or images, or use fewer ControlNets."
+        )
+    return total
+
+
+def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:
+    """The part of ``TaskResult.info`` every task reports."""
+    return {
+        "seeds": sampler.seeds, "width": sampler.width, "height": sampler.height,
+        "seecoder": s.seecoder, "base_model": s.base_model, "steps": sampler.steps,
+        "guidance": sampler.guidance, "scheduler": sampler.scheduler,
+    }
+
+
+@contextmanager
+def timed(timings: Dict[str, float], name: str) -> Iterator[None]:
+    """Adds the wall time of the block to ``timings[name]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0

@@ -1,0 +1,34 @@
+"""The Gradio app: one module per tab, all backed by one engine."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from . import atomic_cache, compare, control, tryon, variation
+from prompt_free import settings
+
+from .widgets import banner, memory_panel
+
+# The tabs in display order; each module has build(engine).
+TABS = (variation, control, compare, tryon)
+
+
+def build_app(engine) -> gr.Blocks:
+    atomic_cache.install()  # concurrent identical outputs never serve a half-written file
+    # Uploads and outputs leave Gradio's cache after settings.cache_max_age(); no analytics unless asked.
+    with gr.Blocks(title="Prompt-Free Diffusion", delete_cache=settings.delete_cache(),
+                   analytics_enabled=settings.analytics_enabled()) as demo:
+        gr.Markdown(
+            "# Prompt-Free Diffusion\n"
+            "Image generation from a reference image instead of a text prompt "
+            "(SeeCoder, Xu et al., CVPR 2024)."
+        )
+        banner(engine)
+        with gr.Tabs():
+            for tab in TABS:
+                tab.build(engine)
+        memory_panel(engine, demo)
+    # Gradio would run one request per event at a time; the engine serialises device work itself.
+    # A full queue answers "Queue is full ... try again"; a session runs at most
+    # settings.max_session_requests() at once (ui.endpoint).
+    return demo.queue(max_size=settings.QUEUE_SIZE, default_concurrency_limit=settings.CONCURRENT_REQUESTS)

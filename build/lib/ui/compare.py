@@ -1,0 +1,273 @@
+"""Comparison tab: Prompt-Free side by side with the text-based alternatives, in one click.
+
+Same reference, structure image, ControlNet, base model, seed and settings for every column:
+(1) Prompt-Free (SeeCoder + structure ControlNet), (2) Dual-ControlNet (shuffle content
+ControlNet + structure ControlNet + CLIP text), (3) IP-Adapter (only when configured).
+
+API (``/compare``), parameters in order (the preprocessor by name, e.g. ``openpose_full``):
+    reference_image, structure_image, structure_controlnet, structure_mode, preprocessor, seecoder,
+    base_model, prompt_free_column, dual_controlnet_column, ip_adapter_column, prompt, negative_prompt,
+    content_scale, ip_adapter_scale, guidance, steps, width, height, seed, randomize_seed, scheduler
+outputs: prompt_free_image, dual_controlnet_image, ip_adapter_image, prompt_free_stats,
+    dual_controlnet_stats, ip_adapter_stats, differences (markdown), side_by_side (file),
+    maps (gallery: structure map, shuffled reference), seed used.
+A switched-off column returns no image and "switched off".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+from gradio import processing_utils
+
+from prompt_free.settings import CONTENT_SCALE, IP_ADAPTER_SCALE
+from prompt_free.tasks.compare import (
+    DUAL_CONTROLNET,
+    IP_ADAPTER,
+    METHOD_LABELS,
+    METHODS,
+    PROMPT_FREE,
+    CompareSettings,
+    compare,
+    differences,
+    ip_adapter_names,
+)
+from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, MODES, controlnet_choices
+
+from .endpoint import InputGroup, endpoint
+from .uploads import image_input
+from .widgets import (
+    connect_preprocessor,
+    run_buttons,
+    stop_cancels,
+    model_pickers,
+    preprocessor_dropdown,
+    progress_callback,
+    sampler_controls,
+    size_follows_image,
+    slider,
+)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+ELEM = {PROMPT_FREE: "prompt-free", DUAL_CONTROLNET: "dual", IP_ADAPTER: "ip"}
+OFF = "*switched off*"
+IP_NOT_CONFIGURED = (
+    "IP-Adapter column: *not configured*. Add an entry under `ip_adapters:` in checkpoints.yaml "
+    "(e.g. h94/IP-Adapter `models/ip-adapter_sd15.safetensors`) to compare with it."
+)
+def _gib(n) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
+
+
+def column_stats(col) -> str:
+    """'**wall 1.23 s** · peak GPU memory 2.10 GiB' and the parts of the wall time."""
+    t = dict(col.timings)
+    wall = t.pop("wall", 0.0)
+    mem = _gib(col.peak_memory) if col.peak_memory is not None else "n/a on CPU"
+    parts = ", ".join(f"{k.replace('_', ' ')} {v:.2f} s" for k, v in t.items())
+    return f"**wall {wall:.2f} s** · peak GPU memory {mem}" + (f"  \n<small>{parts}</small>" if parts else "")
+
+
+def differences_table(result) -> str:
+    rows = differences(result)
+    if not rows:
+        return ""
+    head = ["method", "conditioning", "controlnets", "text encoder", "image encoder"]
+    titles = ["Method", "Content comes from", "ControlNets", "Text encoder", "Image encoder"]
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r[h]).replace("|", "\\|") for h in head) + " |")
+    info = result.info
+    lines.append("")
+    lines.append(
+        f"Same for every column: seed {info['seed']}, {info['width']}x{info['height']}, {info['steps']} steps, "
+        f"guidance {info['guidance']:g}, {info['scheduler']}, base model {info['base_model']}, structure ControlNet "
+        f"**{info['controlnet']}** ({'preprocessed' if info['mode'] == MODE_PREPROCESS else 'as-is'}); the UNet, VAE and "
+        "structure ControlNet are the same loaded objects."
+    )
+    return "\n".join(lines)
+
+
+def _save_side_by_side(image, seed, cache_dir: str):
+    """The side-by-side PNG for download, written into Gradio's cache (where the download's
+    gr.File serves it from and ``delete_cache`` removes it), never elsewhere."""
+    if image is None:
+        return None
+    return processing_utils.save_pil_to_cache(image, cache_dir, name=f"prompt-free-comparison-seed{seed}", format="png")
+
+
+@dataclass
+class StructureInputs(InputGroup):
+    image: gr.Image
+    kind: gr.Dropdown
+    mode: gr.Radio
+    preprocessor: gr.Dropdown
+
+    API_NAMES = {"image": "structure_image", "kind": "structure_controlnet", "mode": "structure_mode"}
+
+
+@dataclass
+class ColumnSwitches(InputGroup):
+    prompt_free: gr.Checkbox
+    dual_controlnet: gr.Checkbox
+    ip_adapter: gr.Checkbox
+
+    API_NAMES = {f: f + "_column" for f in ("prompt_free", "dual_controlnet", "ip_adapter")}
+
+    def methods(self) -> list:
+        on = {PROMPT_FREE: self.prompt_free, DUAL_CONTROLNET: self.dual_controlnet, IP_ADAPTER: self.ip_adapter}
+        return [m for m in METHODS if on[m]]
+
+
+@dataclass
+class BaselineInputs(InputGroup):
+    """Settings of the text-based columns."""
+
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    content_scale: gr.Slider
+    ip_adapter_scale: gr.Slider
+
+    def settings(self) -> dict:
+        return {"prompt": self.prompt or "", "negative_prompt": self.negative_prompt or "",
+                "content_scale": self.content_scale, "ip_adapter_scale": self.ip_adapter_scale}
+
+
+@dataclass
+class CompareOutputs:
+    images: dict  # method -> gr.Image
+    stats: dict  # method -> gr.Markdown
+    differences: gr.Markdown
+    download: gr.File
+    maps: gr.Gallery
+
+    def components(self) -> list:
+        return [*(self.images[m] for m in METHODS), *(self.stats[m] for m in METHODS), self.differences,
+                self.download, self.maps]
+
+
+def _structure(engine, choices, default_type: str) -> tuple:
+    """The reference and structure images, the structure ControlNet and its preprocessor."""
+    with gr.Row():
+        reference = image_input(label="Reference image (content, style)",
+                                sources=["upload", "clipboard"], height=240, elem_id="compare-reference")
+        image = image_input(label="Structure image", sources=["upload", "clipboard"],
+                            height=240, elem_id="compare-structure")
+    with gr.Row():
+        kind = gr.Dropdown(choices, value=default_type, label="Structure ControlNet", elem_id="compare-type")
+        mode = gr.Radio(list(MODES), value=MODE_AS_IS, label="Structure image is", elem_id="compare-mode",
+                        info="use as-is: a ready map; preprocess: a picture to detect it from")
+        pre = preprocessor_dropdown(engine, default_type, elem_id="compare-preprocessor", allow_aliases=True)
+    note = gr.Markdown(elem_id="compare-note", visible=False)  # takes no room until it warns
+    connect_preprocessor(engine, kind, mode, pre, note)
+    return reference, StructureInputs(image, kind, mode, pre)
+
+
+def _columns_and_baselines(ip_names) -> tuple:
+    with gr.Group():
+        gr.Markdown("**Columns** (a switched-off column does no work)")
+        with gr.Row():
+            columns = ColumnSwitches(
+                gr.Checkbox(True, label=METHOD_LABELS[PROMPT_FREE], elem_id="compare-use-prompt-free"),
+                gr.Checkbox(True, label=METHOD_LABELS[DUAL_CONTROLNET], elem_id="compare-use-dual"),
+                gr.Checkbox(bool(ip_names), label=METHOD_LABELS[IP_ADAPTER], interactive=bool(ip_names),
+                            elem_id="compare-use-ip"),
+            )
+        if not ip_names:
+            gr.Markdown(IP_NOT_CONFIGURED, elem_id="compare-ip-note")
+    with gr.Accordion("Baseline settings (text-based columns)", open=False):
+        prompt = gr.Textbox("", label="Prompt (optional)", placeholder="empty: no text, as Prompt-Free",
+                            elem_id="compare-prompt")
+        negative = gr.Textbox("", label="Negative prompt", elem_id="compare-negative",
+                              info="The unconditional half of classifier-free guidance")
+        with gr.Row():
+            content_scale = slider(CONTENT_SCALE, "Content ControlNet scale")
+            ip_scale = slider(IP_ADAPTER_SCALE, "IP-Adapter scale", visible=bool(ip_names))
+    return columns, BaselineInputs(prompt, negative, content_scale, ip_scale)
+
+
+def _outputs(ip_names) -> CompareOutputs:
+    images, stats = {}, {}
+    with gr.Row(equal_height=True):
+        for m in METHODS:
+            with gr.Column(visible=(m != IP_ADAPTER or bool(ip_names)), min_width=200):
+                images[m] = gr.Image(type="pil", format="png", label=METHOD_LABELS[m], interactive=False,
+                                     elem_id=f"compare-image-{ELEM[m]}")
+                stats[m] = gr.Markdown(elem_id=f"compare-stats-{ELEM[m]}")
+    diff = gr.Markdown(elem_id="compare-differences")
+    with gr.Row():
+        download = gr.File(label="Download: all results side by side (PNG)", elem_id="compare-download")
+        maps = gr.Gallery(label="Maps used: structure, shuffled reference", format="png", columns=2, height=200,
+                          elem_id="compare-maps")
+    return CompareOutputs(images, stats, diff, download, maps)
+
+
+def build(engine) -> None:
+    choices = controlnet_choices(engine)
+    if not choices:
+        return  # no structure ControlNet in checkpoints.yaml: no tab
+    default_type = engine.defaults.get("controlnet") if engine.defaults.get("controlnet") in choices else choices[0]
+    ip_names = ip_adapter_names(engine)
+    content_cn = engine.defaults.get("content_controlnet") or "shuffle"
+
+    with gr.Tab("Dual-ControlNet Comparison", id="compare"):
+        gr.Markdown(
+            "**Prompt-Free vs. the alternatives, in one click.** Every column uses the same reference image, "
+            "structure image and ControlNet, base model, seed and settings; only how the reference's content "
+            f"reaches the model differs: **Prompt-Free** uses SeeCoder; **Dual-ControlNet** uses a *{content_cn}* "
+            "content ControlNet on the reference plus the CLIP text encoder (prompt empty by default)"
+            + ("; **IP-Adapter** adds image tokens from a CLIP image encoder." if ip_names else ".")
+        )
+        with gr.Row():
+            with gr.Column():
+                reference, structure = _structure(engine, choices, default_type)
+                models = model_pickers(engine)
+                columns, baselines = _columns_and_baselines(ip_names)
+                controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
+                run, stop = run_buttons("Compare", "compare")
+        outputs = _outputs(ip_names)
+        size_follows_image(engine, structure.image, controls)
+        _examples(reference, structure, choices)
+
+        def run_compare(reference_image, structure, models, columns, baselines, sampler, progress):
+            seed = sampler.pick_seed()
+            methods = columns.methods()
+            if not methods:
+                raise gr.Error("All columns are switched off: tick at least one method to compare.")
+            if IP_ADAPTER in methods and not ip_names:
+                raise gr.Error("The IP-Adapter column is not available: no IP-Adapter is configured in checkpoints.yaml.")
+            result = compare(
+                engine, reference_image, structure.image, structure.kind, mode=structure.mode,
+                preprocessor=structure.preprocessor,
+                settings=CompareSettings(**models.settings(), **sampler.settings(seed), methods=tuple(methods),
+                                         **baselines.settings()),
+                progress=progress_callback(progress, "Comparing"),
+            )
+            images = [result.columns[m].image if m in result.columns else None for m in METHODS]
+            stats = [column_stats(result.columns[m]) if m in result.columns else OFF for m in METHODS]
+            used_maps = list(result.extras) + [x for c in result.columns.values() for x in c.extras]
+            download = _save_side_by_side(result.side_by_side, seed, outputs.download.GRADIO_CACHE)
+            return (*images, *stats, differences_table(result), download, used_maps, seed)
+
+        api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls)
+        event = run.click(api.fn, inputs=api.inputs, outputs=[*outputs.components(), controls.seed], api_name="compare")
+        stop_cancels(stop, event)
+
+
+def _examples(reference, structure: StructureInputs, choices) -> None:
+    rows = [
+        ("astronaut.jpg", "pose_standing.png", "openpose"),
+        ("chelsea.jpg", "pose_arms_up.png", "openpose"),
+        ("coffee.jpg", "canny_house.png", "canny"),
+        ("rocket.jpg", "scribble_rocket.png", "scribble"),
+    ]
+    examples = [
+        [str(EXAMPLES / ref), str(EXAMPLES / struct), cn, MODE_AS_IS]
+        for ref, struct, cn in rows
+        if cn in choices and (EXAMPLES / ref).is_file() and (EXAMPLES / struct).is_file()
+    ]
+    if examples:
+        gr.Examples(examples=examples, inputs=[reference, structure.image, structure.kind, structure.mode],
+                    label="Examples: reference + ready structure map (as-is)")

@@ -1,0 +1,268 @@
+"""Endpoints whose public parameters are written down, not inferred from a long signature.
+
+How Gradio (6.31) names an endpoint's API parameters, the names ``gradio_client`` users pass
+and ``tests/pins/api.json`` pins: ``Blocks.set_event_trigger`` calls
+``_get_input_parameter_names(fn, ...)``, which takes ``utils.get_positional_input_parameters(fn)``:
+the leading positional parameters of ``inspect.signature(fn)``, minus those Gradio fills in itself
+(a parameter whose default is a ``gr.Progress`` is one). The i-th input component gets the i-th
+name; ``get_api_info`` reports it, and a parameter with default ``None`` makes the input optional.
+When Gradio calls the function it passes every value positionally, with the ``gr.Progress``
+inserted at its place in the signature.
+
+``inspect.signature`` honours a function's ``__signature__``. So ``endpoint`` builds the function
+Gradio sees with an explicit signature: the public names in the order of ``inputs``, no defaults,
+then ``progress=gr.Progress()``; it regroups the positional values into the tab's input groups
+before calling the handler. The handler takes one argument per part (a value, or a group of
+values) and ``progress``.
+
+Cancel (Stop, ``job.cancel()``): Gradio 6.31 closes a running *generator* handler but leaves a
+plain function running. So the function Gradio sees is a generator: it runs the handler in a
+worker thread under a ``prompt_free.cancel`` token, waits on it with a short timeout, yielding
+"no change" (``gr.skip()``) at every timeout so Gradio can close it, and yields the handler's
+outputs at the end. Closing it runs its ``finally``, which cancels the token; the engine's loop
+checks the token before every step (``sampling.denoise``), so the work stops at the next step
+and frees the run lock. At most ``settings.max_session_requests()`` requests of one session
+(``gr.Request.session_hash``) run at once; one more is refused with a message.
+
+An input group is a dataclass of components (``InputGroup``): while the UI is built it holds the
+components; in the handler, the same class holds their values (``dataclasses.replace``). A field
+that is ``None`` has no component in this tab and is no input.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import inspect
+import logging
+import os
+import queue
+import threading
+from collections import Counter
+from typing import Any, Callable, ClassVar, List, Mapping, Sequence, Tuple, Union
+
+import gradio as gr
+
+from prompt_free import settings
+from prompt_free.cancel import CancelToken, cancellable
+from prompt_free.errors import PromptFreeError
+
+log = logging.getLogger("prompt_free.ui")
+
+
+def handle_errors(fn):
+    """Library errors become gr.Error messages (and an INFO log line with the request's
+    settings); anything unexpected is logged with its traceback and reported briefly. The
+    server keeps serving either way."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except PromptFreeError as e:
+            log.info("%s refused: %s | request: %s", fn.__name__, e, request_summary(args))
+            raise gr.Error(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - last line of defence for the server
+            if type(e).__name__ == "OutOfMemoryError":
+                log.warning("%s: out of memory | request: %s", fn.__name__, request_summary(args))
+                raise gr.Error("Out of GPU memory: try a smaller size or fewer images.") from None
+            log.exception("unexpected error in %s | request: %s", fn.__name__, request_summary(args))
+            raise gr.Error(f"Unexpected error ({type(e).__name__}); details are in the server log.") from None
+
+    return wrapper
+
+
+def request_summary(values, limit: int = 2000) -> str:
+    """A request's values for the log: groups by field, files by their name only (never the
+    server's directories), images and arrays by their size, long texts cut."""
+
+    def short(v):
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: short(getattr(v, f.name)) for f in dataclasses.fields(v) if getattr(v, f.name) is not None}
+        if isinstance(v, (list, tuple)):
+            return [short(x) for x in v]
+        if isinstance(v, dict):
+            return {k: short(x) for k, x in v.items()}
+        if isinstance(v, str):
+            if os.sep in v or (os.altsep and os.altsep in v):
+                return f"file {os.path.basename(v)!r}"
+            return v if len(v) <= 80 else v[:77] + "..."
+        if isinstance(v, bytes):
+            return f"<{len(v)} bytes>"
+        if hasattr(v, "shape"):
+            return f"<array {tuple(v.shape)}>"
+        if hasattr(v, "size") and hasattr(v, "mode"):
+            return f"<image {v.size[0]}x{v.size[1]} {v.mode}>"
+        if v is None or isinstance(v, (bool, int, float)):
+            return v
+        return f"<{type(v).__name__}>"
+
+    text = repr([short(v) for v in values])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class InputGroup:
+    """Base of the dataclasses that group a tab's input components.
+
+    ``API_NAMES`` maps a field to its public parameter name where the two differ."""
+
+    API_NAMES: ClassVar[Mapping[str, str]] = {}
+
+    def _present(self) -> List[dataclasses.Field]:
+        return [f for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def components(self) -> list:
+        """The components, in field order (the endpoint's order)."""
+        return [getattr(self, f.name) for f in self._present()]
+
+    def api_names(self, suffix: str = "") -> List[str]:
+        return [self.API_NAMES.get(f.name, f.name) + suffix for f in self._present()]
+
+    def with_values(self, values: Sequence[Any]):
+        """The same group holding ``values`` (in ``components()`` order) instead of components."""
+        present = self._present()
+        if len(values) != len(present):
+            raise ValueError(f"{type(self).__name__}: {len(present)} values expected, got {len(values)}")
+        return dataclasses.replace(self, **{f.name: v for f, v in zip(present, values)})
+
+    def suffixed(self, suffix: str) -> "Suffixed":
+        """This group as an endpoint part whose public names end in ``suffix`` (``type1`` ...)."""
+        return Suffixed(self, suffix)
+
+
+@dataclasses.dataclass(frozen=True)
+class Suffixed:
+    group: InputGroup
+    suffix: str
+
+
+# A part of an endpoint: a single input (public name, component), a group, or a suffixed group.
+Part = Union[Tuple[str, Any], InputGroup, Suffixed]
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    fn: Callable
+    inputs: list
+    parameter_names: List[str]
+
+
+def _split(part: Part) -> Tuple[List[str], list, Callable[[list], Any]]:
+    """(public names, components, values -> what the handler receives) of one part."""
+    if isinstance(part, Suffixed):
+        group = part.group
+        return group.api_names(part.suffix), group.components(), group.with_values
+    if isinstance(part, InputGroup):
+        return part.api_names(), part.components(), part.with_values
+    name, component = part
+    return [name], [component], lambda values: values[0]
+
+
+POLL_S = 0.2  # how often the generator returns to Gradio while the worker runs (cancel latency)
+
+
+class SessionSlots:
+    """Requests running per session; ``take`` refuses one over ``settings.max_session_requests()``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: Counter = Counter()
+
+    def take(self, session) -> None:
+        limit = settings.max_session_requests()
+        with self._lock:
+            if self._running[session] >= limit:
+                raise gr.Error(f"You already have {limit} requests running (the most one session may have at once; "
+                               "PFD_MAX_SESSION_REQUESTS). Wait for one to finish, or press Stop, then try again.")
+            self._running[session] += 1
+
+    def give(self, session) -> None:
+        with self._lock:
+            self._running[session] -= 1
+            if self._running[session] <= 0:
+                del self._running[session]
+
+    def running(self, session) -> int:
+        with self._lock:
+            return self._running.get(session, 0)
+
+
+SESSIONS = SessionSlots()
+
+
+def run_cancellable(work: Callable[[], Any], session=None):
+    """Generator: ``work()`` in a worker thread under a fresh ``CancelToken``; yields ``gr.skip()``
+    every ``POLL_S`` while it runs, then its result (its exception is raised here). Closing the
+    generator (Gradio's cancel) cancels the token; the worker stops at its next denoising step."""
+    SESSIONS.take(session)
+    token = CancelToken()
+    box: "queue.Queue" = queue.Queue(maxsize=1)
+    context = contextvars.copy_context()  # gr.Progress and tqdm tracking follow the work
+
+    def worker():
+        try:
+            with cancellable(token):
+                box.put((True, work()))
+        except BaseException as e:  # noqa: BLE001 - handed to the generator (or dropped after a cancel)
+            box.put((False, e))
+        finally:
+            SESSIONS.give(session)
+
+    thread = threading.Thread(target=context.run, args=(worker,), name="pfd-request", daemon=True)
+    try:
+        thread.start()
+    except BaseException:
+        SESSIONS.give(session)
+        raise
+    try:
+        while True:
+            try:
+                ok, value = box.get(timeout=POLL_S)
+                break
+            except queue.Empty:
+                yield gr.skip()
+        if not ok:
+            raise value
+        yield value
+    finally:
+        token.cancel()  # a no-op once the work is done; after a cancel it stops at the next step
+
+
+def endpoint(handler: Callable, *parts: Part) -> Endpoint:
+    """The function to give Gradio for ``handler`` and the ``inputs`` that go with it.
+
+    ``handler(*per_part_values, progress=...)`` receives, for each part, its value (a single
+    input) or its group holding values; library errors become ``gr.Error`` (``handle_errors``).
+    The function is a cancellable generator (``run_cancellable``).
+    """
+    names, inputs, spans = [], [], []
+    for part in parts:
+        part_names, components, regroup = _split(part)
+        spans.append((len(inputs), len(inputs) + len(components), regroup))
+        names += part_names
+        inputs += components
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate parameter names in {names}")
+    checked = handle_errors(handler)
+
+    def call(*values):
+        values, progress, request = list(values[:-2]), values[-2], values[-1]
+        if len(values) != len(inputs):
+            raise TypeError(f"{handler.__name__}: {len(inputs)} values expected, got {len(values)}")
+        args = [regroup(values[a:b]) for a, b, regroup in spans]
+        session = getattr(request, "session_hash", None)
+        yield from run_cancellable(lambda: checked(*args, progress=progress), session)
+
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    call.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, positional) for n in names]
+        + [inspect.Parameter("progress", positional, default=gr.Progress(track_tqdm=True)),  # downloads' bars too
+           inspect.Parameter("request", positional, default=None, annotation=gr.Request)]
+    )
+    call.__annotations__ = {"request": gr.Request}  # how Gradio finds the parameter it fills in
+    call.__name__ = call.__qualname__ = handler.__name__
+    call.__doc__ = None  # Gradio would show a docstring as the endpoint's API description
+    return Endpoint(call, inputs, names)

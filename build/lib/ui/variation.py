@@ -1,0 +1,45 @@
+"""Image Variation tab: new images with the content and style of a reference image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from prompt_free.tasks import VariationSettings, image_variation
+
+from .endpoint import endpoint
+from .uploads import image_input
+from .widgets import format_info, model_pickers, progress_callback, run_buttons, sampler_controls, stop_cancels
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+
+
+def build(engine) -> None:
+    with gr.Tab("Image Variation", id="variation"):
+        gr.Markdown("Upload a reference image: SeeCoder turns it into the model's conditioning, no text prompt needed.")
+        with gr.Row():
+            with gr.Column():
+                reference = image_input(label="Reference image", sources=["upload", "clipboard"], elem_id="variation-reference")
+                models = model_pickers(engine)
+                controls = sampler_controls(engine)
+                run, stop = run_buttons("Generate", "variation")
+            with gr.Column():
+                gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="variation-gallery")
+                info = gr.Markdown(elem_id="variation-info")
+        examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
+        if examples:
+            gr.Examples(examples=[[p] for p in examples], inputs=[reference], label="Example references")
+
+        def generate(reference_image, models, sampler, progress):
+            seed = sampler.pick_seed()
+            result = image_variation(
+                engine, reference_image,
+                VariationSettings(**models.settings(), **sampler.settings(seed)),
+                progress=progress_callback(progress),
+            )
+            return result.images, format_info(result.info), seed
+
+        api = endpoint(generate, ("reference_image", reference), models, controls)
+        event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation")
+        stop_cancels(stop, event)
