@@ -89,6 +89,13 @@ def list_references(folder: str) -> List[Path]:
 
 
 # ----------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (and where to find the options) instead of the usage block."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _sampler_options(p: argparse.ArgumentParser, *, size: bool = True) -> None:
     p.add_argument("--seed", type=int, default=int(settings.SEED.default),
                    help=f"seed of the first image; image i gets seed + i (default {int(settings.SEED.default)})")
@@ -113,14 +120,15 @@ def _engine_options(p: argparse.ArgumentParser, *, profile_default=True) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prompt-free", description="Prompt-Free Diffusion from the command line.")
+    p = _Parser(prog="prompt-free", description="Prompt-Free Diffusion from the command line.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     g = sub.add_parser("generate", help="Image Variation, or Reference + ControlNet with --control",
                        description="New images from a reference image (Image Variation), with structure from control "
                                    "images when --control is given (Reference + ControlNet).")
-    src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--reference", metavar="IMG", help="the reference image")
+    src = g.add_argument_group("what to generate from (one of)")
+    src.add_argument("--reference", metavar="IMG", help="the reference image (with --from-png: the reference when "
+                                                        "its recorded path is gone)")
     src.add_argument("--reference-dir", metavar="DIR", help="every image of a folder (with a progress bar; split across "
                                                             "processes under accelerate launch)")
     src.add_argument("--from-png", metavar="PNG", help="redo a picture from its metadata (settings, models, inputs)")
@@ -262,7 +270,11 @@ def _generate_one(engine, args, reference: str, controls, width, height):
 
 def cmd_generate(args) -> int:
     if args.from_png:
+        if args.reference_dir:
+            raise UsageError("--from-png and --reference-dir cannot be used together")
         return cmd_redo(args)
+    if bool(args.reference) == bool(args.reference_dir):
+        raise UsageError("give one of --reference IMG, --reference-dir DIR or --from-png PNG")
     proc = processes()
     width, height = parse_size(args.size)
     controls = [parse_control(c) for c in args.control]

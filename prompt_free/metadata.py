@@ -223,7 +223,7 @@ def describe(engine, task: str, settings, call: Mapping[str, Any], info: Mapping
         "profile": engine.profile,
         "models": _models(engine, settings, info, plain_call),
         "run": {k: info[k] for k in ("seeds", "width", "height", "steps", "guidance", "scheduler") if k in info},
-        "device": str(engine.device),
+        "device": engine.device.type,
         "torch": torch_version,
     }
 
