@@ -12,6 +12,20 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+def _import_spaces_first():
+    """On a ZeroGPU Space ``spaces`` must be imported before torch (docs/spaces.md)."""
+    from prompt_free import settings  # light: prompt_free imports torch only when a model name is used
+
+    if settings.zero_gpu():
+        try:
+            import spaces  # noqa: F401
+        except ImportError:
+            pass  # ui.zerogpu warns and the app runs without ZeroGPU
+
+
+_import_spaces_first()
+
+
 def parse_args(argv=None):
     from prompt_free import settings
 

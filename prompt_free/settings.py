@@ -98,6 +98,13 @@ MAX_SESSION_REQUESTS = 3
 MAX_WORK_LOCAL = 10_000
 MAX_WORK_PUBLIC = 300
 
+# ZeroGPU (a Hugging Face Space with SPACES_ZERO_GPU set): the GPU time a request asks spaces.GPU
+# for, from its work (above): overhead + seconds per megapixel-step, within [MIN, MAX]. An estimate
+# for an H200 slice in fp16 (SD-1.5 512x512, 50 steps, one image: about 13 megapixel-steps).
+ZEROGPU_OVERHEAD_S = 10
+ZEROGPU_S_PER_WORK = 0.25
+ZEROGPU_MIN_S, ZEROGPU_MAX_S = 15, 120
+
 # Input images.
 MIN_IMAGE_SIDE = 16  # smaller than this is not a picture to take content from
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
@@ -164,6 +171,12 @@ def public_server() -> bool:
     """Running for the public: on a Hugging Face Space (``SPACE_ID`` set) or ``app.py --public``
     (which sets ``PFD_PUBLIC``). Stricter limits apply."""
     return bool(os.environ.get("SPACE_ID", "").strip()) or env_flag("PFD_PUBLIC")
+
+
+def zero_gpu() -> bool:
+    """``SPACES_ZERO_GPU``: set by Hugging Face on a ZeroGPU Space; generation then runs in
+    ``spaces.GPU`` workers (``ui/zerogpu.py``)."""
+    return env_flag("SPACES_ZERO_GPU")
 
 
 def max_work() -> float:
