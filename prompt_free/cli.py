@@ -191,7 +191,7 @@ class Processes:
 def processes() -> Processes:
     """Several processes when launched by accelerate or torchrun (``WORLD_SIZE`` > 1). Without
     CUDA each must ask for the CPU backend, else it sees itself as rank 0 of 1."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+    if settings.world_size() <= 1:
         return Processes()
     import torch
     from accelerate import PartialState

@@ -179,6 +179,12 @@ def zero_gpu() -> bool:
     return env_flag("SPACES_ZERO_GPU")
 
 
+def world_size() -> int:
+    """``WORLD_SIZE``: the number of processes ``accelerate launch`` / torchrun started (default 1);
+    ``prompt-free generate --reference-dir`` splits the references across them."""
+    return max(1, _env_int("WORLD_SIZE", 1))
+
+
 def max_work() -> float:
     """``PFD_MAX_WORK``: the work limit per request in megapixel-steps (see ``MAX_WORK_LOCAL``);
     default ``MAX_WORK_PUBLIC`` on a public server, else ``MAX_WORK_LOCAL``."""
@@ -258,10 +264,12 @@ def parse_auth(value: Optional[str]) -> Optional[tuple]:
 
 
 def server_host() -> str:
+    """``GRADIO_SERVER_NAME``: the address the app serves on (default 127.0.0.1)."""
     return os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
 
 
 def server_port() -> int:
+    """``GRADIO_SERVER_PORT``: the app's port (default 7860)."""
     return _env_int("GRADIO_SERVER_PORT", 7860)
 
 
