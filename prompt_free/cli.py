@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--control", action="append", default=[], metavar="NAME=MAP",
                    help="a ControlNet of checkpoints.yaml and its control image, e.g. canny=edges.png (at most "
                         f"{settings.MAX_CONTROLS}); with --from-png: the control images when their recorded paths are gone")
+    g.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                   help="with --from-png: the file of a recorded input whose path is gone, by its name in the record "
+                        "(person, garment, mask, structure ...; --reference and --control cover the others)")
     g.add_argument("--control-mode", choices=["as-is", "preprocess"], default="as-is",
                    help="the control images are ready maps (as-is) or pictures a detector turns into maps (preprocess)")
     g.add_argument("--control-scale", type=float, default=settings.CONTROL_SCALE.default,
@@ -323,6 +326,15 @@ def _redo_overrides(args, rec) -> Dict[str, str]:
     overrides: Dict[str, str] = {}
     if args.reference:
         overrides["reference"] = _existing_file(args.reference, "reference image")
+    known = set(rec.get("call") or {})
+    for text in args.input:
+        name, sep, path = text.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise UsageError(f"--input must be NAME=PATH, got {text!r}")
+        if name.strip() not in known:
+            raise UsageError(f"--input {name.strip()}=...: the record has no input '{name.strip()}' "
+                             f"(it has: {', '.join(sorted(known)) or 'none'})")
+        overrides[name.strip()] = _existing_file(path.strip(), name.strip())
     recorded = [c for c in (rec.get("call") or {}).get("controls") or []]
     given = [parse_control(c) for c in args.control]
     for name, path in given:

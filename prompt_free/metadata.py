@@ -412,7 +412,8 @@ def _resolve_input(rec: Mapping[str, Any], what: str, override, flag: str):
 
 def _rebuild(value, what: str, overrides: Mapping[str, Any], key: str, types: Mapping[str, type]):
     if isinstance(value, Mapping) and value.get("input"):
-        flag = "--control NAME=PATH" if key.startswith("controls") else f"--{key.replace('_', '-')}"
+        flag = ("--control NAME=PATH" if key.startswith("controls") else "--reference PATH" if key == "reference"
+                else f"--input {key}=PATH")
         return _resolve_input(value, what, overrides.get(key), flag)
     if isinstance(value, Mapping) and value.get("__type__"):
         cls = types.get(value["__type__"])

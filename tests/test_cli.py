@@ -80,7 +80,7 @@ def test_from_png_finds_moved_inputs_through_options_and_checks_their_hashes(tmp
     ref.unlink()
     png = tmp_path / "D" / "ref-s20.png"
     code, _, err = run(["generate", "--from-png", png, "--out", tmp_path / "D2"], capsys)
-    assert code == 1 and "reference image 'ref.jpg'" in err and "give it with --reference" in err
+    assert code == 1 and "reference image 'ref.jpg'" in err and "give it with --reference PATH" in err
     code, _, err = run(["generate", "--from-png", png, "--reference", EXAMPLES / "coffee.jpg", "--out", tmp_path / "D2"], capsys)
     assert code == 1 and "is not the file the picture was made from" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -137,7 +137,11 @@ def test_tryon_writes_the_pictures_and_its_record(tmp_path, capsys):
     png = tmp_path / "T" / "tryon_person-tryon-s20.png"
     rec = metadata.read(png)
     assert rec["task"] == "virtual_tryon" and rec["call"]["mask"]["sha256"] == metadata.file_sha256(mask)
-    assert run(["generate", "--from-png", png, "--out", tmp_path / "T2"], capsys)[0] == 0
+    moved = tmp_path / "moved-mask.png"
+    mask.rename(moved)
+    code, _, err = run(["generate", "--from-png", png, "--out", tmp_path / "T2"], capsys)
+    assert code == 1 and "give it with --input mask=PATH" in err
+    assert run(["generate", "--from-png", png, "--input", f"mask={moved}", "--out", tmp_path / "T2"], capsys)[0] == 0
     assert np.array_equal(pixels(png), pixels(tmp_path / "T2" / png.name))
 
 
