@@ -113,15 +113,18 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(argv, code, message, tmp
 
 
 def test_reference_dir_writes_one_output_per_reference_with_a_progress_bar(tmp_path, capsys):
+    """Images of the folder only; a broken one is reported and skipped, the others are done."""
     refs = tmp_path / "refs"
     refs.mkdir()
     for name in ("chelsea.jpg", "coffee.jpg"):
         shutil.copy(EXAMPLES / name, refs / name)
     (refs / "notes.txt").write_text("not an image")
+    (refs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     code, out, err = run(["generate", "--reference-dir", refs, *TINY, "--out", tmp_path / "D"], capsys)
-    assert code == 0, err
+    assert code == 1
     assert sorted(p.name for p in (tmp_path / "D").iterdir()) == ["chelsea-s20.png", "coffee-s20.png"]
-    assert "references: 100%" in err and "2/2" in err  # tqdm's bar
+    assert "references: 100%" in err and "3/3" in err  # tqdm's bar
+    assert "skipped broken.png: reference image could not be read as an image" in err and "Traceback" not in err
     assert "wrote 2 file(s)" in out
 
 
