@@ -351,11 +351,6 @@ def read(source) -> Dict[str, Any]:
     return rec
 
 
-def settings_values(rec: Mapping[str, Any]) -> Dict[str, Any]:
-    """The recorded settings as plain values (what a UI fills its controls with)."""
-    return dict(rec.get("settings") or {})
-
-
 # ----------------------------------------------------------------------------- redoing
 @dataclasses.dataclass
 class RedoCall:
@@ -428,12 +423,12 @@ def _rebuild(value, what: str, overrides: Mapping[str, Any], key: str, types: Ma
     return value
 
 
-def _settings_from(cls, values: Mapping[str, Any]):
+def _settings_from(cls, values: Mapping[str, Any], version=None):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise MetadataError(f"the record has settings this version does not know: {', '.join(unknown)} "
-                            f"(written by version {values.get('version', 'newer')})")
+                            f"(the picture was made by version {version or '?'}; this is {__version__})")
     kwargs = {}
     for k, v in values.items():
         default = fields[k].default
@@ -458,7 +453,7 @@ def redo_call(rec: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = N
     settings_cls = types.get(rec.get("settings_type"))
     if settings_cls is None or not dataclasses.is_dataclass(settings_cls):
         raise MetadataError(f"the record's settings type '{rec.get('settings_type')}' is not known here")
-    settings = _settings_from(settings_cls, rec.get("settings") or {})
+    settings = _settings_from(settings_cls, rec.get("settings") or {}, rec.get("version"))
     kwargs = {}
     for name, value in (rec.get("call") or {}).items():
         what = name.replace("_", " ") + (" image" if "image" not in name and name != "controls" else "")

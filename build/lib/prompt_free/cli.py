@@ -89,6 +89,13 @@ def list_references(folder: str) -> List[Path]:
 
 
 # ----------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (and where to find the options) instead of the usage block."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _sampler_options(p: argparse.ArgumentParser, *, size: bool = True) -> None:
     p.add_argument("--seed", type=int, default=int(settings.SEED.default),
                    help=f"seed of the first image; image i gets seed + i (default {int(settings.SEED.default)})")
@@ -113,20 +120,24 @@ def _engine_options(p: argparse.ArgumentParser, *, profile_default=True) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prompt-free", description="Prompt-Free Diffusion from the command line.")
+    p = _Parser(prog="prompt-free", description="Prompt-Free Diffusion from the command line.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     g = sub.add_parser("generate", help="Image Variation, or Reference + ControlNet with --control",
                        description="New images from a reference image (Image Variation), with structure from control "
                                    "images when --control is given (Reference + ControlNet).")
-    src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--reference", metavar="IMG", help="the reference image")
+    src = g.add_argument_group("what to generate from (one of)")
+    src.add_argument("--reference", metavar="IMG", help="the reference image (with --from-png: the reference when "
+                                                        "its recorded path is gone)")
     src.add_argument("--reference-dir", metavar="DIR", help="every image of a folder (with a progress bar; split across "
                                                             "processes under accelerate launch)")
     src.add_argument("--from-png", metavar="PNG", help="redo a picture from its metadata (settings, models, inputs)")
     g.add_argument("--control", action="append", default=[], metavar="NAME=MAP",
                    help="a ControlNet of checkpoints.yaml and its control image, e.g. canny=edges.png (at most "
                         f"{settings.MAX_CONTROLS}); with --from-png: the control images when their recorded paths are gone")
+    g.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                   help="with --from-png: the file of a recorded input whose path is gone, by its name in the record "
+                        "(person, garment, mask, structure ...; --reference and --control cover the others)")
     g.add_argument("--control-mode", choices=["as-is", "preprocess"], default="as-is",
                    help="the control images are ready maps (as-is) or pictures a detector turns into maps (preprocess)")
     g.add_argument("--control-scale", type=float, default=settings.CONTROL_SCALE.default,
@@ -183,7 +194,7 @@ class Processes:
 def processes() -> Processes:
     """Several processes when launched by accelerate or torchrun (``WORLD_SIZE`` > 1). Without
     CUDA each must ask for the CPU backend, else it sees itself as rank 0 of 1."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+    if settings.world_size() <= 1:
         return Processes()
     import torch
     from accelerate import PartialState
@@ -262,7 +273,11 @@ def _generate_one(engine, args, reference: str, controls, width, height):
 
 def cmd_generate(args) -> int:
     if args.from_png:
+        if args.reference_dir:
+            raise UsageError("--from-png and --reference-dir cannot be used together")
         return cmd_redo(args)
+    if bool(args.reference) == bool(args.reference_dir):
+        raise UsageError("give one of --reference IMG, --reference-dir DIR or --from-png PNG")
     proc = processes()
     width, height = parse_size(args.size)
     controls = [parse_control(c) for c in args.control]
@@ -311,6 +326,15 @@ def _redo_overrides(args, rec) -> Dict[str, str]:
     overrides: Dict[str, str] = {}
     if args.reference:
         overrides["reference"] = _existing_file(args.reference, "reference image")
+    known = set(rec.get("call") or {})
+    for text in args.input:
+        name, sep, path = text.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise UsageError(f"--input must be NAME=PATH, got {text!r}")
+        if name.strip() not in known:
+            raise UsageError(f"--input {name.strip()}=...: the record has no input '{name.strip()}' "
+                             f"(it has: {', '.join(sorted(known)) or 'none'})")
+        overrides[name.strip()] = _existing_file(path.strip(), name.strip())
     recorded = [c for c in (rec.get("call") or {}).get("controls") or []]
     given = [parse_control(c) for c in args.control]
     for name, path in given:

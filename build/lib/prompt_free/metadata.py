@@ -223,7 +223,7 @@ def describe(engine, task: str, settings, call: Mapping[str, Any], info: Mapping
         "profile": engine.profile,
         "models": _models(engine, settings, info, plain_call),
         "run": {k: info[k] for k in ("seeds", "width", "height", "steps", "guidance", "scheduler") if k in info},
-        "device": str(engine.device),
+        "device": engine.device.type,
         "torch": torch_version,
     }
 
@@ -412,7 +412,8 @@ def _resolve_input(rec: Mapping[str, Any], what: str, override, flag: str):
 
 def _rebuild(value, what: str, overrides: Mapping[str, Any], key: str, types: Mapping[str, type]):
     if isinstance(value, Mapping) and value.get("input"):
-        flag = "--control NAME=PATH" if key.startswith("controls") else f"--{key.replace('_', '-')}"
+        flag = ("--control NAME=PATH" if key.startswith("controls") else "--reference PATH" if key == "reference"
+                else f"--input {key}=PATH")
         return _resolve_input(value, what, overrides.get(key), flag)
     if isinstance(value, Mapping) and value.get("__type__"):
         cls = types.get(value["__type__"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import atomic_cache, compare, control, tryon, variation
+from . import atomic_cache, compare, control, tryon, variation, zerogpu
 from prompt_free import settings
 
 from .widgets import banner, memory_panel
@@ -15,6 +15,7 @@ TABS = (variation, control, compare, tryon)
 
 def build_app(engine) -> gr.Blocks:
     atomic_cache.install()  # concurrent identical outputs never serve a half-written file
+    zerogpu.place_models(engine)  # on ZeroGPU every selectable model is loaded at start; elsewhere nothing
     # Uploads and outputs leave Gradio's cache after settings.cache_max_age(); no analytics unless asked.
     with gr.Blocks(title="Prompt-Free Diffusion", delete_cache=settings.delete_cache(),
                    analytics_enabled=settings.analytics_enabled()) as demo:

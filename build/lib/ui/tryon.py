@@ -26,6 +26,7 @@ from PIL import Image
 
 from prompt_free import masks as M
 from prompt_free.errors import PromptFreeError
+from prompt_free.metadata import tag
 from prompt_free.settings import MASK_PX, TRYON_MAX_SIDE
 from prompt_free.tasks.tryon import (
     MASK_IMAGE,
@@ -257,12 +258,13 @@ def build(engine) -> None:
         def generate(images, models, options, sampler, max_side, progress):
             seed = sampler.pick_seed()
             base_model = None if models.base_model in (None, "", AUTO_BASE) else models.base_model
-            result = virtual_tryon(
-                engine, images.person, images.garment, images.mask_or_mode(),
-                TryOnSettings(base_model=base_model, seecoder=models.seecoder, **options.settings(),
-                              **sampler.settings(seed), max_side=max_side),
-                progress=progress_callback(progress),
-            )
+            settings = TryOnSettings(base_model=base_model, seecoder=models.seecoder, **options.settings(),
+                                     **sampler.settings(seed), max_side=max_side)
+            mask = images.mask_or_mode()
+            result = virtual_tryon(engine, images.person, images.garment, mask, settings,
+                                   progress=progress_callback(progress))
+            tag(engine, result, "virtual_tryon", settings,
+                {"person": images.person, "garment": images.garment, "mask": mask}, keep_paths=False)
             return result.images, result.extras, _info(result.info), seed
 
         api = endpoint(generate, TryOnImages(person, garment, mask, mask_mode), models, options, controls,

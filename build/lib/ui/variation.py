@@ -6,11 +6,20 @@ from pathlib import Path
 
 import gradio as gr
 
+from prompt_free.metadata import tag
 from prompt_free.tasks import VariationSettings, image_variation
 
 from .endpoint import endpoint
 from .uploads import image_input
-from .widgets import format_info, model_pickers, progress_callback, run_buttons, sampler_controls, stop_cancels
+from .widgets import (
+    format_info,
+    model_pickers,
+    progress_callback,
+    run_buttons,
+    sampler_controls,
+    settings_from_png,
+    stop_cancels,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
@@ -24,6 +33,7 @@ def build(engine) -> None:
                 models = model_pickers(engine)
                 controls = sampler_controls(engine)
                 run, stop = run_buttons("Generate", "variation")
+                settings_from_png(models, controls, elem_id="variation-load-png")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="variation-gallery")
                 info = gr.Markdown(elem_id="variation-info")
@@ -33,12 +43,11 @@ def build(engine) -> None:
 
         def generate(reference_image, models, sampler, progress):
             seed = sampler.pick_seed()
-            result = image_variation(
-                engine, reference_image,
-                VariationSettings(**models.settings(), **sampler.settings(seed)),
-                progress=progress_callback(progress),
-            )
-            return result.images, format_info(result.info), seed
+            settings = VariationSettings(**models.settings(), **sampler.settings(seed))
+            result = image_variation(engine, reference_image, settings, progress=progress_callback(progress))
+            # the PNGs carry how they were made; uploads are recorded by name only (no server paths)
+            images = tag(engine, result, "image_variation", settings, {"reference": reference_image}, keep_paths=False)
+            return images, format_info(result.info), seed
 
         api = endpoint(generate, ("reference_image", reference), models, controls)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation")
