@@ -80,3 +80,29 @@ def test_unknown_settings_in_a_record_are_refused_by_name():
            "call": {}}
     with pytest.raises(metadata.MetadataError, match="settings this version does not know: lora_scale"):
         metadata.redo_call(rec)
+
+
+def test_a_comparison_column_is_redone_from_its_png(tmp_path):
+    """The record is generic: the comparison (its own settings dataclass and call) is redone
+    from a PNG of its second column with the same pixels."""
+    import numpy as np
+
+    from prompt_free.engine import Engine
+    from prompt_free.tasks import CompareSettings, compare
+    from tests._app import EXAMPLES
+
+    engine = Engine.from_profile("tiny")
+    s = CompareSettings(steps=1, width=64, height=64, seed=4)
+    call = {"reference": str(EXAMPLES / "coffee.jpg"), "structure": str(EXAMPLES / "canny_house.png"),
+            "controlnet": "canny", "mode": "use as-is", "preprocessor": None}
+    result = compare(engine, **call, settings=s)
+    metadata.tag(engine, result, "compare", s, call, keep_paths=False)
+    metadata.save_png(result.images[1], tmp_path / "column.png")
+
+    rec = metadata.read(tmp_path / "column.png")
+    assert rec["settings_type"] == "CompareSettings" and rec["output"] == {"kind": "images", "index": 1}
+    with pytest.raises(metadata.InputImageError, match="give it with --reference PATH"):
+        metadata.redo_call(rec)  # the app records names only
+    redo = metadata.redo_call(rec, {"reference": call["reference"], "structure": call["structure"]})
+    _, picture = redo.run(engine)
+    assert np.array_equal(np.asarray(picture), np.asarray(Image.open(tmp_path / "column.png")))
