@@ -12,16 +12,32 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
-def parse_args(argv=None):
+def _import_spaces_first():
+    """On a ZeroGPU Space ``spaces`` must be imported before torch (docs/spaces.md)."""
+    from prompt_free import settings  # light: prompt_free imports torch only when a model name is used
+
+    if settings.zero_gpu():
+        try:
+            import spaces  # noqa: F401
+        except ImportError:
+            pass  # ui.zerogpu warns and the app runs without ZeroGPU
+
+
+_import_spaces_first()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The app's options (README's settings table is generated from it)."""
     from prompt_free import settings
 
-    p = argparse.ArgumentParser(description="Prompt-Free Diffusion Gradio app")
+    p = argparse.ArgumentParser(prog="python app.py", description="Prompt-Free Diffusion Gradio app")
     p.add_argument("--profile", default=settings.profile(), choices=["auto", "real", "tiny"],
                    help="real: checkpoints.yaml models; tiny: offline random-weight models; auto: real when available "
                         "(env PFD_PROFILE)")
     p.add_argument("--checkpoints", default=settings.checkpoints_path(), help="path of checkpoints.yaml (env PFD_CHECKPOINTS)")
-    p.add_argument("--host", default=settings.server_host())
-    p.add_argument("--port", type=int, default=settings.server_port())
+    p.add_argument("--host", default=settings.server_host(), help="address to serve on (env GRADIO_SERVER_NAME; "
+                                                                 "default 127.0.0.1, 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=settings.server_port(), help="port (env GRADIO_SERVER_PORT; default 7860)")
     p.add_argument("--share", action="store_true",
                    help="a public gradio.live link; use it with --auth (anyone with the link can use the app)")
     p.add_argument("--auth", default=settings.auth(), metavar="USER:PASSWORD",
@@ -36,7 +52,11 @@ def parse_args(argv=None):
                    help="host memory for models evicted from the GPU (env PFD_RAM_BUDGET; default: half the RAM)")
     p.add_argument("--public", action="store_true",
                    help="serve the public: stricter work limit per request (env PFD_PUBLIC; on when SPACE_ID is set)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def create_app(profile="auto", checkpoints=None, device=None, max_base_models=2, memory_budget=None, ram_budget=None):

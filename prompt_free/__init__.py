@@ -1,31 +1,81 @@
-"""Prompt-Free Diffusion: image generation conditioned on a reference image instead of text."""
+"""Prompt-Free Diffusion: image generation conditioned on a reference image instead of text.
 
-from .errors import (
-    CheckpointError,
-    ConfigError,
-    InputImageError,
-    InvalidSettingError,
-    ModelUnavailableError,
-    PromptFreeError,
-    UnknownModelError,
-)
-from .formats import load_controlnet, load_unet
-from .sampling import sample_latents
-from .seecoder import SeeCoder, SeeCoderConfig, build_seecoder, load_seecoder
+The public API, listed once (``__all__``); each name is imported on first use, so
+``import prompt_free.settings`` stays light.
 
-__all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "InputImageError",
-    "InvalidSettingError",
-    "ModelUnavailableError",
-    "PromptFreeError",
-    "SeeCoder",
-    "SeeCoderConfig",
-    "UnknownModelError",
-    "build_seecoder",
-    "load_controlnet",
-    "load_seecoder",
-    "load_unet",
-    "sample_latents",
-]
+Running tasks
+    Engine                 models, device memory and caches; ``Engine.from_profile("real" | "tiny" | "auto")``
+    image_variation        new images with the content and style of a reference (``VariationSettings``)
+    reference_control      reference + one or two ControlNets (``ControlSettings``, ``ControlSpec``)
+    compare                Prompt-Free beside the Dual-ControlNet / IP-Adapter baselines (``CompareSettings``)
+    virtual_tryon          dress a person in a garment (``TryOnSettings``)
+    TaskResult             what every task returns: ``images``, ``extras``, ``info``
+
+Pictures that say how they were made (``prompt_free.metadata``)
+    read_metadata          the JSON record of a PNG written by the app or the CLI
+    redo_call              the task call that makes a recorded picture again
+
+Models, lower level
+    load_seecoder, SeeCoder, SeeCoderConfig, build_seecoder    the image encoder
+    load_unet, load_controlnet                                  SD-1.x UNets / ControlNets from any supported layout
+    sample_latents                                              the paper's DDIM sampler
+
+Errors (every one a user can cause; the message says how to fix it)
+    PromptFreeError and its subclasses CheckpointError, ConfigError, UnknownModelError,
+    ModelUnavailableError, InputImageError, InvalidSettingError, MetadataError
+
+The command line is ``prompt-free`` / ``python -m prompt_free`` (``prompt_free.cli``).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .version import __version__
+
+# public name -> the module that defines it
+_PUBLIC = {
+    "Engine": ".engine",
+    "TaskResult": ".tasks",
+    "image_variation": ".tasks",
+    "VariationSettings": ".tasks",
+    "reference_control": ".tasks",
+    "ControlSettings": ".tasks",
+    "ControlSpec": ".tasks",
+    "compare": ".tasks",
+    "CompareSettings": ".tasks",
+    "virtual_tryon": ".tasks",
+    "TryOnSettings": ".tasks",
+    "read_metadata": ".metadata",
+    "redo_call": ".metadata",
+    "MetadataError": ".metadata",
+    "SeeCoder": ".seecoder",
+    "SeeCoderConfig": ".seecoder",
+    "build_seecoder": ".seecoder",
+    "load_seecoder": ".seecoder",
+    "load_unet": ".formats",
+    "load_controlnet": ".formats",
+    "sample_latents": ".sampling",
+    "PromptFreeError": ".errors",
+    "CheckpointError": ".errors",
+    "ConfigError": ".errors",
+    "UnknownModelError": ".errors",
+    "ModelUnavailableError": ".errors",
+    "InputImageError": ".errors",
+    "InvalidSettingError": ".errors",
+}
+_RENAMED = {"read_metadata": "read"}  # public name -> name in its module
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'prompt_free' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name], __name__), _RENAMED.get(name, name))
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

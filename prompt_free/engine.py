@@ -85,6 +85,11 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 class Engine:
+    """The one owner of models, device memory and device work: loads the models of a registry
+    lazily (and keeps them within a memory budget), encodes references, runs ``generate`` (the one
+    call that samples). Tasks (``prompt_free.tasks``) take an engine; make one with
+    ``Engine.from_profile("real" | "tiny" | "auto")``."""
+
     def __init__(
         self,
         registry: Registry,

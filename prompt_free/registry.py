@@ -17,7 +17,9 @@ import yaml
 from .errors import ChecksumError, ConfigError, ModelUnavailableError, UnknownModelError
 from .settings import hub_offline
 
-DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints.yaml"
+# prompt_free/checkpoints.yaml links to the project's checkpoints.yaml in a checkout (resolved, so that
+# relative `path:` entries stay relative to the project) and is a copy of it in an installed wheel.
+DEFAULT_CHECKPOINTS = (Path(__file__).resolve().parent / "checkpoints.yaml").resolve()
 KINDS = ("seecoders", "base_models", "controlnets", "ip_adapters", "loras")
 KIND_LABEL = {
     "seecoders": "SeeCoder",

@@ -113,6 +113,13 @@ MAX_SESSION_REQUESTS = 3
 MAX_WORK_LOCAL = 10_000
 MAX_WORK_PUBLIC = 300
 
+# ZeroGPU (a Hugging Face Space with SPACES_ZERO_GPU set): the GPU time a request asks spaces.GPU
+# for, from its work (above): overhead + seconds per megapixel-step, within [MIN, MAX]. An estimate
+# for an H200 slice in fp16 (SD-1.5 512x512, 50 steps, one image: about 13 megapixel-steps).
+ZEROGPU_OVERHEAD_S = 10
+ZEROGPU_S_PER_WORK = 0.25
+ZEROGPU_MIN_S, ZEROGPU_MAX_S = 15, 120
+
 # Input images.
 MIN_IMAGE_SIDE = 16  # smaller than this is not a picture to take content from
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
@@ -179,6 +186,18 @@ def public_server() -> bool:
     """Running for the public: on a Hugging Face Space (``SPACE_ID`` set) or ``app.py --public``
     (which sets ``PFD_PUBLIC``). Stricter limits apply."""
     return bool(os.environ.get("SPACE_ID", "").strip()) or env_flag("PFD_PUBLIC")
+
+
+def zero_gpu() -> bool:
+    """``SPACES_ZERO_GPU``: set by Hugging Face on a ZeroGPU Space; generation then runs in
+    ``spaces.GPU`` workers (``ui/zerogpu.py``)."""
+    return env_flag("SPACES_ZERO_GPU")
+
+
+def world_size() -> int:
+    """``WORLD_SIZE``: the number of processes ``accelerate launch`` / torchrun started (default 1);
+    ``prompt-free generate --reference-dir`` splits the references across them."""
+    return max(1, _env_int("WORLD_SIZE", 1))
 
 
 def max_work() -> float:
@@ -260,10 +279,12 @@ def parse_auth(value: Optional[str]) -> Optional[tuple]:
 
 
 def server_host() -> str:
+    """``GRADIO_SERVER_NAME``: the address the app serves on (default 127.0.0.1)."""
     return os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
 
 
 def server_port() -> int:
+    """``GRADIO_SERVER_PORT``: the app's port (default 7860)."""
     return _env_int("GRADIO_SERVER_PORT", 7860)
 
 

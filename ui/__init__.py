@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import cache_files, compare, control, edit, multi_reference, session_limit, tryon, variation
+from . import cache_files, compare, control, edit, multi_reference, session_limit, tryon, variation, zerogpu
 from prompt_free import settings
 
 from .widgets import banner, memory_panel
@@ -15,6 +15,7 @@ TABS = (variation, control, multi_reference, compare, edit, tryon)
 
 def build_app(engine) -> gr.Blocks:
     cache_files.install()  # every output picture a file of its own, tracked for the cleanup
+    zerogpu.place_models(engine)  # on ZeroGPU every selectable model is loaded at start; elsewhere nothing
     # Uploads and outputs leave Gradio's cache after settings.cache_max_age(); no analytics unless asked.
     with gr.Blocks(title="Prompt-Free Diffusion", delete_cache=settings.delete_cache(),
                    analytics_enabled=settings.analytics_enabled()) as demo:

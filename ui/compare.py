@@ -27,6 +27,7 @@ from pathlib import Path
 import gradio as gr
 from gradio import processing_utils
 
+from prompt_free.metadata import tag
 from prompt_free.settings import CONTENT_SCALE, IP_ADAPTER_SCALE, PROMPT_WEIGHT
 from prompt_free.tasks.compare import (
     ALL_METHODS,
@@ -281,13 +282,15 @@ def build(engine) -> None:
                 raise gr.Error("All columns are switched off: tick at least one method to compare.")
             if IP_ADAPTER in methods and not ip_names:
                 raise gr.Error("The IP-Adapter column is not available: no IP-Adapter is configured in checkpoints.yaml.")
+            settings = CompareSettings(**models.settings(), **sampler.settings(seed), methods=tuple(methods),
+                                       **baselines.settings(), **text_column.settings(), **loras.settings())
             result = compare(
                 engine, reference_image, structure.image, structure.kind, mode=structure.mode,
-                preprocessor=structure.preprocessor,
-                settings=CompareSettings(**models.settings(), **sampler.settings(seed), methods=tuple(methods),
-                                         **baselines.settings(), **text_column.settings(), **loras.settings()),
-                progress=progress_callback(progress, "Comparing"),
+                preprocessor=structure.preprocessor, settings=settings, progress=progress_callback(progress, "Comparing"),
             )
+            tag(engine, result, "compare", settings,
+                {"reference": reference_image, "structure": structure.image, "controlnet": structure.kind,
+                 "mode": structure.mode, "preprocessor": structure.preprocessor}, keep_paths=False)
             images = [result.columns[m].image if m in result.columns else None for m in METHODS]
             stats = [column_stats(result.columns[m]) if m in result.columns else OFF for m in METHODS]
             used_maps = list(result.extras) + [x for c in result.columns.values() for x in c.extras]

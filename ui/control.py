@@ -17,6 +17,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from prompt_free.metadata import tag
 from prompt_free.settings import CONTROL_SCALE, CONTROL_WINDOW
 from prompt_free.tasks.control import (
     MODE_AS_IS,
@@ -41,6 +42,7 @@ from .widgets import (
     progress_callback,
     reference_controls,
     sampler_controls,
+    settings_from_png,
     size_follows_image,
     slider,
 )
@@ -147,6 +149,7 @@ def build(engine) -> None:
                 options = reference_controls("control")
                 loras = lora_pickers(engine, "control")
                 run, stop = run_buttons("Generate", "control")
+                _load_png(models, controls, options, first, use_second, second, panel.check_maps)
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="control-gallery")
@@ -158,16 +161,36 @@ def build(engine) -> None:
         def generate(reference_image, models, first, use_second, second, check_maps, sampler, options, loras, progress):
             seed = sampler.pick_seed()
             specs = ControlPanel.specs(first, use_second, second, check_maps)
-            result = reference_control(
-                engine, reference_image, specs,
-                ControlSettings(**models.settings(), **sampler.settings(seed), **options.settings(), **loras.settings()),
-                progress=progress_callback(progress),
-            )
-            return result.images + result.extras, _info(result.info), seed
+            settings = ControlSettings(**models.settings(), **sampler.settings(seed), **options.settings(), **loras.settings())
+            result = reference_control(engine, reference_image, specs, settings, progress=progress_callback(progress))
+            pictures = tag(engine, result, "reference_control", settings,
+                           {"reference": reference_image, "controls": specs}, keep_paths=False)
+            return pictures, _info(result.info), seed
 
         api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls, options, loras)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
         stop_cancels(stop, event)
+
+
+def _load_png(models, sampler, options, first: ControlInputs, use_second, second: ControlInputs, check_maps) -> None:
+    """"Load settings from a PNG", with the ControlNets' own controls."""
+    blocks = (first, second)
+
+    def fill(record):
+        specs = [c for c in (record.get("call") or {}).get("controls") or [] if isinstance(c, dict)]
+        out = {use_second: len(specs) > 1} if specs else {}
+        for block, spec in zip(blocks, specs):
+            for field, key in (("kind", "controlnet"), ("mode", "mode"), ("preprocessor", "preprocessor"),
+                               ("scale", "scale"), ("start", "start"), ("end", "end")):
+                if spec.get(key) is not None:
+                    out[getattr(block, field)] = spec[key]
+        if specs and "check_map" in specs[0]:
+            out[check_maps] = bool(specs[0]["check_map"])
+        return out
+
+    extra = [use_second, check_maps] + [getattr(b, f) for b in blocks
+                                        for f in ("kind", "mode", "preprocessor", "scale", "start", "end")]
+    settings_from_png(models, sampler, options, extra_outputs=extra, extra=fill, elem_id="control-load-png")
 
 
 def _info(info: dict) -> str:

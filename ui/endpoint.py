@@ -210,7 +210,9 @@ def endpoint(handler: Callable, *parts: Part) -> Endpoint:
         inputs += components
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate parameter names in {names}")
-    checked = handle_errors(handler)
+    from .zerogpu import gpu
+
+    checked = handle_errors(gpu(handler))  # on ZeroGPU in spaces.GPU; elsewhere the handler itself
 
     def call(*values):
         values, progress = list(values[:-1]), values[-1]

@@ -24,6 +24,7 @@ from pathlib import Path
 import gradio as gr
 
 from prompt_free import masks as M
+from prompt_free.metadata import tag
 from prompt_free.tasks.tryon import (
     MASK_IMAGE,
     TryOnSettings,
@@ -175,13 +176,14 @@ def build(engine) -> None:
 
         def generate(images, models, options, sampler, max_side, reference_strength, loras, progress):
             seed = sampler.pick_seed()
-            result = virtual_tryon(
-                engine, images.person, images.garment, images.mask_or_mode(),
-                TryOnSettings(base_model=requested_base(models.base_model), seecoder=models.seecoder, **options.settings(),
-                              **sampler.settings(seed), max_side=max_side, reference_strength=reference_strength,
-                              **loras.settings()),
-                progress=progress_callback(progress),
-            )
+            settings = TryOnSettings(base_model=requested_base(models.base_model), seecoder=models.seecoder,
+                                     **options.settings(), **sampler.settings(seed), max_side=max_side,
+                                     reference_strength=reference_strength, **loras.settings())
+            mask = images.mask_or_mode()
+            result = virtual_tryon(engine, images.person, images.garment, mask, settings,
+                                   progress=progress_callback(progress))
+            tag(engine, result, "virtual_tryon", settings,
+                {"person": images.person, "garment": images.garment, "mask": mask}, keep_paths=False)
             return result.images, result.extras, _info(result.info), seed
 
         api = endpoint(generate, TryOnImages(person, garment, mask, mask_mode), models, options, controls,

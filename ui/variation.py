@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from prompt_free.metadata import tag
 from prompt_free.tasks import VariationSettings, image_variation
 
 from .endpoint import endpoint
@@ -18,6 +19,7 @@ from .widgets import (
     reference_controls,
     run_buttons,
     sampler_controls,
+    settings_from_png,
     stop_cancels,
 )
 
@@ -35,6 +37,7 @@ def build(engine) -> None:
                 options = reference_controls("variation")
                 loras = lora_pickers(engine, "variation")
                 run, stop = run_buttons("Generate", "variation")
+                settings_from_png(models, controls, options, elem_id="variation-load-png")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="variation-gallery")
                 info = gr.Markdown(elem_id="variation-info")
@@ -44,12 +47,12 @@ def build(engine) -> None:
 
         def generate(reference_image, models, sampler, options, loras, progress):
             seed = sampler.pick_seed()
-            result = image_variation(
-                engine, reference_image,
-                VariationSettings(**models.settings(), **sampler.settings(seed), **options.settings(), **loras.settings()),
-                progress=progress_callback(progress),
-            )
-            return result.images, format_info(result.info), seed
+            settings = VariationSettings(**models.settings(), **sampler.settings(seed), **options.settings(),
+                                         **loras.settings())
+            result = image_variation(engine, reference_image, settings, progress=progress_callback(progress))
+            # the PNGs carry how they were made; uploads are recorded by name only (no server paths)
+            images = tag(engine, result, "image_variation", settings, {"reference": reference_image}, keep_paths=False)
+            return images, format_info(result.info), seed
 
         api = endpoint(generate, ("reference_image", reference), models, controls, options, loras)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation")

@@ -401,3 +401,66 @@ CSS = """
 .pfd-banner {background: #fff3cd; color: #664d03; border: 1px solid #ffe69c; border-radius: 8px;
              padding: 10px 14px; margin-bottom: 8px;}
 """
+
+
+# ----------------------------------------------------------------------------- settings from a PNG
+def recorded_values(record: dict) -> dict:
+    """The control values a PNG's record gives a tab, by settings field name: its settings
+    (None left out), the models it used, and ``randomize`` off (so the recorded seed is used)."""
+    values = {k: v for k, v in (record.get("settings") or {}).items() if v is not None and not isinstance(v, dict)}
+    for key in ("seecoder", "base_model"):
+        model = (record.get("models") or {}).get(key) or {}
+        if key not in values and model.get("name"):
+            values[key] = model["name"]
+    values["randomize"] = False
+    return values
+
+
+def settings_from_png(*groups: InputGroup, extra_outputs=(), extra=None, elem_id: str) -> gr.File:
+    """"Load settings from a PNG": an upload that fills ``groups``' controls (fields named as the
+    settings dataclass's, e.g. ``SamplerControls``, ``ModelPickers``) from a PNG the app or the CLI
+    wrote (``prompt_free.metadata``). ``extra(record) -> {component: value}`` fills
+    ``extra_outputs`` too (a tab's own controls). A control whose field the record lacks keeps
+    its value; images are not filled (the record has their names and hashes, not their pixels)."""
+    from prompt_free import metadata
+
+    targets = [(name, comp) for g in groups for name, comp in zip((f.name for f in g._present()), g.components())]
+    with gr.Accordion("Load settings from a PNG", open=False):
+        upload = gr.File(label="A PNG made by this app or `prompt-free`", file_types=[".png"], type="filepath",
+                         elem_id=elem_id)
+        note = gr.Markdown(elem_id=f"{elem_id}-note")
+    outputs = [c for _, c in targets] + list(extra_outputs)
+
+    def fill(path):
+        skip = [gr.update() for _ in outputs]
+        if not path:
+            return [*skip, ""]
+        try:
+            record = metadata.read(path)
+        except PromptFreeError as e:
+            return [*skip, f"&#9888; {e}"]
+        values = recorded_values(record)
+        updates = [gr.update(value=values[name]) if name in values else gr.update() for name, _ in targets]
+        more = extra(record) if extra else {}
+        updates += [gr.update(value=more[c]) if c in more else gr.update() for c in extra_outputs]
+        inputs = [f"'{v['name']}'" for v in _input_records(record.get("call") or {}) if v.get("name")]
+        text = f"Settings loaded from a **{record.get('task', '?').replace('_', ' ')}** picture (seed {record.get('seed', values.get('seed'))})."
+        if inputs:
+            text += f" Upload its images again: {', '.join(inputs)}."
+        return [*updates, text]
+
+    upload.upload(fill, inputs=[upload], outputs=[*outputs, note], queue=False, api_visibility="private")
+    return upload
+
+
+def _input_records(value):
+    """The image-input records of a recorded call (files by name), in order."""
+    if isinstance(value, dict):
+        if value.get("input"):
+            yield value
+            return
+        for v in value.values():
+            yield from _input_records(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _input_records(v)

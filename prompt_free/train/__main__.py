@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 from ..errors import PromptFreeError
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m prompt_free.train",
         description="Train a SeeCoder (decoder + query transformer) on images, the Prompt-Free Diffusion recipe.",
@@ -25,7 +25,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="override a config field, e.g. --set training.batch_size=2 (value read as YAML); repeatable",
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

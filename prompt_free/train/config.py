@@ -269,11 +269,17 @@ def apply_override(data: Dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw)
 
 
+# The project's configs/ (a link in a checkout, a copy in an installed package).
+BUNDLED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML training config and apply ``section.field=value`` overrides."""
     data: Dict[str, Any] = {}
     if path is not None:
         p = Path(path)
+        if not p.is_file() and (BUNDLED_CONFIGS / p.name).is_file() and p.parent in (Path("."), Path("configs")):
+            p = BUNDLED_CONFIGS / p.name  # an installed package: the project's configs by name
         if not p.is_file():
             raise ConfigError(f"training config '{p}' does not exist")
         try:

@@ -1,0 +1,482 @@
+"""How a picture was made, written into its PNG and read back (``prompt-free generate --from-png``).
+
+Every PNG the app or the CLI writes carries two text chunks:
+
+* ``parameters``: one A1111-style line (``Steps: 50, Sampler: DDIM, CFG scale: 2, Seed: 20, Size:
+  512x512, Model hash: ..., Model: ...``), so that existing tools (A1111's "PNG Info", image
+  browsers) show the settings;
+* ``prompt-free``: a JSON record with everything needed to redo it: the task, its settings
+  dataclass (every field, recorded generically, so a new option is recorded without a change
+  here), the task call's other arguments (images as name, path and sha256; ControlNet specs with
+  their maps as hashes), which output of the run the picture is, the models (names and what the
+  registry can tell cheaply: pinned sha256, the hub's blob hash, the snapshot revision; for the
+  tiny profile its builder and seed), the profile and the project's version.
+
+``describe`` builds the record of one run, ``attach`` puts it on the run's PIL images (Gradio's
+PNG writer and ``save_png`` copy a PIL image's text ``info`` into the file), ``read`` reads it
+back, ``redo_call`` turns a record into the task call that makes the same picture (checking the
+input files against their recorded hashes).
+
+The app records input files by name only (a server's directories never leave it); the CLI
+records their paths as well, so ``--from-png`` finds them again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from PIL import Image, PngImagePlugin
+
+from .errors import InputImageError, PromptFreeError
+from .version import __version__
+
+PARAMETERS_CHUNK = "parameters"  # A1111's key
+JSON_CHUNK = "prompt-free"
+FORMAT = 1  # the record's layout; bumped when a field changes meaning
+OUTPUT_KINDS = ("images", "extras")
+
+
+class MetadataError(PromptFreeError):
+    """A PNG without a readable record, or a record that cannot be redone here."""
+
+
+# ----------------------------------------------------------------------------- hashes
+_FILE_HASHES: Dict[Tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes (computed once per process for an unchanged file)."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _FILE_HASHES[key] = h.hexdigest()
+    return _FILE_HASHES[key]
+
+
+def pixels_sha256(img: Image.Image) -> str:
+    """sha256 of a PIL image's mode, size and pixels (for images given in memory)."""
+    h = hashlib.sha256(f"{img.mode} {img.width}x{img.height}\n".encode())
+    h.update(img.tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- inputs
+def _is_image_like(value) -> bool:
+    return isinstance(value, (Image.Image, bytes, bytearray, os.PathLike)) or hasattr(value, "__array__")
+
+
+def input_record(value, keep_path: bool = True) -> Optional[Dict[str, Any]]:
+    """How an image input is recorded: a file by name (and absolute path with ``keep_path``) and
+    sha256 of its bytes; bytes by their sha256; an in-memory image by its pixels' sha256."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
+        rec = {"input": "file", "name": os.path.basename(os.fspath(value)), "sha256": file_sha256(value)}
+        if keep_path:
+            rec["path"] = os.path.abspath(os.fspath(value))
+        return rec
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"input": "bytes", "sha256": hashlib.sha256(bytes(value)).hexdigest()}
+    if isinstance(value, Image.Image):
+        return {"input": "pixels", "pixels_sha256": pixels_sha256(value)}
+    if hasattr(value, "__array__"):
+        return {"input": "pixels", "pixels_sha256": pixels_sha256(Image.fromarray(value.__array__()))}
+    return None
+
+
+def _plain(value, keep_paths: bool, files: bool = True):
+    """A JSON-able copy of a task argument: dataclasses by field (with their type's name),
+    images as ``input_record``s, tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {"__type__": type(value).__name__}
+        out.update({f.name: _plain(getattr(value, f.name), keep_paths, files) for f in dataclasses.fields(value)})
+        return out
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, keep_paths, files) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, keep_paths, files) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        if files and os.path.isfile(value):  # a task argument that names a file is an image input
+            return input_record(value, keep_paths)
+        return value
+    if _is_image_like(value):
+        return input_record(value, keep_paths)
+    return repr(value)
+
+
+def settings_record(settings) -> Dict[str, Any]:
+    """Every field of a task's settings dataclass (so new options are recorded automatically)."""
+    return {f.name: _plain(getattr(settings, f.name), True, files=False) for f in dataclasses.fields(settings)}
+
+
+# ----------------------------------------------------------------------------- models
+def model_record(registry, kind: str, name: Optional[str]) -> Optional[Dict[str, Any]]:
+    """What the registry can tell cheaply about a model without downloading: tiny builder and
+    seed; a pinned sha256; a hub file's blob hash (its sha256 for LFS files) and a diffusers
+    repo's snapshot revision from the local cache; a local file's sha256 (once per process)."""
+    if not name:
+        return None
+    try:
+        entry = registry.entry(kind, name)
+    except PromptFreeError:
+        return {"name": name, "unknown": True}
+    rec: Dict[str, Any] = {"name": name}
+    if entry.tiny is not None:
+        rec.update(tiny=entry.tiny, seed=entry.option("seed"), profile=registry.profile)
+        return rec
+    for src in entry.sources:
+        found = _source_fingerprint(src)
+        if found:
+            rec.update(found)
+            return rec
+    rec["source"] = entry.sources[0].describe() if entry.sources else None
+    return rec
+
+
+def _source_fingerprint(src) -> Optional[Dict[str, Any]]:
+    if src.sha256:
+        return {"sha256": src.sha256}
+    if src.path is not None:
+        if src.path.is_file():
+            return {"file": src.path.name, "sha256": file_sha256(src.path)}
+        if src.path.is_dir():
+            return {"folder": src.path.name}
+        return None
+    if not src.repo:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a dependency
+        return None
+    target = src.file or ("config.json" if src.subfolder else "model_index.json")
+    filename = f"{src.subfolder}/{target}" if src.subfolder else target
+    hit = try_to_load_from_cache(src.repo, filename, revision=src.revision, repo_type=src.repo_type)
+    if not isinstance(hit, str):
+        return None
+    rec: Dict[str, Any] = {"repo": src.repo}
+    parts = Path(hit).parts
+    if "snapshots" in parts:
+        rec["revision"] = parts[parts.index("snapshots") + 1]
+    if src.file:
+        blob = os.path.basename(os.path.realpath(hit))
+        rec["sha256" if re.fullmatch(r"[0-9a-f]{64}", blob) else "git_oid"] = blob
+    return rec
+
+
+def _models(engine, settings, info: Mapping[str, Any], call: Mapping[str, Any]) -> Dict[str, Any]:
+    reg = engine.registry
+    names = {
+        "seecoder": info.get("seecoder") or getattr(settings, "seecoder", None) or engine.defaults.get("seecoder"),
+        "base_model": info.get("base_model") or getattr(settings, "base_model", None) or engine.defaults.get("base_model"),
+    }
+    out: Dict[str, Any] = {
+        "seecoder": model_record(reg, "seecoders", names["seecoder"]),
+        "base_model": model_record(reg, "base_models", names["base_model"]),
+    }
+    controlnets = []
+    for c in call.get("controls") or []:
+        if isinstance(c, Mapping) and c.get("controlnet"):
+            controlnets.append(c["controlnet"])
+    for key in ("controlnet",):  # try-on's pose ControlNet, the comparison's structure one
+        if isinstance(info.get(key), str):
+            controlnets.append(info[key])
+        elif isinstance(call.get(key), str):
+            controlnets.append(call[key])
+    if controlnets:
+        out["controlnets"] = [model_record(reg, "controlnets", n) for n in dict.fromkeys(controlnets)]
+    return out
+
+
+# ----------------------------------------------------------------------------- records
+def describe(engine, task: str, settings, call: Mapping[str, Any], info: Mapping[str, Any], *,
+             keep_paths: bool = True) -> Dict[str, Any]:
+    """The record of one run of ``task`` (a function name in ``prompt_free.tasks``) with
+    ``settings`` (its dataclass) and the call's other arguments ``call`` (e.g. ``reference``,
+    ``controls``); ``info`` is the result's info. The picture's own place is added by ``attach``."""
+    plain_call = {k: _plain(v, keep_paths) for k, v in call.items()}
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:  # pragma: no cover - a dependency
+        torch_version = None
+    return {
+        "format": FORMAT,
+        "project": "prompt-free-diffusion",
+        "version": __version__,
+        "task": task,
+        "settings_type": type(settings).__name__,
+        "settings": settings_record(settings),
+        "call": plain_call,
+        "profile": engine.profile,
+        "models": _models(engine, settings, info, plain_call),
+        "run": {k: info[k] for k in ("seeds", "width", "height", "steps", "guidance", "scheduler") if k in info},
+        "device": engine.device.type,
+        "torch": torch_version,
+    }
+
+
+def for_output(record: Mapping[str, Any], kind: str, index: int) -> Dict[str, Any]:
+    """``record`` for output ``index`` of ``result.<kind>`` (``images`` or ``extras``)."""
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"output kind must be one of {OUTPUT_KINDS}")
+    out = dict(record)
+    out["output"] = {"kind": kind, "index": int(index)}
+    seeds = (record.get("run") or {}).get("seeds") or []
+    if kind == "images" and index < len(seeds):
+        out["seed"] = seeds[index]
+    return out
+
+
+def attach(result, record: Mapping[str, Any]) -> list:
+    """Puts both chunks on every picture of a task result (``images``, then ``extras``) and
+    returns ``result.images + result.extras``. Gradio's PNG writer copies a PIL image's text
+    ``info`` into the file; ``save_png`` writes them too."""
+    pictures = []
+    for kind in OUTPUT_KINDS:
+        for i, img in enumerate(getattr(result, kind, None) or []):
+            if isinstance(img, Image.Image):
+                rec = for_output(record, kind, i)
+                img.info[PARAMETERS_CHUNK] = parameters_text(rec)
+                img.info[JSON_CHUNK] = json.dumps(rec, sort_keys=True)
+            pictures.append(img)
+    return pictures
+
+
+def tag(engine, result, task: str, settings, call: Mapping[str, Any], *, keep_paths: bool = True) -> list:
+    """``attach(result, describe(...))``: the one call a caller makes after a task."""
+    return attach(result, describe(engine, task, settings, call, result.info, keep_paths=keep_paths))
+
+
+def _num(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def parameters_text(rec: Mapping[str, Any]) -> str:
+    """The A1111-style ``parameters`` text of a record (first line: the prompt when the settings
+    have one; last line: ``key: value`` pairs)."""
+    s = rec.get("settings") or {}
+    run = rec.get("run") or {}
+    models = rec.get("models") or {}
+    pairs: List[Tuple[str, Any]] = [
+        ("Steps", run.get("steps", s.get("steps"))),
+        ("Sampler", run.get("scheduler", s.get("scheduler"))),
+        ("CFG scale", run.get("guidance", s.get("guidance"))),
+        ("Seed", rec.get("seed", s.get("seed"))),
+        ("Size", f"{run['width']}x{run['height']}" if "width" in run else None),
+    ]
+    base = models.get("base_model") or {}
+    if base.get("sha256"):
+        pairs.append(("Model hash", base["sha256"][:10]))
+    pairs.append(("Model", base.get("name")))
+    seecoder = models.get("seecoder") or {}
+    pairs.append(("SeeCoder", seecoder.get("name")))
+    if seecoder.get("sha256"):
+        pairs.append(("SeeCoder hash", seecoder["sha256"][:10]))
+    ref = (rec.get("call") or {}).get("reference")
+    if isinstance(ref, Mapping) and (ref.get("sha256") or ref.get("pixels_sha256")):
+        pairs.append(("Reference hash", (ref.get("sha256") or ref.get("pixels_sha256"))[:10]))
+    for i, c in enumerate((rec.get("call") or {}).get("controls") or []):
+        if not isinstance(c, Mapping):
+            continue
+        module = c.get("preprocessor") if c.get("mode") == "preprocess" else "none"
+        image = c.get("image") or {}
+        h = (image.get("sha256") or image.get("pixels_sha256") or "")[:10] if isinstance(image, Mapping) else ""
+        pairs.append((f"ControlNet {i}", '"' + ", ".join(
+            f"{k}: {_num(v)}" for k, v in (("Module", module), ("Model", c.get("controlnet")), ("Weight", c.get("scale")),
+                                           ("Guidance Start", c.get("start")), ("Guidance End", c.get("end")),
+                                           ("Map hash", h)) if v not in (None, "")) + '"'))
+    pairs += [("Task", rec.get("task")), ("Profile", rec.get("profile")),
+              ("Version", f"prompt-free-diffusion {rec.get('version')}")]
+    line = ", ".join(f"{k}: {_num(v)}" for k, v in pairs if v not in (None, ""))
+    prompt = s.get("prompt") if isinstance(s.get("prompt"), str) else ""
+    negative = s.get("negative_prompt") if isinstance(s.get("negative_prompt"), str) else ""
+    head = prompt + (f"\nNegative prompt: {negative}" if negative else "")
+    return f"{head}\n{line}" if head else line
+
+
+def pnginfo(img: Image.Image) -> PngImagePlugin.PngInfo:
+    """The PNG text chunks of ``img.info`` (what Gradio writes too)."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in img.info.items():
+        if isinstance(key, str) and isinstance(value, str):
+            info.add_text(key, value)
+    return info
+
+
+def save_png(img: Image.Image, path) -> Path:
+    """Writes ``img`` as a PNG with its metadata chunks, atomically (a temporary file, then a
+    rename), so a reader never sees half a file. Returns the path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    img.save(tmp, format="PNG", pnginfo=pnginfo(img))
+    os.replace(tmp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------- reading
+def read(source) -> Dict[str, Any]:
+    """The JSON record of a PNG written by the app or the CLI (a path, bytes or PIL image);
+    ``MetadataError`` when there is none."""
+    from .images import open_image
+
+    img = source if isinstance(source, Image.Image) else open_image(source, "settings PNG")
+    raw = img.info.get(JSON_CHUNK)
+    name = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "the image"
+    if not raw:
+        has_a1111 = PARAMETERS_CHUNK in img.info
+        raise MetadataError(f"'{name}' carries no Prompt-Free settings (no '{JSON_CHUNK}' text chunk"
+                            + ("; it has an A1111 'parameters' chunk from another tool)" if has_a1111 else ")"))
+    try:
+        rec = json.loads(raw)
+    except ValueError:
+        raise MetadataError(f"'{name}': its '{JSON_CHUNK}' chunk is not valid JSON") from None
+    if not isinstance(rec, dict) or "task" not in rec or "settings" not in rec:
+        raise MetadataError(f"'{name}': its '{JSON_CHUNK}' chunk is not a Prompt-Free record")
+    if rec.get("format", 0) > FORMAT:
+        raise MetadataError(f"'{name}' was written by a newer version ({rec.get('version')}) in record format "
+                            f"{rec.get('format')}; this version reads format {FORMAT}")
+    return rec
+
+
+# ----------------------------------------------------------------------------- redoing
+@dataclasses.dataclass
+class RedoCall:
+    """A task call rebuilt from a record: ``fn(engine, **kwargs, settings=settings)``; the picture is
+    ``getattr(result, output_kind)[output_index]``."""
+
+    task: str
+    fn: Callable
+    kwargs: Dict[str, Any]
+    settings: Any
+    output_kind: str
+    output_index: int
+    record: Dict[str, Any]
+
+    def run(self, engine):
+        result = self.fn(engine, **self.kwargs, settings=self.settings)
+        pictures = getattr(result, self.output_kind)
+        if self.output_index >= len(pictures):
+            raise MetadataError(f"the run made {len(pictures)} {self.output_kind}; the record names number "
+                                f"{self.output_index + 1}")
+        return result, pictures[self.output_index]
+
+
+def _check_file(path, rec: Mapping[str, Any], what: str) -> str:
+    if not os.path.isfile(path):
+        raise InputImageError(f"{what} '{os.path.basename(os.fspath(path))}' does not exist")
+    if rec.get("sha256"):
+        got = file_sha256(path)
+        if got != rec["sha256"]:
+            raise InputImageError(
+                f"{what} '{os.path.basename(os.fspath(path))}' is not the file the picture was made from: its sha256 is "
+                f"{got[:12]}..., the record says {rec['sha256'][:12]}... (recorded name '{rec.get('name')}')")
+    elif rec.get("pixels_sha256"):
+        from .images import open_image
+
+        got = pixels_sha256(open_image(path, what))
+        if got != rec["pixels_sha256"]:
+            raise InputImageError(f"{what} '{os.path.basename(os.fspath(path))}' does not have the pixels the picture "
+                                  "was made from (its pixel hash differs from the record's)")
+    return os.fspath(path)
+
+
+def _resolve_input(rec: Mapping[str, Any], what: str, override, flag: str):
+    """A recorded image input: the override when given, else the recorded path; either is
+    checked against the recorded hash."""
+    if override is not None:
+        return _check_file(override, rec, what)
+    path = rec.get("path")
+    if path and os.path.isfile(path):
+        return _check_file(path, rec, what)
+    where = f" (recorded at {path})" if path else ""
+    raise InputImageError(f"{what} '{rec.get('name', '?')}'{where} is not available here: give it with {flag}")
+
+
+def _rebuild(value, what: str, overrides: Mapping[str, Any], key: str, types: Mapping[str, type]):
+    if isinstance(value, Mapping) and value.get("input"):
+        flag = ("--control NAME=PATH" if key.startswith("controls") else "--reference PATH" if key == "reference"
+                else f"--input {key}=PATH")
+        return _resolve_input(value, what, overrides.get(key), flag)
+    if isinstance(value, Mapping) and value.get("__type__"):
+        cls = types.get(value["__type__"])
+        if cls is None:
+            raise MetadataError(f"the record has a {value['__type__']} this version does not know")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: _rebuild(v, what, overrides, f"{key}.{k}", types) for k, v in value.items()
+                  if k != "__type__" and k in fields}
+        return cls(**kwargs)
+    if isinstance(value, list):
+        return [_rebuild(v, f"{what} {i + 1}", overrides, f"{key}[{i}]", types) for i, v in enumerate(value)]
+    return value
+
+
+def _settings_from(cls, values: Mapping[str, Any], version=None):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise MetadataError(f"the record has settings this version does not know: {', '.join(unknown)} "
+                            f"(the picture was made by version {version or '?'}; this is {__version__})")
+    kwargs = {}
+    for k, v in values.items():
+        default = fields[k].default
+        kwargs[k] = tuple(v) if isinstance(default, tuple) and isinstance(v, list) else v
+    return cls(**kwargs)
+
+
+def redo_call(rec: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None) -> RedoCall:
+    """The task call that makes the recorded picture again. ``overrides``: files for image
+    inputs whose recorded paths are gone, by argument name (``reference``, ``person``) or
+    ``controls[0].image``; each is checked against its recorded hash."""
+    from . import tasks
+
+    overrides = dict(overrides or {})
+    task = rec.get("task")
+    fn = getattr(tasks, str(task), None)
+    if not callable(fn) or task not in tasks.__all__:
+        raise MetadataError(f"the record's task '{task}' is not a task of this version")
+    classes = [getattr(tasks, n) for n in tasks.__all__ if isinstance(getattr(tasks, n), type)]
+    types = {**{c.__name__: c for c in classes},
+             **{n: getattr(tasks, n) for n in tasks.__all__ if isinstance(getattr(tasks, n), type)}}
+    settings_cls = types.get(rec.get("settings_type"))
+    if settings_cls is None or not dataclasses.is_dataclass(settings_cls):
+        raise MetadataError(f"the record's settings type '{rec.get('settings_type')}' is not known here")
+    settings = _settings_from(settings_cls, rec.get("settings") or {}, rec.get("version"))
+    kwargs = {}
+    for name, value in (rec.get("call") or {}).items():
+        what = name.replace("_", " ") + (" image" if "image" not in name and name != "controls" else "")
+        kwargs[name] = _rebuild(value, "control image" if name == "controls" else what, overrides, name, types)
+    out = rec.get("output") or {"kind": "images", "index": 0}
+    if out.get("kind") not in OUTPUT_KINDS:
+        raise MetadataError(f"the record names an unknown output '{out.get('kind')}'")
+    return RedoCall(str(task), fn, kwargs, settings, out["kind"], int(out.get("index", 0)), dict(rec))
+
+
+def check_models(engine, rec: Mapping[str, Any]) -> List[str]:
+    """Differences between the recorded models and this engine's (warnings: the pixels may differ)."""
+    notes = []
+    if rec.get("profile") and rec["profile"] != engine.profile:
+        notes.append(f"the picture was made with the '{rec['profile']}' profile, this run uses '{engine.profile}'")
+    models = rec.get("models") or {}
+    pairs = [("seecoders", models.get("seecoder")), ("base_models", models.get("base_model"))]
+    pairs += [("controlnets", c) for c in models.get("controlnets") or []]
+    for kind, was in pairs:
+        if not isinstance(was, Mapping) or not was.get("name"):
+            continue
+        now = model_record(engine.registry, kind, was["name"])
+        for key in ("sha256", "git_oid", "revision", "tiny", "seed"):
+            if key in was and now is not None and key in now and now[key] != was[key]:
+                notes.append(f"model '{was['name']}' differs from the recorded one ({key} {now[key]} vs {was[key]})")
+    return notes
