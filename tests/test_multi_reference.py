@@ -221,3 +221,28 @@ def test_masks_outside_regions_and_empty_slots_are_noted(engine):
     got = multi_reference(engine, [A, Reference(B, 1.0, plain((64, 64), 255))],
                           MultiReferenceSettings(width=64, height=64, steps=1, blend="concatenate"))
     assert got.info["notes"] == ["masks are used by the regions blend only; the concatenate blend ignores them"]
+
+
+# ----------------------------------------------------------------------------- strength and blocks
+def test_strength_and_blocks_act_on_the_blend_as_on_a_single_reference(engine):
+    """One reference: Multi-Reference with a reference strength, or with its references in the
+    style blocks only, gives Image Variation's picture with the same option (both build the
+    context the same way); and each option changes the picture."""
+    kw = dict(width=64, height=64, steps=2, seed=9)
+    plain_run = image_variation(engine, B, VariationSettings(**kw))
+    for options in (dict(reference_strength=0.5), dict(blocks="style"), dict(reference_strength=1.5, blocks="layout")):
+        want = image_variation(engine, B, VariationSettings(**kw, **options))
+        got = multi_reference(engine, [B], MultiReferenceSettings(**kw, **options))
+        assert same(got, want), options
+        assert not same(got, plain_run), options
+        assert got.info["blocks"] == options.get("blocks", "all")
+
+
+def test_blocks_other_than_all_are_refused_with_regions_before_any_model_loads():
+    eng = Engine.from_profile("tiny", device="cpu")
+    with pytest.raises(InvalidSettingError, match="not with regions"):
+        multi_reference(eng, [A, Reference(B, 1.0, right_half((64, 64)))],
+                        MultiReferenceSettings(blend="regions", blocks="style", width=64, height=64, steps=1))
+    with pytest.raises(InvalidSettingError, match="unknown block preset"):
+        multi_reference(eng, [A], MultiReferenceSettings(blocks="middle", width=64, height=64, steps=1))
+    assert not eng.load_counts

@@ -24,6 +24,7 @@ from pathlib import Path
 import gradio as gr
 
 from prompt_free import masks as M
+from prompt_free.metadata import tag
 from prompt_free.tasks.edit import EditSettings, edit_with_reference, inpainting_base_model, load_photo
 
 from .endpoint import InputGroup, endpoint
@@ -131,13 +132,13 @@ def build(engine) -> None:
 
         def generate(images, models, options, sampler, max_side, reference_strength, loras, progress):
             seed = sampler.pick_seed()
-            result = edit_with_reference(
-                engine, images.photo, images.mask, images.reference,
-                EditSettings(base_model=requested_base(models.base_model), seecoder=models.seecoder,
-                             **options.settings(), **sampler.settings(seed), max_side=max_side,
-                             reference_strength=reference_strength, **loras.settings()),
-                progress=progress_callback(progress),
-            )
+            settings = EditSettings(base_model=requested_base(models.base_model), seecoder=models.seecoder,
+                                    **options.settings(), **sampler.settings(seed), max_side=max_side,
+                                    reference_strength=reference_strength, **loras.settings())
+            result = edit_with_reference(engine, images.photo, images.mask, images.reference, settings,
+                                         progress=progress_callback(progress))
+            tag(engine, result, "edit_with_reference", settings,
+                {"photo": images.photo, "mask": images.mask, "reference": images.reference}, keep_paths=False)
             return result.images, result.extras, edit_info(result.info), seed
 
         api = endpoint(generate, EditImages(photo, reference, mask), models, options, controls,

@@ -7,7 +7,7 @@ API (``/multi_reference``), parameters in order:
     use_control, type1, image1, mode1, preprocessor1, scale1, start1, end1,
     use_second, type2, image2, mode2, preprocessor2, scale2, start2, end2, check_maps,
     guidance, steps, width, height, seed, randomize_seed, num_images, scheduler,
-    lora_1, lora_1_scale, lora_2, lora_2_scale
+    reference_strength, blocks, lora_1, lora_1_scale, lora_2, lora_2_scale
 (the ControlNet inputs only when ``checkpoints.yaml`` has structure ControlNets)
 outputs: gallery (the results, then the control maps used), info (markdown), seed used.
 """
@@ -19,6 +19,7 @@ from typing import Any, List
 
 import gradio as gr
 
+from prompt_free.metadata import tag
 from prompt_free.settings import MAX_REFERENCES, REFERENCE_WEIGHT
 from prompt_free.tasks import BLENDS, MultiReferenceSettings, Reference, multi_reference
 from prompt_free.tasks.control import controlnet_choices
@@ -36,6 +37,7 @@ from .widgets import (
     size_follows_image,
     slider,
     stop_cancels,
+    strength_and_blocks,
 )
 
 BLEND_HELP = (
@@ -111,6 +113,7 @@ def build(engine) -> None:
                     use_control.change(lambda on: gr.update(visible=bool(on)), inputs=[use_control],
                                        outputs=[control_group], queue=False, api_visibility="private")
                 controls = sampler_controls(engine, elem_prefix="multi")
+                options = strength_and_blocks("multi")
                 loras = lora_pickers(engine, "multi")
                 run, stop = run_buttons("Generate", "multi")
             with gr.Column():
@@ -119,24 +122,24 @@ def build(engine) -> None:
                 info = gr.Markdown(elem_id="multi-info")
 
         def generate(slots, blend, models, *rest, progress):
-            *control_values, sampler, loras = rest
+            *control_values, sampler, options, loras = rest
             specs = []
             if control_values:
                 use, first, use_second, second, check_maps = control_values
                 specs = ControlPanel.specs(first, use_second, second, check_maps) if use else []
             seed = sampler.pick_seed()
-            result = multi_reference(
-                engine, slots.references(),
-                MultiReferenceSettings(**models.settings(), **sampler.settings(seed), **loras.settings(),
-                                       blend=blend, controls=specs),
-                progress=progress_callback(progress),
-            )
-            return result.images + result.extras, _info(result.info), seed
+            settings = MultiReferenceSettings(**models.settings(), **sampler.settings(seed), **options.settings(),
+                                              **loras.settings(),
+                                              blend=blend, controls=specs)
+            references = slots.references()
+            result = multi_reference(engine, references, settings, progress=progress_callback(progress))
+            pictures = tag(engine, result, "multi_reference", settings, {"references": references}, keep_paths=False)
+            return pictures, _info(result.info), seed
 
         control_parts = [("use_control", use_control), *panel.parts()] if panel is not None else []
         if panel is not None:
             size_follows_image(engine, panel.first.image, controls)
-        api = endpoint(generate, slots, ("blend", blend), models, *control_parts, controls, loras)
+        api = endpoint(generate, slots, ("blend", blend), models, *control_parts, controls, options, loras)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="multi_reference")
         stop_cancels(stop, event)
 

@@ -235,11 +235,25 @@ def reference_controls(elem_prefix: str, *, text: bool = True) -> ReferenceContr
             mode = gr.Radio(PROMPT_MODE_CHOICES, value=CONCAT, label="Prompt mode", elem_id=f"{elem_prefix}-prompt-mode")
             weight = slider(PROMPT_WEIGHT, "Text weight", info="0: the empty prompt, 1: the prompt",
                             elem_id=f"{elem_prefix}-prompt-weight")
-        blocks = gr.Dropdown([(label, preset) for preset, label in PRESET_LABELS.items()], value=ALL,
-                             label="Reference goes to", elem_id=f"{elem_prefix}-blocks",
-                             info="Style only keeps the reference's colours and materials, not its layout "
-                                  "(InstantStyle's blocks); the other blocks get the prompt, or nothing")
+        blocks = blocks_dropdown(elem_prefix, "the other blocks get the prompt, or nothing")
     return ReferenceControls(strength, prompt, mode, weight, blocks)
+
+
+def blocks_dropdown(elem_prefix: str, others: str) -> gr.Dropdown:
+    """The cross-attention blocks the reference goes to (``prompt_free.blocks`` presets)."""
+    return gr.Dropdown([(label, preset) for preset, label in PRESET_LABELS.items()], value=ALL,
+                       label="Reference goes to", elem_id=f"{elem_prefix}-blocks",
+                       info=f"Style only keeps the reference's colours and materials, not its layout "
+                            f"(InstantStyle's blocks); {others}")
+
+
+def strength_and_blocks(elem_prefix: str) -> ReferenceControls:
+    """Reference strength and blocks, for tabs without a prompt (Multi-Reference): public names
+    ``reference_strength``, ``blocks``."""
+    with gr.Accordion("Reference strength and blocks", open=False):
+        strength = strength_slider(elem_prefix)
+        blocks = blocks_dropdown(elem_prefix, "the other blocks get nothing (not with the regions blend)")
+    return ReferenceControls(strength, blocks=blocks)
 
 
 def seecoder_picker(engine) -> gr.Dropdown:

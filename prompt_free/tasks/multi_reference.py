@@ -33,10 +33,12 @@ import numpy as np
 import torch
 
 from .. import settings as limits
+from ..blocks import ALL, normalise_preset, route
 from ..conditioning import Conditioning
 from ..errors import InputImageError, InvalidSettingError
 from ..images import prepare_reference
 from ..masks import load_mask
+from ..mixing import with_strength
 from ..regions import RegionalAttention
 from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, sampler_info, timed
 from .controls import (
@@ -72,6 +74,7 @@ class MultiReferenceSettings(SamplerSettings):
     blend: str = AVERAGE
     controls: Sequence[ControlSpec] = field(default_factory=tuple)
     annotator_dir: Optional[str] = None  # detector weights; None: env PFD_ANNOTATOR_DIR, then the hub
+    blocks: str = ALL  # the blended references go to these blocks, the others get the unconditional context
 
 
 @dataclass
@@ -169,6 +172,11 @@ def multi_reference(engine, references: Sequence[Any], settings: Optional[MultiR
     the control maps used as ``extras`` and run info (blend, references, notes)."""
     s = begin(engine, settings or MultiReferenceSettings())
     blend = normalise_blend(s.blend)
+    blocks = normalise_preset(s.blocks)
+    if blocks != ALL and blend == REGIONS:
+        raise InvalidSettingError(
+            "style-only / layout-only blocks work with the average and concatenate blends, not with regions "
+            "(both need their own cross-attention processors); choose all blocks or another blend")
     slots, notes = check_references(references, blend)
     controls = [c for c in (s.controls or ()) if c is not None]
     prepared = check_specs(engine, controls) if controls else []
@@ -192,15 +200,21 @@ def multi_reference(engine, references: Sequence[Any], settings: Optional[MultiR
         encoded = [engine.encode_reference(r, s.seecoder) for r in refs]
     weights = [sl.weight for sl in slots]
     context, uncond, spans = blend_contexts([c for c, _ in encoded], encoded[0][1], weights, blend)
+    context = with_strength(context, uncond, s.reference_strength)  # 1.0: the blend as it is
     patch = None
     if blend == REGIONS:
         controlnets = [getattr(ci.controlnet, "controlnet", ci.controlnet) for ci in inputs]
         patch = RegionalAttention(masks, weights, spans, controlnets)
+    elif blocks != ALL:  # the blend in the chosen blocks, the unconditional context in the others
+        context, uncond, patch = route(blocks, [(context, uncond), (uncond, uncond)], (0, 1), (1, 2))
+        inputs = patch.for_controls(inputs)
     gen = engine.generate(s.base_model, Conditioning(context, uncond, inputs, unet_patch=patch), sampler,
                           progress=progress)
     info = {
         **sampler_info(s, sampler),
         "blend": blend,
+        "reference_strength": s.reference_strength,
+        "blocks": blocks,
         "tokens": int(context.shape[1]),
         "references": [{"reference": sl.index, "weight": sl.weight, "mask": sl.mask is not None and blend == REGIONS}
                        for sl in slots],
