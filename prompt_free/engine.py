@@ -23,6 +23,7 @@ import torch
 from . import loading, memory, settings
 from .conditioning import Conditioning
 from .errors import InvalidSettingError
+from .fast import FastPath
 from .images import image_to_tensor, prepare_reference, tensor_to_images
 from .loading import BaseModel, LoadedSeeCoder  # noqa: F401 - the engine's model types
 from .memory import Residency, default_budget, default_ram_budget, parse_size
@@ -96,15 +97,20 @@ class Engine:
         banner: Optional[str] = None,
         memory_budget=None,
         ram_budget=None,
+        fast: Optional[bool] = None,
     ):
         """``memory_budget``: bytes or a size such as "8GB" for the models on the device (None:
         ``PFD_MEMORY_BUDGET``, else the device's memory less a reserve on CUDA, a share of RAM on
         the CPU). ``ram_budget``: the host-memory tier on CUDA (None: ``PFD_RAM_BUDGET``, else a
-        share of RAM). ``max_base_models`` / ``max_controlnets``: how many stay loaded at most."""
+        share of RAM). ``max_base_models`` / ``max_controlnets``: how many stay loaded at most.
+        ``fast``: the sampling path (``prompt_free.fast``): True = its exact parts plus, on CUDA,
+        channels_last + torch.compile; False = the eager loop; None = ``PFD_FAST`` (default
+        auto: the exact parts only, the eager result bit for bit on the CPU)."""
         self.registry = registry
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self.allow_download = allow_download
+        self.fast = FastPath.from_setting(fast, self.device)
         self.banner = banner
         self.max_counts = {"base_models": max(1, int(max_base_models)), "controlnets": max(1, int(max_controlnets))}
         budget = parse_size(memory_budget) or parse_size(settings.memory_budget(), "PFD_MEMORY_BUDGET")
@@ -423,13 +429,16 @@ class Engine:
                 extra = c.inpainting.unet_channels(sampler.num_images)
                 after_step = c.inpainting.step_hook(noise.to(self.device), sampler)
             patch = c.unet_patch.applied(base.unet) if c.unet_patch is not None else contextlib.nullcontext()
+            fast = self.fast
+            if fast is not None and fast.compile and c.unet_patch is not None:
+                fast = FastPath(compile=False)  # a patched UNet is not the module that was compiled
             t0 = time.perf_counter()
             with patch:
                 latents = denoise(
                     base.unet, make_scheduler(sampler.scheduler), noise, c.context, c.uncond,
                     steps=sampler.steps, guidance=sampler.guidance, controls=c.controls,
                     generator=torch.Generator().manual_seed(sampler.seed), progress=progress,
-                    extra_unet_channels=extra, after_step=after_step,
+                    extra_unet_channels=extra, after_step=after_step, fast=fast,
                 )
             _sync(self.device)
             timings["denoise"] = time.perf_counter() - t0
@@ -444,11 +453,12 @@ class Engine:
     def decode(self, base: BaseModel, latents: torch.Tensor) -> list:
         """Final latents -> PIL images, one at a time (bounds VAE memory at large sizes)."""
         vae = base.vae
+        decode = self.fast.decoder(vae) if self.fast is not None else vae.decode
 
         def run():
             out = []
             for z in latents.split(1):
-                x = vae.decode(z.to(self.device, vae.dtype) / vae.config.scaling_factor).sample
+                x = decode(z.to(self.device, vae.dtype) / vae.config.scaling_factor).sample
                 out.extend(tensor_to_images((x.float() + 1) / 2))
             return out
 
