@@ -46,6 +46,12 @@ TINY_CHOSEN_BANNER = (
     "PFD_PROFILE=tiny). Outputs are NOT meaningful pictures. Start with `--profile real` for the real models."
 )
 
+FULL_RANDOM_BANNER = (
+    "The app runs the full-random profile (SD-1.5-size models with random weights, for measurements). "
+    "Outputs are NOT meaningful pictures. Start with `--profile real` for the real models."
+)
+
+
 class _LRU(OrderedDict):
     def __init__(self, size: int):
         super().__init__()
@@ -129,7 +135,8 @@ class Engine:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_profile(cls, profile: Optional[str] = None, checkpoints=None, **kwargs) -> "Engine":
-        """``profile``: real | tiny | auto (default; env ``PFD_PROFILE``). ``auto`` uses the real
+        """``profile``: real | tiny | full-random | auto (default; env ``PFD_PROFILE``).
+        ``full-random``: SD-1.5-size models with random weights built on the device (benchmarks). ``auto`` uses the real
         models when the default ones are available locally or the hub is reachable, else the
         tiny profile with a banner. ``kwargs`` go to ``Engine`` (``memory_budget=`` ...)."""
         profile = (profile or settings.profile()).lower()
@@ -139,7 +146,7 @@ class Engine:
                 return cls(real, **kwargs)
             return cls(Registry.load(checkpoints, "tiny"), banner=TINY_BANNER, **kwargs)
         registry = Registry.load(checkpoints, profile)
-        banner = TINY_CHOSEN_BANNER if registry.is_tiny else None
+        banner = FULL_RANDOM_BANNER if registry.is_full_random else TINY_CHOSEN_BANNER if registry.is_tiny else None
         return cls(registry, banner=banner, **kwargs)
 
     @property

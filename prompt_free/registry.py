@@ -41,6 +41,14 @@ TINY_BUILDERS = {
     "controlnets": {"controlnet"},
     "ip_adapters": set(),
 }
+# Built-in full-size builders with random weights (``random:`` in checkpoints.yaml; the
+# ``full-random`` profile, prompt_free/full_random.py). Like tiny ones they need no file.
+RANDOM_BUILDERS = {
+    "seecoders": {"seecoder_full", "seecoder_pa_full"},
+    "base_models": {"sd15"},
+    "controlnets": {"controlnet_sd15"},
+    "ip_adapters": set(),
+}
 BASE_MODEL_FORMATS = {"diffusers", "single_file", "pfd_unet"}
 MODEL_INDEX = "model_index.json"  # the file that marks a diffusers model repo (root or subfolder)
 
@@ -79,8 +87,12 @@ class Entry:
     kind: str
     name: str
     sources: Tuple[Source, ...] = ()
-    tiny: Optional[str] = None
+    tiny: Optional[str] = None  # a built-in builder (tiny, or full-size random: ``random:``)
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def full_random(self) -> bool:
+        return self.tiny in RANDOM_BUILDERS[self.kind]
 
     @property
     def label(self) -> str:
@@ -167,9 +179,16 @@ def _parse_entry(kind: str, name: str, spec: Any, base_dir: Path) -> Entry:
     spec = dict(spec)
     options = {k: spec.pop(k) for k in list(spec) if k in ENTRY_OPTIONS[kind]}
     tiny = spec.pop("tiny", None)
+    full = spec.pop("random", None)
+    if tiny is not None and full is not None:
+        raise ConfigError(f"{where}: give 'tiny' or 'random', not both")
+    if tiny is not None and tiny not in TINY_BUILDERS[kind]:
+        raise ConfigError(f"{where}: unknown tiny builder '{tiny}' (choose {sorted(TINY_BUILDERS[kind])})")
+    if full is not None:
+        if full not in RANDOM_BUILDERS[kind]:
+            raise ConfigError(f"{where}: unknown random builder '{full}' (choose {sorted(RANDOM_BUILDERS[kind])})")
+        tiny = full
     if tiny is not None:
-        if tiny not in TINY_BUILDERS[kind]:
-            raise ConfigError(f"{where}: unknown tiny builder '{tiny}' (choose {sorted(TINY_BUILDERS[kind])})")
         if spec:
             raise ConfigError(f"{where}: unknown field(s) {sorted(spec)}")
         sources: Tuple[Source, ...] = ()
@@ -215,7 +234,13 @@ class Registry:
 
     @property
     def is_tiny(self) -> bool:
+        """Every entry is built in (tiny or full-size random): nothing to download."""
         return all(e.tiny is not None for kind in self.entries.values() for e in kind.values())
+
+    @property
+    def is_full_random(self) -> bool:
+        """Built in, at full size (the ``full-random`` profile)."""
+        return self.is_tiny and any(e.full_random for kind in self.entries.values() for e in kind.values())
 
     @classmethod
     def load(cls, path=None, profile: str = "real") -> "Registry":
