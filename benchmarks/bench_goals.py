@@ -204,16 +204,20 @@ class Bench:
             self.rows[f"warmup_s/{m}/{n_cn}cn"] = {"value": t}
         if pipe is not None:
             self.diffusers_step_ms(pipe, n_cn, size, 1)
-        for _ in range(a.repeats):  # interleaved: every implementation once per round
-            for m in self.modes:
-                runs[m].append(self.engine_step_ms(m, n_cn, size, steps))
-            if pipe is not None:
-                runs["diffusers"].append(self.diffusers_step_ms(pipe, n_cn, size, steps))
+        order = list(self.modes) + (["diffusers"] if pipe is not None else [])
+        for r in range(a.repeats):  # interleaved, every implementation once per round, the order reversed
+            for m in (order if r % 2 == 0 else order[::-1]):  # every other round (a drifting load cancels)
+                runs[m].append(self.diffusers_step_ms(pipe, n_cn, size, steps) if m == "diffusers"
+                               else self.engine_step_ms(m, n_cn, size, steps))
             if not self.deadline.allows(0):
                 break
         for m, v in runs.items():
             if v:
                 self.record(f"step_ms/{m}/{n_cn}cn", statistics.median(v), runs=v)
+        if len(runs["eager"]) and len(runs["fast"]):  # per-round ratios: the spread shows the noise
+            self.rows[f"fast_over_eager_per_round/{n_cn}cn"] = {
+                "value": statistics.median(f / e for f, e in zip(runs["fast"], runs["eager"])),
+                "runs": [f / e for f, e in zip(runs["fast"], runs["eager"])]}
 
     def seecoder_row(self) -> None:
         def once():
@@ -248,7 +252,7 @@ class Bench:
             if not self.deadline.allows(20):
                 self.notes.append(f"peak memory {size}: skipped (deadline)")
                 continue
-            self.engine.fast = self.modes.get("compiled", self.modes["fast"])
+            self.engine.fast = self.modes["fast"]  # the default path (a compiled 768² would compile anew)
             ctx, unc = self.context()
             c = Conditioning(ctx, unc, self.controls(2, size))
             torch.cuda.synchronize()
@@ -300,7 +304,7 @@ class Bench:
         self.rows["build_s"] = {"value": time.perf_counter() - t0}
         wanted = set(a.rows.split(","))
         blocks = [
-            ("steps0", "steps 0 ControlNets", 5, lambda: self.steps_rows(0, with_diffusers=True)),
+            ("steps0", "steps 0 ControlNets", 5, lambda: self.steps_rows(0, with_diffusers=not a.no_diffusers)),
             ("seecoder", "SeeCoder", 5, self.seecoder_row),
             ("vae", "VAE decode", 5, self.vae_row),
             ("e2e", "end to end", 10, self.e2e_row),
@@ -441,6 +445,7 @@ def main(argv=None) -> int:
     p.add_argument("--deadline", type=float, default=270.0, help="seconds; optional rows are skipped past it")
     p.add_argument("--no-compile", action="store_true", help="leave the compiled mode out")
     p.add_argument("--quick", action="store_true", help="no diffusers rows with ControlNets")
+    p.add_argument("--no-diffusers", action="store_true", help="no bare diffusers rows at all (engine modes only)")
     p.add_argument("--rows", default=",".join(ROW_GROUPS), help=f"row groups to run, of {','.join(ROW_GROUPS)}")
     p.add_argument("--threads", type=int, default=None, help="torch threads on the CPU")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "goals"), help="path without suffix (.json, .md)")

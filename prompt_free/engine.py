@@ -460,9 +460,9 @@ class Engine:
     def decode(self, base: BaseModel, latents: torch.Tensor) -> list:
         """Final latents -> PIL images, one at a time (bounds VAE memory at large sizes)."""
         vae = base.vae
-        decode = self.fast.decoder(vae) if self.fast is not None else vae.decode
 
         def run():
+            decode = self.fast.decoder(vae) if self.fast is not None else vae.decode  # under the run lock
             out = []
             for z in latents.split(1):
                 x = decode(z.to(self.device, vae.dtype) / vae.config.scaling_factor).sample

@@ -163,3 +163,14 @@ def test_compile_path_notes_new_shapes_once_and_does_not_recompile_for_a_new_sca
                         cond, torch.zeros_like(cond), steps=2, guidance=2.0, controls=[ControlInput(cn, hint, 0.7)])
     assert rel(first, eager) <= REL_TOL
     torch._dynamo.reset()
+
+
+def test_app_arguments_choose_the_sampling_path():
+    from app import parse_args
+
+    assert parse_args([]).fast is None  # PFD_FAST decides (default: the exact parts)
+    assert parse_args(["--no-fast"]).fast is False
+    assert parse_args(["--fast"]).fast is True
+    assert parse_args(["--profile", "full-random"]).profile == "full-random"
+    with pytest.raises(SystemExit):
+        parse_args(["--fast", "--no-fast"])

@@ -75,3 +75,14 @@ def test_engine_from_profile_runs_image_variation():
     finally:
         del engine
         gc.collect()
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"random": "sd15", "tiny": "sd"}, "not both"),
+    ({"random": "sd"}, "unknown random builder 'sd'"),
+])
+def test_bad_random_entries_are_refused(entry, message):
+    from prompt_free.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        Registry.from_dict({"seecoders": {"S": {"random": "seecoder_full"}}, "base_models": {"B": entry}})
