@@ -26,6 +26,7 @@ SeeCoder, DeepCache-style approximate reuse.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import weakref
@@ -121,9 +122,17 @@ def controlnet_residuals(cn, x, t, context, hint_embedding, scale):
 
 
 # ----------------------------------------------------------------------------- the path
+def _forward(module, *args, **kwargs):
+    return module(*args, **kwargs)
+
+
+def _decode(vae, z):
+    return vae.decode(z)
+
+
 class FastPath:
-    """The engine's fast-path state: whether to compile, the compiled wrappers of its modules
-    (weakly keyed, so an evicted model takes its wrapper with it) and the shapes already
+    """The engine's fast-path state: whether to compile, the compiled functions (which take the
+    model as an argument: nothing here keeps an evicted model alive) and the shapes already
     compiled (for the "compiling (once)" note)."""
 
     note = COMPILING_NOTE
@@ -131,8 +140,8 @@ class FastPath:
     def __init__(self, compile: bool = False, backend: str = "inductor"):
         self.compile = bool(compile)
         self.backend = backend
-        self._compiled: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-        self._compiled_fn = {}
+        self._laid_out: "weakref.WeakSet" = weakref.WeakSet()  # modules made channels_last (no strong refs)
+        self._compiled_fn = {}  # module-level function -> its compiled version (holds no model)
         self._shapes = set()
         if self.compile:
             _prepare_compile_cache()
@@ -150,17 +159,19 @@ class FastPath:
     def label(self) -> str:
         return "fast (exact parts + compile)" if self.compile else "fast (exact parts)"
 
-    # -- compiled modules
+    # -- compiled modules. The compiled functions take the model as an argument, so this object
+    # never keeps a model alive after the engine evicts it.
+    def _laid_out_once(self, m: torch.nn.Module) -> None:
+        if m not in self._laid_out:
+            m.to(memory_format=torch.channels_last)
+            self._laid_out.add(m)
+
     def module(self, m: torch.nn.Module):
-        """``m`` compiled (once per module, channels_last weights), or ``m`` itself."""
+        """``m``'s forward, compiled (channels_last weights) on the compile path, else ``m``."""
         if not self.compile:
             return m
-        found = self._compiled.get(m)
-        if found is None:
-            m.to(memory_format=torch.channels_last)
-            found = torch.compile(m, backend=self.backend, dynamic=False)
-            self._compiled[m] = found
-        return found
+        self._laid_out_once(m)
+        return functools.partial(self.function(_forward), m)
 
     def function(self, fn):
         if not self.compile:
@@ -174,11 +185,8 @@ class FastPath:
         """The VAE's decode, compiled on the compile path."""
         if not self.compile:
             return vae.decode
-        found = self._compiled.get(vae)
-        if found is None:
-            vae.to(memory_format=torch.channels_last)
-            found = self._compiled[vae] = torch.compile(vae.decode, backend=self.backend, dynamic=False)
-        return found
+        self._laid_out_once(vae)
+        return functools.partial(self.function(_decode), vae)
 
     def new_shape(self, key: Tuple) -> bool:
         """True the first time ``key`` (models, batch, size, ControlNets) is seen by a compiling

@@ -174,3 +174,22 @@ def test_app_arguments_choose_the_sampling_path():
     assert parse_args(["--profile", "full-random"]).profile == "full-random"
     with pytest.raises(SystemExit):
         parse_args(["--fast", "--no-fast"])
+
+
+def test_compile_path_keeps_no_evicted_model_alive():
+    import gc
+    import weakref
+
+    from prompt_free.tiny import tiny_vae
+
+    path = FastPath(compile=True, backend="eager")
+    unet, cn, vae = tiny_unet(1), tiny_controlnet(21), tiny_vae(3)
+    refs = [weakref.ref(m) for m in (unet, cn, vae)]
+    cond = torch.randn(1, 148, 64)
+    with torch.inference_mode():
+        z = denoise(unet, make_scheduler(), torch.randn(1, 4, 8, 8), cond, torch.zeros_like(cond), steps=2, guidance=2.0,
+                    controls=[ControlInput(cn, torch.rand(1, 3, 64, 64), 0.5)], fast=path)
+        path.decoder(vae)(z)
+    del unet, cn, vae, z
+    gc.collect()
+    assert all(r() is None for r in refs)  # the engine's eviction really frees a compiled model
