@@ -193,3 +193,15 @@ def test_compile_path_keeps_no_evicted_model_alive():
     del unet, cn, vae, z
     gc.collect()
     assert all(r() is None for r in refs)  # the engine's eviction really frees a compiled model
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (fp16 parity of the fast path)")
+@pytest.mark.parametrize("fast", [None, True], ids=["exact-parts", "compiled"])
+def test_fp16_fast_path_on_cuda_matches_eager_fp16(fast, monkeypatch):
+    monkeypatch.delenv("PFD_FAST", raising=False)
+    eager = Engine.from_profile("tiny", device="cuda", fast=False)
+    quick = Engine.from_profile("tiny", device="cuda", fast=fast)
+    assert quick.fast is not None and quick.fast.compile == bool(fast)
+    for controls_of in ((lambda e: []), _two_controlnets):
+        a, b = _latents(eager, controls_of), _latents(quick, controls_of)
+        assert rel(b.float(), a.float()) <= 1e-2
