@@ -9,6 +9,10 @@ both guidance halves. Other diffusers schedulers can be selected by name.
 Step counts that do not divide 1000: the official sampler visits one step more than asked
 (timesteps range(0, 1000, 1000 // steps) + 1); we follow diffusers and visit exactly the
 number asked. At the default 50 steps the two agree.
+
+Speed: ``denoise`` takes its per-step parts from ``EagerParts`` (the schedulers' and
+ControlNets' own calls) or, with ``fast=``, from ``prompt_free.fast`` (the same loop with exact
+faster parts, optionally compiled on CUDA).
 """
 
 from __future__ import annotations
