@@ -255,7 +255,11 @@ def _prepare_compile_cache() -> None:
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
     import torch._dynamo
+    import torch._inductor.config as inductor_config  # read at import: set the config itself too
 
+    for name in ("fx_graph_cache", "autograd_cache"):
+        if hasattr(inductor_config, name):
+            setattr(inductor_config, name, True)
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
