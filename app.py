@@ -31,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     from prompt_free import settings
 
     p = argparse.ArgumentParser(prog="python app.py", description="Prompt-Free Diffusion Gradio app")
-    p.add_argument("--profile", default=settings.profile(), choices=["auto", "real", "tiny"],
-                   help="real: checkpoints.yaml models; tiny: offline random-weight models; auto: real when available "
-                        "(env PFD_PROFILE)")
+    p.add_argument("--profile", default=settings.profile(), choices=["auto", "real", "tiny", "full-random"],
+                   help="real: checkpoints.yaml models; tiny: offline random-weight models; full-random: SD-1.5-size "
+                        "random-weight models (measurements); auto: real when available (env PFD_PROFILE)")
     p.add_argument("--checkpoints", default=settings.checkpoints_path(), help="path of checkpoints.yaml (env PFD_CHECKPOINTS)")
     p.add_argument("--host", default=settings.server_host(), help="address to serve on (env GRADIO_SERVER_NAME; "
                                                                  "default 127.0.0.1, 0.0.0.0 for every interface)")
@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="host memory for models evicted from the GPU (env PFD_RAM_BUDGET; default: half the RAM)")
     p.add_argument("--public", action="store_true",
                    help="serve the public: stricter work limit per request (env PFD_PUBLIC; on when SPACE_ID is set)")
+    speed = p.add_mutually_exclusive_group()
+    speed.add_argument("--no-fast", dest="fast", action="store_false", default=None,
+                       help="the eager sampling loop instead of the fast path (env PFD_FAST=0)")
+    speed.add_argument("--fast", dest="fast", action="store_true",
+                       help="the fast path with channels_last + torch.compile on CUDA (env PFD_FAST=1; default: its "
+                            "exact parts only)")
     return p
 
 
@@ -59,14 +65,16 @@ def parse_args(argv=None):
     return build_parser().parse_args(argv)
 
 
-def create_app(profile="auto", checkpoints=None, device=None, max_base_models=2, memory_budget=None, ram_budget=None):
+def create_app(profile="auto", checkpoints=None, device=None, max_base_models=2, memory_budget=None, ram_budget=None,
+               fast=None):
     """The engine and the Gradio app (queued). ``memory_budget`` / ``ram_budget``: sizes such as
-    "8GB" or bytes; None reads ``PFD_MEMORY_BUDGET`` / ``PFD_RAM_BUDGET`` (see ``Engine``)."""
+    "8GB" or bytes; None reads ``PFD_MEMORY_BUDGET`` / ``PFD_RAM_BUDGET`` (see ``Engine``).
+    ``fast``: the sampling path (True / False; None reads ``PFD_FAST``)."""
     from prompt_free.engine import Engine
     from ui import build_app
 
     engine = Engine.from_profile(profile, checkpoints, device=device, max_base_models=max_base_models,
-                                 memory_budget=memory_budget, ram_budget=ram_budget)
+                                 memory_budget=memory_budget, ram_budget=ram_budget, fast=fast)
     return engine, build_app(engine)
 
 
@@ -101,12 +109,13 @@ def main(argv=None):
             os.environ["PFD_PUBLIC"] = "1"  # read by prompt_free.settings.public_server()
         launch = launch_options(args.auth)
         engine, demo = create_app(args.profile, args.checkpoints, args.device, args.max_base_models,
-                                  args.memory_budget, args.ram_budget)
+                                  args.memory_budget, args.ram_budget, args.fast)
     except PromptFreeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    logging.getLogger("prompt_free").info("profile %s on %s (%s), memory budget %s", engine.profile, engine.device,
-                                          engine.dtype, format_size(engine.memory.budget))
+    logging.getLogger("prompt_free").info("profile %s on %s (%s), memory budget %s, sampling %s", engine.profile,
+                                          engine.device, engine.dtype, format_size(engine.memory.budget),
+                                          engine.fast.label if engine.fast is not None else "eager")
     warning = share_warning(args.share, launch["auth"])
     if warning:
         print(warning, file=sys.stderr)

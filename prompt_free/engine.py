@@ -23,6 +23,7 @@ import torch
 from . import loading, memory, settings
 from .conditioning import Conditioning
 from .errors import InvalidSettingError
+from .fast import FastPath
 from .images import image_to_tensor, prepare_reference, tensor_to_images
 from .loading import BaseModel, LoadedSeeCoder  # noqa: F401 - the engine's model types
 from .lora import LoraPatch, LoraWeights
@@ -45,6 +46,12 @@ TINY_CHOSEN_BANNER = (
     "The app runs the offline tiny profile (small random-weight models, chosen with --profile tiny or "
     "PFD_PROFILE=tiny). Outputs are NOT meaningful pictures. Start with `--profile real` for the real models."
 )
+
+FULL_RANDOM_BANNER = (
+    "The app runs the full-random profile (SD-1.5-size models with random weights, for measurements). "
+    "Outputs are NOT meaningful pictures. Start with `--profile real` for the real models."
+)
+
 
 class _LRU(OrderedDict):
     def __init__(self, size: int):
@@ -102,15 +109,20 @@ class Engine:
         banner: Optional[str] = None,
         memory_budget=None,
         ram_budget=None,
+        fast: Optional[bool] = None,
     ):
         """``memory_budget``: bytes or a size such as "8GB" for the models on the device (None:
         ``PFD_MEMORY_BUDGET``, else the device's memory less a reserve on CUDA, a share of RAM on
         the CPU). ``ram_budget``: the host-memory tier on CUDA (None: ``PFD_RAM_BUDGET``, else a
-        share of RAM). ``max_base_models`` / ``max_controlnets``: how many stay loaded at most."""
+        share of RAM). ``max_base_models`` / ``max_controlnets``: how many stay loaded at most.
+        ``fast``: the sampling path (``prompt_free.fast``): True = its exact parts plus, on CUDA,
+        channels_last + torch.compile; False = the eager loop; None = ``PFD_FAST`` (default
+        auto: the exact parts only, the eager result bit for bit on the CPU)."""
         self.registry = registry
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self.allow_download = allow_download
+        self.fast = FastPath.from_setting(fast, self.device)
         self.banner = banner
         self.max_counts = {"base_models": max(1, int(max_base_models)), "controlnets": max(1, int(max_controlnets))}
         budget = parse_size(memory_budget) or parse_size(settings.memory_budget(), "PFD_MEMORY_BUDGET")
@@ -129,7 +141,8 @@ class Engine:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_profile(cls, profile: Optional[str] = None, checkpoints=None, **kwargs) -> "Engine":
-        """``profile``: real | tiny | auto (default; env ``PFD_PROFILE``). ``auto`` uses the real
+        """``profile``: real | tiny | full-random | auto (default; env ``PFD_PROFILE``).
+        ``full-random``: SD-1.5-size models with random weights built on the device (benchmarks). ``auto`` uses the real
         models when the default ones are available locally or the hub is reachable, else the
         tiny profile with a banner. ``kwargs`` go to ``Engine`` (``memory_budget=`` ...)."""
         profile = (profile or settings.profile()).lower()
@@ -139,7 +152,7 @@ class Engine:
                 return cls(real, **kwargs)
             return cls(Registry.load(checkpoints, "tiny"), banner=TINY_BANNER, **kwargs)
         registry = Registry.load(checkpoints, profile)
-        banner = TINY_CHOSEN_BANNER if registry.is_tiny else None
+        banner = FULL_RANDOM_BANNER if registry.is_full_random else TINY_CHOSEN_BANNER if registry.is_tiny else None
         return cls(registry, banner=banner, **kwargs)
 
     @property
@@ -445,13 +458,17 @@ class Engine:
             # The LoRAs are fused into the shared UNet for this run only and taken out on the way
             # out of the block, also on error and on cancel (``Cancelled`` from the loop).
             fused = loras.applied(base.unet) if loras else contextlib.nullcontext()
+            fast = self.fast
+            if fast is not None and fast.compile and (c.unet_patch is not None or loras):
+                # a patched UNet is not the module that was compiled; fused LoRA weights are untested there
+                fast = FastPath(compile=False)
             t0 = time.perf_counter()
             with fused, patch:
                 latents = denoise(
                     base.unet, make_scheduler(sampler.scheduler), noise, c.context, c.uncond,
                     steps=sampler.steps, guidance=sampler.guidance, controls=c.controls,
                     generator=torch.Generator().manual_seed(sampler.seed), progress=progress,
-                    extra_unet_channels=extra, after_step=after_step,
+                    extra_unet_channels=extra, after_step=after_step, fast=fast,
                 )
             _sync(self.device)
             timings["denoise"] = time.perf_counter() - t0
@@ -468,9 +485,10 @@ class Engine:
         vae = base.vae
 
         def run():
+            decode = self.fast.decoder(vae) if self.fast is not None else vae.decode  # under the run lock
             out = []
             for z in latents.split(1):
-                x = vae.decode(z.to(self.device, vae.dtype) / vae.config.scaling_factor).sample
+                x = decode(z.to(self.device, vae.dtype) / vae.config.scaling_factor).sample
                 out.extend(tensor_to_images((x.float() + 1) / 2))
             return out
 

@@ -40,7 +40,11 @@ class BaseModel:
 
 
 def build_seecoder(engine, entry: Entry) -> LoadedSeeCoder:
-    if entry.tiny is not None:
+    if entry.full_random:
+        from .full_random import full_seecoder
+
+        model = full_seecoder(entry.tiny == "seecoder_pa_full", seed=entry.option("seed", 0))
+    elif entry.tiny is not None:
         model = tiny.tiny_seecoder(entry.tiny == "seecoder_pa", seed=entry.option("seed", 0))
     else:
         from .seecoder import load_seecoder
@@ -78,6 +82,11 @@ def build_base_model(engine, entry: Entry) -> BaseModel:
 
 def _base_parts(engine, entry: Entry):
     seed = entry.option("seed", 1)
+    if entry.full_random:  # built on the device, in the engine's dtype
+        from .full_random import full_unet, full_vae
+
+        where = dict(device=engine.device, dtype=engine.dtype)
+        return full_unet(seed, inpainting=bool(entry.option("inpainting")), **where), full_vae(seed + 100, **where)
     if entry.tiny is not None:
         return tiny.tiny_unet(seed, inpainting=bool(entry.option("inpainting"))), tiny.tiny_vae(seed + 100)
     from . import formats
@@ -101,6 +110,10 @@ def _base_parts(engine, entry: Entry):
 
 
 def build_controlnet(engine, entry: Entry) -> torch.nn.Module:
+    if entry.full_random:
+        from .full_random import full_controlnet
+
+        return engine.place(full_controlnet(entry.option("seed", 2), device=engine.device, dtype=engine.dtype))
     if entry.tiny is not None:
         return engine.place(tiny.tiny_controlnet(entry.option("seed", 2)))
     src = entry.sources[0]

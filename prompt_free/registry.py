@@ -47,6 +47,16 @@ TINY_BUILDERS = {
     "loras": set(),
 }
 NO_LORA = "none"  # the LoRA pickers' "no LoRA" choice, so no entry may take this name
+
+# Built-in full-size builders with random weights (``random:`` in checkpoints.yaml; the
+# ``full-random`` profile, prompt_free/full_random.py). Like tiny ones they need no file.
+RANDOM_BUILDERS = {
+    "seecoders": {"seecoder_full", "seecoder_pa_full"},
+    "base_models": {"sd15"},
+    "controlnets": {"controlnet_sd15"},
+    "ip_adapters": set(),
+    "loras": set(),
+}
 BASE_MODEL_FORMATS = {"diffusers", "single_file", "pfd_unet"}
 MODEL_INDEX = "model_index.json"  # the file that marks a diffusers model repo (root or subfolder)
 
@@ -85,8 +95,12 @@ class Entry:
     kind: str
     name: str
     sources: Tuple[Source, ...] = ()
-    tiny: Optional[str] = None
+    tiny: Optional[str] = None  # a built-in builder (tiny, or full-size random: ``random:``)
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def full_random(self) -> bool:
+        return self.tiny in RANDOM_BUILDERS[self.kind]
 
     @property
     def label(self) -> str:
@@ -173,9 +187,16 @@ def _parse_entry(kind: str, name: str, spec: Any, base_dir: Path) -> Entry:
     spec = dict(spec)
     options = {k: spec.pop(k) for k in list(spec) if k in ENTRY_OPTIONS[kind]}
     tiny = spec.pop("tiny", None)
+    full = spec.pop("random", None)
+    if tiny is not None and full is not None:
+        raise ConfigError(f"{where}: give 'tiny' or 'random', not both")
+    if tiny is not None and tiny not in TINY_BUILDERS[kind]:
+        raise ConfigError(f"{where}: unknown tiny builder '{tiny}' (choose {sorted(TINY_BUILDERS[kind])})")
+    if full is not None:
+        if full not in RANDOM_BUILDERS[kind]:
+            raise ConfigError(f"{where}: unknown random builder '{full}' (choose {sorted(RANDOM_BUILDERS[kind])})")
+        tiny = full
     if tiny is not None:
-        if tiny not in TINY_BUILDERS[kind]:
-            raise ConfigError(f"{where}: unknown tiny builder '{tiny}' (choose {sorted(TINY_BUILDERS[kind])})")
         if spec:
             raise ConfigError(f"{where}: unknown field(s) {sorted(spec)}")
         sources: Tuple[Source, ...] = ()
@@ -236,10 +257,15 @@ class Registry:
 
     @property
     def is_tiny(self) -> bool:
-        """Every model is a tiny random one (LoRA files added to such a profile do not count:
-        its pictures stay meaningless)."""
+        """Every entry is built in (tiny or full-size random): nothing to download (LoRA files
+        added to such a profile do not count: its pictures stay meaningless)."""
         return all(e.tiny is not None for kind, section in self.entries.items() if kind != "loras"
                    for e in section.values())
+
+    @property
+    def is_full_random(self) -> bool:
+        """Built in, at full size (the ``full-random`` profile)."""
+        return self.is_tiny and any(e.full_random for kind in self.entries.values() for e in kind.values())
 
     @classmethod
     def load(cls, path=None, profile: str = "real") -> "Registry":

@@ -9,6 +9,10 @@ both guidance halves. Other diffusers schedulers can be selected by name.
 Step counts that do not divide 1000: the official sampler visits one step more than asked
 (timesteps range(0, 1000, 1000 // steps) + 1); we follow diffusers and visit exactly the
 number asked. At the default 50 steps the two agree.
+
+Speed: ``denoise`` takes its per-step parts from ``EagerParts`` (the schedulers' and
+ControlNets' own calls) or, with ``fast=``, from ``prompt_free.fast`` (the same loop with exact
+faster parts, optionally compiled on CUDA).
 """
 
 from __future__ import annotations
@@ -150,6 +154,51 @@ def _step_kwargs(scheduler, generator):
     return kwargs
 
 
+class EagerParts:
+    """The per-step parts of the eager loop: the scheduler's own ``scale_model_input`` and
+    ``step``, each ControlNet's own forward. ``prompt_free.fast.FastParts`` gives the same
+    interface with exact faster parts (``fast=`` of ``denoise``)."""
+
+    def __init__(self, unet, scheduler, ts, controls, hints, context, step_kwargs):
+        self.unet, self.scheduler, self.ts, self.context = unet, scheduler, ts, context
+        self.controls, self.hints, self.step_kwargs = controls, hints, step_kwargs
+
+    def scale_input(self, x, i: int):
+        return self.scheduler.scale_model_input(x, self.ts[i])
+
+    def control(self, k: int, x, i: int):
+        return self.controls[k].controlnet(
+            x, self.ts[i], encoder_hidden_states=self.context, controlnet_cond=self.hints[k],
+            conditioning_scale=float(self.controls[k].scale), return_dict=False,
+        )
+
+    def eps(self, unet_in, i: int, down, mid):
+        return self.unet(
+            unet_in, self.ts[i], encoder_hidden_states=self.context,
+            down_block_additional_residuals=down, mid_block_additional_residual=mid,
+            return_dict=False,
+        )[0]
+
+    def step(self, eps, i: int, latents):
+        return self.scheduler.step(eps, self.ts[i], latents, **self.step_kwargs, return_dict=False)[0]
+
+
+def report_progress(progress, i: int, n: int, note: Optional[str] = None) -> None:
+    """Call ``progress(i, n)``, or ``progress(i, n, note)`` when there is a note (such as
+    "compiling (once)") and the callback takes a third argument."""
+    if progress is None:
+        return
+    if note is not None:
+        try:
+            inspect.signature(progress).bind(i, n, note)
+        except (TypeError, ValueError):
+            pass
+        else:
+            progress(i, n, note)
+            return
+    progress(i, n)
+
+
 def denoise(
     unet,
     scheduler,
@@ -163,8 +212,9 @@ def denoise(
     generator: Optional[torch.Generator] = None,
     extra_unet_channels: Optional[torch.Tensor] = None,
     after_step: Optional[StepHook] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Optional[Callable[..., None]] = None,
     timesteps: Optional[Sequence[int]] = None,
+    fast=None,
 ) -> torch.Tensor:
     """Run the sampler from initial ``noise`` (scaled by the scheduler's init sigma) and return
     the final latents (before the VAE).
@@ -173,6 +223,8 @@ def denoise(
     guidance == 1). ``extra_unet_channels`` (B, k, h, w) is concatenated to the UNet input
     (inpainting UNets). ``after_step(i, t, latents)`` may replace the latents after a step
     (latent blending for inpainting). ``timesteps`` overrides the scheduler's spacing.
+    ``fast``: a ``prompt_free.fast.FastPath`` for its faster parts of the same loop (None: the
+    eager parts).
     """
     device, dtype = unet.device, unet.dtype
     B = noise.shape[0]
@@ -193,41 +245,41 @@ def denoise(
         scheduler.set_timesteps(steps, device=device)
     ts = scheduler.timesteps
     latents = noise.to(device, torch.float32) * scheduler.init_noise_sigma
-    hints = [c.hint.to(device, dtype) for c in controls]
-    step_kwargs = _step_kwargs(scheduler, generator)
+    batch = 2 * B if guided else B
+    hints = []
+    for c in controls:  # (batch, 3, H, W): the same hint for both guidance halves
+        hint = c.hint.to(device, dtype)
+        hints.append(hint.expand(batch, -1, -1, -1) if hint.shape[0] == 1 else torch.cat([hint] * (batch // hint.shape[0])))
     extra = None
     if extra_unet_channels is not None:
         extra = extra_unet_channels.to(device, dtype)
         extra = torch.cat([extra] * 2) if guided else extra
+    make_parts = fast.parts if fast is not None else EagerParts
+    parts = make_parts(unet, scheduler, ts, controls, hints, context, _step_kwargs(scheduler, generator))
+    if fast is not None and fast.new_shape((id(unet), batch, tuple(noise.shape[1:]), tuple(id(c.controlnet) for c in controls),
+                                            None if extra is None else extra.shape[1])):
+        report_progress(progress, 0, len(ts), fast.note)  # the first step compiles
 
     for i, t in enumerate(ts):
         cancel.check()  # a cancelled request stops here, between two steps (prompt_free.cancel)
         x = torch.cat([latents] * 2) if guided else latents
-        x = scheduler.scale_model_input(x, t).to(dtype)
+        x = parts.scale_input(x, i).to(dtype)
         down_res = mid_res = None
-        for control, hint in zip(controls, hints):
+        for k, control in enumerate(controls):
             if not control.active(i, len(ts)):
                 continue
-            hint_b = hint.expand(x.shape[0], -1, -1, -1) if hint.shape[0] == 1 else torch.cat([hint] * (x.shape[0] // hint.shape[0]))
-            d, m = control.controlnet(
-                x, t, encoder_hidden_states=context, controlnet_cond=hint_b,
-                conditioning_scale=float(control.scale), return_dict=False,
-            )
+            d, m = parts.control(k, x, i)
             if down_res is None:
                 down_res, mid_res = list(d), m
             else:
                 down_res = [a + b for a, b in zip(down_res, d)]
                 mid_res = mid_res + m
         unet_in = torch.cat([x, extra], dim=1) if extra is not None else x
-        eps = unet(
-            unet_in, t, encoder_hidden_states=context,
-            down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res,
-            return_dict=False,
-        )[0].float()
+        eps = parts.eps(unet_in, i, down_res, mid_res).float()
         if guided:
             e_u, e_c = eps.chunk(2)
             eps = e_u + guidance * (e_c - e_u)
-        latents = scheduler.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
+        latents = parts.step(eps, i, latents)
         if after_step is not None:
             latents = after_step(i, t, latents)
         if progress is not None:
@@ -236,18 +288,24 @@ def denoise(
 
 
 @torch.no_grad()
-def sample_latents(unet, cond, *, uncond, latents, steps, guidance, controlnet=None, hint=None):
+def sample_latents(unet, cond, *, uncond, latents, steps, guidance, controlnet=None, hint=None, fast: bool = False):
     """Final latents of the paper's sampler (DDIM as configured above) from initial ``latents``.
 
     The same loop the app's generation runs. ``cond``/``uncond`` (B, N, C); ``hint``
-    (B, 3, H, W) in [0, 1] for ``controlnet`` (residuals at scale 1.0).
+    (B, 3, H, W) in [0, 1] for ``controlnet`` (residuals at scale 1.0). ``fast``: the exact
+    parts of the fast path (``prompt_free.fast``; never compiled here).
     """
     controls = []
     if controlnet is not None:
         if hint is None:
             raise ValueError("a controlnet needs a hint image")
         controls.append(ControlInput(controlnet, hint))
+    path = None
+    if fast:
+        from .fast import FastPath
+
+        path = FastPath(compile=False)
     return denoise(
         unet, make_scheduler(DEFAULT_SCHEDULER), latents, cond, uncond,
-        steps=steps, guidance=guidance, controls=controls,
+        steps=steps, guidance=guidance, controls=controls, fast=path,
     )

@@ -167,6 +167,31 @@ def cuda_dtype_name() -> str:
     return (os.environ.get("PFD_DTYPE") or "fp16").strip().lower()
 
 
+FAST_MODES = ("auto", "on", "off")
+
+
+def fast_mode() -> str:
+    """``PFD_FAST``: the fast sampling path (``prompt_free.fast``). ``0``/``off``: the eager loop;
+    ``1``/``on``: the exact parts and, on CUDA, channels_last + torch.compile; unset/``auto``:
+    the exact parts only (bit for bit the eager result on the CPU; compile is not on by default
+    until it is measured faster on a GPU: benchmarks/bench_goals.py)."""
+    raw = (os.environ.get("PFD_FAST") or "auto").strip().lower()
+    if raw in _TRUE:
+        return "on"
+    if raw in {"0", "false", "no", "off"}:
+        return "off"
+    if raw == "auto":
+        return "auto"
+    raise InvalidSettingError(f"environment variable PFD_FAST must be 0, 1 or auto, got {raw!r}")
+
+
+def compile_cache_dir() -> str:
+    """``PFD_COMPILE_CACHE``: where torch.compile keeps its compiled kernels across restarts
+    (``TORCHINDUCTOR_CACHE_DIR`` when set wins; default ~/.cache/prompt-free-diffusion/inductor)."""
+    return (os.environ.get("PFD_COMPILE_CACHE") or os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+            or os.path.join(os.path.expanduser("~"), ".cache", "prompt-free-diffusion", "inductor"))
+
+
 def max_base_models() -> int:
     """``PFD_MAX_BASE_MODELS``: base models kept loaded (LRU), default 2."""
     return _env_int("PFD_MAX_BASE_MODELS", 2)
@@ -302,6 +327,7 @@ def check_environment() -> None:
     """Read every limit taken from the environment once, so a malformed value stops the app at
     start with its message instead of failing each request later."""
     max_base_models()
+    fast_mode()
     max_work()
     max_session_requests()
     max_upload_size()

@@ -136,9 +136,10 @@ def text_encoder_location(entry) -> Optional[Tuple[Source, str, str]]:
 def text_encoder_source(engine, base_model: str) -> Tuple[str, Optional[str], Optional[str], Optional[str]]:
     """(location, text encoder subfolder, tokenizer subfolder, revision) for a base model, or
     ("tiny", None, None, None). Raises UnknownModelError for an unknown base model."""
-    found = text_encoder_location(engine.registry.entry("base_models", base_model))
+    entry = engine.registry.entry("base_models", base_model)
+    found = text_encoder_location(entry)
     if found is None:
-        return ("tiny", None, None, None)
+        return ("random-sd15" if entry.full_random else "tiny", None, None, None)
     src, te_sub, tok_sub = found
     location = str(src.path) if src.path is not None else src.repo
     return (location, te_sub or None, tok_sub or None, src.revision)
@@ -157,12 +158,13 @@ def encode_prompt(engine, base_model: str, prompt: str) -> torch.Tensor:
 
 
 def _build(engine, location, te_sub, tok_sub, revision) -> TextEncoder:
-    if location == "tiny":
-        from . import tiny
+    if location in ("tiny", "random-sd15"):
+        from . import full_random, tiny
 
-        model = tiny.tiny_text_encoder(TINY_TEXT_SEED)
+        model = (tiny.tiny_text_encoder(TINY_TEXT_SEED) if location == "tiny"
+                 else full_random.full_text_encoder(TINY_TEXT_SEED))
         tokenizer = tiny_tokenizer(model.config.vocab_size, model.config.max_position_embeddings)
-        return TextEncoder(tokenizer, engine.place(model), "tiny", engine)
+        return TextEncoder(tokenizer, engine.place(model), location, engine)
     from transformers import CLIPTextModel, CLIPTokenizer
 
     local_only = not engine.allow_download or hub_offline()

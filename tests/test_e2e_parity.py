@@ -2,7 +2,8 @@
 
 The official UNet / ControlNet files of the fixture are loaded through ``load_unet`` /
 ``load_controlnet`` (official layout -> ldm -> diffusers) and sampled with
-``prompt_free.sample_latents``; the final latents must match the official ones.
+``prompt_free.sample_latents``, eager and with the fast path's exact parts; the final latents
+must match the official ones.
 """
 
 from __future__ import annotations
@@ -83,10 +84,11 @@ def test_timesteps_visited(cases, case):
     assert scheduler.timesteps.tolist() == spec["timesteps_visited"]
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["eager", "fast"])  # fast: prompt_free.fast's exact parts
 @pytest.mark.parametrize(
     "case", [pytest.param(c, marks=pytest.mark.slow) if c in ("a", "c") else c for c in CASES]
 )
-def test_final_latents_match_official(unet, controlnet, cases, io, case):
+def test_final_latents_match_official(unet, controlnet, cases, io, case, fast):
     spec = cases[case]
     embedding = io["embedding"]
     use_control = spec["controlnet"]
@@ -99,6 +101,7 @@ def test_final_latents_match_official(unet, controlnet, cases, io, case):
         guidance=spec["guidance"],
         controlnet=controlnet if use_control else None,
         hint=io["hint"] if use_control else None,
+        fast=fast,
     )
     final = io[spec["final_key"]]
     assert out.shape == final.shape

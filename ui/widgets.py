@@ -77,8 +77,9 @@ def progress_callback(progress: Optional[gr.Progress], label: str = "Sampling"):
     if progress is None:
         return None
 
-    def report(i: int, n: int) -> None:
-        progress(i / n, desc=f"{label}: step {i}/{n}")
+    def report(i: int, n: int, note: Optional[str] = None) -> None:
+        # note: e.g. "compiling (once)" before the first step of a new size on the compile path
+        progress(i / n, desc=f"{label}: {note}" if note else f"{label}: step {i}/{n}")
 
     return report
 

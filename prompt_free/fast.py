@@ -1,0 +1,265 @@
+"""The fast path of the denoising loop (``Engine(fast=...)``, ``PFD_FAST``, ``--no-fast``).
+
+``sampling.denoise`` is the one loop; this module gives it faster parts for the same work:
+
+Exact (the same float operations as the eager parts, so bit for bit on the CPU):
+  * ``DDIMSteps``: the paper's DDIM step (eta 0, epsilon prediction) with its coefficients
+    computed once per run from the scheduler's float32 ``alphas_cumprod`` exactly as
+    diffusers' ``DDIMScheduler.step`` computes them, kept on the device and looked up by the
+    step's Python index. diffusers indexes a CPU tensor with the device timestep and compares
+    it with 0 on the host: two to three host syncs per step on CUDA, none here.
+  * ``ControlNetResiduals``: a ControlNet's residuals with the hint's embedding
+    (``controlnet_cond_embedding``, the convolutions over the full-size control image)
+    computed once per run instead of once per step; the rest is the ControlNet's own
+    modules called in diffusers' order.
+
+Compiled (CUDA only, ``fast=True`` / ``PFD_FAST=1``; not exact: other kernels):
+  * ``channels_last`` weights and ``torch.compile`` (static shapes) of the UNet, the
+    ControlNet residual function and the VAE decode; the timestep and the conditioning scale
+    reach the graphs as tensors, so a slider change does not recompile. Kernels are cached on
+    disk (``settings.compile_cache_dir()``), so a restart reuses them. The first step of a
+    new shape reports "compiling (once)" through the progress callback.
+
+Not done (documented in benchmarks/README.md): CUDA graphs of a whole guided step, compiling
+SeeCoder, DeepCache-style approximate reuse.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import weakref
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from . import settings
+
+log = logging.getLogger(__name__)
+
+COMPILING_NOTE = "compiling (once)"
+
+
+# ----------------------------------------------------------------------------- DDIM step
+class DDIMSteps:
+    """DDIM (eta 0, epsilon prediction, no clipping) over a fixed list of timesteps.
+
+    Per step i, four float32 coefficients, each computed with diffusers' own float32 tensor
+    operations: sqrt(1 - a_t), sqrt(a_t), sqrt(1 - a_prev - 0) and sqrt(a_prev), so that
+    ``step`` performs exactly ``(x - c0 * eps) / c1`` then ``c3 * x0 + c2 * eps`` as diffusers
+    does."""
+
+    def __init__(self, coefficients: torch.Tensor):
+        self.coefficients = coefficients  # (steps, 4) float32 on the device
+
+    @classmethod
+    def for_scheduler(cls, scheduler, device) -> Optional["DDIMSteps"]:
+        """The exact replacement of ``scheduler.step`` (after ``set_timesteps``), or None when
+        the scheduler is not a DDIM this class reproduces (then its own step is used)."""
+        if type(scheduler).__name__ != "DDIMScheduler":
+            return None
+        cfg = scheduler.config
+        if cfg.prediction_type != "epsilon" or cfg.thresholding or cfg.clip_sample:
+            return None
+        n = scheduler.num_inference_steps
+        ac = scheduler.alphas_cumprod  # float32 on the CPU, as diffusers keeps it
+        rows = []
+        for t in scheduler.timesteps.tolist():  # once per run, before the loop
+            prev = t - cfg.num_train_timesteps // n
+            a_t = ac[t]
+            a_prev = ac[prev] if prev >= 0 else scheduler.final_alpha_cumprod
+            beta_t = 1 - a_t
+            std = 0.0 * scheduler._get_variance(t, prev) ** 0.5  # eta 0, as diffusers computes it
+            rows.append(torch.stack([beta_t ** 0.5, a_t ** 0.5, (1 - a_prev - std ** 2) ** 0.5, a_prev ** 0.5]))
+        return cls(torch.stack(rows).to(device))
+
+    def step(self, eps: torch.Tensor, i: int, latents: torch.Tensor) -> torch.Tensor:
+        c = self.coefficients[i]
+        x0 = (latents - c[0] * eps) / c[1]
+        return c[3] * x0 + c[2] * eps
+
+
+# ----------------------------------------------------------------------------- ControlNet
+def controlnet_supported(cn) -> bool:
+    """A plain diffusers ControlNetModel of the SD-1.x kind (no class / addition embeddings,
+    RGB hints, no pooled conditions): the ones ``controlnet_residuals`` reproduces. Others
+    (wrappers such as the comparison's ``TextTokensOnly``) run their own forward."""
+    try:
+        from diffusers import ControlNetModel
+    except ImportError:  # pragma: no cover - diffusers is a requirement
+        return False
+    if type(cn) is not ControlNetModel:
+        return False
+    cfg = cn.config
+    return (cn.class_embedding is None and cfg.addition_embed_type is None and not cfg.global_pool_conditions
+            and cfg.controlnet_conditioning_channel_order == "rgb")
+
+
+def controlnet_residuals(cn, x, t, context, hint_embedding, scale):
+    """(down residuals, mid residual) of ``cn`` for latents ``x`` at timestep ``t`` (0-dim
+    tensor), given the hint already embedded by ``cn.controlnet_cond_embedding``."""
+    timesteps = t[None].to(x.device).expand(x.shape[0])
+    emb = cn.time_embedding(cn.time_proj(timesteps).to(dtype=x.dtype), None)
+    h = cn.conv_in(x)
+    h = h + hint_embedding
+    features = [h]
+    for block in cn.down_blocks:
+        if getattr(block, "has_cross_attention", False):
+            h, res = block(hidden_states=h, temb=emb, encoder_hidden_states=context,
+                           attention_mask=None, cross_attention_kwargs=None)
+        else:
+            h, res = block(hidden_states=h, temb=emb)
+        features.extend(res)
+    if cn.mid_block is not None:
+        if getattr(cn.mid_block, "has_cross_attention", False):
+            h = cn.mid_block(h, emb, encoder_hidden_states=context, attention_mask=None, cross_attention_kwargs=None)
+        else:
+            h = cn.mid_block(h, emb)
+    down = [zero_conv(f) for f, zero_conv in zip(features, cn.controlnet_down_blocks)]
+    mid = cn.controlnet_mid_block(h)
+    return [d * scale for d in down], mid * scale
+
+
+# ----------------------------------------------------------------------------- the path
+def _forward(module, *args, **kwargs):
+    return module(*args, **kwargs)
+
+
+def _decode(vae, z):
+    return vae.decode(z)
+
+
+class FastPath:
+    """The engine's fast-path state: whether to compile, the compiled functions (which take the
+    model as an argument: nothing here keeps an evicted model alive) and the shapes already
+    compiled (for the "compiling (once)" note)."""
+
+    note = COMPILING_NOTE
+
+    def __init__(self, compile: bool = False, backend: str = "inductor"):
+        self.compile = bool(compile)
+        self.backend = backend
+        self._laid_out: "weakref.WeakSet" = weakref.WeakSet()  # modules made channels_last (no strong refs)
+        self._compiled_fn = {}  # module-level function -> its compiled version (holds no model)
+        self._shapes = set()
+        if self.compile:
+            _prepare_compile_cache()
+
+    @classmethod
+    def from_setting(cls, fast: Optional[bool], device: torch.device) -> Optional["FastPath"]:
+        """``fast``: True (exact parts + compile on CUDA), False (None: the eager loop), None
+        (``PFD_FAST``: auto = exact parts only)."""
+        mode = ("on" if fast else "off") if fast is not None else settings.fast_mode()
+        if mode == "off":
+            return None
+        return cls(compile=mode == "on" and device.type == "cuda")
+
+    @property
+    def label(self) -> str:
+        return "fast (exact parts + compile)" if self.compile else "fast (exact parts)"
+
+    # -- compiled modules. The compiled functions take the model as an argument, so this object
+    # never keeps a model alive after the engine evicts it.
+    def _laid_out_once(self, m: torch.nn.Module) -> None:
+        if m not in self._laid_out:
+            m.to(memory_format=torch.channels_last)
+            self._laid_out.add(m)
+
+    def module(self, m: torch.nn.Module):
+        """``m``'s forward, compiled (channels_last weights) on the compile path, else ``m``."""
+        if not self.compile:
+            return m
+        self._laid_out_once(m)
+        return functools.partial(self.function(_forward), m)
+
+    def function(self, fn):
+        if not self.compile:
+            return fn
+        found = self._compiled_fn.get(fn)
+        if found is None:
+            found = self._compiled_fn[fn] = torch.compile(fn, backend=self.backend, dynamic=False)
+        return found
+
+    def decoder(self, vae):
+        """The VAE's decode, compiled on the compile path."""
+        if not self.compile:
+            return vae.decode
+        self._laid_out_once(vae)
+        return functools.partial(self.function(_decode), vae)
+
+    def new_shape(self, key: Tuple) -> bool:
+        """True the first time ``key`` (models, batch, size, ControlNets) is seen by a compiling
+        path: its first step compiles."""
+        if not self.compile or key in self._shapes:
+            return False
+        self._shapes.add(key)
+        return True
+
+    def parts(self, unet, scheduler, ts, controls, hints: Sequence[torch.Tensor], context, step_kwargs):
+        return FastParts(self, unet, scheduler, ts, controls, hints, context, step_kwargs)
+
+
+class FastParts:
+    """The per-run parts ``sampling.denoise`` calls on the fast path (the interface of
+    ``sampling.EagerParts``)."""
+
+    def __init__(self, fast: FastPath, unet, scheduler, ts, controls, hints, context, step_kwargs):
+        self.fast, self.scheduler, self.ts, self.context = fast, scheduler, ts, context
+        self.step_kwargs = step_kwargs
+        self.ddim = DDIMSteps.for_scheduler(scheduler, ts.device)
+        self.unet = fast.module(unet)
+        device = ts.device
+        self._controls: List[tuple] = []
+        for control, hint in zip(controls, hints):
+            cn = control.controlnet
+            if controlnet_supported(cn):
+                embedding = cn.controlnet_cond_embedding(hint)  # once per run
+                scale = (torch.tensor(float(control.scale), device=device, dtype=torch.float32)
+                         if fast.compile else float(control.scale))
+                self._controls.append((True, cn, embedding, scale))
+            else:
+                self._controls.append((False, cn, hint, float(control.scale)))
+        self._residuals = fast.function(controlnet_residuals)
+
+    def scale_input(self, x, i: int):
+        if self.ddim is not None:  # DDIM's scale_model_input is the identity
+            return x
+        return self.scheduler.scale_model_input(x, self.ts[i])
+
+    def control(self, k: int, x, i: int):
+        ours, cn, cond, scale = self._controls[k]
+        t = self.ts[i]
+        if ours:
+            return self._residuals(cn, x, t, self.context, cond, scale)
+        return cn(x, t, encoder_hidden_states=self.context, controlnet_cond=cond, conditioning_scale=scale,
+                  return_dict=False)
+
+    def eps(self, unet_in, i: int, down, mid):
+        return self.unet(unet_in, self.ts[i], encoder_hidden_states=self.context,
+                         down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                         return_dict=False)[0]
+
+    def step(self, eps, i: int, latents):
+        if self.ddim is not None:
+            return self.ddim.step(eps, i, latents)
+        return self.scheduler.step(eps, self.ts[i], latents, **self.step_kwargs, return_dict=False)[0]
+
+
+def _prepare_compile_cache() -> None:
+    """Point inductor's on-disk caches at the project's folder (before the first compile) and
+    allow one compiled graph per model and shape (several ControlNets share one function)."""
+    folder = settings.compile_cache_dir()
+    os.makedirs(folder, exist_ok=True)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", folder)
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+    import torch._dynamo
+    import torch._inductor.config as inductor_config  # read at import: set the config itself too
+
+    for name in ("fx_graph_cache", "autograd_cache"):
+        if hasattr(inductor_config, name):
+            setattr(inductor_config, name, True)
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
