@@ -62,11 +62,26 @@ class AppFiles(TrackedFiles):
     def __isub__(self, removed):
         super().__isub__(removed)
         for path in removed:
-            try:
-                os.rmdir(os.path.dirname(path))
-            except OSError:  # not empty or already gone
-                pass
+            _remove_folder(path)
         return self
+
+    def __iter__(self):
+        # A file another of Gradio's sets removed first (it skips files already gone) is dropped
+        # here, at the next cleanup pass, with its folder.
+        paths = set.copy(self)
+        gone = {p for p in paths if not os.path.exists(p)}
+        if gone:
+            set.__isub__(self, gone)
+            for path in gone:
+                _remove_folder(path)
+        return iter(paths - gone)
+
+
+def _remove_folder(path: str) -> None:
+    try:
+        os.rmdir(os.path.dirname(path))
+    except OSError:  # not empty or already gone
+        pass
 
 
 _APP_FILES: dict = {}  # real path of a cache folder -> its AppFiles
