@@ -494,10 +494,12 @@ def recorded_inputs(value, key: str = ""):
 
 
 def _redo_overrides(args, rec) -> Dict[str, str]:
+    from .metadata import recorded_controls
+
     overrides: Dict[str, str] = {}
     if args.reference:
         overrides["reference"] = _existing_file(args.reference[0], "reference image")
-    known = set(recorded_inputs(rec.get("call") or {}))
+    known = set(recorded_inputs(rec.get("call") or {})) | set(recorded_inputs(rec.get("settings") or {}))
     for text in args.input:
         name, sep, path = text.partition("=")
         if not sep or not name.strip() or not path.strip():
@@ -506,7 +508,7 @@ def _redo_overrides(args, rec) -> Dict[str, str]:
             raise UsageError(f"--input {name.strip()}=...: the record has no input '{name.strip()}' "
                              f"(it has: {', '.join(sorted(known)) or 'none'})")
         overrides[name.strip()] = _existing_file(path.strip(), name.strip())
-    recorded = [c for c in (rec.get("call") or {}).get("controls") or []]
+    recorded = recorded_controls(rec)
     given = [parse_control(c) for c in args.control]
     for name, path in given:
         _existing_file(path, "control image")

@@ -309,3 +309,25 @@ def test_bad_new_options_are_one_clear_line_and_a_nonzero_exit(argv, code, messa
     assert message in err and "Traceback" not in err
     problems = [line for line in err.strip().splitlines() if not line.startswith("profile tiny:")]
     assert len(problems) == 1, err
+
+
+def test_multi_reference_under_a_controlnet_is_redone_and_finds_a_moved_map(tmp_path, capsys):
+    """Multi-Reference keeps its ControlSpecs in its settings: they are recorded with the map's
+    hash (and the ControlNet among the models), and --control finds a moved map on --from-png."""
+    edges = tmp_path / "edges.png"
+    shutil.copy(EXAMPLES / "canny_house.png", edges)
+    code, _, err = run(["generate", "--reference", EXAMPLES / "coffee.jpg", "--reference", EXAMPLES / "rocket.jpg",
+                        "--control", f"canny={edges}", *TINY, "--out", tmp_path / "D"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "D").iterdir()) == ["coffee-multi-s20-map1.png", "coffee-multi-s20.png"]
+    png = tmp_path / "D" / "coffee-multi-s20.png"
+    rec = metadata.read(png)
+    assert rec["settings"]["controls"][0]["image"]["sha256"] == metadata.file_sha256(edges)
+    assert [m["name"] for m in rec["models"]["controlnets"]] == ["canny"]
+    assert 'ControlNet 0: "Module: none, Model: canny' in Image.open(png).info["parameters"]
+    moved = tmp_path / "moved.png"
+    edges.rename(moved)
+    code, _, err = run(["generate", "--from-png", png, "--out", tmp_path / "D2"], capsys)
+    assert code == 1 and "give it with --control NAME=PATH" in err and len(err.strip().splitlines()) == 1
+    assert run(["generate", "--from-png", png, "--control", f"canny={moved}", "--out", tmp_path / "D2"], capsys)[0] == 0
+    assert np.array_equal(pixels(png), pixels(tmp_path / "D2" / png.name))
