@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt-mode", choices=list(PROMPT_MODES), default=PROMPT_MODES[0],
                    help="concat: the prompt's tokens before the reference's; style: the reference in the style "
                         "blocks, the text in the others (default concat)")
-    g.add_argument("--prompt-weight", type=float, default=settings.PROMPT_WEIGHT.default,
+    g.add_argument("--prompt-weight", type=float, default=settings.PROMPT_WEIGHT.default, metavar="W",
                    help="weight of the prompt's tokens (default 1.0)")
     g.add_argument("--blocks", choices=list(BLOCK_PRESETS), default=BLOCK_PRESETS[0],
                    help="the UNet blocks the reference goes to (default all)")
