@@ -6,6 +6,11 @@
     prompt-free generate --reference-dir DIR --out OUT ...      (a folder, with a progress bar;
                          under ``accelerate launch`` the references are split across processes)
     prompt-free generate --from-png OUT.png --out DIR           (redo a picture from its metadata)
+    prompt-free generate --reference A --reference B [--weight W ...] [--mask K=MASK ...]
+                         [--blend average|concatenate|regions] ...   (Multi-Reference, up to 4)
+    prompt-free generate ... [--reference-strength S] [--prompt TEXT --prompt-mode concat|style
+                         --prompt-weight W] [--blocks all|style|layout] [--lora NAME[=SCALE] ...]
+    prompt-free edit --photo P --mask M --reference R --out DIR  (Edit with a reference)
     prompt-free tryon --person P --garment G [--mask M|upper body|...] --out DIR
     prompt-free download ...                                    (= python -m prompt_free.download)
     prompt-free app ...                                         (= python app.py)
@@ -16,7 +21,9 @@ with the input is one line on stderr and exit code 1 (2 for a usage error), neve
 
 File names do not depend on the number of processes: ``<reference stem>-s<seed>.png`` for each
 image (image i of a run has seed + i) and ``<reference stem>-s<seed>-map<k>.png`` for the control
-maps; ``--from-png`` writes the picture under the PNG's own name.
+maps; several references: ``<first reference's stem>-multi-s<seed>.png``; ``edit`` / ``tryon``:
+``<photo stem>-edit-s<seed>.png`` / ``-tryon-`` and ``...-extra<k>.png`` for the extra pictures;
+``--from-png`` writes the picture under the PNG's own name.
 """
 
 from __future__ import annotations
@@ -66,6 +73,36 @@ def parse_control(text: str) -> Tuple[str, str]:
     return name.strip(), path.strip()
 
 
+def parse_lora(text: str) -> Tuple[str, float]:
+    """``"My style=0.8"`` -> ("My style", 0.8); ``"My style"`` -> ("My style", 1.0)."""
+    name, sep, scale = text.rpartition("=")
+    if not sep:
+        name, scale = text, ""
+    name = name.strip()
+    if not name:
+        raise UsageError(f"--lora must be NAME or NAME=SCALE (a LoRA of checkpoints.yaml), got {text!r}")
+    if not scale.strip():
+        return name, float(settings.LORA_SCALE.default)
+    try:
+        return name, float(scale)
+    except ValueError:
+        raise UsageError(f"--lora {text!r}: the scale after '=' must be a number, e.g. {name}=0.8") from None
+
+
+class _MaskAction(argparse.Action):
+    """``--mask PATH`` belongs to the ``--reference`` given last before it; ``--mask K=PATH`` to
+    reference K (1-based). Stored as (K, PATH) pairs; K 0: no --reference came before it."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        key, sep, path = value.partition("=")
+        if sep and key.strip().isdigit():
+            pair = (int(key.strip()), path.strip())
+        else:
+            pair = (len(getattr(namespace, "reference", None) or []), value.strip())
+        items = list(getattr(namespace, self.dest, None) or [])
+        setattr(namespace, self.dest, items + [pair])
+
+
 def _existing_file(path: str, what: str) -> str:
     if not os.path.isfile(path):
         raise UsageError(f"{what} '{path}' does not exist")
@@ -110,6 +147,15 @@ def _sampler_options(p: argparse.ArgumentParser, *, size: bool = True) -> None:
     p.add_argument("--seecoder", help="a SeeCoder of checkpoints.yaml (default: the profile's)")
 
 
+def _reference_options(p: argparse.ArgumentParser) -> None:
+    """What every task takes besides the sampler's settings: the reference's strength, LoRAs."""
+    p.add_argument("--reference-strength", type=float, default=settings.REFERENCE_STRENGTH.default, metavar="S",
+                   help="how strongly the reference conditions the picture (guidance between none and the "
+                        "reference; default 1.0: the reference as encoded)")
+    p.add_argument("--lora", action="append", default=[], metavar="NAME[=SCALE]",
+                   help=f"a LoRA of checkpoints.yaml and its scale (default 1.0); at most {settings.MAX_LORAS}")
+
+
 def _engine_options(p: argparse.ArgumentParser, *, profile_default=True) -> None:
     p.add_argument("--profile", choices=["auto", "real", "tiny"], default=settings.profile() if profile_default else None,
                    help="real: checkpoints.yaml models; tiny: offline random-weight models; auto: real when available "
@@ -120,6 +166,13 @@ def _engine_options(p: argparse.ArgumentParser, *, profile_default=True) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # the choices and defaults are the library's (these imports load torch: only when parsing)
+    from .blocks import PRESETS as BLOCK_PRESETS
+    from .tasks.edit import EditSettings
+    from .tasks.multi_reference import BLENDS
+    from .tasks.text_image import PROMPT_MODES
+
+    edit_defaults = EditSettings()
     p = _Parser(prog="prompt-free", description="Prompt-Free Diffusion from the command line.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -127,8 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="New images from a reference image (Image Variation), with structure from control "
                                    "images when --control is given (Reference + ControlNet).")
     src = g.add_argument_group("what to generate from (one of)")
-    src.add_argument("--reference", metavar="IMG", help="the reference image (with --from-png: the reference when "
-                                                        "its recorded path is gone)")
+    src.add_argument("--reference", metavar="IMG", action="append", default=[],
+                     help="the reference image; give it up to "
+                          f"{settings.MAX_REFERENCES} times to blend several (Multi-Reference); with --from-png: the "
+                          "reference when its recorded path is gone")
     src.add_argument("--reference-dir", metavar="DIR", help="every image of a folder (with a progress bar; split across "
                                                             "processes under accelerate launch)")
     src.add_argument("--from-png", metavar="PNG", help="redo a picture from its metadata (settings, models, inputs)")
@@ -143,6 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--control-scale", type=float, default=settings.CONTROL_SCALE.default,
                    help="conditioning scale of every ControlNet (default 1.0)")
     g.add_argument("--no-check-maps", action="store_true", help="do not refuse as-is maps that do not look like their kind")
+    _reference_options(g)
+    g.add_argument("--prompt", default="", metavar="TEXT",
+                   help="an optional text prompt mixed with the reference (one reference only; default none)")
+    g.add_argument("--prompt-mode", choices=list(PROMPT_MODES), default=PROMPT_MODES[0],
+                   help="concat: the prompt's tokens before the reference's; style: the reference in the style "
+                        "blocks, the text in the others (default concat)")
+    g.add_argument("--prompt-weight", type=float, default=settings.PROMPT_WEIGHT.default, metavar="W",
+                   help="weight of the prompt's tokens (default 1.0)")
+    g.add_argument("--blocks", choices=list(BLOCK_PRESETS), default=BLOCK_PRESETS[0],
+                   help="the UNet blocks the reference goes to (default all)")
+    multi = g.add_argument_group("Multi-Reference (two or more --reference)")
+    multi.add_argument("--weight", type=float, action="append", default=[], metavar="W",
+                       help="the weight of each reference, in the order of the --reference options (0: left out; "
+                            "default 1.0 each)")
+    multi.add_argument("--mask", action=_MaskAction, default=[], metavar="PATH|K=PATH",
+                       help="a region mask (white = where the reference applies) for the --reference given just "
+                            "before it, or for reference K; used by --blend regions, where every reference after "
+                            "the first needs one")
+    multi.add_argument("--blend", choices=list(BLENDS), default=BLENDS[0],
+                       help="how the references are blended (default average)")
     _sampler_options(g)
     _engine_options(g, profile_default=False)
 
@@ -156,8 +231,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest side of the generation (default 768)")
     t.add_argument("--no-pose", action="store_true", help="no openpose ControlNet (the pose is not kept)")
     t.add_argument("--control-scale", type=float, default=settings.CONTROL_SCALE.default, help="pose ControlNet scale")
+    _reference_options(t)
     _sampler_options(t, size=False)
     _engine_options(t)
+
+    e = sub.add_parser("edit", help="Edit with a reference: fill the masked region of a photo",
+                       description="Fill the masked region of a photo with the content of a reference image.")
+    e.add_argument("--photo", required=True, metavar="IMG", help="the photo to edit")
+    e.add_argument("--mask", required=True, metavar="IMG", help="a mask image: white = the region to fill (resized to "
+                                                                 "the photo when its size differs)")
+    e.add_argument("--reference", required=True, metavar="IMG", help="the image whose content fills the region")
+    e.add_argument("--crop-reference", action="store_true", help="crop the reference to its subject (plain background)")
+    e.add_argument("--dilation", type=int, default=edit_defaults.dilation,
+                   help=f"grow the mask by this many pixels (default {edit_defaults.dilation})")
+    e.add_argument("--feather", type=int, default=edit_defaults.feather,
+                   help=f"fade the paste-back edge over this many pixels (default {edit_defaults.feather})")
+    e.add_argument("--max-side", type=int, default=int(settings.TRYON_MAX_SIDE.default),
+                   help="longest side of the generation (default 768)")
+    _reference_options(e)
+    _sampler_options(e, size=False)
+    _engine_options(e)
 
     sub.add_parser("download", help="pre-fetch model files (python -m prompt_free.download; --help there)", add_help=False)
     sub.add_parser("app", help="start the Gradio app (python app.py; --help there)", add_help=False)
@@ -228,7 +321,8 @@ def _sampler_settings(args, width=None, height=None) -> dict:
     from .sampling import DEFAULT_SCHEDULER
 
     s = dict(seed=args.seed, steps=args.steps, guidance=args.guidance, num_images=args.num_images,
-             scheduler=args.sampler or DEFAULT_SCHEDULER, base_model=args.base_model, seecoder=args.seecoder)
+             scheduler=args.sampler or DEFAULT_SCHEDULER, base_model=args.base_model, seecoder=args.seecoder,
+             reference_strength=args.reference_strength, loras=tuple(parse_lora(t) for t in args.lora))
     if width is not None:
         s.update(width=width, height=height)
     return s
@@ -256,28 +350,82 @@ def _report(paths: Sequence[Path], out: Path, seconds: float, proc: Processes, *
     print(f"{who}wrote {len(paths)} file(s) to {out} in {seconds:.1f} s", flush=True)
 
 
+def _text_options(args) -> dict:
+    """The prompt and block options of Image Variation and Reference + ControlNet."""
+    return dict(prompt=args.prompt, prompt_mode=args.prompt_mode, prompt_weight=args.prompt_weight, blocks=args.blocks)
+
+
+def _control_specs(args, controls):
+    from .tasks import ControlSpec
+
+    mode = "preprocess" if args.control_mode == "preprocess" else "use as-is"
+    return [ControlSpec(name, path, mode, scale=args.control_scale, check_map=not args.no_check_maps)
+            for name, path in controls]
+
+
 def _generate_one(engine, args, reference: str, controls, width, height):
     """One reference through Image Variation or Reference + ControlNet; returns (result, task
     name, settings, call) for the metadata."""
-    from .tasks import ControlSettings, ControlSpec, VariationSettings, image_variation, reference_control
+    from .tasks import ControlSettings, VariationSettings, image_variation, reference_control
 
     if controls:
-        mode = "preprocess" if args.control_mode == "preprocess" else "use as-is"
-        specs = [ControlSpec(name, path, mode, scale=args.control_scale, check_map=not args.no_check_maps)
-                 for name, path in controls]
-        s = ControlSettings(**_sampler_settings(args, width, height))
+        specs = _control_specs(args, controls)
+        s = ControlSettings(**_sampler_settings(args, width, height), **_text_options(args))
         return reference_control(engine, reference, specs, s), "reference_control", s, {"reference": reference, "controls": specs}
-    s = VariationSettings(**_sampler_settings(args, *((width, height) if width is not None else (512, 512))))
+    s = VariationSettings(**_sampler_settings(args, *((width, height) if width is not None else (512, 512))),
+                          **_text_options(args))
     return image_variation(engine, reference, s), "image_variation", s, {"reference": reference}
+
+
+def multi_reference_inputs(args) -> list:
+    """The ``Reference``s of the --reference, --weight and --mask options (checked, files exist)."""
+    from .tasks import Reference
+
+    refs = args.reference
+    if len(refs) > settings.MAX_REFERENCES:
+        raise UsageError(f"at most {settings.MAX_REFERENCES} --reference can be blended, got {len(refs)}")
+    if args.prompt.strip():
+        raise UsageError("--prompt works with one --reference; Multi-Reference (several --reference) takes no prompt")
+    if len(args.weight) > len(refs):
+        raise UsageError(f"{len(args.weight)} --weight for {len(refs)} --reference: give at most one weight per "
+                         "reference, in their order")
+    masks: Dict[int, str] = {}
+    for k, path in args.mask:
+        if k == 0:
+            raise UsageError(f"--mask {path}: give it after the --reference it belongs to, or as --mask K=PATH "
+                             "(K: the reference's number, from 1)")
+        if not 1 <= k <= len(refs):
+            raise UsageError(f"--mask {k}=...: there is no reference {k} (there are {len(refs)})")
+        if k in masks:
+            raise UsageError(f"reference {k} has two --mask; give one")
+        masks[k] = _existing_file(path, f"mask of reference {k}")
+    weights = list(args.weight) + [float(settings.REFERENCE_WEIGHT.default)] * (len(refs) - len(args.weight))
+    return [Reference(_existing_file(r, f"reference image {i}"), w, masks.get(i))
+            for i, (r, w) in enumerate(zip(refs, weights), 1)]
+
+
+def _generate_multi(engine, args, references, controls, width, height):
+    """Several references through Multi-Reference (with ControlNets when --control is given)."""
+    from .tasks import MultiReferenceSettings, multi_reference
+
+    s = MultiReferenceSettings(**_sampler_settings(args), width=width, height=height, blend=args.blend,
+                               controls=_control_specs(args, controls), blocks=args.blocks)
+    return multi_reference(engine, references, s), "multi_reference", s, {"references": references}
 
 
 def cmd_generate(args) -> int:
     if args.from_png:
         if args.reference_dir:
             raise UsageError("--from-png and --reference-dir cannot be used together")
+        if len(args.reference) > 1:
+            raise UsageError("with --from-png, --reference replaces the one recorded reference; for the references "
+                             "of a Multi-Reference picture use --input references[K].image=PATH (K from 0)")
         return cmd_redo(args)
     if bool(args.reference) == bool(args.reference_dir):
         raise UsageError("give one of --reference IMG, --reference-dir DIR or --from-png PNG")
+    multi = len(args.reference) > 1
+    if not multi and (args.weight or args.mask or args.blend != "average"):
+        raise UsageError("--weight, --mask and --blend blend several references: give two or more --reference")
     proc = processes()
     width, height = parse_size(args.size)
     controls = [parse_control(c) for c in args.control]
@@ -285,7 +433,11 @@ def cmd_generate(args) -> int:
         raise UsageError(f"at most {settings.MAX_CONTROLS} --control can be given, got {len(controls)}")
     for _, path in controls:
         _existing_file(path, "control image")
-    refs = [Path(_existing_file(args.reference, "reference image"))] if args.reference else list_references(args.reference_dir)
+    references = multi_reference_inputs(args) if multi else None
+    if multi:
+        refs = [Path(references[0].image)]
+    else:
+        refs = [Path(_existing_file(args.reference[0], "reference image"))] if args.reference else list_references(args.reference_dir)
     out = _out_dir(args.out)
     t0 = time.perf_counter()
     engine = _engine(args, proc)
@@ -296,6 +448,11 @@ def cmd_generate(args) -> int:
 
     written: List[Path] = []
     failures: List[str] = []
+    if multi:  # one run for all the references; named after the first
+        result, task, s, call = _generate_multi(engine, args, references, controls, width, height)
+        tag(engine, result, task, s, call, keep_paths=True)
+        written += _write(_names(f"{refs[0].stem}-multi", result), out)
+        refs = []
     with proc.split(refs) as mine:
         bar = _progress(mine, proc) if args.reference_dir else mine
         for ref in bar:
@@ -322,11 +479,27 @@ def _progress(items, proc: Processes):
     return tqdm(items, desc=desc, unit="image", position=proc.index, file=sys.stderr, dynamic_ncols=True)
 
 
+def recorded_inputs(value, key: str = ""):
+    """The names ``--input`` takes for the image inputs of a recorded call: ``reference``,
+    ``mask``, ``references[1].mask`` ... (the keys ``metadata.redo_call`` overrides by)."""
+    if isinstance(value, dict) and value.get("input"):
+        yield key
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if k != "__type__":
+                yield from recorded_inputs(v, f"{key}.{k}" if key else k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from recorded_inputs(v, f"{key}[{i}]")
+
+
 def _redo_overrides(args, rec) -> Dict[str, str]:
+    from .metadata import recorded_controls
+
     overrides: Dict[str, str] = {}
     if args.reference:
-        overrides["reference"] = _existing_file(args.reference, "reference image")
-    known = set(rec.get("call") or {})
+        overrides["reference"] = _existing_file(args.reference[0], "reference image")
+    known = set(recorded_inputs(rec.get("call") or {})) | set(recorded_inputs(rec.get("settings") or {}))
     for text in args.input:
         name, sep, path = text.partition("=")
         if not sep or not name.strip() or not path.strip():
@@ -335,7 +508,7 @@ def _redo_overrides(args, rec) -> Dict[str, str]:
             raise UsageError(f"--input {name.strip()}=...: the record has no input '{name.strip()}' "
                              f"(it has: {', '.join(sorted(known)) or 'none'})")
         overrides[name.strip()] = _existing_file(path.strip(), name.strip())
-    recorded = [c for c in (rec.get("call") or {}).get("controls") or []]
+    recorded = recorded_controls(rec)
     given = [parse_control(c) for c in args.control]
     for name, path in given:
         _existing_file(path, "control image")
@@ -386,15 +559,42 @@ def cmd_tryon(args) -> int:
     call = {"person": person, "garment": garment, "mask": mask}
     result = virtual_tryon(engine, person, garment, mask, s)
     tag(engine, result, "virtual_tryon", s, call, keep_paths=True)
-    stem = Path(person).stem
-    seeds = result.info.get("seeds") or []
-    named = [(f"{stem}-tryon-s{seeds[i] if i < len(seeds) else i}.png", img) for i, img in enumerate(result.images)]
-    named += [(f"{stem}-tryon-s{seeds[0] if seeds else 0}-extra{k + 1}.png", img) for k, img in enumerate(result.extras)]
-    paths = _write(named, out)
+    paths = _write(_extra_names(f"{Path(person).stem}-tryon", result), out)
     _report(paths, out, time.perf_counter() - t0, proc)
     for note in result.info.get("notes") or []:
         print(f"note: {note}", file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_edit(args) -> int:
+    from .metadata import tag
+    from .tasks import EditSettings, edit_with_reference
+
+    photo = _existing_file(args.photo, "photo")
+    mask = _existing_file(args.mask, "mask image")
+    reference = _existing_file(args.reference, "reference image")
+    out = _out_dir(args.out)
+    t0 = time.perf_counter()
+    proc = Processes()
+    engine = _engine(args, proc)
+    s = EditSettings(**_sampler_settings(args), max_side=args.max_side, dilation=args.dilation, feather=args.feather,
+                     crop_reference=args.crop_reference)
+    call = {"photo": photo, "mask": mask, "reference": reference}
+    result = edit_with_reference(engine, photo, mask, reference, s)
+    tag(engine, result, "edit_with_reference", s, call, keep_paths=True)
+    paths = _write(_extra_names(f"{Path(photo).stem}-edit", result), out)
+    _report(paths, out, time.perf_counter() - t0, proc)
+    for note in result.info.get("notes") or []:
+        print(f"note: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _extra_names(stem: str, result) -> List[Tuple[str, object]]:
+    """``<stem>-s<seed>.png`` per image, ``<stem>-s<seed>-extra<k>.png`` for the extras (masks ...)."""
+    seeds = result.info.get("seeds") or []
+    named = [(f"{stem}-s{seeds[i] if i < len(seeds) else i}.png", img) for i, img in enumerate(result.images)]
+    named += [(f"{stem}-s{seeds[0] if seeds else 0}-extra{k + 1}.png", img) for k, img in enumerate(result.extras)]
+    return named
 
 
 def cmd_app(argv: Sequence[str]) -> int:
@@ -429,7 +629,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     try:
         settings.check_environment()
-        return {"generate": cmd_generate, "tryon": cmd_tryon}[args.command](args)
+        return {"generate": cmd_generate, "tryon": cmd_tryon, "edit": cmd_edit}[args.command](args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -116,9 +116,28 @@ def _plain(value, keep_paths: bool, files: bool = True):
     return repr(value)
 
 
-def settings_record(settings) -> Dict[str, Any]:
-    """Every field of a task's settings dataclass (so new options are recorded automatically)."""
-    return {f.name: _plain(getattr(settings, f.name), True, files=False) for f in dataclasses.fields(settings)}
+def _holds_dataclasses(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_holds_dataclasses(v) for v in value)
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def settings_record(settings, keep_paths: bool = True) -> Dict[str, Any]:
+    """Every field of a task's settings dataclass (so new options are recorded automatically).
+    Plain strings are names, never files; a field holding dataclasses (Multi-Reference's
+    ``controls``: ControlSpecs) is recorded as a call argument, its images as input records."""
+    return {f.name: _plain(getattr(settings, f.name), keep_paths, files=_holds_dataclasses(getattr(settings, f.name)))
+            for f in dataclasses.fields(settings)}
+
+
+def recorded_controls(rec: Mapping[str, Any]) -> List[Mapping[str, Any]]:
+    """The recorded ControlNet specs of a run: the call's ``controls`` (Reference + ControlNet) or
+    the settings' (Multi-Reference); each keyed for ``redo_call`` overrides as ``controls[i].image``."""
+    for where in (rec.get("call") or {}, rec.get("settings") or {}):
+        found = [c for c in where.get("controls") or [] if isinstance(c, Mapping)]
+        if found:
+            return found
+    return []
 
 
 # ----------------------------------------------------------------------------- models
@@ -175,7 +194,8 @@ def _source_fingerprint(src) -> Optional[Dict[str, Any]]:
     return rec
 
 
-def _models(engine, settings, info: Mapping[str, Any], call: Mapping[str, Any]) -> Dict[str, Any]:
+def _models(engine, settings, info: Mapping[str, Any], call: Mapping[str, Any],
+            settings_rec: Mapping[str, Any]) -> Dict[str, Any]:
     reg = engine.registry
     names = {
         "seecoder": info.get("seecoder") or getattr(settings, "seecoder", None) or engine.defaults.get("seecoder"),
@@ -185,10 +205,8 @@ def _models(engine, settings, info: Mapping[str, Any], call: Mapping[str, Any]) 
         "seecoder": model_record(reg, "seecoders", names["seecoder"]),
         "base_model": model_record(reg, "base_models", names["base_model"]),
     }
-    controlnets = []
-    for c in call.get("controls") or []:
-        if isinstance(c, Mapping) and c.get("controlnet"):
-            controlnets.append(c["controlnet"])
+    controlnets = [c["controlnet"] for c in recorded_controls({"call": call, "settings": settings_rec})
+                   if c.get("controlnet")]
     for key in ("controlnet",):  # try-on's pose ControlNet, the comparison's structure one
         if isinstance(info.get(key), str):
             controlnets.append(info[key])
@@ -206,6 +224,7 @@ def describe(engine, task: str, settings, call: Mapping[str, Any], info: Mapping
     ``settings`` (its dataclass) and the call's other arguments ``call`` (e.g. ``reference``,
     ``controls``); ``info`` is the result's info. The picture's own place is added by ``attach``."""
     plain_call = {k: _plain(v, keep_paths) for k, v in call.items()}
+    settings_rec = settings_record(settings, keep_paths)
     try:
         import torch
 
@@ -218,10 +237,10 @@ def describe(engine, task: str, settings, call: Mapping[str, Any], info: Mapping
         "version": __version__,
         "task": task,
         "settings_type": type(settings).__name__,
-        "settings": settings_record(settings),
+        "settings": settings_rec,
         "call": plain_call,
         "profile": engine.profile,
-        "models": _models(engine, settings, info, plain_call),
+        "models": _models(engine, settings, info, plain_call, settings_rec),
         "run": {k: info[k] for k in ("seeds", "width", "height", "steps", "guidance", "scheduler") if k in info},
         "device": engine.device.type,
         "torch": torch_version,
@@ -288,9 +307,7 @@ def parameters_text(rec: Mapping[str, Any]) -> str:
     ref = (rec.get("call") or {}).get("reference")
     if isinstance(ref, Mapping) and (ref.get("sha256") or ref.get("pixels_sha256")):
         pairs.append(("Reference hash", (ref.get("sha256") or ref.get("pixels_sha256"))[:10]))
-    for i, c in enumerate((rec.get("call") or {}).get("controls") or []):
-        if not isinstance(c, Mapping):
-            continue
+    for i, c in enumerate(recorded_controls(rec)):
         module = c.get("preprocessor") if c.get("mode") == "preprocess" else "none"
         image = c.get("image") or {}
         h = (image.get("sha256") or image.get("pixels_sha256") or "")[:10] if isinstance(image, Mapping) else ""
@@ -423,7 +440,14 @@ def _rebuild(value, what: str, overrides: Mapping[str, Any], key: str, types: Ma
     return value
 
 
-def _settings_from(cls, values: Mapping[str, Any], version=None):
+def _holds_records(value) -> bool:
+    if isinstance(value, list):
+        return any(_holds_records(v) for v in value)
+    return isinstance(value, Mapping) and bool(value.get("__type__") or value.get("input"))
+
+
+def _settings_from(cls, values: Mapping[str, Any], version=None, overrides: Optional[Mapping[str, Any]] = None,
+                   types: Optional[Mapping[str, type]] = None):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -432,6 +456,8 @@ def _settings_from(cls, values: Mapping[str, Any], version=None):
     kwargs = {}
     for k, v in values.items():
         default = fields[k].default
+        if _holds_records(v):  # e.g. Multi-Reference's ControlSpecs, their images checked as inputs
+            v = _rebuild(v, "control image" if k == "controls" else k.replace("_", " "), overrides or {}, k, types or {})
         kwargs[k] = tuple(v) if isinstance(default, tuple) and isinstance(v, list) else v
     return cls(**kwargs)
 
@@ -453,7 +479,7 @@ def redo_call(rec: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = N
     settings_cls = types.get(rec.get("settings_type"))
     if settings_cls is None or not dataclasses.is_dataclass(settings_cls):
         raise MetadataError(f"the record's settings type '{rec.get('settings_type')}' is not known here")
-    settings = _settings_from(settings_cls, rec.get("settings") or {}, rec.get("version"))
+    settings = _settings_from(settings_cls, rec.get("settings") or {}, rec.get("version"), overrides, types)
     kwargs = {}
     for name, value in (rec.get("call") or {}).items():
         what = name.replace("_", " ") + (" image" if "image" not in name and name != "controls" else "")

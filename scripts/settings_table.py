@@ -71,6 +71,7 @@ def parsers():
         ("`python app.py` (also `prompt-free app`, `./run`)", app.build_parser()),
         ("`prompt-free generate` (also `python -m prompt_free generate`)", sub.choices["generate"]),
         ("`prompt-free tryon`", sub.choices["tryon"]),
+        ("`prompt-free edit`", sub.choices["edit"]),
         ("`python -m prompt_free.download` (also `prompt-free download`)", download._parser()),
         ("`python -m prompt_free.train` (also `accelerate launch -m prompt_free.train`)", train.build_parser()),
     ]

@@ -26,6 +26,7 @@ def test_every_environment_variable_and_option_is_in_the_section():
     for var in ("PFD_PROFILE", "PFD_MEMORY_BUDGET", "PFD_MAX_WORK", "HF_HUB_OFFLINE", "SPACES_ZERO_GPU", "WORLD_SIZE"):
         assert f"| `{var}` |" in text
     for option in ("`--memory-budget MEMORY_BUDGET`", "`--from-png PNG`", "`--reference-dir DIR`", "`--check`",
-                   "`--max-steps MAX_STEPS`", "`--mask MASK`"):
+                   "`--max-steps MAX_STEPS`", "`--mask MASK`",
+                   "`--photo IMG`", "`--lora NAME[=SCALE]`", "`--blend average\\|concatenate\\|regions`"):
         assert option in text
     assert "| `settings.STEPS` | steps | 1 .. 150 | 50 |" in text
