@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", default=settings.auth(), metavar="USER:PASSWORD",
                    help="require this login (env PFD_AUTH)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when present)")
+    p.add_argument("--precision", choices=settings.PRECISIONS, default=None,
+                   help="the models' precision (env PFD_PRECISION; default auto: fp16 on CUDA, bf16 on a CPU with AMX, "
+                        "else fp32; the tiny profile fp32)")
     p.add_argument("--max-base-models", type=int, default=settings.max_base_models(),
                    help="base models kept loaded (LRU; env PFD_MAX_BASE_MODELS)")
     p.add_argument("--memory-budget", default=None,
@@ -66,15 +69,17 @@ def parse_args(argv=None):
 
 
 def create_app(profile="auto", checkpoints=None, device=None, max_base_models=2, memory_budget=None, ram_budget=None,
-               fast=None):
+               fast=None, precision=None):
     """The engine and the Gradio app (queued). ``memory_budget`` / ``ram_budget``: sizes such as
     "8GB" or bytes; None reads ``PFD_MEMORY_BUDGET`` / ``PFD_RAM_BUDGET`` (see ``Engine``).
-    ``fast``: the sampling path (True / False; None reads ``PFD_FAST``)."""
+    ``fast``: the sampling path (True / False; None reads ``PFD_FAST``). ``precision``: auto | fp32 |
+    bf16 | fp16 (None reads ``PFD_PRECISION``; see ``prompt_free.precision``)."""
     from prompt_free.engine import Engine
     from ui import build_app
 
     engine = Engine.from_profile(profile, checkpoints, device=device, max_base_models=max_base_models,
-                                 memory_budget=memory_budget, ram_budget=ram_budget, fast=fast)
+                                 memory_budget=memory_budget, ram_budget=ram_budget, fast=fast,
+                                 precision=precision)
     return engine, build_app(engine)
 
 
@@ -108,13 +113,16 @@ def main(argv=None):
 
             os.environ["PFD_PUBLIC"] = "1"  # read by prompt_free.settings.public_server()
         launch = launch_options(args.auth)
+        from prompt_free import threads
+
+        threads.configure()
         engine, demo = create_app(args.profile, args.checkpoints, args.device, args.max_base_models,
-                                  args.memory_budget, args.ram_budget, args.fast)
+                                  args.memory_budget, args.ram_budget, args.fast, args.precision)
     except PromptFreeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    logging.getLogger("prompt_free").info("profile %s on %s (%s), memory budget %s, sampling %s", engine.profile,
-                                          engine.device, engine.dtype, format_size(engine.memory.budget),
+    logging.getLogger("prompt_free").info("profile %s on %s (precision %s, %s), memory budget %s, sampling %s", engine.profile,
+                                          engine.device, engine.precision, engine.dtype, format_size(engine.memory.budget),
                                           engine.fast.label if engine.fast is not None else "eager")
     warning = share_warning(args.share, launch["auth"])
     if warning:

@@ -162,6 +162,9 @@ def _engine_options(p: argparse.ArgumentParser, *, profile_default=True) -> None
                         "(env PFD_PROFILE)")
     p.add_argument("--checkpoints", default=settings.checkpoints_path(), help="path of checkpoints.yaml (env PFD_CHECKPOINTS)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when present; under accelerate: the process's)")
+    p.add_argument("--precision", choices=settings.PRECISIONS, default=None,
+                   help="the models' precision (env PFD_PRECISION; default auto: fp16 on CUDA, bf16 on a CPU with AMX, "
+                        "else fp32; the tiny profile fp32)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the PNGs into (created when missing)")
 
 
@@ -298,12 +301,17 @@ def processes() -> Processes:
 
 # ----------------------------------------------------------------------------- commands
 def _engine(args, proc: Processes, profile: Optional[str] = None):
+    from . import threads
     from .engine import Engine
+
+    if proc.count <= 1:  # under accelerate each process shares the cores; torch's default is kept
+        threads.configure()
 
     device = args.device
     if device is None and proc.state is not None:
         device = str(proc.state.device)
-    return Engine.from_profile(profile or args.profile or settings.profile(), args.checkpoints, device=device)
+    return Engine.from_profile(profile or args.profile or settings.profile(), args.checkpoints, device=device,
+                               precision=args.precision)
 
 
 def _out_dir(path: str) -> Path:

@@ -27,6 +27,8 @@ from .fast import FastPath
 from .images import image_to_tensor, prepare_reference, tensor_to_images
 from .loading import BaseModel, LoadedSeeCoder  # noqa: F401 - the engine's model types
 from .lora import LoraPatch, LoraWeights
+from .precision import DTYPES, name_of
+from .precision import resolve as resolve_precision
 from .memory import Residency, default_budget, default_ram_budget, parse_size
 from .registry import Registry
 from .sampling import Sampler, denoise, initial_noise, make_scheduler
@@ -86,9 +88,8 @@ def default_device() -> torch.device:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    if device.type != "cuda":
-        return torch.float32
-    return {"bf16": torch.bfloat16, "fp32": torch.float32}.get(settings.cuda_dtype_name(), torch.float16)
+    """The dtype of the precision setting (``PFD_PRECISION``, its ``auto`` rule) on ``device``."""
+    return DTYPES[resolve_precision(None, device.type)]
 
 
 class Engine:
@@ -110,6 +111,7 @@ class Engine:
         memory_budget=None,
         ram_budget=None,
         fast: Optional[bool] = None,
+        precision: Optional[str] = None,
     ):
         """``memory_budget``: bytes or a size such as "8GB" for the models on the device (None:
         ``PFD_MEMORY_BUDGET``, else the device's memory less a reserve on CUDA, a share of RAM on
@@ -117,10 +119,15 @@ class Engine:
         share of RAM). ``max_base_models`` / ``max_controlnets``: how many stay loaded at most.
         ``fast``: the sampling path (``prompt_free.fast``): True = its exact parts plus, on CUDA,
         channels_last + torch.compile; False = the eager loop; None = ``PFD_FAST`` (default
-        auto: the exact parts only, the eager result bit for bit on the CPU)."""
+        auto: the exact parts only, the eager result bit for bit on the CPU). ``precision``: auto |
+        fp32 | bf16 | fp16 (None: ``PFD_PRECISION``; the tiny profile is then fp32); the rule of
+        auto is in ``prompt_free.precision``. ``dtype``, when given, wins over it."""
         self.registry = registry
         self.device = torch.device(device) if device is not None else default_device()
-        self.dtype = dtype or default_dtype(self.device)
+        if dtype is None:
+            dtype = DTYPES[resolve_precision(precision, self.device.type, tiny=registry.is_tiny and not registry.is_full_random)]
+        self.dtype = dtype
+        self.precision = name_of(dtype)  # recorded with every picture (prompt_free.metadata)
         self.allow_download = allow_download
         self.fast = FastPath.from_setting(fast, self.device)
         self.banner = banner

@@ -243,6 +243,7 @@ def describe(engine, task: str, settings, call: Mapping[str, Any], info: Mapping
         "models": _models(engine, settings, info, plain_call, settings_rec),
         "run": {k: info[k] for k in ("seeds", "width", "height", "steps", "guidance", "scheduler") if k in info},
         "device": engine.device.type,
+        "precision": getattr(engine, "precision", None),
         "torch": torch_version,
     }
 
@@ -495,6 +496,9 @@ def check_models(engine, rec: Mapping[str, Any]) -> List[str]:
     notes = []
     if rec.get("profile") and rec["profile"] != engine.profile:
         notes.append(f"the picture was made with the '{rec['profile']}' profile, this run uses '{engine.profile}'")
+    if rec.get("precision") and rec["precision"] != getattr(engine, "precision", None):
+        notes.append(f"the picture was made in {rec['precision']}, this run uses {engine.precision} "
+                     f"(--precision {rec['precision']} for the recorded one)")
     models = rec.get("models") or {}
     pairs = [("seecoders", models.get("seecoder")), ("base_models", models.get("base_model"))]
     pairs += [("controlnets", c) for c in models.get("controlnets") or []]

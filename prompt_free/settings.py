@@ -8,6 +8,7 @@ call time (so a test or a launcher may set them after import).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -162,9 +163,52 @@ def checkpoints_path() -> Optional[str]:
     return os.environ.get("PFD_CHECKPOINTS") or None
 
 
-def cuda_dtype_name() -> str:
-    """``PFD_DTYPE``: fp16 (default), bf16 or fp32 for models on CUDA."""
-    return (os.environ.get("PFD_DTYPE") or "fp16").strip().lower()
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def check_precision(value, what: str = "precision") -> str:
+    """``value`` as one of ``PRECISIONS`` (lower case), else ``InvalidSettingError`` naming it."""
+    name = str(value).strip().lower()
+    if name not in PRECISIONS:
+        raise InvalidSettingError(f"{what} must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    return name
+
+
+def precision(device_type: str = "cpu") -> str:
+    """``PFD_PRECISION``: auto (default), fp32, bf16 or fp16 for the models; auto is fp16 on CUDA, bf16 on a
+    CPU with AMX, fp32 on other CPUs (``prompt_free.precision``). The deprecated ``PFD_DTYPE`` (CUDA only) is
+    still read when ``PFD_PRECISION`` is unset, with a warning.
+
+    ``device_type``: the engine's device ("cuda", "cpu"), because ``PFD_DTYPE`` applied on CUDA only."""
+    raw = os.environ.get("PFD_PRECISION", "").strip()
+    if raw:
+        return check_precision(raw, "environment variable PFD_PRECISION")
+    old = os.environ.get("PFD_DTYPE", "").strip()
+    if old:
+        name = check_precision(old, "environment variable PFD_DTYPE")
+        logging.getLogger(__name__).warning(
+            "PFD_DTYPE is deprecated: use PFD_PRECISION=%s (or --precision %s); PFD_DTYPE applies on CUDA only", name, name)
+        return name if device_type == "cuda" else "auto"
+    return "auto"
+
+
+def threads() -> Optional[int]:
+    """``PFD_THREADS``: torch's CPU threads (default: ``OMP_NUM_THREADS`` when set, else the machine's physical
+    cores, not its hyperthreads; ``prompt_free.threads``)."""
+    value = _env_int("PFD_THREADS", 0)
+    if value < 0 or (value == 0 and os.environ.get("PFD_THREADS", "").strip()):
+        raise InvalidSettingError(f"environment variable PFD_THREADS must be at least 1, got {value}")
+    return value or None
+
+
+def omp_num_threads() -> Optional[int]:
+    """``OMP_NUM_THREADS``: OpenMP's thread count; when set (and ``PFD_THREADS`` is not) torch keeps it."""
+    raw = os.environ.get("OMP_NUM_THREADS", "").strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        return None  # OpenMP's own syntaxes (lists) are left to OpenMP
+    return value if value > 0 else None
 
 
 FAST_MODES = ("auto", "on", "off")
@@ -328,6 +372,8 @@ def check_environment() -> None:
     start with its message instead of failing each request later."""
     max_base_models()
     fast_mode()
+    precision()
+    threads()
     max_work()
     max_session_requests()
     max_upload_size()

@@ -199,8 +199,8 @@ def test_compile_path_keeps_no_evicted_model_alive():
 @pytest.mark.parametrize("fast", [None, True], ids=["exact-parts", "compiled"])
 def test_fp16_fast_path_on_cuda_matches_eager_fp16(fast, monkeypatch):
     monkeypatch.delenv("PFD_FAST", raising=False)
-    eager = Engine.from_profile("tiny", device="cuda", fast=False)
-    quick = Engine.from_profile("tiny", device="cuda", fast=fast)
+    eager = Engine.from_profile("tiny", device="cuda", fast=False, precision="fp16")
+    quick = Engine.from_profile("tiny", device="cuda", fast=fast, precision="fp16")
     assert quick.fast is not None and quick.fast.compile == bool(fast)
     for controls_of in ((lambda e: []), _two_controlnets):
         a, b = _latents(eager, controls_of), _latents(quick, controls_of)
