@@ -271,6 +271,30 @@ def model_pickers(engine) -> ModelPickers:
     return ModelPickers(seecoder, base_model)
 
 
+# The "Speed" choice of every tab's sampler settings: (scheduler, steps) it puts in the controls,
+# which stay editable. UI only: the endpoints take the steps and the sampler as before.
+SPEED_PRESETS = {
+    "Paper": (DEFAULT_SCHEDULER, int(STEPS.default)),  # the paper's 50 DDIM steps
+    "Quick": ("DPM++ 2M Karras", 20),  # DPM-Solver++ 2M with Karras sigmas: fewer steps for a close picture
+}
+
+
+def speed_preset(steps: gr.Slider, scheduler: gr.Dropdown, **kwargs) -> gr.Radio:
+    """The "Speed" radio: choosing a preset sets ``steps`` and ``scheduler`` (``SPEED_PRESETS``)."""
+    speed = gr.Radio(list(SPEED_PRESETS), value="Paper", label="Speed",
+                     info="Paper: DDIM, 50 steps (the paper's). Quick: DPM++ 2M Karras, 20 steps. Both stay editable.",
+                     elem_classes=["pfd-speed"], **kwargs)
+
+    def choose(name):
+        if name not in SPEED_PRESETS:
+            return gr.update(), gr.update()
+        sampler, n = SPEED_PRESETS[name]
+        return gr.update(value=n), gr.update(value=sampler)
+
+    speed.input(choose, inputs=[speed], outputs=[steps, scheduler], queue=False, api_visibility="private")
+    return speed
+
+
 def sampler_controls(engine, *, size: bool = True, num_images: bool = True,
                      elem_prefix: Optional[str] = None) -> SamplerControls:
     """The sampler settings; ``elem_prefix`` gives guidance, steps, width, height and seed the
@@ -282,6 +306,7 @@ def sampler_controls(engine, *, size: bool = True, num_images: bool = True,
 
     width = height = n = None
     with gr.Accordion("Settings", open=True):
+        speed_row = gr.Row()
         with gr.Row():
             guidance = slider(GUIDANCE, "Guidance", info="Official default 2.0", **ids("guidance"))
             steps = slider(STEPS, "Steps", value=d["steps"], **ids("steps"))
@@ -296,7 +321,9 @@ def sampler_controls(engine, *, size: bool = True, num_images: bool = True,
             if num_images:
                 n = slider(NUM_IMAGES, "Images")
         scheduler = gr.Dropdown(list(SCHEDULERS), value=DEFAULT_SCHEDULER, label="Sampler",
-                                info="DDIM is the paper's sampler")
+                                info="DDIM is the paper's sampler", **ids("scheduler"))
+        with speed_row:  # shown above the controls it sets
+            speed_preset(steps, scheduler, **ids("speed"))
     return SamplerControls(guidance, steps, width, height, seed, randomize, n, scheduler)
 
 
