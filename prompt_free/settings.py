@@ -164,6 +164,7 @@ def checkpoints_path() -> Optional[str]:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DEPRECATION_WARNED: set = set()
 
 
 def check_precision(value, what: str = "precision") -> str:
@@ -186,8 +187,11 @@ def precision(device_type: str = "cpu") -> str:
     old = os.environ.get("PFD_DTYPE", "").strip()
     if old:
         name = check_precision(old, "environment variable PFD_DTYPE")
-        logging.getLogger(__name__).warning(
-            "PFD_DTYPE is deprecated: use PFD_PRECISION=%s (or --precision %s); PFD_DTYPE applies on CUDA only", name, name)
+        if old not in _DEPRECATION_WARNED:  # once per value and process (it is read at start and by each engine)
+            _DEPRECATION_WARNED.add(old)
+            logging.getLogger(__name__).warning(
+                "PFD_DTYPE is deprecated: use PFD_PRECISION=%s (or --precision %s); PFD_DTYPE applies on CUDA only",
+                name, name)
         return name if device_type == "cuda" else "auto"
     return "auto"
 

@@ -75,10 +75,13 @@ def test_bad_precision_is_a_clear_error(monkeypatch):
 
 
 def test_deprecated_pfd_dtype_still_works_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(settings, "_DEPRECATION_WARNED", set())  # the warning is once per process
     monkeypatch.setenv("PFD_DTYPE", "bf16")
     with caplog.at_level(logging.WARNING, logger="prompt_free.settings"):
         assert settings.precision("cuda") == "bf16"
     assert "PFD_DTYPE is deprecated: use PFD_PRECISION=bf16" in caplog.text
+    # and the old variable still sets a CUDA engine's precision (resolved as an engine does it)
+    assert resolve(None, "cuda") == "bf16"
     assert settings.precision("cpu") == "auto"  # as before: PFD_DTYPE applied on CUDA only
     monkeypatch.setenv("PFD_PRECISION", "fp32")
     assert settings.precision("cuda") == "fp32"  # the new variable wins
@@ -116,3 +119,14 @@ def test_precision_is_recorded_and_a_redo_in_another_warns():
     other = Engine.from_profile("tiny", device="cpu", precision="bf16")
     notes = metadata.check_models(other, rec)
     assert "the picture was made in fp32, this run uses bf16 (--precision fp32 for the recorded one)" in notes
+
+
+def test_app_and_cli_pass_the_precision_on():
+    import app
+    from prompt_free import cli
+
+    assert app.parse_args(["--precision", "bf16"]).precision == "bf16"
+    engine, _ = app.create_app("tiny", precision="bf16")
+    assert engine.precision == "bf16" and engine.dtype == torch.bfloat16
+    args = cli.build_parser().parse_args(["generate", "--reference", "x.png", "--out", "o", "--precision", "bf16"])
+    assert cli._engine(args, cli.Processes(), profile="tiny").precision == "bf16"
