@@ -6,8 +6,9 @@ The rule of ``auto``:
 - on a CPU with AMX (``amx_bf16`` / ``amx_tile`` in /proc/cpuinfo's flags, or torch's CPU capability
   naming AMX): bf16, because AMX multiplies bf16 matrices in hardware (about 2.7x faster per UNet
   step than fp32 on a Xeon with AMX, issue 19);
-- on any other CPU: fp32. AVX-512 BF16 alone (e.g. AMD EPYC) is not enough: bf16 was measured
-  slower than fp32 there, so auto never picks it without AMX.
+- on any other CPU: fp32, also with AVX-512 BF16 alone (e.g. AMD EPYC), where this project's
+  earlier notes found bf16 slower. (A later check on an EPYC with avx512_bf16 found a full-size
+  UNet step 0.68x of fp32 in bf16; widen ``has_amx``'s test here once end-to-end runs confirm it.)
 
 The tiny profile stays fp32 unless a precision is given explicitly (an argument, not the
 environment), so its pixel pins hold whatever the machine. No module is kept in fp32 when bf16 is
