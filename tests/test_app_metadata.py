@@ -81,3 +81,33 @@ def test_browser_load_settings_from_png_fills_the_control_tab(app, tmp_path, cap
         assert page.locator("#control-use-2 input").is_checked()
         assert page.locator("#control-scale-1 input[type=number]").input_value() == "0.7"
         assert "coffee.jpg" in page.locator("#control-load-png-note").inner_text()
+
+
+@pytest.mark.browser
+def test_browser_load_settings_from_png_fills_the_edit_tab(app, tmp_path, capsys):
+    """Every tab has the upload: a CLI edit (seed 12, 3 steps, reference strength 1.5) loaded in
+    the Edit with a Reference tab sets its steps and strength (single components by field name)."""
+    photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    Image.open(EXAMPLES / "rocket.jpg").convert("RGB").resize((96, 64)).save(photo)
+    m = Image.new("L", (96, 64), 0)
+    m.paste(255, (20, 10, 60, 50))
+    m.save(mask)
+    code = cli.main(["edit", "--photo", str(photo), "--mask", str(mask), "--reference", str(EXAMPLES / "coffee.jpg"),
+                     "--reference-strength", "1.5", "--seed", "12", "--steps", "3", "--max-side", "128",
+                     "--profile", "tiny", "--out", str(tmp_path / "out")])
+    assert code == 0
+    png = next((tmp_path / "out").glob("photo-edit-s12*.png"))
+    with chromium_page(app[2]) as page:
+        page.get_by_role("tab", name="Edit with a Reference").click()
+        page.locator("text=Load settings from a PNG >> visible=true").first.click()
+        page.locator("#edit-load-png input[type=file]").set_input_files(str(png))
+        page.wait_for_function("() => document.querySelector('#edit-load-png-note').innerText.includes('seed 12')",
+                               timeout=60_000)
+        assert page.locator("#edit-strength input[type=number]").input_value() == "1.5"
+        assert page.locator("input[aria-label='number input for Steps']:visible").input_value() == "3"
+
+
+def test_every_tab_has_the_load_settings_upload(app):
+    ids = {getattr(b, "elem_id", None) for b in app[1].blocks.values()}
+    for tab in ("variation", "control", "multi", "compare", "edit", "tryon"):
+        assert f"{tab}-load-png" in ids, tab

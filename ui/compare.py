@@ -47,6 +47,7 @@ from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, MODES, contro
 from .endpoint import InputGroup, endpoint
 from .uploads import image_input
 from .widgets import (
+    settings_from_png,
     connect_preprocessor,
     run_buttons,
     stop_cancels,
@@ -271,6 +272,7 @@ def build(engine) -> None:
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
                 loras = lora_pickers(engine, "compare")
                 run, stop = run_buttons("Compare", "compare")
+                settings_from_png(models, controls, baselines, elem_id="compare-load-png")
         outputs = _outputs(ip_names)
         size_follows_image(engine, structure.image, controls)
         _examples(reference, structure, choices)

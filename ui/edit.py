@@ -42,7 +42,7 @@ from .masking import (
 )
 from .uploads import image_input
 from .widgets import (ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker,
-                      stop_cancels, strength_slider)
+                      settings_from_png, stop_cancels, strength_slider)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 EDIT_CANVAS = MaskCanvas((640, 480))  # landscape, as most photos; others are letterboxed into it
@@ -117,6 +117,8 @@ def build(engine) -> None:
                 strength = strength_slider("edit")
                 loras = lora_pickers(engine, "edit")
                 run, stop = run_buttons("Edit", "edit")
+                settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side},
+                                  elem_id="edit-load-png")
                 mask = hidden_mask("edit")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="edit-gallery")

@@ -28,6 +28,7 @@ from .control import ControlPanel, control_panel, controls_lines
 from .endpoint import InputGroup, endpoint
 from .uploads import image_input
 from .widgets import (
+    settings_from_png,
     format_info,
     lora_pickers,
     model_pickers,
@@ -116,6 +117,7 @@ def build(engine) -> None:
                 options = strength_and_blocks("multi")
                 loras = lora_pickers(engine, "multi")
                 run, stop = run_buttons("Generate", "multi")
+                settings_from_png(models, controls, options, fields={"blend": blend}, elem_id="multi-load-png")
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="multi-gallery")

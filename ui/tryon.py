@@ -49,7 +49,7 @@ from .masking import (
 )
 from .uploads import image_input
 from .widgets import (ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker,
-                      stop_cancels, strength_slider)
+                      settings_from_png, stop_cancels, strength_slider)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 MASK_MODE_CHOICES = [("painted / uploaded mask only", MASK_IMAGE)] + [(m, m) for m in M.MASK_MODES]
@@ -159,6 +159,8 @@ def build(engine) -> None:
                 controls = sampler_controls(engine, size=False)
                 loras = lora_pickers(engine, "tryon")
                 run, stop = run_buttons("Try on", "tryon")
+                settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side},
+                                  elem_id="tryon-load-png")
                 mask = hidden_mask("tryon")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="tryon-gallery")

@@ -458,15 +458,17 @@ def recorded_values(record: dict) -> dict:
     return values
 
 
-def settings_from_png(*groups: InputGroup, extra_outputs=(), extra=None, elem_id: str) -> gr.File:
+def settings_from_png(*groups: InputGroup, fields=None, extra_outputs=(), extra=None, elem_id: str) -> gr.File:
     """"Load settings from a PNG": an upload that fills ``groups``' controls (fields named as the
     settings dataclass's, e.g. ``SamplerControls``, ``ModelPickers``) from a PNG the app or the CLI
     wrote (``prompt_free.metadata``). ``extra(record) -> {component: value}`` fills
     ``extra_outputs`` too (a tab's own controls). A control whose field the record lacks keeps
-    its value; images are not filled (the record has their names and hashes, not their pixels)."""
+    its value; images are not filled (the record has their names and hashes, not their pixels).
+    ``fields``: single components by settings field name (e.g. ``{"reference_strength": slider}``)."""
     from prompt_free import metadata
 
     targets = [(name, comp) for g in groups for name, comp in zip((f.name for f in g._present()), g.components())]
+    targets += list((fields or {}).items())
     with gr.Accordion("Load settings from a PNG", open=False):
         upload = gr.File(label="A PNG made by this app or `prompt-free`", file_types=[".png"], type="filepath",
                          elem_id=elem_id)
