@@ -550,7 +550,6 @@ def cmd_redo(args) -> int:
 
 
 def cmd_tryon(args) -> int:
-    from .metadata import tag
     from .tasks import TryOnSettings, virtual_tryon
 
     person = _existing_file(args.person, "person photo")
@@ -565,17 +564,10 @@ def cmd_tryon(args) -> int:
     s = TryOnSettings(**_sampler_settings(args), max_side=args.max_side, pose_control=not args.no_pose,
                       control_scale=args.control_scale)
     call = {"person": person, "garment": garment, "mask": mask}
-    result = virtual_tryon(engine, person, garment, mask, s)
-    tag(engine, result, "virtual_tryon", s, call, keep_paths=True)
-    paths = _write(_extra_names(f"{Path(person).stem}-tryon", result), out)
-    _report(paths, out, time.perf_counter() - t0, proc)
-    for note in result.info.get("notes") or []:
-        print(f"note: {note}", file=sys.stderr)
-    return EXIT_OK
+    return _run_edit(engine, proc, t0, out, virtual_tryon, call, s, f"{Path(person).stem}-tryon")
 
 
 def cmd_edit(args) -> int:
-    from .metadata import tag
     from .tasks import EditSettings, edit_with_reference
 
     photo = _existing_file(args.photo, "photo")
@@ -588,9 +580,17 @@ def cmd_edit(args) -> int:
     s = EditSettings(**_sampler_settings(args), max_side=args.max_side, dilation=args.dilation, feather=args.feather,
                      crop_reference=args.crop_reference)
     call = {"photo": photo, "mask": mask, "reference": reference}
-    result = edit_with_reference(engine, photo, mask, reference, s)
-    tag(engine, result, "edit_with_reference", s, call, keep_paths=True)
-    paths = _write(_extra_names(f"{Path(photo).stem}-edit", result), out)
+    return _run_edit(engine, proc, t0, out, edit_with_reference, call, s, f"{Path(photo).stem}-edit")
+
+
+def _run_edit(engine, proc, t0, out, task, call: dict, s, stem: str) -> int:
+    """The tail both editing commands share: run ``task(engine, **call, settings=s)``, tag its
+    PNGs, write results and extras as ``<stem>-s<seed>...``, report, print the task's notes."""
+    from .metadata import tag
+
+    result = task(engine, **call, settings=s)
+    tag(engine, result, task.__name__, s, call, keep_paths=True)
+    paths = _write(_extra_names(stem, result), out)
     _report(paths, out, time.perf_counter() - t0, proc)
     for note in result.info.get("notes") or []:
         print(f"note: {note}", file=sys.stderr)
