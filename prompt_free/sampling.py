@@ -48,8 +48,21 @@ SCHEDULERS: Dict[str, tuple] = {
     "Euler a": ("EulerAncestralDiscreteScheduler", {}),
     "UniPC": ("UniPCMultistepScheduler", {}),
     "PNDM": ("PNDMScheduler", {"skip_prk_steps": True}),
+    # For few-step LoRAs (checkpoints.yaml `loras:` entries name them with their steps and guidance):
+    # LCM-LoRA's LCMScheduler, TCD-LoRA's TCDScheduler and Hyper-SD's DDIM with trailing spacing, each
+    # on the same official betas, as their model cards build them (`from_config` of SD 1.5's scheduler).
+    "LCM": ("LCMScheduler", {}),
+    "TCD": ("TCDScheduler", {}),
+    "DDIM trailing": ("DDIMScheduler", {"timestep_spacing": "trailing"}),
 }
 DEFAULT_SCHEDULER = "DDIM"
+# The step's stochastic parameter by diffusers class: 0 (deterministic) for DDIM and the others
+# that take one; TCD's gamma at its authors' recommended 0.3 (its noise comes from the run's
+# seeded generator, so a seed still gives one picture).
+STEP_ETA = {"TCDScheduler": 0.3}
+# Consistency schedulers pick their timesteps from the 50 of their distillation schedule
+# (``original_inference_steps``): more steps than that are refused.
+FEW_STEP_SCHEDULERS = ("LCM", "TCD")
 
 
 def make_scheduler(name: str = DEFAULT_SCHEDULER):
@@ -92,6 +105,8 @@ class Sampler:
         guidance = float(settings.GUIDANCE.check(self.guidance))
         if self.scheduler not in SCHEDULERS:
             raise InvalidSettingError(f"unknown scheduler '{self.scheduler}'; choose one of: {', '.join(SCHEDULERS)}")
+        if self.scheduler in FEW_STEP_SCHEDULERS:
+            settings.FEW_STEPS.check(steps, f"steps with the {self.scheduler} sampler")
         width, height = snap_size(self.width, self.height)
         return Sampler(width, height, seed, num_images, steps, guidance, self.scheduler, checked_loras(self.loras))
 
@@ -148,7 +163,7 @@ def _step_kwargs(scheduler, generator):
     params = inspect.signature(scheduler.step).parameters
     kwargs = {}
     if "eta" in params:
-        kwargs["eta"] = 0.0
+        kwargs["eta"] = STEP_ETA.get(type(scheduler).__name__, 0.0)
     if "generator" in params and generator is not None:
         kwargs["generator"] = generator
     return kwargs

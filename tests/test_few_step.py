@@ -1,0 +1,152 @@
+"""Few-step samplers (LCM, TCD, DDIM with trailing spacing) for the few-step LoRAs of
+checkpoints.yaml: built on the official betas as their model cards build them, run by the one
+loop (eager and fast path alike), and with guidance 1 the loop makes the conditional pass only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prompt_free import settings
+from prompt_free.conditioning import Conditioning
+from prompt_free.engine import Engine
+from prompt_free.errors import InvalidSettingError
+from prompt_free.fast import DDIMSteps, FastPath
+from prompt_free.sampling import OFFICIAL_SCHEDULER_CONFIG, SCHEDULERS, Sampler, denoise, make_scheduler
+from prompt_free.tiny import tiny_unet
+
+REF = "assets/examples/chelsea.jpg"
+FEW_STEP = ("LCM", "TCD", "DDIM trailing")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name, cls", [("LCM", "LCMScheduler"), ("TCD", "TCDScheduler"), ("DDIM trailing", "DDIMScheduler")])
+def test_few_step_schedulers_use_the_official_betas_as_from_config_of_sd15_does(name, cls):
+    import diffusers
+
+    sched = make_scheduler(name)
+    assert type(sched).__name__ == cls
+    # what `<Class>.from_config(sd15_pipe.scheduler.config)` gives (the model cards' recipe)
+    for key in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "steps_offset", "set_alpha_to_one",
+                "prediction_type", "clip_sample"):
+        assert sched.config[key] == OFFICIAL_SCHEDULER_CONFIG[key], key
+    ref = getattr(diffusers, cls)(**{k: v for k, v in OFFICIAL_SCHEDULER_CONFIG.items() if k in sched.config})
+    assert torch.equal(sched.alphas_cumprod, ref.alphas_cumprod)
+    if name == "DDIM trailing":  # Hyper-SD's "ensure timestep spacing trailing"
+        assert sched.config.timestep_spacing == "trailing"
+        sched.set_timesteps(8)
+        assert sched.timesteps.tolist() == [999, 874, 749, 624, 499, 374, 249, 124]
+
+
+def test_adding_few_step_schedulers_keeps_the_others_as_they_were():
+    assert list(SCHEDULERS)[:7] == ["DDIM", "DPM++ 2M", "DPM++ 2M Karras", "Euler", "Euler a", "UniPC", "PNDM"]
+    assert make_scheduler("DDIM").config.timestep_spacing == "leading"
+
+
+def test_lcm_and_tcd_refuse_more_steps_than_their_distillation_schedule_clearly():
+    assert Sampler(steps=50, scheduler="LCM").checked().steps == 50
+    for name in ("LCM", "TCD"):
+        with pytest.raises(InvalidSettingError, match=f"steps with the {name} sampler must be between 1 and 50, got 51"):
+            Sampler(steps=51, scheduler=name).checked()
+    assert Sampler(steps=150, scheduler="DDIM trailing").checked().steps == 150
+    assert settings.FEW_STEPS.hi == 50
+
+
+def test_hyper_sd_trailing_ddim_is_replaced_exactly_by_the_fast_ddim_step():
+    sched = make_scheduler("DDIM trailing")
+    sched.set_timesteps(8)
+    ours = DDIMSteps.for_scheduler(sched, torch.device("cpu"))
+    assert ours is not None
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    y = x.clone()
+    for i, t in enumerate(sched.timesteps):
+        eps = torch.randn(2, 4, 8, 8, generator=g)
+        x = sched.step(eps, t, x, eta=0.0, return_dict=False)[0]
+        y = ours.step(eps, i, y)
+        assert torch.equal(x, y), f"step {i}"
+
+
+def test_lcm_and_tcd_keep_their_own_step_on_the_fast_path():
+    for name in ("LCM", "TCD"):
+        sched = make_scheduler(name)
+        sched.set_timesteps(4)
+        assert DDIMSteps.for_scheduler(sched, torch.device("cpu")) is None
+
+
+@pytest.fixture(scope="module")
+def engines():
+    return {fast: Engine.from_profile("tiny", device="cpu", fast=fast) for fast in (False, True)}
+
+
+def _latents(engine, scheduler, steps=4, guidance=1.0, seed=3):
+    ctx, unc = engine.encode_reference(REF, "SeeCoder")
+    sampler = Sampler(width=64, height=64, steps=steps, seed=seed, num_images=1, guidance=guidance, scheduler=scheduler)
+    return engine.generate("Tiny SD", Conditioning(ctx, unc), sampler, decode=False).latents
+
+
+@pytest.mark.parametrize("scheduler", FEW_STEP)
+def test_few_step_schedulers_run_in_the_loop_eager_and_fast_alike(engines, scheduler):
+    eager, fast = _latents(engines[False], scheduler), _latents(engines[True], scheduler)
+    assert torch.isfinite(eager).all()
+    assert torch.equal(eager, fast)  # the fast path's exact parts: bit for bit on the CPU
+    again = _latents(engines[False], scheduler)
+    assert torch.equal(eager, again)  # LCM and TCD draw step noise from the run's seeded generator
+    other_seed = _latents(engines[False], scheduler, seed=4)
+    assert not torch.equal(eager, other_seed)
+
+
+def test_tcd_uses_its_gamma_and_lcm_its_step_noise():
+    """TCD's step takes eta (gamma) 0.3 as its authors recommend, not DDIM's 0: the picture
+    differs from a TCD run at gamma 0."""
+    from prompt_free.sampling import STEP_ETA, _step_kwargs
+
+    tcd = make_scheduler("TCD")
+    assert _step_kwargs(tcd, None)["eta"] == STEP_ETA["TCDScheduler"] == 0.3
+    assert _step_kwargs(make_scheduler("DDIM"), None)["eta"] == 0.0
+    assert "eta" not in _step_kwargs(make_scheduler("LCM"), None)
+
+
+class CountingUNet(torch.nn.Module):
+    """The tiny UNet, recording the batch of every call (to see which passes the loop makes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = tiny_unet()
+        self.batches = []
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    @property
+    def dtype(self):
+        return self.inner.dtype
+
+    def forward(self, x, t, **kwargs):
+        self.batches.append(x.shape[0])
+        return self.inner(x, t, **kwargs)
+
+
+@pytest.mark.parametrize("scheduler", ["LCM", "TCD"])
+def test_guidance_one_takes_only_the_conditional_pass(scheduler):
+    unet = CountingUNet()
+    g = torch.Generator().manual_seed(0)
+    cond = torch.randn(1, 148, unet.inner.config.cross_attention_dim, generator=g)
+    noise = torch.randn(1, 4, 8, 8, generator=g)
+    with torch.no_grad():
+        denoise(unet, make_scheduler(scheduler), noise, cond, None, steps=4, guidance=1.0,
+                generator=torch.Generator().manual_seed(1))
+    assert unet.batches == [1, 1, 1, 1]  # no unconditional half (and no unconditional context needed)
+    unet.batches.clear()
+    with torch.no_grad():
+        denoise(unet, make_scheduler(scheduler), noise, cond, torch.zeros_like(cond), steps=4, guidance=1.5,
+                generator=torch.Generator().manual_seed(1), fast=FastPath(compile=False))
+    assert unet.batches == [2, 2, 2, 2]
