@@ -34,8 +34,15 @@ ENTRY_OPTIONS = {
     "base_models": {"format", "vae", "inpainting", "seed", "unet_config", "vae_config"},
     "controlnets": {"preprocessor", "kind", "seed", "config"},
     "ip_adapters": {"image_encoder", "seed"},
-    "loras": set(),
+    "loras": {"scheduler", "steps", "guidance", "validated"},
 }
+# A LoRA entry's sampler settings (few-step LoRAs: LCM-LoRA, TCD, Hyper-SD): choosing the LoRA in a
+# tab sets these controls, and `prompt-free generate --lora` uses them unless given on the command line.
+LORA_SAMPLER_OPTIONS = ("scheduler", "steps", "guidance")
+# Shown beside the picker and printed by the CLI for a LoRA whose entry says `validated: false`.
+NOT_VALIDATED = "not validated with SeeCoder context"
+NOT_VALIDATED_WHY = ("it was distilled with text-prompt context; nobody has compared its pictures with SeeCoder's "
+                     "on real weights yet")
 # The kinds of map a ControlNet takes (``kind:`` of a controlnets entry).
 CONTROL_KINDS = ("openpose", "canny", "depth", "softedge", "mlsd", "normal", "scribble", "lineart",
                  "lineart_anime", "seg", "shuffle")
@@ -110,12 +117,47 @@ class Entry:
         return self.options.get(key, default)
 
     @property
+    def sampler_preset(self) -> Dict[str, Any]:
+        """A LoRA's own sampler settings, those its entry gives (``scheduler``, ``steps``,
+        ``guidance``, as ``Sampler`` fields); {} for other entries."""
+        return {k: self.options[k] for k in LORA_SAMPLER_OPTIONS if k in self.options}
+
+    @property
+    def validated(self) -> bool:
+        """False for a LoRA marked ``validated: false`` (also the default of an entry that
+        carries sampler settings: few-step LoRAs were distilled with text context)."""
+        return bool(self.options.get("validated", True))
+
+    def lora_note(self) -> str:
+        """What the app and the CLI say about a LoRA entry: the sampler it sets and whether it is
+        validated with SeeCoder context ("" for a plain, validated LoRA)."""
+        parts = []
+        preset = self.sampler_preset
+        if preset:
+            parts.append(f"sets the sampler to {describe_sampler(preset)}")
+        if not self.validated:
+            parts.append(f"{NOT_VALIDATED} ({NOT_VALIDATED_WHY})")
+        return f"{self.label} {'; '.join(parts)}" if parts else ""
+
+    @property
     def format(self) -> str:
         """A base model's layout: its ``format:``, else single_file or diffusers by its first
         source (``tiny`` for a tiny entry)."""
         if self.tiny is not None:
             return "tiny"
         return self.option("format") or ("single_file" if self.sources[0].is_single_file else "diffusers")
+
+
+def describe_sampler(preset: Mapping[str, Any]) -> str:
+    """``{"scheduler": "LCM", "steps": 4, "guidance": 1.0}`` -> "LCM, 4 steps, guidance 1"."""
+    parts = []
+    if "scheduler" in preset:
+        parts.append(str(preset["scheduler"]))
+    if "steps" in preset:
+        parts.append(f"{preset['steps']} steps")
+    if "guidance" in preset:
+        parts.append(f"guidance {float(preset['guidance']):g}")
+    return ", ".join(parts)
 
 
 def _parse_source(spec: Any, where: str, base_dir: Path) -> Tuple[Source, ...]:
@@ -221,6 +263,7 @@ def _parse_entry(kind: str, name: str, spec: Any, base_dir: Path) -> Entry:
             options[key] = _parse_source(options[key], f"{where} {key}", base_dir)
     if kind == "loras":
         _check_lora_sources(name, sources, where)
+        _check_lora_sampler(options, where)
     unc = options.get("unconditional")
     if kind == "seecoders":
         if unc is None or unc == "zeros":
@@ -243,6 +286,35 @@ def _check_lora_sources(name: str, sources: Tuple[Source, ...], where: str) -> N
         if not filename.lower().endswith(".safetensors"):
             raise ConfigError(f"{where}: LoRA files are read as .safetensors only (pickled .bin/.pt/.ckpt files are "
                               f"not loaded), got '{filename}'")
+
+
+def _check_lora_sampler(options: Dict[str, Any], where: str) -> None:
+    """A LoRA's ``scheduler`` / ``steps`` / ``guidance`` (checked as a run checks them) and its
+    ``validated`` flag (default: false when it carries sampler settings, else true); in place."""
+    from . import settings
+    from .errors import InvalidSettingError
+    from .sampling import FEW_STEP_SCHEDULERS, SCHEDULERS
+
+    scheduler = options.get("scheduler")
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise ConfigError(f"{where}: unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
+    try:
+        if "steps" in options:
+            if isinstance(options["steps"], bool):
+                raise InvalidSettingError(f"steps must be a whole number, got {options['steps']!r}")
+            limit = settings.FEW_STEPS if scheduler in FEW_STEP_SCHEDULERS else settings.STEPS
+            options["steps"] = int(limit.check(options["steps"], f"steps with the {scheduler} sampler" if scheduler
+                                               in FEW_STEP_SCHEDULERS else "steps"))
+        if "guidance" in options:
+            if isinstance(options["guidance"], bool):
+                raise InvalidSettingError(f"guidance must be a number, got {options['guidance']!r}")
+            options["guidance"] = float(settings.GUIDANCE.check(options["guidance"]))
+    except InvalidSettingError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    validated = options.get("validated", not any(k in options for k in LORA_SAMPLER_OPTIONS))
+    if not isinstance(validated, bool):
+        raise ConfigError(f"{where}: validated must be true or false, got {validated!r}")
+    options["validated"] = validated
 
 
 class Registry:

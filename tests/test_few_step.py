@@ -150,3 +150,65 @@ def test_guidance_one_takes_only_the_conditional_pass(scheduler):
         denoise(unet, make_scheduler(scheduler), noise, cond, torch.zeros_like(cond), steps=4, guidance=1.5,
                 generator=torch.Generator().manual_seed(1), fast=FastPath(compile=False))
     assert unet.batches == [2, 2, 2, 2]
+
+
+# ----------------------------------------------------------------------------- registry
+def _lora_registry(tmp_path, **entry):
+    from prompt_free.registry import Registry
+
+    path = tmp_path / "x.safetensors"
+    return Registry.from_dict({"seecoders": {"S": {"tiny": "seecoder"}}, "base_models": {"B": {"tiny": "sd"}},
+                               "loras": {"L": {"path": str(path), **entry}}})
+
+
+def test_shipped_few_step_loras_carry_their_model_cards_settings_and_are_marked_not_validated():
+    from prompt_free.registry import DEFAULT_CHECKPOINTS, NOT_VALIDATED, Registry
+
+    real = Registry.load(DEFAULT_CHECKPOINTS, "real")
+    expected = {
+        "LCM-LoRA SD1.5": ("latent-consistency/lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors",
+                           {"scheduler": "LCM", "steps": 4, "guidance": 1.0}),
+        "TCD SD1.5": ("h1t/TCD-SD15-LoRA", "pytorch_lora_weights.safetensors",
+                      {"scheduler": "TCD", "steps": 4, "guidance": 1.0}),
+        "Hyper-SD SD1.5 8-step": ("ByteDance/Hyper-SD", "Hyper-SD15-8steps-lora.safetensors",
+                                  {"scheduler": "DDIM trailing", "steps": 8, "guidance": 1.0}),
+    }
+    for name, (repo, file, preset) in expected.items():
+        entry = real.entry("loras", name)
+        assert (entry.sources[0].repo, entry.sources[0].file) == (repo, file)
+        assert entry.sampler_preset == preset
+        assert entry.validated is False
+        assert NOT_VALIDATED in entry.lora_note() and preset["scheduler"] in entry.lora_note()
+        assert Sampler(**preset).checked()  # settings a run accepts
+
+
+def test_lora_sampler_options_are_parsed_and_validated_defaults_depend_on_them(tmp_path):
+    reg = _lora_registry(tmp_path, scheduler="LCM", steps=6, guidance=1.5)
+    entry = reg.entry("loras", "L")
+    assert entry.sampler_preset == {"scheduler": "LCM", "steps": 6, "guidance": 1.5}
+    assert entry.validated is False  # sampler settings without `validated:` -> not validated
+    assert "LCM, 6 steps, guidance 1.5" in entry.lora_note()
+    assert _lora_registry(tmp_path, scheduler="LCM", validated=True).entry("loras", "L").validated is True
+    plain = _lora_registry(tmp_path).entry("loras", "L")
+    assert plain.sampler_preset == {} and plain.validated is True and plain.lora_note() == ""
+    marked = _lora_registry(tmp_path, validated=False).entry("loras", "L")
+    assert marked.lora_note().startswith("LoRA 'L' not validated with SeeCoder context")
+    assert _lora_registry(tmp_path, guidance=1).entry("loras", "L").sampler_preset == {"guidance": 1.0}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"scheduler": "Heun"}, "LoRA 'L': unknown scheduler 'Heun'; choose one of: DDIM, "),
+    ({"scheduler": "LCM", "steps": 60}, "LoRA 'L': steps with the LCM sampler must be between 1 and 50, got 60"),
+    ({"steps": 0}, "LoRA 'L': steps must be between 1 and 150, got 0"),
+    ({"steps": 4.5}, "LoRA 'L': steps must be a whole number, got 4.5"),
+    ({"steps": True}, "LoRA 'L': steps must be a whole number, got True"),
+    ({"guidance": 31}, "LoRA 'L': guidance must be between 0 and 30, got 31"),
+    ({"guidance": "high"}, "LoRA 'L': guidance must be a number, got 'high'"),
+    ({"validated": "no"}, "LoRA 'L': validated must be true or false, got 'no'"),
+])
+def test_bad_lora_sampler_options_are_refused_naming_the_entry(tmp_path, entry, message):
+    from prompt_free.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        _lora_registry(tmp_path, **entry)
+    assert message in str(e.value)
