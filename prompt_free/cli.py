@@ -136,13 +136,16 @@ class _Parser(argparse.ArgumentParser):
 def _sampler_options(p: argparse.ArgumentParser, *, size: bool = True) -> None:
     p.add_argument("--seed", type=int, default=int(settings.SEED.default),
                    help=f"seed of the first image; image i gets seed + i (default {int(settings.SEED.default)})")
-    p.add_argument("--steps", type=int, default=int(settings.STEPS.default), help="denoising steps (default 50)")
-    p.add_argument("--guidance", type=float, default=settings.GUIDANCE.default, help="guidance scale (default 2.0, the paper's)")
+    # None: not given, so a few-step LoRA's own settings (its checkpoints.yaml entry) may apply
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default 50, or the --lora entry's own steps)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="guidance scale (default 2.0, the paper's, or the --lora entry's own guidance)")
     if size:
         p.add_argument("--size", metavar="WxH", help="output size, e.g. 512x768 (default 512x512; with --control: "
                                                      "follows the first control image)")
     p.add_argument("--num-images", type=int, default=int(settings.NUM_IMAGES.default), help="images per reference (default 1)")
-    p.add_argument("--sampler", default=None, help="sampler name (default DDIM, the paper's)")
+    p.add_argument("--sampler", default=None, help="sampler name (default DDIM, the paper's, or the --lora entry's own)")
     p.add_argument("--base-model", help="a base model of checkpoints.yaml (default: the profile's)")
     p.add_argument("--seecoder", help="a SeeCoder of checkpoints.yaml (default: the profile's)")
 
@@ -325,15 +328,49 @@ def _out_dir(path: str) -> Path:
     return out
 
 
-def _sampler_settings(args, width=None, height=None) -> dict:
-    from .sampling import DEFAULT_SCHEDULER
-
-    s = dict(seed=args.seed, steps=args.steps, guidance=args.guidance, num_images=args.num_images,
-             scheduler=args.sampler or DEFAULT_SCHEDULER, base_model=args.base_model, seecoder=args.seecoder,
-             reference_strength=args.reference_strength, loras=tuple(parse_lora(t) for t in args.lora))
+def _sampler_settings(args, engine, width=None, height=None) -> dict:
+    loras = tuple(parse_lora(t) for t in args.lora)
+    s = dict(seed=args.seed, num_images=args.num_images, base_model=args.base_model, seecoder=args.seecoder,
+             reference_strength=args.reference_strength, loras=loras, **lora_sampler(args, engine, loras))
     if width is not None:
         s.update(width=width, height=height)
     return s
+
+
+def lora_sampler(args, engine, loras) -> Dict[str, object]:
+    """steps, guidance and scheduler of a run: those given on the command line, else those of a
+    --lora entry that carries them (a few-step LoRA), else the paper's. Two LoRAs that set one of
+    them differently need it given (``UsageError``)."""
+    from .sampling import DEFAULT_SCHEDULER
+
+    given = {"steps": args.steps, "guidance": args.guidance, "scheduler": args.sampler}
+    out = {"steps": int(settings.STEPS.default), "guidance": settings.GUIDANCE.default, "scheduler": DEFAULT_SCHEDULER}
+    from_lora: Dict[str, Tuple[str, object]] = {}
+    for name, scale in loras:
+        if scale == 0:  # a LoRA at scale 0 is no LoRA (lora.LoraPatch)
+            continue
+        for key, value in engine.registry.entry("loras", name).sampler_preset.items():
+            if key in from_lora and from_lora[key][1] != value and given[key] is None:
+                option = "--sampler" if key == "scheduler" else f"--{key}"
+                raise UsageError(f"LoRAs '{from_lora[key][0]}' and '{name}' set different {key} ({from_lora[key][1]} "
+                                 f"and {value}): give {option}")
+            from_lora.setdefault(key, (name, value))
+    out.update({k: v for k, (_, v) in from_lora.items()})
+    out.update({k: v for k, v in given.items() if v is not None})
+    return out
+
+
+def _print_lora_notes(engine, args, proc) -> None:
+    """What each --lora entry sets (its sampler) and whether it is validated with SeeCoder context."""
+    if not proc.main:
+        return
+    for name, scale in (parse_lora(t) for t in args.lora):
+        note = engine.registry.entry("loras", name).lora_note() if scale != 0 else ""
+        if note:
+            overridden = [o for o, v in (("--steps", args.steps), ("--guidance", args.guidance), ("--sampler", args.sampler))
+                          if v is not None]
+            print(f"note: {note}" + (f" ({', '.join(overridden)} given: used instead)" if overridden else ""),
+                  file=sys.stderr)
 
 
 def _write(pictures_by_name: Sequence[Tuple[str, object]], out: Path) -> List[Path]:
@@ -378,9 +415,9 @@ def _generate_one(engine, args, reference: str, controls, width, height):
 
     if controls:
         specs = _control_specs(args, controls)
-        s = ControlSettings(**_sampler_settings(args, width, height), **_text_options(args))
+        s = ControlSettings(**_sampler_settings(args, engine, width, height), **_text_options(args))
         return reference_control(engine, reference, specs, s), "reference_control", s, {"reference": reference, "controls": specs}
-    s = VariationSettings(**_sampler_settings(args, *((width, height) if width is not None else (512, 512))),
+    s = VariationSettings(**_sampler_settings(args, engine, *((width, height) if width is not None else (512, 512))),
                           **_text_options(args))
     return image_variation(engine, reference, s), "image_variation", s, {"reference": reference}
 
@@ -416,7 +453,7 @@ def _generate_multi(engine, args, references, controls, width, height):
     """Several references through Multi-Reference (with ControlNets when --control is given)."""
     from .tasks import MultiReferenceSettings, multi_reference
 
-    s = MultiReferenceSettings(**_sampler_settings(args), width=width, height=height, blend=args.blend,
+    s = MultiReferenceSettings(**_sampler_settings(args, engine), width=width, height=height, blend=args.blend,
                                controls=_control_specs(args, controls), blocks=args.blocks)
     return multi_reference(engine, references, s), "multi_reference", s, {"references": references}
 
@@ -451,6 +488,7 @@ def cmd_generate(args) -> int:
     engine = _engine(args, proc)
     if engine.registry.is_tiny and proc.main:
         print(f"profile {engine.profile}: small random-weight models, the pictures are not meaningful", file=sys.stderr)
+    _print_lora_notes(engine, args, proc)
 
     from .metadata import tag
 
@@ -561,7 +599,8 @@ def cmd_tryon(args) -> int:
     t0 = time.perf_counter()
     proc = Processes()
     engine = _engine(args, proc)
-    s = TryOnSettings(**_sampler_settings(args), max_side=args.max_side, pose_control=not args.no_pose,
+    _print_lora_notes(engine, args, proc)
+    s = TryOnSettings(**_sampler_settings(args, engine), max_side=args.max_side, pose_control=not args.no_pose,
                       control_scale=args.control_scale)
     call = {"person": person, "garment": garment, "mask": mask}
     return _run_edit(engine, proc, t0, out, virtual_tryon, call, s, f"{Path(person).stem}-tryon")
@@ -577,7 +616,8 @@ def cmd_edit(args) -> int:
     t0 = time.perf_counter()
     proc = Processes()
     engine = _engine(args, proc)
-    s = EditSettings(**_sampler_settings(args), max_side=args.max_side, dilation=args.dilation, feather=args.feather,
+    _print_lora_notes(engine, args, proc)
+    s = EditSettings(**_sampler_settings(args, engine), max_side=args.max_side, dilation=args.dilation, feather=args.feather,
                      crop_reference=args.crop_reference)
     call = {"photo": photo, "mask": mask, "reference": reference}
     return _run_edit(engine, proc, t0, out, edit_with_reference, call, s, f"{Path(photo).stem}-edit")

@@ -166,4 +166,6 @@ def build_lora(engine, entry: Entry):
         log.info(
             "%s: its %d text-encoder layers are ignored (prompt-free generation uses no text encoder)",
             entry.label, weights.ignored_text_encoder)
+    if not entry.validated:
+        log.warning("%s", entry.lora_note())  # e.g. a few-step LoRA: not validated with SeeCoder context
     return engine.place(weights)

@@ -61,7 +61,7 @@ def _num(x: float) -> str:
 STEPS = Range("steps", 1, 150, 50, integer=True)
 GUIDANCE = Range("guidance", 0.0, 30.0, 2.0, step=0.05, ui_hi=10.0)
 # The LCM and TCD samplers: at most their 50 distillation timesteps (default: LCM-LoRA's 4).
-FEW_STEPS = Range("steps", 1, 50, 4, integer=True)
+FEW_STEPS = Range("steps of the LCM and TCD samplers", 1, 50, 4, integer=True)
 NUM_IMAGES = Range("number of images", 1, 8, 1, integer=True)
 SEED = Range("seed", 0, 2**31 - 1, 20, integer=True)
 # Output size: floored to multiples of SIZE_MULTIPLE (official).

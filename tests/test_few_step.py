@@ -212,3 +212,91 @@ def test_bad_lora_sampler_options_are_refused_naming_the_entry(tmp_path, entry, 
     with pytest.raises(ConfigError) as e:
         _lora_registry(tmp_path, **entry)
     assert message in str(e.value)
+
+
+# ----------------------------------------------------------------------------- command line
+def write_few_step_checkpoints(tmp_path):
+    """The tiny profile with two real LoRA files (kohya keys): 'Fast' carries sampler settings
+    (LCM, 3 steps, guidance 1), 'Faster' other ones (TCD, 2 steps), 'Style' none."""
+    import yaml
+
+    from tests.lora_files import lora_layers, tiny_data_with_loras, write_kohya
+
+    files = {name: write_kohya(tmp_path / f"{name}.safetensors", lora_layers(seed, std=0.05))
+             for name, seed in (("Fast", 1), ("Faster", 2), ("Style", 3))}
+    data = tiny_data_with_loras(files)
+    data["loras"]["Fast"].update(scheduler="LCM", steps=3, guidance=1.0, validated=False)
+    data["loras"]["Faster"].update(scheduler="TCD", steps=2)
+    path = tmp_path / "checkpoints.yaml"
+    path.write_text(yaml.safe_dump({"profiles": {"tiny": data}}, sort_keys=False))
+    return path
+
+
+def _cli(argv, capsys):
+    from prompt_free import cli
+
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_lora_uses_its_entrys_sampler_settings_unless_given(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from prompt_free import metadata
+    from prompt_free.tasks import VariationSettings, image_variation
+
+    yaml_path = write_few_step_checkpoints(tmp_path)
+    ref = "assets/examples/coffee.jpg"
+    base = ["generate", "--reference", ref, "--profile", "tiny", "--size", "64x64", "--checkpoints", yaml_path]
+    code, _, err = _cli([*base, "--lora", "Fast", "--out", tmp_path / "A"], capsys)
+    assert code == 0, err
+    assert "note: LoRA 'Fast' sets the sampler to LCM, 3 steps, guidance 1; not validated with SeeCoder context" in err
+    rec = metadata.read(tmp_path / "A" / "coffee-s20.png")["settings"]
+    assert (rec["scheduler"], rec["steps"], rec["guidance"]) == ("LCM", 3, 1.0)
+    engine = Engine.from_profile("tiny", str(yaml_path), device="cpu")
+    want = image_variation(engine, ref, VariationSettings(width=64, height=64, scheduler="LCM", steps=3, guidance=1.0,
+                                                          loras=(("Fast", 1.0),))).images[0]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "A" / "coffee-s20.png").convert("RGB")),
+                          np.asarray(want.convert("RGB")))
+
+    # given on the command line: those win, the others still come from the entry
+    code, _, err = _cli([*base, "--lora", "Fast", "--steps", "2", "--out", tmp_path / "B"], capsys)
+    assert code == 0, err
+    assert "(--steps given: used instead)" in err
+    rec = metadata.read(tmp_path / "B" / "coffee-s20.png")["settings"]
+    assert (rec["scheduler"], rec["steps"], rec["guidance"]) == ("LCM", 2, 1.0)
+    code, _, err = _cli([*base, "--lora", "Fast", "--steps", "2", "--sampler", "DDIM", "--guidance", "2.5",
+                         "--out", tmp_path / "C"], capsys)
+    assert code == 0, err
+    rec = metadata.read(tmp_path / "C" / "coffee-s20.png")["settings"]
+    assert (rec["scheduler"], rec["steps"], rec["guidance"]) == ("DDIM", 2, 2.5)
+
+    # a plain LoRA (and no LoRA) keeps the paper's defaults; a LoRA at scale 0 sets nothing
+    code, _, err = _cli([*base, "--lora", "Style", "--lora", "Fast=0", "--steps", "2", "--out", tmp_path / "D"], capsys)
+    assert code == 0, err
+    assert "note:" not in err
+    rec = metadata.read(tmp_path / "D" / "coffee-s20.png")["settings"]
+    assert (rec["scheduler"], rec["steps"], rec["guidance"]) == ("DDIM", 2, 2.0)
+
+
+def test_cli_two_loras_that_set_different_samplers_need_it_given(tmp_path, capsys):
+    from prompt_free import metadata
+
+    yaml_path = write_few_step_checkpoints(tmp_path)
+    base = ["generate", "--reference", "assets/examples/coffee.jpg", "--profile", "tiny", "--size", "64x64",
+            "--checkpoints", yaml_path, "--lora", "Fast", "--lora", "Faster"]
+    code, _, err = _cli([*base, "--out", tmp_path / "A"], capsys)
+    assert code == 2
+    assert "error: LoRAs 'Fast' and 'Faster' set different scheduler (LCM and TCD): give --sampler" in err
+    code, _, err = _cli([*base, "--sampler", "TCD", "--out", tmp_path / "B"], capsys)
+    assert code == 2 and "set different steps (3 and 2): give --steps" in err
+    code, _, err = _cli([*base, "--sampler", "TCD", "--steps", "2", "--out", tmp_path / "C"], capsys)
+    assert code == 0, err
+    rec = metadata.read(tmp_path / "C" / "coffee-s20.png")["settings"]
+    assert (rec["scheduler"], rec["steps"], rec["guidance"]) == ("TCD", 2, 1.0)  # guidance: only 'Fast' sets it
+    assert "LoRA 'Faster' sets the sampler to TCD, 2 steps; not validated" in err  # the default for sampler settings
