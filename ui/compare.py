@@ -270,7 +270,7 @@ def build(engine) -> None:
                 columns, baselines = _columns_and_baselines(ip_names)
                 text_column = _text_column_inputs()
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
-                loras = lora_pickers(engine, "compare")
+                loras = lora_pickers(engine, "compare", controls)
                 run, stop = run_buttons("Compare", "compare")
                 settings_from_png(models, controls, baselines, elem_id="compare-load-png")
         outputs = _outputs(ip_names)

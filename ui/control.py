@@ -147,7 +147,7 @@ def build(engine) -> None:
                 first, use_second, second = panel.first, panel.use_second, panel.second
                 controls = sampler_controls(engine)
                 options = reference_controls("control")
-                loras = lora_pickers(engine, "control")
+                loras = lora_pickers(engine, "control", controls)
                 run, stop = run_buttons("Generate", "control")
                 _load_png(models, controls, options, first, use_second, second, panel.check_maps)
             with gr.Column():

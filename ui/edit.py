@@ -115,7 +115,7 @@ def build(engine) -> None:
                 options, max_side, models = _edit_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False, elem_prefix="edit")
                 strength = strength_slider("edit")
-                loras = lora_pickers(engine, "edit")
+                loras = lora_pickers(engine, "edit", controls)
                 run, stop = run_buttons("Edit", "edit")
                 settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side},
                                   elem_id="edit-load-png")

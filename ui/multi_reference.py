@@ -115,7 +115,7 @@ def build(engine) -> None:
                                        outputs=[control_group], queue=False, api_visibility="private")
                 controls = sampler_controls(engine, elem_prefix="multi")
                 options = strength_and_blocks("multi")
-                loras = lora_pickers(engine, "multi")
+                loras = lora_pickers(engine, "multi", controls)
                 run, stop = run_buttons("Generate", "multi")
                 settings_from_png(models, controls, options, fields={"blend": blend}, elem_id="multi-load-png")
             with gr.Column():

@@ -157,7 +157,7 @@ def build(engine) -> None:
                 person, garment, editor, mask_mode, make, mask_upload = _photos_and_mask_editor()
                 options, max_side, strength, models = _tryon_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False)
-                loras = lora_pickers(engine, "tryon")
+                loras = lora_pickers(engine, "tryon", controls)
                 run, stop = run_buttons("Try on", "tryon")
                 settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side},
                                   elem_id="tryon-load-png")

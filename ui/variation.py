@@ -35,7 +35,7 @@ def build(engine) -> None:
                 models = model_pickers(engine)
                 controls = sampler_controls(engine)
                 options = reference_controls("variation")
-                loras = lora_pickers(engine, "variation")
+                loras = lora_pickers(engine, "variation", controls)
                 run, stop = run_buttons("Generate", "variation")
                 settings_from_png(models, controls, options, elem_id="variation-load-png")
             with gr.Column():

@@ -172,8 +172,12 @@ class LoraPickers(InputGroup):
         return {"loras": tuple((name, scale) for name, scale in pairs if name and name != NO_LORA)}
 
 
-def lora_pickers(engine, elem_prefix: str) -> LoraPickers:
-    """The LoRA picker of a tab (elem_ids ``<prefix>-lora-1``, ``<prefix>-lora-1-scale`` ...)."""
+def lora_pickers(engine, elem_prefix: str, sampler: Optional["SamplerControls"] = None) -> LoraPickers:
+    """The LoRA picker of a tab (elem_ids ``<prefix>-lora-1``, ``<prefix>-lora-1-scale`` ...) and,
+    under it, the chosen LoRAs' notes (``<prefix>-lora-note``: the sampler a few-step LoRA sets,
+    "not validated with SeeCoder context"). With the tab's ``sampler`` controls, choosing a LoRA
+    whose entry carries sampler settings puts them in those controls, like the Speed choice
+    (they stay editable)."""
     assert MAX_LORAS == 2, "LoraPickers has two slots"
     names = engine.registry.names("loras")
     info = ("LoRAs from checkpoints.yaml (`loras:`), applied to the base model for this run only" if names
@@ -186,7 +190,46 @@ def lora_pickers(engine, elem_prefix: str) -> LoraPickers:
                 parts.append(gr.Dropdown([NO_LORA, *names], value=NO_LORA, label=f"LoRA {i}", info=info if i == 1 else None,
                                          allow_custom_value=True, elem_id=f"{elem_prefix}-lora-{i}", scale=3))
                 parts.append(slider(LORA_SCALE, f"LoRA {i} scale", elem_id=f"{elem_prefix}-lora-{i}-scale", scale=2))
-    return LoraPickers(*parts)
+        note = gr.Markdown(elem_id=f"{elem_prefix}-lora-note")
+    pickers = LoraPickers(*parts)
+    connect_lora_notes(engine, pickers, note, sampler)
+    return pickers
+
+
+def lora_entry(engine, name):
+    """The registry entry of a picked LoRA, or None (no LoRA, or a name the run will refuse)."""
+    if not name or name == NO_LORA or name not in engine.registry.names("loras"):
+        return None
+    return engine.registry.entry("loras", name)
+
+
+def lora_notes(engine, *names) -> str:
+    """The notes of the picked LoRAs (Markdown; "" when none has one)."""
+    lines = []
+    for name in names:
+        entry = lora_entry(engine, name)
+        note = entry.lora_note() if entry is not None else ""
+        if note:
+            lines.append(("&#9888; " if not entry.validated else "") + note + ".")
+    return "\n\n".join(lines)
+
+
+def connect_lora_notes(engine, pickers: LoraPickers, note: gr.Markdown, sampler: Optional["SamplerControls"]) -> None:
+    picks = [pickers.lora_1, pickers.lora_2]
+    for pick in picks:  # any change (also from code) keeps the note true
+        pick.change(lambda a, b: lora_notes(engine, a, b), inputs=picks, outputs=[note], queue=False,
+                    api_visibility="private")
+    if sampler is None:
+        return
+    targets = (("scheduler", sampler.scheduler), ("steps", sampler.steps), ("guidance", sampler.guidance))
+
+    def choose(name):  # a person's choice only (.input): a PNG's recorded settings are not overwritten
+        entry = lora_entry(engine, name)
+        preset = entry.sampler_preset if entry is not None else {}
+        return [gr.update(value=preset[key]) if key in preset else gr.update() for key, _ in targets]
+
+    for pick in picks:
+        pick.input(choose, inputs=[pick], outputs=[c for _, c in targets], queue=False, api_visibility="private")
 
 
 @dataclass
