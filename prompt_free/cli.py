@@ -10,6 +10,7 @@
                          [--blend average|concatenate|regions] ...   (Multi-Reference, up to 4)
     prompt-free generate ... [--reference-strength S] [--prompt TEXT --prompt-mode concat|style
                          --prompt-weight W] [--blocks all|style|layout] [--lora NAME[=SCALE] ...]
+                         (a few-step LoRA's entry sets --steps/--sampler/--guidance not given)
     prompt-free edit --photo P --mask M --reference R --out DIR  (Edit with a reference)
     prompt-free tryon --person P --garment G [--mask M|upper body|...] --out DIR
     prompt-free download ...                                    (= python -m prompt_free.download)
