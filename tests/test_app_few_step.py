@@ -73,7 +73,7 @@ def test_browser_few_step_lora_sets_the_sampler_shows_its_note_and_the_run_uses_
         choice = page.locator("#multi-lora-1 input")
         choice.wait_for(state="visible", timeout=30_000)
         choice.click()
-        page.get_by_role("option", name="Fast", exact=True).click()
+        page.locator("#multi-lora-1").get_by_role("option", name="Fast", exact=True).click()
         page.wait_for_function("() => document.querySelector('#multi-steps input[type=number]').value === '3'",
                                timeout=30_000)
         assert sampler.input_value() == "LCM" and guidance.input_value() == "1"
@@ -86,7 +86,7 @@ def test_browser_few_step_lora_sets_the_sampler_shows_its_note_and_the_run_uses_
         # a plain LoRA in the second slot sets nothing; the first one's note stays
         second = page.locator("#multi-lora-2 input")
         second.click()
-        page.get_by_role("option", name="Style", exact=True).click()
+        page.locator("#multi-lora-2").get_by_role("option", name="Style", exact=True).click()
         page.wait_for_timeout(500)
         assert (steps.input_value(), sampler.input_value()) == ("2", "LCM")
         assert "LoRA 'Fast'" in note.inner_text() and "Style" not in note.inner_text()
@@ -103,10 +103,9 @@ def test_browser_few_step_lora_sets_the_sampler_shows_its_note_and_the_run_uses_
         page.screenshot(path=str(tmp_path / "multi-few-step.png"))
 
         # back to no LoRA: the note goes, the controls keep what they have
-        choice.click()
-        page.get_by_role("option", name="none", exact=True).click()
-        second.click()
-        page.get_by_role("option", name="none", exact=True).click()
+        for i, box in ((1, choice), (2, second)):  # each slot's own option list (two can be in the page)
+            box.click()
+            page.locator(f"#multi-lora-{i}").get_by_role("option", name="none", exact=True).click()
         page.wait_for_function("() => !document.querySelector('#multi-lora-note').innerText.includes('Fast')",
                                timeout=30_000)
         assert sampler.input_value() == "LCM"
