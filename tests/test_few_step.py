@@ -264,6 +264,13 @@ def test_cli_lora_uses_its_entrys_sampler_settings_unless_given(tmp_path, capsys
     assert np.array_equal(np.asarray(Image.open(tmp_path / "A" / "coffee-s20.png").convert("RGB")),
                           np.asarray(want.convert("RGB")))
 
+    # --from-png redoes it from the recorded settings, bit for bit
+    code, _, err = _cli(["generate", "--from-png", tmp_path / "A" / "coffee-s20.png", "--checkpoints", yaml_path,
+                         "--out", tmp_path / "A2"], capsys)
+    assert code == 0, err
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "A2" / "coffee-s20.png").convert("RGB")),
+                          np.asarray(want.convert("RGB")))
+
     # given on the command line: those win, the others still come from the entry
     code, _, err = _cli([*base, "--lora", "Fast", "--steps", "2", "--out", tmp_path / "B"], capsys)
     assert code == 0, err
@@ -300,3 +307,16 @@ def test_cli_two_loras_that_set_different_samplers_need_it_given(tmp_path, capsy
     rec = metadata.read(tmp_path / "C" / "coffee-s20.png")["settings"]
     assert (rec["scheduler"], rec["steps"], rec["guidance"]) == ("TCD", 2, 1.0)  # guidance: only 'Fast' sets it
     assert "LoRA 'Faster' sets the sampler to TCD, 2 steps; not validated" in err  # the default for sampler settings
+
+
+def test_engine_logs_a_not_validated_lora_when_it_reads_it(tmp_path, caplog):
+    import logging
+
+    from prompt_free.registry import NOT_VALIDATED
+
+    engine = Engine.from_profile("tiny", str(write_few_step_checkpoints(tmp_path)), device="cpu")
+    with caplog.at_level(logging.WARNING, logger="prompt_free"):
+        engine.lora("Style")
+        assert NOT_VALIDATED not in caplog.text
+        engine.lora("Fast")
+    assert f"LoRA 'Fast' sets the sampler to LCM, 3 steps, guidance 1; {NOT_VALIDATED}" in caplog.text
