@@ -34,7 +34,7 @@ def build(engine) -> None:
             with gr.Column():
                 reference = image_input(label="Reference image", sources=["upload", "clipboard"], elem_id="variation-reference")
                 models = model_pickers(engine)
-                controls = sampler_controls(engine)
+                controls = sampler_controls(engine, elem_prefix="variation")
                 options = reference_controls("variation")
                 loras = lora_pickers(engine, "variation")
                 run, stop = run_buttons("Generate", "variation")
