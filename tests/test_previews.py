@@ -191,3 +191,23 @@ def test_preview_caption_names_the_step_and_the_part():
     p = Preview([], 10, 50)
     assert p.caption == "preview · step 10 of 50"
     assert p.labelled("Prompt-Free").caption == "preview · Prompt-Free · step 10 of 50"
+
+
+def test_a_comparison_labels_each_columns_previews_and_the_tab_shows_them_in_that_column(reference):
+    from prompt_free.tasks.compare import DUAL_CONTROLNET, METHODS, PROMPT_FREE, PROMPT_FREE_TEXT, CompareSettings, compare
+    from prompt_free.tasks.controls import MODE_AS_IS
+    from ui.compare import _column_preview
+
+    engine = Engine.from_profile("tiny", device="cpu")
+    structure = load_image("assets/examples/canny_house.png")
+    s = CompareSettings(width=64, height=64, steps=4, seed=5, methods=(PROMPT_FREE, DUAL_CONTROLNET))
+    plain = compare(engine, reference, structure, "canny", mode=MODE_AS_IS, settings=s)
+    seen = []
+    with showing(seen.append):
+        shown = compare(engine, reference, structure, "canny", mode=MODE_AS_IS, settings=s)
+    assert [(p.part, p.step) for p in seen] == [(m, i) for m in (PROMPT_FREE, DUAL_CONTROLNET) for i in (1, 2, 3)]
+    for m in (PROMPT_FREE, DUAL_CONTROLNET):
+        assert np.array_equal(np.asarray(plain.columns[m].image), np.asarray(shown.columns[m].image))
+    index, image = _column_preview(seen[-1])
+    assert index == METHODS.index(DUAL_CONTROLNET) and image is seen[-1].images[0]
+    assert _column_preview(seen[-1].labelled(PROMPT_FREE_TEXT)) is None  # no output of its own
