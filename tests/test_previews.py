@@ -211,3 +211,16 @@ def test_a_comparison_labels_each_columns_previews_and_the_tab_shows_them_in_tha
     index, image = _column_preview(seen[-1])
     assert index == METHODS.index(DUAL_CONTROLNET) and image is seen[-1].images[0]
     assert _column_preview(seen[-1].labelled(PROMPT_FREE_TEXT)) is None  # no output of its own
+
+
+def test_the_full_random_preview_decoder_has_taesds_size():
+    from diffusers import AutoencoderTiny
+
+    from prompt_free.full_random import full_taesd
+
+    built = full_taesd(41)
+    with torch.device("meta"):
+        reference_size = sum(p.numel() for p in AutoencoderTiny().parameters())  # its defaults: TAESD's config
+    assert sum(p.numel() for p in built.parameters()) == reference_size
+    assert all(torch.isfinite(p).all() for p in built.parameters())
+    assert torch.equal(next(full_taesd(41).parameters()), next(built.parameters()))  # seeded
