@@ -427,8 +427,9 @@ class Engine:
         a ``DeviceMemoryError`` with the sizes involved, and the engine keeps serving.
 
         ``preview``: called with a ``previews.Preview`` every few steps (None: the callback of
-        ``previews.showing``, if any). Previews never change the pictures; a preview decoder that
-        cannot be loaded is logged once and the run goes on without previews."""
+        ``previews.showing``, if any; none with ``decode=False``, a latents-only run). Previews
+        never change the pictures; a preview decoder that cannot be loaded is logged once and
+        the run goes on without previews."""
         sampler = sampler.checked()
         with self.request():
             base = self.base_model(base_model)

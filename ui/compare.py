@@ -44,8 +44,8 @@ from prompt_free.tasks.compare import (
 )
 from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, MODES, controlnet_choices
 
-from .previews import live_previews
 from .endpoint import InputGroup, endpoint
+from .previews import live_previews
 from .uploads import image_input
 from .widgets import (
     settings_from_png,

@@ -29,8 +29,8 @@ from prompt_free.tasks.control import (
     reference_control,
 )
 
-from .previews import live_previews
 from .endpoint import InputGroup, endpoint
+from .previews import live_previews
 from .uploads import image_input
 from .widgets import (
     connect_preprocessor,

@@ -27,7 +27,6 @@ from prompt_free import masks as M
 from prompt_free.metadata import tag
 from prompt_free.tasks.edit import EditSettings, edit_with_reference, inpainting_base_model, load_photo
 
-from .previews import live_previews
 from .endpoint import InputGroup, endpoint
 from .masking import (
     MaskCanvas,
@@ -41,6 +40,7 @@ from .masking import (
     max_side_slider,
     requested_base,
 )
+from .previews import live_previews
 from .uploads import image_input
 from .widgets import (ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker,
                       settings_from_png, stop_cancels, strength_slider)

@@ -25,8 +25,8 @@ from prompt_free.tasks import BLENDS, MultiReferenceSettings, Reference, multi_r
 from prompt_free.tasks.control import controlnet_choices
 
 from .control import ControlPanel, control_panel, controls_lines
-from .previews import live_previews
 from .endpoint import InputGroup, endpoint
+from .previews import live_previews
 from .uploads import image_input
 from .widgets import (
     settings_from_png,

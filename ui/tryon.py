@@ -34,7 +34,6 @@ from prompt_free.tasks.tryon import (
     virtual_tryon,
 )
 
-from .previews import live_previews
 from .endpoint import InputGroup, endpoint, handle_errors
 from .masking import (
     MaskCanvas,
@@ -48,6 +47,7 @@ from .masking import (
     max_side_slider,
     requested_base,
 )
+from .previews import live_previews
 from .uploads import image_input
 from .widgets import (ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker,
                       settings_from_png, stop_cancels, strength_slider)

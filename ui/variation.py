@@ -9,8 +9,8 @@ import gradio as gr
 from prompt_free.metadata import tag
 from prompt_free.tasks import VariationSettings, image_variation
 
-from .previews import live_previews
 from .endpoint import endpoint
+from .previews import live_previews
 from .uploads import image_input
 from .widgets import (
     format_info,
