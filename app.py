@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--fast", dest="fast", action="store_true",
                        help="the fast path with channels_last + torch.compile on CUDA (env PFD_FAST=1; default: its "
                             "exact parts only)")
+    p.add_argument("--no-previews", dest="previews", action="store_false", default=None,
+                   help="no live previews while a picture is sampled, for the whole server (env PFD_PREVIEWS=0; "
+                        "default: on, with the profile's previews: decoder)")
     return p
 
 
@@ -69,17 +72,18 @@ def parse_args(argv=None):
 
 
 def create_app(profile="auto", checkpoints=None, device=None, max_base_models=2, memory_budget=None, ram_budget=None,
-               fast=None, precision=None):
+               fast=None, precision=None, previews=None):
     """The engine and the Gradio app (queued). ``memory_budget`` / ``ram_budget``: sizes such as
     "8GB" or bytes; None reads ``PFD_MEMORY_BUDGET`` / ``PFD_RAM_BUDGET`` (see ``Engine``).
     ``fast``: the sampling path (True / False; None reads ``PFD_FAST``). ``precision``: auto | fp32 |
-    bf16 | fp16 (None reads ``PFD_PRECISION``; see ``prompt_free.precision``)."""
+    bf16 | fp16 (None reads ``PFD_PRECISION``; see ``prompt_free.precision``). ``previews``: False turns
+    live previews off server-wide (None reads ``PFD_PREVIEWS``, default on)."""
     from prompt_free.engine import Engine
     from ui import build_app
 
     engine = Engine.from_profile(profile, checkpoints, device=device, max_base_models=max_base_models,
                                  memory_budget=memory_budget, ram_budget=ram_budget, fast=fast,
-                                 precision=precision)
+                                 precision=precision, previews=previews)
     return engine, build_app(engine)
 
 
@@ -117,13 +121,17 @@ def main(argv=None):
 
         threads.configure()
         engine, demo = create_app(args.profile, args.checkpoints, args.device, args.max_base_models,
-                                  args.memory_budget, args.ram_budget, args.fast, args.precision)
+                                  args.memory_budget, args.ram_budget, args.fast, args.precision, args.previews)
     except PromptFreeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    logging.getLogger("prompt_free").info("profile %s on %s (precision %s, %s), memory budget %s, sampling %s", engine.profile,
-                                          engine.device, engine.precision, engine.dtype, format_size(engine.memory.budget),
-                                          engine.fast.label if engine.fast is not None else "eager")
+    from ui.previews import available as previews_available
+
+    logging.getLogger("prompt_free").info("profile %s on %s (precision %s, %s), memory budget %s, sampling %s, "
+                                          "live previews %s", engine.profile, engine.device, engine.precision,
+                                          engine.dtype, format_size(engine.memory.budget),
+                                          engine.fast.label if engine.fast is not None else "eager",
+                                          "on" if previews_available(engine) else "off")
     warning = share_warning(args.share, launch["auth"])
     if warning:
         print(warning, file=sys.stderr)

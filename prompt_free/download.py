@@ -147,7 +147,7 @@ def entry_needs(entry: Entry, text_encoders: bool = True) -> List[Need]:
     owner = entry.label
     if entry.kind == "base_models":
         return _base_model_needs(entry, text_encoders)
-    if entry.kind == "controlnets":
+    if entry.kind in ("controlnets", "previews"):  # a diffusers folder (TAESD: AutoencoderTiny) or a file
         return _file_or_folder(owner, "", entry.sources, "diffusers")
     needs = [Need(owner, "weights", entry.sources)]
     if entry.kind == "seecoders":

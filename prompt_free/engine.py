@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from . import loading, memory, settings
+from . import loading, memory, previews, settings
 from .conditioning import Conditioning
 from .errors import InvalidSettingError
 from .fast import FastPath
@@ -112,6 +112,7 @@ class Engine:
         ram_budget=None,
         fast: Optional[bool] = None,
         precision: Optional[str] = None,
+        previews: Optional[bool] = None,
     ):
         """``memory_budget``: bytes or a size such as "8GB" for the models on the device (None:
         ``PFD_MEMORY_BUDGET``, else the device's memory less a reserve on CUDA, a share of RAM on
@@ -121,7 +122,8 @@ class Engine:
         channels_last + torch.compile; False = the eager loop; None = ``PFD_FAST`` (default
         auto: the exact parts only, the eager result bit for bit on the CPU). ``precision``: auto |
         fp32 | bf16 | fp16 (None: ``PFD_PRECISION``; the tiny profile is then fp32); the rule of
-        auto is in ``prompt_free.precision``. ``dtype``, when given, wins over it."""
+        auto is in ``prompt_free.precision``. ``dtype``, when given, wins over it. ``previews``: False
+        turns live previews off for every request (None: ``PFD_PREVIEWS``, default on)."""
         self.registry = registry
         self.device = torch.device(device) if device is not None else default_device()
         if dtype is None:
@@ -130,6 +132,8 @@ class Engine:
         self.precision = name_of(dtype)  # recorded with every picture (prompt_free.metadata)
         self.allow_download = allow_download
         self.fast = FastPath.from_setting(fast, self.device)
+        self.previews = settings.previews() if previews is None else bool(previews)
+        self._preview_failed = False  # a preview decoder that failed to load is reported once
         self.banner = banner
         self.max_counts = {"base_models": max(1, int(max_base_models)), "controlnets": max(1, int(max_controlnets))}
         budget = parse_size(memory_budget) or parse_size(settings.memory_budget(), "PFD_MEMORY_BUDGET")
@@ -188,6 +192,15 @@ class Engine:
         it changes a base model only for the runs that ask for it (``Sampler.loras``)."""
         entry = self.registry.entry("loras", name)
         return self._resident(("loras", name), lambda: loading.build_lora(self, entry))
+
+    def preview_decoder(self):
+        """The tiny autoencoder of the profile's ``previews:`` entry (``defaults: preview``), loaded
+        the first time a preview is needed and held like a model; None when the profile has none."""
+        name = self.registry.defaults.get("preview")
+        if name is None:
+            return None
+        entry = self.registry.entry("previews", name)
+        return self._resident(("previews", name), lambda: loading.build_preview_decoder(self, entry))
 
     def cached(self, key: Tuple, build: Callable[[], object]):
         """Engine-held objects of other kinds (detectors, text encoders, IP-Adapter parts ...):
@@ -401,6 +414,7 @@ class Engine:
         *,
         progress: Optional[Callable[[int, int], None]] = None,
         decode: bool = True,
+        preview: Optional[previews.PreviewCallback] = None,
     ) -> Generation:
         """The one call that samples: ``conditioning`` with ``sampler`` on ``base_model``.
 
@@ -410,7 +424,12 @@ class Engine:
         a LoRA that does not fit the base model is a ``LoraMismatchError`` before any work), runs
         the loop and decodes, all under the run lock. Out of device memory,
         it frees and evicts what the run does not need and tries once more; a second failure is
-        a ``DeviceMemoryError`` with the sizes involved, and the engine keeps serving."""
+        a ``DeviceMemoryError`` with the sizes involved, and the engine keeps serving.
+
+        ``preview``: called with a ``previews.Preview`` every few steps (None: the callback of
+        ``previews.showing``, if any; none with ``decode=False``, a latents-only run). Previews
+        never change the pictures; a preview decoder that cannot be loaded is logged once and
+        the run goes on without previews."""
         sampler = sampler.checked()
         with self.request():
             base = self.base_model(base_model)
@@ -422,6 +441,7 @@ class Engine:
                 )
             loras = LoraPatch([(self.lora(name), scale) for name, scale in sampler.loras])
             loras.check(base.unet, base_model)
+            show = self._preview_hook(preview if preview is not None else previews.current()) if decode else None
             f = base.vae_scale_factor
             noise = initial_noise(sampler.seeds, (4, sampler.height // f, sampler.width // f))
             reserve = memory.activation_reserve(sampler, torch.finfo(self.dtype).bits // 8) if self.device.type == "cuda" else 0
@@ -431,7 +451,7 @@ class Engine:
                 self._make_room(reserve)
                 failed = None
                 try:
-                    return self._sample(base, conditioning, sampler, noise, progress, decode, loras)
+                    return self._sample(base, conditioning, sampler, noise, progress, decode, loras, show)
                 except Exception as e:  # noqa: BLE001 - only out-of-memory is handled here
                     if not memory.is_out_of_memory(e):
                         raise
@@ -454,7 +474,7 @@ class Engine:
             )
 
     def _sample(self, base: BaseModel, c: Conditioning, sampler: Sampler, noise: torch.Tensor, progress, decode: bool,
-                loras: LoraPatch):
+                loras: LoraPatch, show=None):
         timings = {}
         with self._run_lock, torch.inference_mode():
             extra = after_step = None
@@ -475,7 +495,7 @@ class Engine:
                     base.unet, make_scheduler(sampler.scheduler), noise, c.context, c.uncond,
                     steps=sampler.steps, guidance=sampler.guidance, controls=c.controls,
                     generator=torch.Generator().manual_seed(sampler.seed), progress=progress,
-                    extra_unet_channels=extra, after_step=after_step, fast=fast,
+                    extra_unet_channels=extra, after_step=after_step, fast=fast, preview=show,
                 )
             _sync(self.device)
             timings["denoise"] = time.perf_counter() - t0
@@ -486,6 +506,35 @@ class Engine:
                 _sync(self.device)
                 timings["decode"] = time.perf_counter() - t0
         return Generation(images, latents, sampler.seeds, sampler.width, sampler.height, timings)
+
+    def _preview_hook(self, callback: Optional[previews.PreviewCallback]):
+        """``sampling.denoise``'s preview hook for ``callback``: the latents decoded by the preview
+        decoder (loaded now, within the request) into a ``Preview``; None when previews are off,
+        the profile has no decoder, or it failed to load (logged once)."""
+        if callback is None or not self.previews or self._preview_failed:
+            return None
+        try:
+            decoder = self.preview_decoder()
+        except Exception as e:  # noqa: BLE001 - a preview must never fail the request
+            self._preview_failed = True
+            log.warning("live previews are off: the preview decoder could not be loaded (%s: %s)",
+                        type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
+            return None
+        if decoder is None:
+            return None
+        failed = []
+
+        def show(step: int, total: int, latents: torch.Tensor) -> None:
+            if failed:
+                return
+            try:  # inside the loop: under the run lock, in inference mode; reads ``latents`` only
+                x = decoder.decode(latents.to(self.device, decoder.dtype) / decoder.config.scaling_factor).sample
+                callback(previews.Preview(tensor_to_images((x.float() + 1) / 2), step, total))
+            except Exception as e:  # noqa: BLE001 - a preview must never fail the request
+                failed.append(e)
+                log.warning("live previews stopped for this run (%s: %s)", type(e).__name__, str(e)[:300])
+
+        return show
 
     def decode(self, base: BaseModel, latents: torch.Tensor) -> list:
         """Final latents -> PIL images, one at a time (bounds VAE memory at large sizes)."""

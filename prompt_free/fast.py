@@ -75,9 +75,13 @@ class DDIMSteps:
         return cls(torch.stack(rows).to(device))
 
     def step(self, eps: torch.Tensor, i: int, latents: torch.Tensor) -> torch.Tensor:
+        return self.step_and_x0(eps, i, latents)[0]
+
+    def step_and_x0(self, eps: torch.Tensor, i: int, latents: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(the next latents, the predicted x0 the step went through: what a preview shows)."""
         c = self.coefficients[i]
         x0 = (latents - c[0] * eps) / c[1]
-        return c[3] * x0 + c[2] * eps
+        return c[3] * x0 + c[2] * eps, x0
 
 
 # ----------------------------------------------------------------------------- ControlNet
@@ -241,9 +245,16 @@ class FastParts:
                          return_dict=False)[0]
 
     def step(self, eps, i: int, latents):
+        """(next latents, the step's predicted x0 or None), as ``sampling.EagerParts.step``."""
         if self.ddim is not None:
-            return self.ddim.step(eps, i, latents)
-        return self.scheduler.step(eps, self.ts[i], latents, **self.step_kwargs, return_dict=False)[0]
+            return self.ddim.step_and_x0(eps, i, latents)
+        return step_outputs(self.scheduler.step(eps, self.ts[i], latents, **self.step_kwargs, return_dict=False))
+
+
+def step_outputs(out) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """A diffusers scheduler step's tuple as (next latents, predicted x0 or None): DDIM and the
+    Euler schedulers return their x0 second; the multistep ones (DPM++, UniPC, PNDM) return none."""
+    return out[0], (out[1] if len(out) > 1 and isinstance(out[1], torch.Tensor) else None)
 
 
 def _prepare_compile_cache() -> None:

@@ -66,6 +66,13 @@ def full_controlnet(seed: int = 21, *, device="cpu", dtype=torch.float32):
     return _materialised(ControlNetModel, SD15_CONTROLNET_CONFIG, seed, device, dtype)
 
 
+def full_taesd(seed: int = 41, *, device="cpu", dtype=torch.float32):
+    """TAESD's size (``AutoencoderTiny``'s defaults are madebyollin/taesd's config)."""
+    from diffusers import AutoencoderTiny
+
+    return _materialised(AutoencoderTiny, {}, seed, device, dtype)
+
+
 def full_seecoder(position_aware: bool = False, seed: int = 0):
     """The released SeeCoder's size (Swin-L, decoder, 148 queries), random weights (CPU, fp32:
     its own deterministic initialiser; the engine then places it)."""

@@ -125,6 +125,19 @@ def build_controlnet(engine, entry: Entry) -> torch.nn.Module:
     return engine.place(from_diffusers_source(engine, src, "ControlNetModel", src.subfolder, entry.label))
 
 
+def build_preview_decoder(engine, entry: Entry) -> torch.nn.Module:
+    """A ``previews:`` entry: the tiny autoencoder (diffusers ``AutoencoderTiny``, e.g. TAESD) that
+    decodes live previews, on the device in the engine's dtype."""
+    if entry.full_random:
+        from .full_random import full_taesd
+
+        return engine.place(full_taesd(entry.option("seed", 41), device=engine.device, dtype=engine.dtype))
+    if entry.tiny is not None:
+        return engine.place(tiny.tiny_taesd(entry.option("seed", 6)))
+    src = entry.sources[0]
+    return engine.place(from_diffusers_source(engine, src, "AutoencoderTiny", src.subfolder, entry.label))
+
+
 def _from_diffusers(engine, entry: Entry, cls_name: str, subfolder: str):
     src = entry.sources[0]
     sub = f"{src.subfolder}/{subfolder}" if src.subfolder else subfolder

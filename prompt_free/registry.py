@@ -20,13 +20,14 @@ from .settings import hub_offline
 # prompt_free/checkpoints.yaml links to the project's checkpoints.yaml in a checkout (resolved, so that
 # relative `path:` entries stay relative to the project) and is a copy of it in an installed wheel.
 DEFAULT_CHECKPOINTS = (Path(__file__).resolve().parent / "checkpoints.yaml").resolve()
-KINDS = ("seecoders", "base_models", "controlnets", "ip_adapters", "loras")
+KINDS = ("seecoders", "base_models", "controlnets", "ip_adapters", "loras", "previews")
 KIND_LABEL = {
     "seecoders": "SeeCoder",
     "base_models": "base model",
     "controlnets": "ControlNet",
     "ip_adapters": "IP-Adapter",
     "loras": "LoRA",
+    "previews": "preview decoder",
 }
 SOURCE_KEYS = {"path", "repo", "file", "subfolder", "revision", "repo_type", "sha256"}
 ENTRY_OPTIONS = {
@@ -35,6 +36,7 @@ ENTRY_OPTIONS = {
     "controlnets": {"preprocessor", "kind", "seed", "config"},
     "ip_adapters": {"image_encoder", "seed"},
     "loras": {"scheduler", "steps", "guidance", "validated"},
+    "previews": {"seed"},
 }
 # A LoRA entry's sampler settings (few-step LoRAs: LCM-LoRA, TCD, Hyper-SD): choosing the LoRA in a
 # tab sets these controls, and `prompt-free generate --lora` uses them unless given on the command line.
@@ -52,6 +54,7 @@ TINY_BUILDERS = {
     "controlnets": {"controlnet"},
     "ip_adapters": set(),
     "loras": set(),
+    "previews": {"taesd"},
 }
 NO_LORA = "none"  # the LoRA pickers' "no LoRA" choice, so no entry may take this name
 
@@ -63,6 +66,7 @@ RANDOM_BUILDERS = {
     "controlnets": {"controlnet_sd15"},
     "ip_adapters": set(),
     "loras": set(),
+    "previews": {"taesd_full"},
 }
 BASE_MODEL_FORMATS = {"diffusers", "single_file", "pfd_unet"}
 MODEL_INDEX = "model_index.json"  # the file that marks a diffusers model repo (root or subfolder)
@@ -331,7 +335,7 @@ class Registry:
     def is_tiny(self) -> bool:
         """Every entry is built in (tiny or full-size random): nothing to download (LoRA files
         added to such a profile do not count: its pictures stay meaningless)."""
-        return all(e.tiny is not None for kind, section in self.entries.items() if kind != "loras"
+        return all(e.tiny is not None for kind, section in self.entries.items() if kind not in ("loras", "previews")
                    for e in section.values())
 
     @property
@@ -371,7 +375,8 @@ class Registry:
         if not entries["seecoders"] or not entries["base_models"]:
             raise ConfigError(f"profile '{profile}' needs at least one SeeCoder and one base model")
         defaults = dict(data.get("defaults") or {})
-        for key, kind in (("seecoder", "seecoders"), ("base_model", "base_models"), ("controlnet", "controlnets"), ("content_controlnet", "controlnets")):
+        for key, kind in (("seecoder", "seecoders"), ("base_model", "base_models"), ("controlnet", "controlnets"),
+                          ("content_controlnet", "controlnets"), ("preview", "previews")):
             if key in defaults and defaults[key] not in entries[kind]:
                 raise ConfigError(f"profile '{profile}': default {key} '{defaults[key]}' is not defined under {kind}")
             if key not in defaults and entries[kind]:

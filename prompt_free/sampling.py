@@ -157,6 +157,8 @@ class ControlInput:
 
 
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+# ``preview(steps_done, total, latents)``: see ``denoise``.
+PreviewHook = Callable[[int, int, torch.Tensor], None]
 
 
 def _step_kwargs(scheduler, generator):
@@ -195,7 +197,10 @@ class EagerParts:
         )[0]
 
     def step(self, eps, i: int, latents):
-        return self.scheduler.step(eps, self.ts[i], latents, **self.step_kwargs, return_dict=False)[0]
+        """(next latents, the step's predicted x0 or None: what a preview shows)."""
+        from .fast import step_outputs
+
+        return step_outputs(self.scheduler.step(eps, self.ts[i], latents, **self.step_kwargs, return_dict=False))
 
 
 def report_progress(progress, i: int, n: int, note: Optional[str] = None) -> None:
@@ -230,6 +235,7 @@ def denoise(
     progress: Optional[Callable[..., None]] = None,
     timesteps: Optional[Sequence[int]] = None,
     fast=None,
+    preview: Optional[PreviewHook] = None,
 ) -> torch.Tensor:
     """Run the sampler from initial ``noise`` (scaled by the scheduler's init sigma) and return
     the final latents (before the VAE).
@@ -239,7 +245,13 @@ def denoise(
     (inpainting UNets). ``after_step(i, t, latents)`` may replace the latents after a step
     (latent blending for inpainting). ``timesteps`` overrides the scheduler's spacing.
     ``fast``: a ``prompt_free.fast.FastPath`` for its faster parts of the same loop (None: the
-    eager parts).
+    eager parts). ``preview(steps_done, total, latents)`` is called after every
+    ``settings.preview_interval`` steps but the last (the final picture follows) with what the
+    run would give if it stopped there: the step's predicted x0 where the scheduler returns one
+    (DDIM, Euler: a clean picture from the first steps on), else the new latents (the multistep
+    schedulers return no x0, and rebuilding it would need each scheduler's own parametrisation;
+    their latents are noisy early and close to the final ones late). The hook reads those
+    tensors and must not change them; without a hook the loop does no preview work at all.
     """
     device, dtype = unet.device, unet.dtype
     B = noise.shape[0]
@@ -275,6 +287,7 @@ def denoise(
                                             None if extra is None else extra.shape[1])):
         report_progress(progress, 0, len(ts), fast.note)  # the first step compiles
 
+    every = settings.preview_interval(len(ts)) if preview is not None else 0
     for i, t in enumerate(ts):
         cancel.check()  # a cancelled request stops here, between two steps (prompt_free.cancel)
         x = torch.cat([latents] * 2) if guided else latents
@@ -294,9 +307,11 @@ def denoise(
         if guided:
             e_u, e_c = eps.chunk(2)
             eps = e_u + guidance * (e_c - e_u)
-        latents = parts.step(eps, i, latents)
+        latents, x0 = parts.step(eps, i, latents)
         if after_step is not None:
             latents = after_step(i, t, latents)
+        if every and (i + 1) % every == 0 and i + 1 < len(ts):
+            preview(i + 1, len(ts), latents if x0 is None else x0)
         if progress is not None:
             progress(i + 1, len(ts))
     return latents

@@ -128,6 +128,19 @@ MIN_IMAGE_SIDE = 16  # smaller than this is not a picture to take content from
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
 MAX_REFERENCE_SIDE = 1536  # SeeCoder works at native size; beyond this we downscale (memory)
 
+# Live previews (``prompt_free.previews``): a picture of the run so far, decoded with the tiny
+# autoencoder of the profile's ``previews:`` entry, every PREVIEW_EVERY steps (more often in
+# short runs, so the first one comes no later than step PREVIEW_EVERY). Env PFD_PREVIEWS=0 or
+# ``app.py --no-previews`` turns them off for the whole server.
+PREVIEW_EVERY = 5
+
+
+def preview_interval(steps: int) -> int:
+    """Steps between two previews of a run of ``steps`` steps: PREVIEW_EVERY, or fewer for a short
+    run so that it still shows a few (20 steps: every 5; 8 steps: every 2; 3 steps: every step)."""
+    return max(1, min(PREVIEW_EVERY, int(steps) // 4))
+
+
 # Uploads and the app's file cache (see README: "Uploads, limits and privacy").
 MAX_UPLOAD_MB = 25  # per file; Gradio refuses a larger upload before it is stored
 CACHE_MAX_AGE_S = 3600  # uploads and outputs in Gradio's cache are deleted after this long
@@ -257,6 +270,17 @@ def ram_budget() -> Optional[str]:
     return os.environ.get("PFD_RAM_BUDGET", "").strip() or None
 
 
+def previews() -> bool:
+    """``PFD_PREVIEWS``: live previews while a picture is sampled (default on; ``0`` turns them off for the
+    whole server, as ``app.py --no-previews`` does)."""
+    raw = os.environ.get("PFD_PREVIEWS", "").strip().lower()
+    if not raw or raw in _TRUE:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise InvalidSettingError(f"environment variable PFD_PREVIEWS must be 0 or 1, got {raw!r}")
+
+
 def public_server() -> bool:
     """Running for the public: on a Hugging Face Space (``SPACE_ID`` set) or ``app.py --public``
     (which sets ``PFD_PUBLIC``). Stricter limits apply."""
@@ -378,6 +402,7 @@ def check_environment() -> None:
     start with its message instead of failing each request later."""
     max_base_models()
     fast_mode()
+    previews()
     precision()
     threads()
     max_work()

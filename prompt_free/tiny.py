@@ -63,6 +63,15 @@ TINY_VAE_CONFIG = dict(
     scaling_factor=0.18215,
 )
 
+# The live previews' decoder (a TAESD-like AutoencoderTiny): the same latent scale (/8), narrow.
+TINY_TAESD_CONFIG = dict(
+    encoder_block_out_channels=(8, 8, 8, 8),
+    decoder_block_out_channels=(8, 8, 8, 8),
+    num_encoder_blocks=(1, 1, 1, 1),
+    num_decoder_blocks=(1, 1, 1, 1),
+    latent_channels=4,
+)
+
 TINY_CLIP_TEXT_CONFIG = dict(
     vocab_size=1000,
     hidden_size=TINY_CONTEXT_DIM,
@@ -112,6 +121,12 @@ def tiny_vae(seed: int = 3):
     from diffusers import AutoencoderKL
 
     return _seeded(seed, lambda: AutoencoderKL(**TINY_VAE_CONFIG)).eval()
+
+
+def tiny_taesd(seed: int = 6):
+    from diffusers import AutoencoderTiny
+
+    return _seeded(seed, lambda: AutoencoderTiny(**TINY_TAESD_CONFIG)).eval()
 
 
 def tiny_text_encoder(seed: int = 4):

@@ -21,7 +21,7 @@ A switched-off column returns no image and "switched off".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
@@ -45,6 +45,7 @@ from prompt_free.tasks.compare import (
 from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, MODES, controlnet_choices
 
 from .endpoint import InputGroup, endpoint
+from .previews import live_previews
 from .uploads import image_input
 from .widgets import (
     settings_from_png,
@@ -272,6 +273,7 @@ def build(engine) -> None:
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
                 loras = lora_pickers(engine, "compare", controls)
                 run, stop = run_buttons("Compare", "compare")
+                live = live_previews(engine, "compare", outputs=0, show=_column_preview)  # outputs: below
                 settings_from_png(models, controls, baselines, elem_id="compare-load-png")
         outputs = _outputs(ip_names)
         size_follows_image(engine, structure.image, controls)
@@ -301,16 +303,24 @@ def build(engine) -> None:
                 (result.columns[m].image, column_stats(result.columns[m])) if m in result.columns else (None, OFF))]
             return (*images, *stats, differences_table(result), download, used_maps, seed, optional)
 
-        api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls,
-                       text_column, loras)
         # The optional column reaches the tab through a State (no API output): gradio_client callers
         # keep the ten outputs they always got, and find the column in the side-by-side download.
         optional_state = gr.State()
-        event = run.click(api.fn, inputs=api.inputs, outputs=[*outputs.components(), controls.seed, optional_state],
-                          api_name="compare")
+        event_outputs = [*outputs.components(), controls.seed, optional_state]
+        api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls,
+                       text_column, loras, previews=replace(live, outputs=len(event_outputs)))
+        event = run.click(api.fn, inputs=api.inputs, outputs=event_outputs, api_name="compare")
         event.success(lambda values: tuple(values), inputs=[optional_state],
                               outputs=outputs.optional_components(), queue=False, api_visibility="private")
         stop_cancels(stop, event)
+
+
+def _column_preview(preview):
+    """A column's preview in that column's picture (the outputs start with METHODS' images); the
+    optional column, which has no output of its own, shows none."""
+    if preview.part not in METHODS:
+        return None
+    return METHODS.index(preview.part), preview.images[0]
 
 
 def _examples(reference, structure: StructureInputs, choices) -> None:

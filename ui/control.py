@@ -30,6 +30,7 @@ from prompt_free.tasks.control import (
 )
 
 from .endpoint import InputGroup, endpoint
+from .previews import live_previews
 from .uploads import image_input
 from .widgets import (
     connect_preprocessor,
@@ -149,6 +150,7 @@ def build(engine) -> None:
                 options = reference_controls("control")
                 loras = lora_pickers(engine, "control", controls)
                 run, stop = run_buttons("Generate", "control")
+                live = live_previews(engine, "control", outputs=3)  # the event's outputs
                 _load_png(models, controls, options, first, use_second, second, panel.check_maps)
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
@@ -167,7 +169,7 @@ def build(engine) -> None:
                            {"reference": reference_image, "controls": specs}, keep_paths=False)
             return pictures, _info(result.info), seed
 
-        api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls, options, loras)
+        api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls, options, loras, previews=live)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
         stop_cancels(stop, event)
 

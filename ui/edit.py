@@ -40,6 +40,7 @@ from .masking import (
     max_side_slider,
     requested_base,
 )
+from .previews import live_previews
 from .uploads import image_input
 from .widgets import (ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker,
                       settings_from_png, stop_cancels, strength_slider)
@@ -117,6 +118,7 @@ def build(engine) -> None:
                 strength = strength_slider("edit")
                 loras = lora_pickers(engine, "edit", controls)
                 run, stop = run_buttons("Edit", "edit")
+                live = live_previews(engine, "edit", outputs=4)  # the event's outputs
                 settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side},
                                   elem_id="edit-load-png")
                 mask = hidden_mask("edit")
@@ -144,7 +146,7 @@ def build(engine) -> None:
             return result.images, result.extras, edit_info(result.info), seed
 
         api = endpoint(generate, EditImages(photo, reference, mask), models, options, controls,
-                       ("max_side", max_side), ("reference_strength", strength), loras)
+                       ("max_side", max_side), ("reference_strength", strength), loras, previews=live)
         taken = run.click(take_mask, inputs=[editor, photo], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="edit_reference",

@@ -39,14 +39,16 @@ import logging
 import os
 import queue
 import threading
-from typing import Any, Callable, ClassVar, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, List, Mapping, Optional, Sequence, Tuple, Union
 
 import gradio as gr
 
 from prompt_free.cancel import CancelToken, cancellable
 from prompt_free.errors import PromptFreeError
+from prompt_free.previews import showing
 
 from . import session_limit
+from .previews import Latest, LivePreviews
 
 log = logging.getLogger("prompt_free.ui")
 
@@ -164,10 +166,11 @@ def _split(part: Part) -> Tuple[List[str], list, Callable[[list], Any]]:
 POLL_S = 0.2  # how often the generator returns to Gradio while the worker runs (cancel latency)
 
 
-def run_cancellable(work: Callable[[], Any]):
+def run_cancellable(work: Callable[[], Any], pending: Optional[Callable[[], Any]] = None):
     """Generator: ``work()`` in a worker thread under a fresh ``CancelToken``; yields ``gr.skip()``
-    every ``POLL_S`` while it runs, then its result (its exception is raised here). Closing the
-    generator (Gradio's cancel) cancels the token; the worker stops at its next denoising step."""
+    every ``POLL_S`` while it runs (or ``pending()`` when that gives an update: a live preview),
+    then its result (its exception is raised here). Closing the generator (Gradio's cancel)
+    cancels the token; the worker stops at its next denoising step."""
     token = CancelToken()
     box: "queue.Queue" = queue.Queue(maxsize=1)
     context = contextvars.copy_context()  # gr.Progress and tqdm tracking follow the work
@@ -187,7 +190,8 @@ def run_cancellable(work: Callable[[], Any]):
                 ok, value = box.get(timeout=POLL_S)
                 break
             except queue.Empty:
-                yield gr.skip()
+                update = pending() if pending is not None else None
+                yield gr.skip() if update is None else update
         if not ok:
             raise value
         yield value
@@ -195,12 +199,14 @@ def run_cancellable(work: Callable[[], Any]):
         token.cancel()  # a no-op once the work is done; after a cancel it stops at the next step
 
 
-def endpoint(handler: Callable, *parts: Part) -> Endpoint:
+def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] = None) -> Endpoint:
     """The function to give Gradio for ``handler`` and the ``inputs`` that go with it.
 
     ``handler(*per_part_values, progress=...)`` receives, for each part, its value (a single
     input) or its group holding values; library errors become ``gr.Error`` (``handle_errors``).
-    The function is a cancellable generator (``run_cancellable``).
+    The function is a cancellable generator (``run_cancellable``). ``previews``: the tab's live
+    previews (``ui.previews``): its checkbox is the last parameter, ``previews``, consumed here
+    (the handler does not see it); while the handler runs, its previews are yielded.
     """
     names, inputs, spans = [], [], []
     for part in parts:
@@ -208,6 +214,9 @@ def endpoint(handler: Callable, *parts: Part) -> Endpoint:
         spans.append((len(inputs), len(inputs) + len(components), regroup))
         names += part_names
         inputs += components
+    if previews is not None:
+        names.append("previews")
+        inputs.append(previews.checkbox)
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate parameter names in {names}")
     from .zerogpu import gpu
@@ -219,7 +228,17 @@ def endpoint(handler: Callable, *parts: Part) -> Endpoint:
         if len(values) != len(inputs):
             raise TypeError(f"{handler.__name__}: {len(inputs)} values expected, got {len(values)}")
         args = [regroup(values[a:b]) for a, b, regroup in spans]
-        yield from run_cancellable(lambda: checked(*args, progress=progress))
+        latest = Latest() if previews is not None and previews.enabled and bool(values[-1]) else None
+
+        def work():
+            with showing(latest.put if latest is not None else None):  # in the worker: the engine's previews
+                return checked(*args, progress=progress)
+
+        def pending():
+            preview = latest.take()
+            return None if preview is None else previews.update(preview)
+
+        yield from run_cancellable(work, pending if latest is not None else None)
 
     positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
     call.__signature__ = inspect.Signature(

@@ -26,6 +26,7 @@ from prompt_free.tasks.control import controlnet_choices
 
 from .control import ControlPanel, control_panel, controls_lines
 from .endpoint import InputGroup, endpoint
+from .previews import live_previews
 from .uploads import image_input
 from .widgets import (
     settings_from_png,
@@ -117,6 +118,7 @@ def build(engine) -> None:
                 options = strength_and_blocks("multi")
                 loras = lora_pickers(engine, "multi", controls)
                 run, stop = run_buttons("Generate", "multi")
+                live = live_previews(engine, "multi", outputs=3)  # the event's outputs
                 settings_from_png(models, controls, options, fields={"blend": blend}, elem_id="multi-load-png")
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
@@ -141,7 +143,7 @@ def build(engine) -> None:
         control_parts = [("use_control", use_control), *panel.parts()] if panel is not None else []
         if panel is not None:
             size_follows_image(engine, panel.first.image, controls)
-        api = endpoint(generate, slots, ("blend", blend), models, *control_parts, controls, options, loras)
+        api = endpoint(generate, slots, ("blend", blend), models, *control_parts, controls, options, loras, previews=live)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="multi_reference")
         stop_cancels(stop, event)
 

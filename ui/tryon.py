@@ -47,6 +47,7 @@ from .masking import (
     max_side_slider,
     requested_base,
 )
+from .previews import live_previews
 from .uploads import image_input
 from .widgets import (ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker,
                       settings_from_png, stop_cancels, strength_slider)
@@ -159,6 +160,7 @@ def build(engine) -> None:
                 controls = sampler_controls(engine, size=False)
                 loras = lora_pickers(engine, "tryon", controls)
                 run, stop = run_buttons("Try on", "tryon")
+                live = live_previews(engine, "tryon", outputs=4)  # the event's outputs
                 settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side},
                                   elem_id="tryon-load-png")
                 mask = hidden_mask("tryon")
@@ -189,7 +191,7 @@ def build(engine) -> None:
             return result.images, result.extras, _info(result.info), seed
 
         api = endpoint(generate, TryOnImages(person, garment, mask, mask_mode), models, options, controls,
-                       ("max_side", max_side), ("reference_strength", strength), loras)
+                       ("max_side", max_side), ("reference_strength", strength), loras, previews=live)
         taken = run.click(take_mask, inputs=[editor, person], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="virtual_tryon",

@@ -10,6 +10,7 @@ from prompt_free.metadata import tag
 from prompt_free.tasks import VariationSettings, image_variation
 
 from .endpoint import endpoint
+from .previews import live_previews
 from .uploads import image_input
 from .widgets import (
     format_info,
@@ -33,10 +34,11 @@ def build(engine) -> None:
             with gr.Column():
                 reference = image_input(label="Reference image", sources=["upload", "clipboard"], elem_id="variation-reference")
                 models = model_pickers(engine)
-                controls = sampler_controls(engine)
+                controls = sampler_controls(engine, elem_prefix="variation")
                 options = reference_controls("variation")
                 loras = lora_pickers(engine, "variation", controls)
                 run, stop = run_buttons("Generate", "variation")
+                live = live_previews(engine, "variation", outputs=3)  # the event's outputs
                 settings_from_png(models, controls, options, elem_id="variation-load-png")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="variation-gallery")
@@ -54,6 +56,6 @@ def build(engine) -> None:
             images = tag(engine, result, "image_variation", settings, {"reference": reference_image}, keep_paths=False)
             return images, format_info(result.info), seed
 
-        api = endpoint(generate, ("reference_image", reference), models, controls, options, loras)
+        api = endpoint(generate, ("reference_image", reference), models, controls, options, loras, previews=live)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation")
         stop_cancels(stop, event)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .. import previews
 from .. import settings as limits
 from ..conditioning import AttentionProcessors, Conditioning
 from ..errors import ConfigError, InputImageError, InvalidSettingError
@@ -439,7 +440,8 @@ def _run_column(run: _Run, method: str, k: int, n_columns: int, progress: Column
     timings: Dict[str, float] = {}
     with _metered(run.engine, record):
         col = STRATEGIES[method](run, timings)
-        gen = run.engine.generate(run.s.base_model, col.conditioning, run.sampler, progress=column_progress)
+        gen = run.engine.generate(run.s.base_model, col.conditioning, run.sampler, progress=column_progress,
+                                  preview=previews.labelled(previews.current(), method))  # the column's previews
     timings.update(gen.timings)
     return ColumnResult(method, METHOD_LABELS[method], gen.images[0], col.described, col.controlnets,
                         text_encoder=col.text_encoder, image_encoder=col.image_encoder,
