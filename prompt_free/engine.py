@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from . import loading, memory, settings
+from . import deep_cache, loading, memory, settings
 from .conditioning import Conditioning
 from .errors import InvalidSettingError
 from .fast import FastPath
@@ -422,6 +422,8 @@ class Engine:
                 )
             loras = LoraPatch([(self.lora(name), scale) for name, scale in sampler.loras])
             loras.check(base.unet, base_model)
+            if sampler.deep_cache > 1:
+                deep_cache.check_supported(base.unet, base_model)
             f = base.vae_scale_factor
             noise = initial_noise(sampler.seeds, (4, sampler.height // f, sampler.width // f))
             reserve = memory.activation_reserve(sampler, torch.finfo(self.dtype).bits // 8) if self.device.type == "cuda" else 0
@@ -475,7 +477,7 @@ class Engine:
                     base.unet, make_scheduler(sampler.scheduler), noise, c.context, c.uncond,
                     steps=sampler.steps, guidance=sampler.guidance, controls=c.controls,
                     generator=torch.Generator().manual_seed(sampler.seed), progress=progress,
-                    extra_unet_channels=extra, after_step=after_step, fast=fast,
+                    extra_unet_channels=extra, after_step=after_step, fast=fast, deep_cache=sampler.deep_cache,
                 )
             _sync(self.device)
             timings["denoise"] = time.perf_counter() - t0

@@ -166,6 +166,11 @@ class FastPath:
             m.to(memory_format=torch.channels_last)
             self._laid_out.add(m)
 
+    def lay_out(self, m: torch.nn.Module) -> None:
+        """``m``'s weights channels_last on the compile path (once), for functions that take it."""
+        if self.compile:
+            self._laid_out_once(m)
+
     def module(self, m: torch.nn.Module):
         """``m``'s forward, compiled (channels_last weights) on the compile path, else ``m``."""
         if not self.compile:
