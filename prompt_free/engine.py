@@ -388,7 +388,9 @@ class Engine:
         with self._small_lock:
             hit = self._encodings.get_and_touch(key)
         if hit is None:
-            hit = self.on_device(lambda: sc.model(image_to_tensor(img).to(self.device, self.dtype)))
+            x = image_to_tensor(img).to(self.device, self.dtype)
+            encode = self.fast.encoder(sc.model, x) if self.fast is not None else sc.model  # compiled at common sizes
+            hit = self.on_device(lambda: encode(x))
             with self._small_lock:
                 self._encodings.put(key, hit)
         return hit, sc.unconditional

@@ -39,6 +39,10 @@ from . import settings
 log = logging.getLogger(__name__)
 
 COMPILING_NOTE = "compiling (once)"
+# Reference sizes (width, height) whose SeeCoder encode is compiled on the compile path: the
+# app's default and the usual square uploads. Other sizes run eagerly (references come at their
+# native size, so compiling every size would compile nearly every request).
+COMMON_REFERENCE_SIZES = frozenset({(512, 512), (768, 768), (1024, 1024)})
 
 
 # ----------------------------------------------------------------------------- DDIM step
@@ -130,6 +134,10 @@ def _decode(vae, z):
     return vae.decode(z)
 
 
+def _encode(seecoder, image):
+    return seecoder(image)
+
+
 class FastPath:
     """The engine's fast-path state: whether to compile, the compiled functions (which take the
     model as an argument: nothing here keeps an evicted model alive) and the shapes already
@@ -185,6 +193,14 @@ class FastPath:
         if found is None:
             found = self._compiled_fn[fn] = torch.compile(fn, backend=self.backend, dynamic=False)
         return found
+
+    def encoder(self, seecoder, image: torch.Tensor):
+        """SeeCoder's forward for ``image`` (B, 3, H, W): compiled (static shapes) on the compile
+        path when (W, H) is one of ``COMMON_REFERENCE_SIZES``, else the model itself. No
+        channels_last here: after the patch embedding Swin works on token tensors."""
+        if not self.compile or (image.shape[-1], image.shape[-2]) not in COMMON_REFERENCE_SIZES:
+            return seecoder
+        return functools.partial(self.function(_encode), seecoder)
 
     def decoder(self, vae):
         """The VAE's decode, compiled on the compile path."""
