@@ -232,3 +232,31 @@ def test_the_compile_path_compiles_both_forwards_and_matches_eager_quick_mode():
     assert full in path._compiled_fn and shallow in path._compiled_fn
     assert rel(compiled, eager) <= 1e-5
     torch._dynamo.reset()
+
+
+def test_cli_deep_cache_option_is_the_library_call_and_is_redone_from_its_png(tmp_path, capsys):
+    import numpy as np
+
+    from prompt_free.tasks import VariationSettings, image_variation
+    from tests.test_cli import TINY, pixels, run
+
+    code, _, err = run(["generate", "--reference", REF, "--deep-cache", 2, *TINY, "--out", tmp_path / "D"], capsys)
+    assert code == 0, err
+    png = tmp_path / "D" / "chelsea-s20.png"
+    fresh = Engine.from_profile("tiny")
+    want = image_variation(fresh, REF, VariationSettings(steps=2, width=64, height=64, deep_cache=2)).images[0]
+    exact = image_variation(fresh, REF, VariationSettings(steps=2, width=64, height=64)).images[0]
+    assert np.array_equal(pixels(png), np.asarray(want.convert("RGB")))
+    assert not np.array_equal(pixels(png), np.asarray(exact.convert("RGB")))
+    assert metadata.read(png)["settings"]["deep_cache"] == 2
+    code, _, err = run(["generate", "--from-png", png, "--out", tmp_path / "D2"], capsys)
+    assert code == 0, err
+    assert np.array_equal(pixels(png), pixels(tmp_path / "D2" / png.name))
+
+
+def test_cli_refuses_an_invalid_interval_in_one_line(tmp_path, capsys):
+    from tests.test_cli import run
+
+    code, _, err = run(["generate", "--reference", REF, "--profile", "tiny", "--deep-cache", 0, "--out", tmp_path / "o"],
+                       capsys)
+    assert code == 1 and "error: deep cache interval must be between 1 and 10, got 0" in err and "Traceback" not in err

@@ -52,6 +52,7 @@ from .widgets import (
     run_buttons,
     stop_cancels,
     lora_pickers,
+    quick_mode,
     model_pickers,
     preprocessor_dropdown,
     progress_callback,
@@ -271,13 +272,14 @@ def build(engine) -> None:
                 text_column = _text_column_inputs()
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
                 loras = lora_pickers(engine, "compare")
+                deep_cache = quick_mode("compare")
                 run, stop = run_buttons("Compare", "compare")
                 settings_from_png(models, controls, baselines, elem_id="compare-load-png")
         outputs = _outputs(ip_names)
         size_follows_image(engine, structure.image, controls)
         _examples(reference, structure, choices)
 
-        def run_compare(reference_image, structure, models, columns, baselines, sampler, text_column, loras, progress):
+        def run_compare(reference_image, structure, models, columns, baselines, sampler, text_column, loras, quick, progress):
             seed = sampler.pick_seed()
             methods = columns.methods() + ([PROMPT_FREE_TEXT] if text_column.prompt_free_text else [])
             if not methods:
@@ -285,7 +287,8 @@ def build(engine) -> None:
             if IP_ADAPTER in methods and not ip_names:
                 raise gr.Error("The IP-Adapter column is not available: no IP-Adapter is configured in checkpoints.yaml.")
             settings = CompareSettings(**models.settings(), **sampler.settings(seed), methods=tuple(methods),
-                                       **baselines.settings(), **text_column.settings(), **loras.settings())
+                                       **baselines.settings(), **text_column.settings(), **loras.settings(),
+                                       deep_cache=int(quick))
             result = compare(
                 engine, reference_image, structure.image, structure.kind, mode=structure.mode,
                 preprocessor=structure.preprocessor, settings=settings, progress=progress_callback(progress, "Comparing"),
@@ -302,7 +305,7 @@ def build(engine) -> None:
             return (*images, *stats, differences_table(result), download, used_maps, seed, optional)
 
         api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls,
-                       text_column, loras)
+                       text_column, loras, ("deep_cache", deep_cache))
         # The optional column reaches the tab through a State (no API output): gradio_client callers
         # keep the ten outputs they always got, and find the column in the side-by-side download.
         optional_state = gr.State()

@@ -37,6 +37,7 @@ from .widgets import (
     stop_cancels,
     format_info,
     lora_pickers,
+    quick_mode,
     model_pickers,
     preprocessor_dropdown,
     progress_callback,
@@ -148,6 +149,7 @@ def build(engine) -> None:
                 controls = sampler_controls(engine)
                 options = reference_controls("control")
                 loras = lora_pickers(engine, "control")
+                deep_cache = quick_mode("control")
                 run, stop = run_buttons("Generate", "control")
                 _load_png(models, controls, options, first, use_second, second, panel.check_maps)
             with gr.Column():
@@ -158,16 +160,17 @@ def build(engine) -> None:
         size_follows_image(engine, first.image, controls)
         _examples(reference, first, use_second, second)
 
-        def generate(reference_image, models, first, use_second, second, check_maps, sampler, options, loras, progress):
+        def generate(reference_image, models, first, use_second, second, check_maps, sampler, options, loras, quick, progress):
             seed = sampler.pick_seed()
             specs = ControlPanel.specs(first, use_second, second, check_maps)
-            settings = ControlSettings(**models.settings(), **sampler.settings(seed), **options.settings(), **loras.settings())
+            settings = ControlSettings(**models.settings(), **sampler.settings(seed), **options.settings(), **loras.settings(),
+                                       deep_cache=int(quick))
             result = reference_control(engine, reference_image, specs, settings, progress=progress_callback(progress))
             pictures = tag(engine, result, "reference_control", settings,
                            {"reference": reference_image, "controls": specs}, keep_paths=False)
             return pictures, _info(result.info), seed
 
-        api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls, options, loras)
+        api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls, options, loras, ("deep_cache", deep_cache))
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
         stop_cancels(stop, event)
 

@@ -19,6 +19,7 @@ from prompt_free.errors import PromptFreeError
 from prompt_free.sampling import DEFAULT_SCHEDULER, SCHEDULERS
 from prompt_free.registry import NO_LORA
 from prompt_free.settings import (
+    DEEP_CACHE,
     FOLLOW_SIZE_HI,
     FOLLOW_SIZE_LO,
     GUIDANCE,
@@ -187,6 +188,17 @@ def lora_pickers(engine, elem_prefix: str) -> LoraPickers:
                                          allow_custom_value=True, elem_id=f"{elem_prefix}-lora-{i}", scale=3))
                 parts.append(slider(LORA_SCALE, f"LoRA {i} scale", elem_id=f"{elem_prefix}-lora-{i}-scale", scale=2))
     return LoraPickers(*parts)
+
+
+QUICK_MODE_LABEL = "Quick mode (approximate): deep features reused for N steps"
+
+
+def quick_mode(elem_prefix: str) -> gr.Slider:
+    """The quick-mode slider (``Sampler.deep_cache``, approximate; 1 = off, the exact picture).
+    A tab adds it as the very last part of its endpoint, ``("deep_cache", slider)``, so calls
+    that leave it out get the exact picture."""
+    return slider(DEEP_CACHE, QUICK_MODE_LABEL, elem_id=f"{elem_prefix}-deep-cache",
+                  info="1 = off (exact). 2 or 3: faster steps, a slightly different picture (recorded in the PNG)")
 
 
 @dataclass
