@@ -431,6 +431,8 @@ def format_info(info: dict) -> str:
     loras = info.get("loras")
     if loras:
         parts.append("LoRA " + ", ".join(f"{name} x{scale:g}" for name, scale in loras))
+    if info.get("deep_cache", 1) > 1:  # never silent
+        parts.append(f"quick mode N={info['deep_cache']} (approximate)")
     parts += reference_notes(info)
     if timing:
         parts.append(timing)
