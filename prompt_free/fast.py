@@ -20,8 +20,17 @@ Compiled (CUDA only, ``fast=True`` / ``PFD_FAST=1``; not exact: other kernels):
     disk (``settings.compile_cache_dir()``), so a restart reuses them. The first step of a
     new shape reports "compiling (once)" through the progress callback.
 
-Not done (documented in benchmarks/README.md): CUDA graphs of a whole guided step, compiling
-SeeCoder, DeepCache-style approximate reuse.
+  * SeeCoder's forward (``FastPath.encoder``), for references at ``COMMON_REFERENCE_SIZES``
+    only (other sizes run eagerly: references come at their native size). Its shifted-window
+    masks are cached per (size, device, dtype) on every path (``seecoder.swin.window_mask``;
+    exact, the same tensor).
+
+Approximate, opt-in and labelled (``Sampler.deep_cache`` N > 1, ``prompt_free.deep_cache``):
+DeepCache-style reuse of the UNet's deep features for N - 1 steps after each full step, on the
+eager loop and on this path (both its forwards go through ``FastPath.function``, so they are
+compiled on the compile path).
+
+Not done (documented in benchmarks/README.md): CUDA graphs of a whole guided step.
 """
 
 from __future__ import annotations
