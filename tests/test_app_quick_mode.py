@@ -41,3 +41,22 @@ def test_an_interval_out_of_range_is_refused_with_a_message(client):
     with pytest.raises(Exception) as e:
         client.predict(*_endpoint_calls()["/image_variation"], deep_cache=11, api_name="/image_variation")
     assert "11" in str(e.value) and "10" in str(e.value)
+
+
+@pytest.mark.browser
+def test_browser_load_settings_from_png_sets_the_quick_mode_slider(app, tmp_path):
+    """A CLI picture made with --deep-cache 3, loaded in the Image Variation tab, sets its quick-mode
+    slider, whose label says approximate."""
+    from prompt_free import cli
+    from tests._app import EXAMPLES, chromium_page
+
+    code = cli.main(["generate", "--reference", str(EXAMPLES / "coffee.jpg"), "--deep-cache", "3", "--seed", "31",
+                     "--steps", "3", "--size", "64x64", "--profile", "tiny", "--out", str(tmp_path)])
+    assert code == 0
+    with chromium_page(app[2]) as page:
+        assert "approximate" in page.locator("#variation-deep-cache").inner_text()
+        page.get_by_text("Load settings from a PNG").first.click()
+        page.locator("#variation-load-png input[type=file]").set_input_files(str(tmp_path / "coffee-s31.png"))
+        page.wait_for_function("() => document.querySelector('#variation-load-png-note').innerText.includes('seed 31')",
+                               timeout=60_000)
+        assert page.locator("#variation-deep-cache input[type=number]").input_value() == "3"

@@ -274,7 +274,7 @@ def build(engine) -> None:
                 loras = lora_pickers(engine, "compare")
                 deep_cache = quick_mode("compare")
                 run, stop = run_buttons("Compare", "compare")
-                settings_from_png(models, controls, baselines, elem_id="compare-load-png")
+                settings_from_png(models, controls, baselines, fields={"deep_cache": deep_cache}, elem_id="compare-load-png")
         outputs = _outputs(ip_names)
         size_follows_image(engine, structure.image, controls)
         _examples(reference, structure, choices)

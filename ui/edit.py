@@ -118,7 +118,8 @@ def build(engine) -> None:
                 loras = lora_pickers(engine, "edit")
                 deep_cache = quick_mode("edit")
                 run, stop = run_buttons("Edit", "edit")
-                settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side},
+                settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side,
+                                                                            "deep_cache": deep_cache},
                                   elem_id="edit-load-png")
                 mask = hidden_mask("edit")
             with gr.Column():

@@ -119,7 +119,8 @@ def build(engine) -> None:
                 loras = lora_pickers(engine, "multi")
                 deep_cache = quick_mode("multi")
                 run, stop = run_buttons("Generate", "multi")
-                settings_from_png(models, controls, options, fields={"blend": blend}, elem_id="multi-load-png")
+                settings_from_png(models, controls, options, fields={"blend": blend, "deep_cache": deep_cache},
+                                  elem_id="multi-load-png")
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="multi-gallery")

@@ -160,7 +160,8 @@ def build(engine) -> None:
                 loras = lora_pickers(engine, "tryon")
                 deep_cache = quick_mode("tryon")
                 run, stop = run_buttons("Try on", "tryon")
-                settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side},
+                settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side,
+                                                                            "deep_cache": deep_cache},
                                   elem_id="tryon-load-png")
                 mask = hidden_mask("tryon")
             with gr.Column():

@@ -39,7 +39,7 @@ def build(engine) -> None:
                 loras = lora_pickers(engine, "variation")
                 deep_cache = quick_mode("variation")
                 run, stop = run_buttons("Generate", "variation")
-                settings_from_png(models, controls, options, elem_id="variation-load-png")
+                settings_from_png(models, controls, options, fields={"deep_cache": deep_cache}, elem_id="variation-load-png")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="variation-gallery")
                 info = gr.Markdown(elem_id="variation-info")
