@@ -49,9 +49,10 @@ def supported(unet) -> bool:
 
 
 def check_supported(unet, base_model: str) -> None:
+    """``InvalidSettingError`` naming ``base_model`` (e.g. "'Tiny SD'") unless ``supported``."""
     if not supported(unet):
         raise InvalidSettingError(
-            f"quick mode (deep cache) is not available for base model '{base_model}': its UNet is not the "
+            f"quick mode (deep cache) is not available for the base model {base_model}: its UNet is not the "
             "SD-1.x layout it reuses; set deep cache to 1 (off)")
 
 
@@ -142,6 +143,7 @@ class DeepCache:
     def __init__(self, interval: int, unet, ts, context, fast=None):
         if interval < 2:
             raise ValueError("a DeepCache reuses features: interval >= 2 (1 is off and builds none)")
+        check_supported(unet, "of this run")  # again here: a run's UNet patch could have changed it
         self.interval, self.unet, self.ts, self.context = int(interval), unet, ts, context
         self.n_skips = skip_count(unet)
         self._full = fast.function(unet_keeping_deep) if fast is not None else unet_keeping_deep

@@ -425,7 +425,7 @@ class Engine:
             loras = LoraPatch([(self.lora(name), scale) for name, scale in sampler.loras])
             loras.check(base.unet, base_model)
             if sampler.deep_cache > 1:
-                deep_cache.check_supported(base.unet, base_model)
+                deep_cache.check_supported(base.unet, f"'{base_model}'")
             f = base.vae_scale_factor
             noise = initial_noise(sampler.seeds, (4, sampler.height // f, sampler.width // f))
             reserve = memory.activation_reserve(sampler, torch.finfo(self.dtype).bits // 8) if self.device.type == "cuda" else 0

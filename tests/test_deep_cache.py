@@ -190,8 +190,8 @@ def test_an_unsupported_unet_is_refused_with_a_clear_message():
     assert supported(tiny_unet(1)) and not supported(other)
     from prompt_free.deep_cache import check_supported
 
-    with pytest.raises(InvalidSettingError, match="quick mode .* not available for base model 'X'"):
-        check_supported(other, "X")
+    with pytest.raises(InvalidSettingError, match="quick mode .* not available for the base model 'X'"):
+        check_supported(other, "'X'")
 
 
 def test_the_png_metadata_records_quick_mode_and_says_approximate(engine, tmp_path):
