@@ -24,6 +24,9 @@ Rows, in this order (the deadline guard skips what does not fit, never the table
   3. SeeCoder encode of a --size reference (its digest changed each time: no cache hit);
   4. VAE decode of one image;
   5. end to end (``image_variation``, --e2e-steps steps), with SeeCoder's share;
+  5b. quick mode (``Sampler.deep_cache`` N = 2, 3; approximate): ms per guided step against the
+     exact loop (N = 1) on the default path, interleaved round by round, and the relative
+     deviation of its final latents from the exact ones (--quick-steps steps, same seed);
   6. CUDA only: peak memory with 2 ControlNets at 512² and 768², the 8 GB check in a subprocess
      (``torch.cuda.set_per_process_memory_fraction``), base-model switch from the RAM tier
      against a disk load.
@@ -62,7 +65,8 @@ CONTROLNETS = ("openpose", "depth")
 NOT_MEASURED = "not measured"
 GB = 1e9
 COMPILE_ALLOWANCE_S = 150  # a cold inductor compile of an SD-1.5 UNet (+ ControlNets) on one GPU
-ROW_GROUPS = ("steps0", "seecoder", "vae", "e2e", "steps1", "steps2", "gpu")
+ROW_GROUPS = ("steps0", "seecoder", "vae", "e2e", "quick", "steps1", "steps2", "gpu")
+QUICK_INTERVALS = (2, 3)  # quick mode (approximate): deep features reused for N steps
 
 # The goals of issue 16 (the absolute figures are for an H100-class GPU).
 GOAL_E2E_S = 0.40
@@ -134,8 +138,8 @@ class Bench:
         maps = [image_to_tensor(load_image(p).resize((size, size))) for p in MAPS]
         return [ControlInput(self.engine.controlnet(CONTROLNETS[k]), maps[k], 1.0) for k in range(n)]
 
-    def sampler(self, size: int, steps: int, seed: int = 20) -> Sampler:
-        return Sampler(width=size, height=size, steps=steps, seed=seed, guidance=2.0)
+    def sampler(self, size: int, steps: int, seed: int = 20, deep_cache: int = 1) -> Sampler:
+        return Sampler(width=size, height=size, steps=steps, seed=seed, guidance=2.0, deep_cache=deep_cache)
 
     def engine_step_ms(self, mode: str, n_cn: int, size: int, steps: int) -> float:
         self.engine.fast = self.modes[mode]
@@ -255,6 +259,38 @@ class Bench:
             t = timed(self.device, lambda: image_variation(self.engine, self.reference(), settings))
             self.record(f"e2e_s/{m}", t, steps=steps)
 
+    def quick_rows(self) -> None:
+        """Quick mode against exact on the default path (``fast``): ms per step and latent deviation."""
+        size, steps = self.args.size, self.args.quick_steps
+        self.engine.fast = self.modes["fast"]
+        ctx, unc = self.context()
+        c = Conditioning(ctx, unc, [])
+        intervals = (1,) + QUICK_INTERVALS
+        latents, runs = {}, {n: [] for n in intervals}
+
+        def once(n):
+            out = {}
+            t = timed(self.device, lambda: out.update(z=self.engine.generate(
+                self.base_name, c, self.sampler(size, steps, deep_cache=n), decode=False).latents))
+            latents[n] = out["z"].float().cpu()
+            return 1e3 * t / steps
+
+        once(1)  # warm-up
+        for r in range(self.args.repeats):  # interleaved, the order reversed every other round
+            for n in (intervals if r % 2 == 0 else intervals[::-1]):
+                runs[n].append(once(n))
+            if not self.deadline.allows(0):
+                break
+        exact = latents[1]
+        self.record("quick/step_ms/exact", statistics.median(runs[1]), runs=runs[1], steps=steps)
+        for n in QUICK_INTERVALS:
+            ratios = [q / e for q, e in zip(runs[n], runs[1])]
+            d = latents[n] - exact
+            self.record(f"quick/step_ms/N{n}", statistics.median(runs[n]), runs=runs[n], steps=steps)
+            self.record(f"quick/ratio/N{n}", statistics.median(ratios), runs=ratios)
+            self.record(f"quick/deviation_max/N{n}", (d.abs().max() / exact.abs().max()).item())
+            self.record(f"quick/deviation_rms/N{n}", (d.norm() / exact.norm()).item())
+
     def peak_memory_rows(self) -> None:
         for size in (512, 768):
             if not self.deadline.allows(20):
@@ -316,6 +352,7 @@ class Bench:
             ("seecoder", "SeeCoder", 5, self.seecoder_row),
             ("vae", "VAE decode", 5, self.vae_row),
             ("e2e", "end to end", 10, self.e2e_row),
+            ("quick", "quick mode", 10, self.quick_rows),
             ("steps1", "steps 1 ControlNet", 10, lambda: self.steps_rows(1, with_diffusers=not a.quick)),
             ("steps2", "steps 2 ControlNets", 10, lambda: self.steps_rows(2, with_diffusers=not a.quick)),
         ]
@@ -411,6 +448,12 @@ def goals(b: Bench) -> list:
     if fe and d:
         out.append({"goal": f"{best} vs bare diffusers eager, ms per step (information)", "figure": f"{fe / d:.3f}",
                     "verdict": "-"})
+    for n in QUICK_INTERVALS:
+        q, dev = v(f"quick/ratio/N{n}"), v(f"quick/deviation_max/N{n}")
+        if q is not None:
+            out.append({"goal": f"quick mode N={n} (approximate) vs exact, ms per step (information)",
+                        "figure": f"{q:.3f}; final latents off by {dev:.2%} (max) / "
+                                  f"{v(f'quick/deviation_rms/N{n}'):.2%} (rms), relative", "verdict": "-"})
     return out
 
 
@@ -449,6 +492,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=None, help="image side (default 512; tiny: 128)")
     p.add_argument("--steps", type=int, default=None, help="steps per ms/step timing (default 20 on CUDA, 2 on the CPU)")
     p.add_argument("--e2e-steps", type=int, default=None, help="steps of the end-to-end row (default 50 on CUDA, --steps on the CPU)")
+    p.add_argument("--quick-steps", type=int, default=None,
+                   help="steps of the quick-mode rows (default 6: whole full/reuse cycles of N = 2 and 3)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5 on CUDA, 1 on the CPU)")
     p.add_argument("--deadline", type=float, default=270.0, help="seconds; optional rows are skipped past it")
     p.add_argument("--no-compile", action="store_true", help="leave the compiled mode out")
@@ -464,6 +509,7 @@ def main(argv=None) -> int:
     args.steps = args.steps or (20 if cuda else 2)
     args.e2e_steps = args.e2e_steps or (50 if cuda else args.steps)
     args.repeats = args.repeats or (5 if cuda else 1)
+    args.quick_steps = args.quick_steps or (24 if cuda else 6)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child_8gb:

@@ -147,6 +147,10 @@ def _sampler_options(p: argparse.ArgumentParser, *, size: bool = True) -> None:
                                                      "follows the first control image)")
     p.add_argument("--num-images", type=int, default=int(settings.NUM_IMAGES.default), help="images per reference (default 1)")
     p.add_argument("--sampler", default=None, help="sampler name (default DDIM, the paper's, or the --lora entry's own)")
+    p.add_argument("--deep-cache", type=int, default=int(settings.DEEP_CACHE.default), metavar="N",
+                   help="quick mode, APPROXIMATE: the UNet's deep features are computed every N steps and reused in "
+                        f"between (2 or 3: faster, slightly different pictures); default 1: off, exact "
+                        f"({int(settings.DEEP_CACHE.lo)}..{int(settings.DEEP_CACHE.hi)})")
     p.add_argument("--base-model", help="a base model of checkpoints.yaml (default: the profile's)")
     p.add_argument("--seecoder", help="a SeeCoder of checkpoints.yaml (default: the profile's)")
 
@@ -332,7 +336,8 @@ def _out_dir(path: str) -> Path:
 def _sampler_settings(args, engine, width=None, height=None) -> dict:
     loras = tuple(parse_lora(t) for t in args.lora)
     s = dict(seed=args.seed, num_images=args.num_images, base_model=args.base_model, seecoder=args.seecoder,
-             reference_strength=args.reference_strength, loras=loras, **lora_sampler(args, engine, loras))
+             reference_strength=args.reference_strength, loras=loras, deep_cache=args.deep_cache,
+             **lora_sampler(args, engine, loras))
     if width is not None:
         s.update(width=width, height=height)
     return s

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from . import loading, memory, previews, settings
+from . import deep_cache, loading, memory, previews, settings
 from .conditioning import Conditioning
 from .errors import InvalidSettingError
 from .fast import FastPath
@@ -401,7 +401,9 @@ class Engine:
         with self._small_lock:
             hit = self._encodings.get_and_touch(key)
         if hit is None:
-            hit = self.on_device(lambda: sc.model(image_to_tensor(img).to(self.device, self.dtype)))
+            x = image_to_tensor(img).to(self.device, self.dtype)
+            encode = self.fast.encoder(sc.model, x) if self.fast is not None else sc.model  # compiled at common sizes
+            hit = self.on_device(lambda: encode(x))
             with self._small_lock:
                 self._encodings.put(key, hit)
         return hit, sc.unconditional
@@ -442,6 +444,8 @@ class Engine:
             loras = LoraPatch([(self.lora(name), scale) for name, scale in sampler.loras])
             loras.check(base.unet, base_model)
             show = self._preview_hook(preview if preview is not None else previews.current()) if decode else None
+            if sampler.deep_cache > 1:
+                deep_cache.check_supported(base.unet, f"'{base_model}'")
             f = base.vae_scale_factor
             noise = initial_noise(sampler.seeds, (4, sampler.height // f, sampler.width // f))
             reserve = memory.activation_reserve(sampler, torch.finfo(self.dtype).bits // 8) if self.device.type == "cuda" else 0
@@ -496,6 +500,7 @@ class Engine:
                     steps=sampler.steps, guidance=sampler.guidance, controls=c.controls,
                     generator=torch.Generator().manual_seed(sampler.seed), progress=progress,
                     extra_unet_channels=extra, after_step=after_step, fast=fast, preview=show,
+                    deep_cache=sampler.deep_cache,
                 )
             _sync(self.device)
             timings["denoise"] = time.perf_counter() - t0

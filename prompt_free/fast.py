@@ -20,8 +20,17 @@ Compiled (CUDA only, ``fast=True`` / ``PFD_FAST=1``; not exact: other kernels):
     disk (``settings.compile_cache_dir()``), so a restart reuses them. The first step of a
     new shape reports "compiling (once)" through the progress callback.
 
-Not done (documented in benchmarks/README.md): CUDA graphs of a whole guided step, compiling
-SeeCoder, DeepCache-style approximate reuse.
+  * SeeCoder's forward (``FastPath.encoder``), for references at ``COMMON_REFERENCE_SIZES``
+    only (other sizes run eagerly: references come at their native size). Its shifted-window
+    masks are cached per (size, device, dtype) on every path (``seecoder.swin.window_mask``;
+    exact, the same tensor).
+
+Approximate, opt-in and labelled (``Sampler.deep_cache`` N > 1, ``prompt_free.deep_cache``):
+DeepCache-style reuse of the UNet's deep features for N - 1 steps after each full step, on the
+eager loop and on this path (both its forwards go through ``FastPath.function``, so they are
+compiled on the compile path).
+
+Not done (documented in benchmarks/README.md): CUDA graphs of a whole guided step.
 """
 
 from __future__ import annotations
@@ -39,6 +48,10 @@ from . import settings
 log = logging.getLogger(__name__)
 
 COMPILING_NOTE = "compiling (once)"
+# Reference sizes (width, height) whose SeeCoder encode is compiled on the compile path: the
+# app's default and the usual square uploads. Other sizes run eagerly (references come at their
+# native size, so compiling every size would compile nearly every request).
+COMMON_REFERENCE_SIZES = frozenset({(512, 512), (768, 768), (1024, 1024)})
 
 
 # ----------------------------------------------------------------------------- DDIM step
@@ -134,6 +147,10 @@ def _decode(vae, z):
     return vae.decode(z)
 
 
+def _encode(seecoder, image):
+    return seecoder(image)
+
+
 class FastPath:
     """The engine's fast-path state: whether to compile, the compiled functions (which take the
     model as an argument: nothing here keeps an evicted model alive) and the shapes already
@@ -170,6 +187,11 @@ class FastPath:
             m.to(memory_format=torch.channels_last)
             self._laid_out.add(m)
 
+    def lay_out(self, m: torch.nn.Module) -> None:
+        """``m``'s weights channels_last on the compile path (once), for functions that take it."""
+        if self.compile:
+            self._laid_out_once(m)
+
     def module(self, m: torch.nn.Module):
         """``m``'s forward, compiled (channels_last weights) on the compile path, else ``m``."""
         if not self.compile:
@@ -184,6 +206,14 @@ class FastPath:
         if found is None:
             found = self._compiled_fn[fn] = torch.compile(fn, backend=self.backend, dynamic=False)
         return found
+
+    def encoder(self, seecoder, image: torch.Tensor):
+        """SeeCoder's forward for ``image`` (B, 3, H, W): compiled (static shapes) on the compile
+        path when (W, H) is one of ``COMMON_REFERENCE_SIZES``, else the model itself. No
+        channels_last here: after the patch embedding Swin works on token tensors."""
+        if not self.compile or (image.shape[-1], image.shape[-2]) not in COMMON_REFERENCE_SIZES:
+            return seecoder
+        return functools.partial(self.function(_encode), seecoder)
 
     def decoder(self, vae):
         """The VAE's decode, compiled on the compile path."""

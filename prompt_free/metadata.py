@@ -316,6 +316,8 @@ def parameters_text(rec: Mapping[str, Any]) -> str:
             f"{k}: {_num(v)}" for k, v in (("Module", module), ("Model", c.get("controlnet")), ("Weight", c.get("scale")),
                                            ("Guidance Start", c.get("start")), ("Guidance End", c.get("end")),
                                            ("Map hash", h)) if v not in (None, "")) + '"'))
+    if (s.get("deep_cache") or 1) > 1:  # quick mode is never silent: an approximate picture says so
+        pairs.append(("Deep cache", f"{s['deep_cache']} (approximate)"))
     pairs += [("Task", rec.get("task")), ("Profile", rec.get("profile")),
               ("Version", f"prompt-free-diffusion {rec.get('version')}")]
     line = ", ".join(f"{k}: {_num(v)}" for k, v in pairs if v not in (None, ""))

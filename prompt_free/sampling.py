@@ -82,7 +82,8 @@ def make_scheduler(name: str = DEFAULT_SCHEDULER):
 class Sampler:
     """How to sample one run: size, seeds, steps, guidance, scheduler (defaults: the paper's)
     and the LoRAs applied to the base model for this run only (``loras``: (name, scale) pairs,
-    at most ``settings.MAX_LORAS``; empty: the base model as it is).
+    at most ``settings.MAX_LORAS``; empty: the base model as it is). ``deep_cache`` > 1 is the
+    approximate quick mode (``prompt_free.deep_cache``); 1, the default, is off.
 
     Image i of a run uses seed ``seed + i``. ``checked()`` validates every field against
     ``settings`` and floors the size to multiples of 64 (official)."""
@@ -95,6 +96,7 @@ class Sampler:
     guidance: float = 2.0
     scheduler: str = DEFAULT_SCHEDULER
     loras: Tuple[Tuple[str, float], ...] = ()
+    deep_cache: int = 1  # quick mode, approximate: deep features reused for N steps (1: off; prompt_free.deep_cache)
 
     def checked(self) -> "Sampler":
         from .images import snap_size
@@ -108,7 +110,9 @@ class Sampler:
         if self.scheduler in FEW_STEP_SCHEDULERS:
             settings.FEW_STEPS.check(steps, f"steps with the {self.scheduler} sampler")
         width, height = snap_size(self.width, self.height)
-        return Sampler(width, height, seed, num_images, steps, guidance, self.scheduler, checked_loras(self.loras))
+        deep_cache = settings.DEEP_CACHE.check(self.deep_cache)
+        return Sampler(width, height, seed, num_images, steps, guidance, self.scheduler, checked_loras(self.loras),
+                       deep_cache)
 
     @property
     def seeds(self) -> List[int]:
@@ -236,6 +240,7 @@ def denoise(
     timesteps: Optional[Sequence[int]] = None,
     fast=None,
     preview: Optional[PreviewHook] = None,
+    deep_cache: int = 1,
 ) -> torch.Tensor:
     """Run the sampler from initial ``noise`` (scaled by the scheduler's init sigma) and return
     the final latents (before the VAE).
@@ -252,6 +257,9 @@ def denoise(
     schedulers return no x0, and rebuilding it would need each scheduler's own parametrisation;
     their latents are noisy early and close to the final ones late). The hook reads those
     tensors and must not change them; without a hook the loop does no preview work at all.
+    ``deep_cache`` N > 1: quick mode, approximate (``prompt_free.deep_cache``): the
+    UNet's deep features are computed every N steps and reused in between, the ControlNets run
+    on full steps only; 1 (off) is the exact loop.
     """
     device, dtype = unet.device, unet.dtype
     B = noise.shape[0]
@@ -284,8 +292,13 @@ def denoise(
     make_parts = fast.parts if fast is not None else EagerParts
     parts = make_parts(unet, scheduler, ts, controls, hints, context, _step_kwargs(scheduler, generator))
     if fast is not None and fast.new_shape((id(unet), batch, tuple(noise.shape[1:]), tuple(id(c.controlnet) for c in controls),
-                                            None if extra is None else extra.shape[1])):
+                                            None if extra is None else extra.shape[1], deep_cache)):
         report_progress(progress, 0, len(ts), fast.note)  # the first step compiles
+    cache = None
+    if deep_cache > 1:
+        from .deep_cache import DeepCache
+
+        cache = DeepCache(deep_cache, unet, ts, context, fast)
 
     every = settings.preview_interval(len(ts)) if preview is not None else 0
     for i, t in enumerate(ts):
@@ -293,9 +306,9 @@ def denoise(
         x = torch.cat([latents] * 2) if guided else latents
         x = parts.scale_input(x, i).to(dtype)
         down_res = mid_res = None
-        for k, control in enumerate(controls):
-            if not control.active(i, len(ts)):
-                continue
+        active = tuple(k for k, control in enumerate(controls) if control.active(i, len(ts)))
+        reuse = cache is not None and cache.reuses(active)
+        for k in () if reuse else active:  # a reuse step takes the last full step's shallow residuals
             d, m = parts.control(k, x, i)
             if down_res is None:
                 down_res, mid_res = list(d), m
@@ -303,7 +316,10 @@ def denoise(
                 down_res = [a + b for a, b in zip(down_res, d)]
                 mid_res = mid_res + m
         unet_in = torch.cat([x, extra], dim=1) if extra is not None else x
-        eps = parts.eps(unet_in, i, down_res, mid_res).float()
+        if cache is not None:
+            eps = cache.eps(unet_in, i, down_res, mid_res, active, reuse).float()
+        else:
+            eps = parts.eps(unet_in, i, down_res, mid_res).float()
         if guided:
             e_u, e_c = eps.chunk(2)
             eps = e_u + guidance * (e_c - e_u)

@@ -39,6 +39,10 @@ def test_tiny_cpu_run_gives_every_goal_with_gpu_rows_not_measured(tmp_path):
     for row in ("step_ms/eager/0cn", "step_ms/fast/0cn", "step_ms/diffusers/0cn", "step_ms/fast/2cn", "seecoder_ms",
                 "vae_decode_ms/fast", "e2e_s/fast"):
         assert result["rows"][row]["value"] > 0, row
+    for n in (2, 3):  # quick mode (approximate): faster steps, latents close to the exact ones but not equal
+        assert result["rows"][f"quick/ratio/N{n}"]["value"] > 0
+        assert 0 < result["rows"][f"quick/deviation_max/N{n}"]["value"] < 0.2
+    assert any(g["goal"].startswith("quick mode N=2 (approximate)") for g in result["goals"])
     assert "| goal | figure | verdict |" in stdout and md.startswith("tiny models, cpu")
 
 

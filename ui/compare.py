@@ -53,6 +53,7 @@ from .widgets import (
     run_buttons,
     stop_cancels,
     lora_pickers,
+    quick_mode,
     model_pickers,
     preprocessor_dropdown,
     progress_callback,
@@ -272,14 +273,15 @@ def build(engine) -> None:
                 text_column = _text_column_inputs()
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
                 loras = lora_pickers(engine, "compare", controls)
+                deep_cache = quick_mode("compare")
                 run, stop = run_buttons("Compare", "compare")
                 live = live_previews(engine, "compare", outputs=0, show=_column_preview)  # outputs: below
-                settings_from_png(models, controls, baselines, elem_id="compare-load-png")
+                settings_from_png(models, controls, baselines, fields={"deep_cache": deep_cache}, elem_id="compare-load-png")
         outputs = _outputs(ip_names)
         size_follows_image(engine, structure.image, controls)
         _examples(reference, structure, choices)
 
-        def run_compare(reference_image, structure, models, columns, baselines, sampler, text_column, loras, progress):
+        def run_compare(reference_image, structure, models, columns, baselines, sampler, text_column, loras, quick, progress):
             seed = sampler.pick_seed()
             methods = columns.methods() + ([PROMPT_FREE_TEXT] if text_column.prompt_free_text else [])
             if not methods:
@@ -287,7 +289,8 @@ def build(engine) -> None:
             if IP_ADAPTER in methods and not ip_names:
                 raise gr.Error("The IP-Adapter column is not available: no IP-Adapter is configured in checkpoints.yaml.")
             settings = CompareSettings(**models.settings(), **sampler.settings(seed), methods=tuple(methods),
-                                       **baselines.settings(), **text_column.settings(), **loras.settings())
+                                       **baselines.settings(), **text_column.settings(), **loras.settings(),
+                                       deep_cache=int(quick))
             result = compare(
                 engine, reference_image, structure.image, structure.kind, mode=structure.mode,
                 preprocessor=structure.preprocessor, settings=settings, progress=progress_callback(progress, "Comparing"),
@@ -308,7 +311,8 @@ def build(engine) -> None:
         optional_state = gr.State()
         event_outputs = [*outputs.components(), controls.seed, optional_state]
         api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls,
-                       text_column, loras, previews=replace(live, outputs=len(event_outputs)))
+                       text_column, loras, ("deep_cache", deep_cache),
+                       previews=replace(live, outputs=len(event_outputs)))
         event = run.click(api.fn, inputs=api.inputs, outputs=event_outputs, api_name="compare")
         event.success(lambda values: tuple(values), inputs=[optional_state],
                               outputs=outputs.optional_components(), queue=False, api_visibility="private")

@@ -38,6 +38,7 @@ from .widgets import (
     stop_cancels,
     format_info,
     lora_pickers,
+    quick_mode,
     model_pickers,
     preprocessor_dropdown,
     progress_callback,
@@ -149,9 +150,11 @@ def build(engine) -> None:
                 controls = sampler_controls(engine)
                 options = reference_controls("control")
                 loras = lora_pickers(engine, "control", controls)
+                deep_cache = quick_mode("control")
                 run, stop = run_buttons("Generate", "control")
                 live = live_previews(engine, "control", outputs=3)  # the event's outputs
-                _load_png(models, controls, options, first, use_second, second, panel.check_maps)
+                _load_png(models, controls, options, first, use_second, second, panel.check_maps,
+                          fields={"deep_cache": deep_cache})
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="control-gallery")
@@ -160,22 +163,27 @@ def build(engine) -> None:
         size_follows_image(engine, first.image, controls)
         _examples(reference, first, use_second, second)
 
-        def generate(reference_image, models, first, use_second, second, check_maps, sampler, options, loras, progress):
+        def generate(reference_image, models, first, use_second, second, check_maps, sampler, options, loras, quick,
+                     progress):
             seed = sampler.pick_seed()
             specs = ControlPanel.specs(first, use_second, second, check_maps)
-            settings = ControlSettings(**models.settings(), **sampler.settings(seed), **options.settings(), **loras.settings())
+            settings = ControlSettings(**models.settings(), **sampler.settings(seed), **options.settings(), **loras.settings(),
+                                       deep_cache=int(quick))
             result = reference_control(engine, reference_image, specs, settings, progress=progress_callback(progress))
             pictures = tag(engine, result, "reference_control", settings,
                            {"reference": reference_image, "controls": specs}, keep_paths=False)
             return pictures, _info(result.info), seed
 
-        api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls, options, loras, previews=live)
+        api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls, options, loras,
+                       ("deep_cache", deep_cache), previews=live)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
         stop_cancels(stop, event)
 
 
-def _load_png(models, sampler, options, first: ControlInputs, use_second, second: ControlInputs, check_maps) -> None:
-    """"Load settings from a PNG", with the ControlNets' own controls."""
+def _load_png(models, sampler, options, first: ControlInputs, use_second, second: ControlInputs, check_maps,
+              fields=None) -> None:
+    """"Load settings from a PNG", with the ControlNets' own controls (``fields``: single components
+    by settings field name)."""
     blocks = (first, second)
 
     def fill(record):
@@ -192,7 +200,7 @@ def _load_png(models, sampler, options, first: ControlInputs, use_second, second
 
     extra = [use_second, check_maps] + [getattr(b, f) for b in blocks
                                         for f in ("kind", "mode", "preprocessor", "scale", "start", "end")]
-    settings_from_png(models, sampler, options, extra_outputs=extra, extra=fill, elem_id="control-load-png")
+    settings_from_png(models, sampler, options, fields=fields, extra_outputs=extra, extra=fill, elem_id="control-load-png")
 
 
 def _info(info: dict) -> str:

@@ -42,7 +42,7 @@ from .masking import (
 )
 from .previews import live_previews
 from .uploads import image_input
-from .widgets import (ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker,
+from .widgets import (ModelPickers, lora_pickers, progress_callback, quick_mode, run_buttons, sampler_controls, seecoder_picker,
                       settings_from_png, stop_cancels, strength_slider)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
@@ -117,9 +117,11 @@ def build(engine) -> None:
                 controls = sampler_controls(engine, size=False, elem_prefix="edit")
                 strength = strength_slider("edit")
                 loras = lora_pickers(engine, "edit", controls)
+                deep_cache = quick_mode("edit")
                 run, stop = run_buttons("Edit", "edit")
                 live = live_previews(engine, "edit", outputs=4)  # the event's outputs
-                settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side},
+                settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side,
+                                                                            "deep_cache": deep_cache},
                                   elem_id="edit-load-png")
                 mask = hidden_mask("edit")
             with gr.Column():
@@ -134,11 +136,12 @@ def build(engine) -> None:
         connect_editor(EDIT_CANVAS, photo, editor, mask_upload, load_photo, read_uploaded_mask, "photo")
         take_mask = editor_to_mask(EDIT_CANVAS, load_photo)
 
-        def generate(images, models, options, sampler, max_side, reference_strength, loras, progress):
+        def generate(images, models, options, sampler, max_side, reference_strength, loras, quick, progress):
             seed = sampler.pick_seed()
             settings = EditSettings(base_model=requested_base(models.base_model), seecoder=models.seecoder,
                                     **options.settings(), **sampler.settings(seed), max_side=max_side,
-                                    reference_strength=reference_strength, **loras.settings())
+                                    reference_strength=reference_strength, **loras.settings(),
+                                     deep_cache=int(quick))
             result = edit_with_reference(engine, images.photo, images.mask, images.reference, settings,
                                          progress=progress_callback(progress))
             tag(engine, result, "edit_with_reference", settings,
@@ -146,7 +149,7 @@ def build(engine) -> None:
             return result.images, result.extras, edit_info(result.info), seed
 
         api = endpoint(generate, EditImages(photo, reference, mask), models, options, controls,
-                       ("max_side", max_side), ("reference_strength", strength), loras, previews=live)
+                       ("max_side", max_side), ("reference_strength", strength), loras, ("deep_cache", deep_cache), previews=live)
         taken = run.click(take_mask, inputs=[editor, photo], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="edit_reference",

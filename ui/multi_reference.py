@@ -32,6 +32,7 @@ from .widgets import (
     settings_from_png,
     format_info,
     lora_pickers,
+    quick_mode,
     model_pickers,
     progress_callback,
     run_buttons,
@@ -117,23 +118,25 @@ def build(engine) -> None:
                 controls = sampler_controls(engine, elem_prefix="multi")
                 options = strength_and_blocks("multi")
                 loras = lora_pickers(engine, "multi", controls)
+                deep_cache = quick_mode("multi")
                 run, stop = run_buttons("Generate", "multi")
                 live = live_previews(engine, "multi", outputs=3)  # the event's outputs
-                settings_from_png(models, controls, options, fields={"blend": blend}, elem_id="multi-load-png")
+                settings_from_png(models, controls, options, fields={"blend": blend, "deep_cache": deep_cache},
+                                  elem_id="multi-load-png")
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="multi-gallery")
                 info = gr.Markdown(elem_id="multi-info")
 
         def generate(slots, blend, models, *rest, progress):
-            *control_values, sampler, options, loras = rest
+            *control_values, sampler, options, loras, quick = rest
             specs = []
             if control_values:
                 use, first, use_second, second, check_maps = control_values
                 specs = ControlPanel.specs(first, use_second, second, check_maps) if use else []
             seed = sampler.pick_seed()
             settings = MultiReferenceSettings(**models.settings(), **sampler.settings(seed), **options.settings(),
-                                              **loras.settings(),
+                                              **loras.settings(), deep_cache=int(quick),
                                               blend=blend, controls=specs)
             references = slots.references()
             result = multi_reference(engine, references, settings, progress=progress_callback(progress))
@@ -143,7 +146,7 @@ def build(engine) -> None:
         control_parts = [("use_control", use_control), *panel.parts()] if panel is not None else []
         if panel is not None:
             size_follows_image(engine, panel.first.image, controls)
-        api = endpoint(generate, slots, ("blend", blend), models, *control_parts, controls, options, loras, previews=live)
+        api = endpoint(generate, slots, ("blend", blend), models, *control_parts, controls, options, loras, ("deep_cache", deep_cache), previews=live)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="multi_reference")
         stop_cancels(stop, event)
 

@@ -49,7 +49,7 @@ from .masking import (
 )
 from .previews import live_previews
 from .uploads import image_input
-from .widgets import (ModelPickers, lora_pickers, progress_callback, run_buttons, sampler_controls, seecoder_picker,
+from .widgets import (ModelPickers, lora_pickers, progress_callback, quick_mode, run_buttons, sampler_controls, seecoder_picker,
                       settings_from_png, stop_cancels, strength_slider)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
@@ -159,9 +159,11 @@ def build(engine) -> None:
                 options, max_side, strength, models = _tryon_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False)
                 loras = lora_pickers(engine, "tryon", controls)
+                deep_cache = quick_mode("tryon")
                 run, stop = run_buttons("Try on", "tryon")
                 live = live_previews(engine, "tryon", outputs=4)  # the event's outputs
-                settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side},
+                settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side,
+                                                                            "deep_cache": deep_cache},
                                   elem_id="tryon-load-png")
                 mask = hidden_mask("tryon")
             with gr.Column():
@@ -178,11 +180,12 @@ def build(engine) -> None:
 
         take_mask = editor_to_mask(TRYON_CANVAS, load_person)
 
-        def generate(images, models, options, sampler, max_side, reference_strength, loras, progress):
+        def generate(images, models, options, sampler, max_side, reference_strength, loras, quick, progress):
             seed = sampler.pick_seed()
             settings = TryOnSettings(base_model=requested_base(models.base_model), seecoder=models.seecoder,
                                      **options.settings(), **sampler.settings(seed), max_side=max_side,
-                                     reference_strength=reference_strength, **loras.settings())
+                                     reference_strength=reference_strength, **loras.settings(),
+                                     deep_cache=int(quick))
             mask = images.mask_or_mode()
             result = virtual_tryon(engine, images.person, images.garment, mask, settings,
                                    progress=progress_callback(progress))
@@ -191,7 +194,7 @@ def build(engine) -> None:
             return result.images, result.extras, _info(result.info), seed
 
         api = endpoint(generate, TryOnImages(person, garment, mask, mask_mode), models, options, controls,
-                       ("max_side", max_side), ("reference_strength", strength), loras, previews=live)
+                       ("max_side", max_side), ("reference_strength", strength), loras, ("deep_cache", deep_cache), previews=live)
         taken = run.click(take_mask, inputs=[editor, person], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="virtual_tryon",

@@ -15,6 +15,7 @@ from .uploads import image_input
 from .widgets import (
     format_info,
     lora_pickers,
+    quick_mode,
     model_pickers,
     progress_callback,
     reference_controls,
@@ -37,9 +38,10 @@ def build(engine) -> None:
                 controls = sampler_controls(engine, elem_prefix="variation")
                 options = reference_controls("variation")
                 loras = lora_pickers(engine, "variation", controls)
+                deep_cache = quick_mode("variation")
                 run, stop = run_buttons("Generate", "variation")
                 live = live_previews(engine, "variation", outputs=3)  # the event's outputs
-                settings_from_png(models, controls, options, elem_id="variation-load-png")
+                settings_from_png(models, controls, options, fields={"deep_cache": deep_cache}, elem_id="variation-load-png")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="variation-gallery")
                 info = gr.Markdown(elem_id="variation-info")
@@ -47,15 +49,15 @@ def build(engine) -> None:
         if examples:
             gr.Examples(examples=[[p] for p in examples], inputs=[reference], label="Example references")
 
-        def generate(reference_image, models, sampler, options, loras, progress):
+        def generate(reference_image, models, sampler, options, loras, quick, progress):
             seed = sampler.pick_seed()
             settings = VariationSettings(**models.settings(), **sampler.settings(seed), **options.settings(),
-                                         **loras.settings())
+                                         **loras.settings(), deep_cache=int(quick))
             result = image_variation(engine, reference_image, settings, progress=progress_callback(progress))
             # the PNGs carry how they were made; uploads are recorded by name only (no server paths)
             images = tag(engine, result, "image_variation", settings, {"reference": reference_image}, keep_paths=False)
             return images, format_info(result.info), seed
 
-        api = endpoint(generate, ("reference_image", reference), models, controls, options, loras, previews=live)
+        api = endpoint(generate, ("reference_image", reference), models, controls, options, loras, ("deep_cache", deep_cache), previews=live)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation")
         stop_cancels(stop, event)

@@ -19,6 +19,7 @@ from prompt_free.errors import PromptFreeError
 from prompt_free.sampling import DEFAULT_SCHEDULER, SCHEDULERS
 from prompt_free.registry import NO_LORA
 from prompt_free.settings import (
+    DEEP_CACHE,
     FOLLOW_SIZE_HI,
     FOLLOW_SIZE_LO,
     GUIDANCE,
@@ -230,6 +231,17 @@ def connect_lora_notes(engine, pickers: LoraPickers, note: gr.Markdown, sampler:
 
     for pick in picks:
         pick.input(choose, inputs=[pick], outputs=[c for _, c in targets], queue=False, api_visibility="private")
+
+
+QUICK_MODE_LABEL = "Quick mode (approximate): deep features reused for N steps"
+
+
+def quick_mode(elem_prefix: str) -> gr.Slider:
+    """The quick-mode slider (``Sampler.deep_cache``, approximate; 1 = off, the exact picture).
+    A tab adds it as the very last part of its endpoint, ``("deep_cache", slider)``, so calls
+    that leave it out get the exact picture."""
+    return slider(DEEP_CACHE, QUICK_MODE_LABEL, elem_id=f"{elem_prefix}-deep-cache",
+                  info="1 = off (exact). 2 or 3: faster steps, a slightly different picture (recorded in the PNG)")
 
 
 @dataclass
@@ -462,6 +474,8 @@ def format_info(info: dict) -> str:
     loras = info.get("loras")
     if loras:
         parts.append("LoRA " + ", ".join(f"{name} x{scale:g}" for name, scale in loras))
+    if info.get("deep_cache", 1) > 1:  # never silent
+        parts.append(f"quick mode N={info['deep_cache']} (approximate)")
     parts += reference_notes(info)
     if timing:
         parts.append(timing)

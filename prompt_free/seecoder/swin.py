@@ -13,6 +13,7 @@ load without renaming.
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -66,6 +67,27 @@ def shifted_window_mask(Hp: int, Wp: int, ws: int, shift: int, device, dtype) ->
     return torch.zeros_like(diff, dtype=dtype).masked_fill(diff != 0, -100.0)
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_window_mask(Hp: int, Wp: int, ws: int, shift: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # A plain tensor (not an inference tensor, no autograd history), so an encode under
+    # ``inference_mode`` and a training forward can share it; nobody writes into it.
+    with torch.inference_mode(False), torch.no_grad():
+        return shifted_window_mask(Hp, Wp, ws, shift, device, dtype)
+
+
+def window_mask(Hp: int, Wp: int, ws: int, shift: int, device, dtype) -> torch.Tensor:
+    """``shifted_window_mask``, built once per (padded size, window, shift, device, dtype) and
+    shared by every later forward (the same tensor: the values depend on nothing else). Under
+    ``torch.compile`` it is built in the graph (a constant there)."""
+    if torch.compiler.is_compiling():
+        return shifted_window_mask(Hp, Wp, ws, shift, device, dtype)
+    return _cached_window_mask(Hp, Wp, ws, shift, torch.device(device), dtype)
+
+
+window_mask.cache_clear = _cached_window_mask.cache_clear
+window_mask.cache_info = _cached_window_mask.cache_info
+
+
 class SwinBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, cfg: SwinConfig, shifted: bool, drop_path: float):
         super().__init__()
@@ -114,8 +136,9 @@ class SwinStage(nn.Module):
         """Returns (pre-merge tokens for this stage's output norm, merged input of the next stage)."""
         ws = self.window_size
         Hp, Wp = -(-x.shape[1] // ws) * ws, -(-x.shape[2] // ws) * ws
-        # One mask per stage, shared by its shifted blocks.
-        mask = shifted_window_mask(Hp, Wp, ws, ws // 2, x.device, x.dtype) if len(self.blocks) > 1 else None
+        # One mask per stage and size, shared by its shifted blocks and by every later encode. (The
+        # relative-position index is a buffer, built once; the bias gathered from it is learned.)
+        mask = window_mask(Hp, Wp, ws, ws // 2, x.device, x.dtype) if len(self.blocks) > 1 else None
         for block in self.blocks:
             x = block(x, mask)
         return x, (self.downsample(x) if self.downsample is not None else None)

@@ -44,6 +44,7 @@ class SamplerSettings:
     scheduler: str = DEFAULT_SCHEDULER
     reference_strength: float = 1.0  # uncond + s * (cond - uncond); 1: the reference as encoded
     loras: Tuple[Tuple[str, float], ...] = ()  # (name in checkpoints.yaml `loras:`, scale); empty: none
+    deep_cache: int = 1  # quick mode (approximate): deep UNet features reused for N steps; 1: off (prompt_free.deep_cache)
 
 
 def holds_models(task):
@@ -91,7 +92,7 @@ def sampler_for(s: SamplerSettings, width=None, height=None, num_images=None) ->
     return Sampler(
         width=s.width if width is None else width, height=s.height if height is None else height,
         seed=s.seed, num_images=s.num_images if num_images is None else num_images,
-        steps=s.steps, guidance=s.guidance, scheduler=s.scheduler, loras=s.loras,
+        steps=s.steps, guidance=s.guidance, scheduler=s.scheduler, loras=s.loras, deep_cache=s.deep_cache,
     ).checked()
 
 
@@ -128,6 +129,8 @@ def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:
         "seecoder": s.seecoder, "base_model": s.base_model, "steps": sampler.steps,
         "guidance": sampler.guidance, "scheduler": sampler.scheduler,
     }
+    if sampler.deep_cache > 1:  # never silent: the run says it was approximate
+        info["deep_cache"] = sampler.deep_cache
     return {**info, **lora_info(sampler)}
 
 
