@@ -215,6 +215,25 @@ def omp_num_threads() -> Optional[int]:
     return value if value > 0 else None
 
 
+CHANNELS_LAST_MODES = ("auto", "on", "off")
+
+
+def check_channels_last(value, what: str = "channels_last") -> str:
+    """``value`` as one of ``CHANNELS_LAST_MODES`` (also 1/0, true/false), else ``InvalidSettingError``."""
+    name = str(value).strip().lower()
+    name = "on" if name in _TRUE else "off" if name in {"0", "false", "no", "off"} else name
+    if name not in CHANNELS_LAST_MODES:
+        raise InvalidSettingError(f"{what} must be one of {', '.join(CHANNELS_LAST_MODES)}, got {value!r}")
+    return name
+
+
+def channels_last() -> str:
+    """``PFD_CHANNELS_LAST``: auto (default), on or off: the channels_last memory layout of the
+    UNet, the ControlNets and the VAE on the CPU; auto's measured rule is in
+    ``prompt_free.layout``. (On CUDA the compiled fast path lays models out itself.)"""
+    return check_channels_last(os.environ.get("PFD_CHANNELS_LAST") or "auto", "environment variable PFD_CHANNELS_LAST")
+
+
 FAST_MODES = ("auto", "on", "off")
 
 
@@ -377,6 +396,7 @@ def check_environment() -> None:
     max_base_models()
     fast_mode()
     precision()
+    channels_last()
     threads()
     max_work()
     max_session_requests()
