@@ -177,7 +177,7 @@ def check_precision(value, what: str = "precision") -> str:
 
 def precision(device_type: str = "cpu") -> str:
     """``PFD_PRECISION``: auto (default), fp32, bf16 or fp16 for the models; auto is fp16 on CUDA, bf16 on a
-    CPU with AMX, fp32 on other CPUs (``prompt_free.precision``). The deprecated ``PFD_DTYPE`` (CUDA only) is
+    CPU with AMX or AVX-512 BF16, fp32 on other CPUs (``prompt_free.precision``). The deprecated ``PFD_DTYPE`` (CUDA only) is
     still read when ``PFD_PRECISION`` is unset, with a warning.
 
     ``device_type``: the engine's device ("cuda", "cpu"), because ``PFD_DTYPE`` applied on CUDA only."""
