@@ -5,8 +5,9 @@
 
 Models: ``full`` = the ``full-random`` profile (SD-1.5-size UNet, VAE, ControlNet and a
 full-size SeeCoder with random weights; no download), ``tiny`` = the tiny profile (the same code
-path in seconds). Everything goes through the public engine (``Engine.from_profile``,
-``base_model``, ``controlnet``, ``seecoder``, ``image_variation``).
+path in seconds). The parts come from the profiles' builders (``prompt_free.full_random``,
+``prompt_free.tiny``); the end-to-end runs go through the public engine and task
+(``Engine.from_profile``, ``image_variation``).
 
 Rows, in this order:
   1. parts, interleaved round by round (--repeats rounds, medians): UNet step (batch 2 as with
@@ -15,8 +16,10 @@ Rows, in this order:
      decode, TAESD decode (``diffusers.AutoencoderTiny()`` with its default config, TAESD's
      size, random weights) and SeeCoder encode, each in fp32 and in bf16 (what ``auto`` picks
      on CPUs with AMX or AVX-512 BF16; the table says what it picks here), contiguous and
-     channels_last (the same module objects laid out in place). Each configuration's first
-     call (oneDNN builds its kernels for a shape once) is a warm-up, not timed.
+     channels_last (the same module objects laid out in place). One part at a time is built
+     in both precisions (the builders of the full-random / tiny profiles), so the machine holds
+     two copies of one model, not of all. ``--warmup`` adds an untimed round first (oneDNN
+     builds its kernels for a shape on the first call; a small share of a 512² call).
   2. end to end: a 512² Image Variation (``image_variation``) in three configurations, each in
      its own subprocess so that its peak RSS (``ru_maxrss`` of the child) is its own: today's
      default (fp32, contiguous, DDIM 50), "Paper" (auto precision and layout, DDIM 50) and
@@ -89,46 +92,54 @@ def load_average():
 
 
 # ----------------------------------------------------------------------------- parts
-class Parts:
-    """The five parts in fp32 and bf16 from two engines of the profile (contiguous; laid out in
-    place for the channels_last rows)."""
+def build_part(models: str, part: str, dtype: torch.dtype) -> torch.nn.Module:
+    """One part in ``dtype`` (eval, no gradients): the full-random profile's builders (built in
+    ``dtype``, no fp32 copy) or the tiny profile's; TAESD is ``AutoencoderTiny()``, random."""
+    from prompt_free import full_random, tiny
 
-    def __init__(self, profile: str, size: int):
-        self.size = size
-        self.modules = {}
-        for prec in ("fp32", "bf16"):
-            engine = Engine.from_profile(profile, device="cpu", precision=prec, channels_last="off")
-            base = engine.base_model(engine.defaults["base_model"])
-            cn = engine.controlnet(sorted(engine.registry.entries["controlnets"])[0])
-            sc = engine.seecoder(engine.defaults["seecoder"])
-            self.modules[prec] = {"unet": base.unet, "controlnet": cn, "vae": base.vae,
-                                  "taesd": self._taesd(engine.dtype), "seecoder": sc.model}
-            self.scale = base.vae_scale_factor
-        unet = self.modules["fp32"]["unet"]
-        g = torch.Generator().manual_seed(0)
-        side = size // self.scale
-        self.inputs = {
-            "latents": torch.randn(2, unet.config.in_channels, side, side, generator=g),
-            "context": torch.randn(2, TOKENS, unet.config.cross_attention_dim, generator=g),
-            "hint": torch.rand(2, 3, size, size, generator=g),
-            "z": torch.randn(1, 4, side, side, generator=g),
-            "image": image_to_tensor(load_image(REF).resize((size, size))),
-        }
-
-    @staticmethod
-    def _taesd(dtype):
+    if part == "taesd":
         from diffusers import AutoencoderTiny
 
         torch.manual_seed(0)
-        return AutoencoderTiny().to(dtype).eval().requires_grad_(False)
+        m = AutoencoderTiny()
+    elif models == "full":
+        m = {"unet": lambda: full_random.full_unet(dtype=dtype), "vae": lambda: full_random.full_vae(dtype=dtype),
+             "controlnet": lambda: full_random.full_controlnet(dtype=dtype),
+             "seecoder": lambda: full_random.full_seecoder(dtype=dtype)}[part]()
+    else:
+        m = {"unet": tiny.tiny_unet, "vae": tiny.tiny_vae, "controlnet": tiny.tiny_controlnet,
+             "seecoder": tiny.tiny_seecoder}[part]()
+    return torch.nn.Module.to(m, dtype).eval().requires_grad_(False)
 
-    def call(self, part: str, prec: str):
-        m, i, dt = self.modules[prec][part], self.inputs, precision.DTYPES[prec]
+
+class Parts:
+    """The inputs of the parts at one size, and the calls that time them."""
+
+    def __init__(self, models: str, size: int):
+        self.models = models
+        unet = build_part(models, "unet", torch.float32)
+        self.cross, self.channels = unet.config.cross_attention_dim, unet.config.in_channels
+        del unet
+        scale = 8 if models == "full" else 2 ** (len(build_part(models, "vae", torch.float32).config.block_out_channels) - 1)
+        g = torch.Generator().manual_seed(0)
+        side = size // scale
+        self.inputs = {
+            "latents": torch.randn(2, self.channels, side, side, generator=g),
+            "context": torch.randn(2, TOKENS, self.cross, generator=g),
+            "hint": torch.rand(2, 3, size, size, generator=g),
+            "z": torch.randn(1, 4, side, side, generator=g),
+            "taesd_z": torch.randn(1, 4, size // 8, size // 8, generator=g),
+            "image": image_to_tensor(load_image(REF).resize((size, size))),
+        }
+
+    def call(self, part: str, m: torch.nn.Module, prec: str):
+        i, dt = self.inputs, precision.DTYPES[prec]
         x, ctx = i["latents"].to(dt), i["context"].to(dt)
         if part == "unet":
             return lambda: m(x, 500, encoder_hidden_states=ctx).sample
         if part == "controlnet_hint":
-            return lambda: m.controlnet_cond_embedding(i["hint"].to(dt))
+            hint = i["hint"].to(dt)
+            return lambda: m.controlnet_cond_embedding(hint)
         if part == "controlnet":  # a step as the engine runs it: the hint embedded once per run
             key = ("embedding", prec)
             if key not in i:
@@ -137,35 +148,35 @@ class Parts:
             emb, t = i[key], torch.tensor(500)
             return lambda: controlnet_residuals(m, x, t, ctx, emb, 1.0)
         if part in ("vae", "taesd"):
-            z = i["z"].to(dt)
+            z = i["taesd_z" if part == "taesd" else "z"].to(dt)
             return lambda: m.decode(z).sample
         img = i["image"].to(dt)
         return lambda: m(img)
 
-    def set_layout(self, part: str, prec: str, channels_last: bool) -> None:
-        m = self.modules[prec][part]
-        m.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
-
-def measure_parts(parts: Parts, repeats: int) -> dict:
-    configs = [(part, prec, cl) for part in PARTS for prec in ("fp32", "bf16")
-               for cl in ((False, True) if part in LAYOUT_PARTS else (False,))]
-    times = {c: [] for c in configs}
+def measure_parts(parts: Parts, repeats: int, warmup: bool) -> dict:
+    """Each part built in fp32 and bf16 (one part at a time: the machine holds two copies of one
+    model, not of all), its configurations interleaved round by round; medians."""
+    out = {}
     with torch.inference_mode():
-        for rnd in range(repeats + 1):  # round 0: warm-up
-            for part, prec, cl in configs:
-                parts.set_layout(part, prec, cl)
-                fn = parts.call(part, prec)
-                t0 = time.perf_counter()
-                fn()
-                if rnd:
-                    times[(part, prec, cl)].append(time.perf_counter() - t0)
-            print(f"parts round {rnd}/{repeats} done, load {load_average()}", flush=True)
-    for part in LAYOUT_PARTS:
-        for prec in ("fp32", "bf16"):
-            parts.set_layout(part, prec, False)
-    return {f"{part}/{prec}/{'channels_last' if cl else 'contiguous'}": statistics.median(v)
-            for (part, prec, cl), v in times.items()}
+        for part in PARTS:
+            model_part = "controlnet" if part == "controlnet_hint" else part
+            models = {prec: build_part(parts.models, model_part, precision.DTYPES[prec]) for prec in ("fp32", "bf16")}
+            configs = [(prec, cl) for prec in ("fp32", "bf16") for cl in ((False, True) if part in LAYOUT_PARTS else (False,))]
+            times = {c: [] for c in configs}
+            for rnd in range(repeats + int(warmup)):
+                for prec, cl in configs:
+                    m = models[prec].to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+                    fn = parts.call(part, m, prec)
+                    t0 = time.perf_counter()
+                    fn()
+                    if rnd >= int(warmup):
+                        times[(prec, cl)].append(time.perf_counter() - t0)
+            for (prec, cl), v in times.items():
+                out[f"{part}/{prec}/{'channels_last' if cl else 'contiguous'}"] = statistics.median(v)
+            del models
+            print(f"parts: {part} done, load {load_average()}", flush=True)
+    return out
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -249,7 +260,8 @@ def markdown(result: dict) -> str:
              f"load average before / after {result['load_before']} / {result['load_after']}; "
              f"auto picks {cpu['auto_precision']}, channels_last "
              f"{'on' if cpu['auto_channels_last'][cpu['auto_precision']] else 'off'}.", "",
-             f"Parts ({result['size']}², medians of {result['repeats']} interleaved round(s) after a warm-up), seconds:",
+             f"Parts ({result['size']}², medians of {result['repeats']} interleaved round(s)"
+             f"{' after a warm-up' if result['warmup'] else ''}), seconds:",
              "", "| part | fp32 | fp32 + channels_last | bf16 | bf16 + channels_last |", "| --- | ---: | ---: | ---: | ---: |"]
     for part in PARTS:
         def cell(prec, cl):
@@ -292,6 +304,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", choices=["tiny", "full"], default="full")
     p.add_argument("--steps", type=int, default=2, help="denoising steps of each end-to-end run (projected to 50/20)")
     p.add_argument("--repeats", type=int, default=1, help="interleaved timed rounds of the parts")
+    p.add_argument("--warmup", action="store_true", help="an untimed round of the parts first")
     p.add_argument("--size", type=int, default=None, help="image side (default 512; tiny: 64)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the project's rule)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cpu"), help="path without suffix (.json, .md)")
@@ -309,12 +322,10 @@ def main(argv=None) -> int:
     if args.child:
         return child(args)
     t0 = time.perf_counter()
-    result = {"models": args.models, "size": args.size, "steps": args.steps, "repeats": args.repeats,
+    result = {"models": args.models, "size": args.size, "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
               "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "cpu": cpu_info(), "load_before": load_average()}
-    parts = Parts(args.profile, args.size)
-    result["parts"] = measure_parts(parts, args.repeats)
-    del parts
+    result["parts"] = measure_parts(Parts(args.models, args.size), args.repeats, args.warmup)
     result["e2e"] = measure_e2e(args)
     result["load_after"] = load_average()
     result["goals"] = goals(result)

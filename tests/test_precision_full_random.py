@@ -70,10 +70,10 @@ def test_full_random_image_variation_in_auto_fp32_and_bf16():
             gc.collect()
     a, b = pictures["fp32"], pictures["bf16"]
     assert np.isfinite(b).all() and b.std() > 0 and not np.array_equal(a, b)
-    # Tolerance: mean |difference| at most MEAN_TOL of 255 levels (measured: MEASURED on an AMD EPYC;
-    # random weights amplify rounding more than trained ones).
+    # Tolerance: mean |difference| at most 30 of 255 levels (measured: 14.9, max 123, on an AMD
+    # EPYC; random full-size weights amplify bf16's rounding far more than trained ones do, and
+    # two unrelated noise pictures differ by about 85 on average).
     diff = np.abs(a - b)
-    print("bf16 vs fp32: mean", diff.mean(), "max", diff.max())
-    assert diff.mean() <= 255, (diff.mean(), diff.max())
+    assert diff.mean() <= 30, (diff.mean(), diff.max())
     auto = pictures["auto"]
     assert np.array_equal(auto, a) or np.array_equal(auto, b)  # auto is one of the two, bit for bit
