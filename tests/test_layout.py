@@ -29,7 +29,7 @@ def _models(engine):
 
 @pytest.mark.parametrize("device, precision, expected", [
     ("cpu", "bf16", True),    # measured faster in bf16 (EPYC avx512_bf16; Xeon AMX 3.6 s vs 3.9 s per UNet step)
-    ("cpu", "fp32", False),   # measured no faster in fp32 (benchmarks/README.md, bench_cpu.py)
+    ("cpu", "fp32", False),   # fp32 (CPUs without bf16 hardware): not measured, kept as before
     ("cuda", "fp16", False),  # CUDA: the compiled fast path lays models out itself
     ("cuda", "bf16", False),
 ])

@@ -72,7 +72,7 @@ def test_full_random_image_variation_in_auto_fp32_and_bf16():
     assert np.isfinite(b).all() and b.std() > 0 and not np.array_equal(a, b)
     # Tolerance: mean |difference| at most 30 of 255 levels (measured: 14.9, max 123, on an AMD
     # EPYC; random full-size weights amplify bf16's rounding far more than trained ones do, and
-    # two unrelated noise pictures differ by about 85 on average).
+    # two independent uniform noise pictures differ by about 85 on average).
     diff = np.abs(a - b)
     assert diff.mean() <= 30, (diff.mean(), diff.max())
     auto = pictures["auto"]
