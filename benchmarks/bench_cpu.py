@@ -18,8 +18,9 @@ Rows, in this order:
      on CPUs with AMX or AVX-512 BF16; the table says what it picks here), contiguous and
      channels_last (the same module objects laid out in place). One part at a time is built
      in both precisions (the builders of the full-random / tiny profiles), so the machine holds
-     two copies of one model, not of all. ``--warmup`` adds an untimed round first (oneDNN
-     builds its kernels for a shape on the first call; a small share of a 512² call).
+     two copies of one model, not of all. An untimed round comes first (``--no-warmup``: none):
+     a first call builds oneDNN's kernels and faults in its memory (measured: a ControlNet step
+     3x slower on its first call).
   2. end to end: a 512² Image Variation (``image_variation``) in three configurations, each in
      its own subprocess so that its peak RSS (the child's VmHWM) is its own: today's
      default (fp32, contiguous, DDIM 50), "Paper" (auto precision and layout, DDIM 50) and
@@ -316,7 +317,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", choices=["tiny", "full"], default="full")
     p.add_argument("--steps", type=int, default=2, help="denoising steps of each end-to-end run (projected to 50/20)")
     p.add_argument("--repeats", type=int, default=1, help="interleaved timed rounds of the parts")
-    p.add_argument("--warmup", action="store_true", help="an untimed round of the parts first")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false", help="no untimed round of the parts first")
     p.add_argument("--size", type=int, default=None, help="image side (default 512; tiny: 64)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the project's rule)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cpu"), help="path without suffix (.json, .md)")
