@@ -128,7 +128,7 @@ class Engine:
         ``prompt_free.layout``)."""
         self.registry = registry
         self.device = torch.device(device) if device is not None else default_device()
-        tiny = registry.is_tiny and not registry.is_full_random
+        tiny = registry.has_tiny_models  # fp32 and contiguous unless asked (pixel pins on every machine)
         if dtype is None:
             dtype = DTYPES[resolve_precision(precision, self.device.type, tiny=tiny)]
         self.dtype = dtype

@@ -134,3 +134,17 @@ def test_app_and_cli_pass_the_precision_on():
     assert engine.precision == "bf16" and engine.dtype == torch.bfloat16
     args = cli.build_parser().parse_args(["generate", "--reference", "x.png", "--out", "o", "--precision", "bf16"])
     assert cli._engine(args, cli.Processes(), profile="tiny").precision == "bf16"
+
+
+def test_tiny_networks_with_an_add_on_file_stay_fp32_and_contiguous(monkeypatch, tmp_path):
+    # The pixel pins' engine: the tiny networks plus an IP-Adapter file. The file does not make
+    # its pictures depend on the machine's precision rule or layout.
+    from tests.test_compare import IP_NAME, tiny_profile_with, write_tiny_ip_adapter
+
+    registry = tiny_profile_with(ip_adapters={IP_NAME: {"path": str(write_tiny_ip_adapter(tmp_path, seed=0))}})
+    assert not registry.is_tiny and registry.has_tiny_models
+    monkeypatch.setenv("PFD_PRECISION", "bf16")
+    monkeypatch.setenv("PFD_CHANNELS_LAST", "on")
+    engine = Engine(registry, device="cpu")
+    assert engine.precision == "fp32" and not engine.channels_last
+    assert Engine(registry, device="cpu", precision="bf16", channels_last="on").channels_last  # explicit: honoured
