@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="require this login (env PFD_AUTH)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when present)")
     p.add_argument("--precision", choices=settings.PRECISIONS, default=None,
-                   help="the models' precision (env PFD_PRECISION; default auto: fp16 on CUDA, bf16 on a CPU with AMX, "
+                   help="the models' precision (env PFD_PRECISION; default auto: fp16 on CUDA, bf16 on a CPU with AMX or AVX-512 BF16, "
                         "else fp32; the tiny profile fp32)")
     p.add_argument("--max-base-models", type=int, default=settings.max_base_models(),
                    help="base models kept loaded (LRU; env PFD_MAX_BASE_MODELS)")
@@ -127,9 +127,10 @@ def main(argv=None):
         return 2
     from ui.previews import available as previews_available
 
-    logging.getLogger("prompt_free").info("profile %s on %s (precision %s, %s), memory budget %s, sampling %s, "
+    logging.getLogger("prompt_free").info("profile %s on %s (precision %s, %s%s), memory budget %s, sampling %s, "
                                           "live previews %s", engine.profile, engine.device, engine.precision,
-                                          engine.dtype, format_size(engine.memory.budget),
+                                          engine.dtype, ", channels_last" if engine.channels_last else "",
+                                          format_size(engine.memory.budget),
                                           engine.fast.label if engine.fast is not None else "eager",
                                           "on" if previews_available(engine) else "off")
     warning = share_warning(args.share, launch["auth"])

@@ -171,7 +171,7 @@ def _engine_options(p: argparse.ArgumentParser, *, profile_default=True) -> None
     p.add_argument("--checkpoints", default=settings.checkpoints_path(), help="path of checkpoints.yaml (env PFD_CHECKPOINTS)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when present; under accelerate: the process's)")
     p.add_argument("--precision", choices=settings.PRECISIONS, default=None,
-                   help="the models' precision (env PFD_PRECISION; default auto: fp16 on CUDA, bf16 on a CPU with AMX, "
+                   help="the models' precision (env PFD_PRECISION; default auto: fp16 on CUDA, bf16 on a CPU with AMX or AVX-512 BF16, "
                         "else fp32; the tiny profile fp32)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the PNGs into (created when missing)")
 

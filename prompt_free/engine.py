@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from . import deep_cache, loading, memory, previews, settings
+from . import deep_cache, layout, loading, memory, previews, settings
 from .conditioning import Conditioning
 from .errors import InvalidSettingError
 from .fast import FastPath
@@ -113,6 +113,7 @@ class Engine:
         fast: Optional[bool] = None,
         precision: Optional[str] = None,
         previews: Optional[bool] = None,
+        channels_last: Optional[str] = None,
     ):
         """``memory_budget``: bytes or a size such as "8GB" for the models on the device (None:
         ``PFD_MEMORY_BUDGET``, else the device's memory less a reserve on CUDA, a share of RAM on
@@ -123,13 +124,18 @@ class Engine:
         auto: the exact parts only, the eager result bit for bit on the CPU). ``precision``: auto |
         fp32 | bf16 | fp16 (None: ``PFD_PRECISION``; the tiny profile is then fp32); the rule of
         auto is in ``prompt_free.precision``. ``dtype``, when given, wins over it. ``previews``: False
-        turns live previews off for every request (None: ``PFD_PREVIEWS``, default on)."""
+        turns live previews off for every request (None: ``PFD_PREVIEWS``, default on). ``channels_last``:
+        auto | on | off, the layout of the UNet, ControlNets and VAE on the CPU (None:
+        ``PFD_CHANNELS_LAST``; the tiny profile is then contiguous; auto's rule is in
+        ``prompt_free.layout``)."""
         self.registry = registry
         self.device = torch.device(device) if device is not None else default_device()
+        tiny = registry.has_tiny_models  # fp32 and contiguous unless asked (pixel pins on every machine)
         if dtype is None:
-            dtype = DTYPES[resolve_precision(precision, self.device.type, tiny=registry.is_tiny and not registry.is_full_random)]
+            dtype = DTYPES[resolve_precision(precision, self.device.type, tiny=tiny)]
         self.dtype = dtype
         self.precision = name_of(dtype)  # recorded with every picture (prompt_free.metadata)
+        self.channels_last = layout.resolve(channels_last, self.device.type, self.precision, tiny=tiny)
         self.allow_download = allow_download
         self.fast = FastPath.from_setting(fast, self.device)
         self.previews = settings.previews() if previews is None else bool(previews)
@@ -245,6 +251,8 @@ class Engine:
             keep_fp32 = getattr(module, "_keep_in_fp32_modules", None)
             # diffusers' ModelMixin.to warns about fp32-kept modules even when a model has none
             module = module.to(self.dtype) if keep_fp32 else torch.nn.Module.to(module, self.dtype)
+        if self.channels_last and layout.is_convolutional(module):
+            layout.lay_out(module)
         module.eval().requires_grad_(False)
         return module
 

@@ -73,13 +73,13 @@ def full_taesd(seed: int = 41, *, device="cpu", dtype=torch.float32):
     return _materialised(AutoencoderTiny, {}, seed, device, dtype)
 
 
-def full_seecoder(position_aware: bool = False, seed: int = 0):
-    """The released SeeCoder's size (Swin-L, decoder, 148 queries), random weights (CPU, fp32:
-    its own deterministic initialiser; the engine then places it)."""
+def full_seecoder(position_aware: bool = False, seed: int = 0, *, dtype=torch.float32):
+    """The released SeeCoder's size (Swin-L, decoder, 148 queries), random weights (CPU, built in
+    ``dtype`` with its own deterministic initialiser; the engine then places it)."""
     from .seecoder import SeeCoderConfig, build_seecoder
 
     cfg = SeeCoderConfig()
-    return build_seecoder(cfg.with_position_encoding() if position_aware else cfg, seed=seed)
+    return build_seecoder(cfg.with_position_encoding() if position_aware else cfg, seed=seed, dtype=dtype)
 
 
 def full_text_encoder(seed: int = 4, *, device="cpu", dtype=torch.float32):

@@ -43,7 +43,7 @@ def build_seecoder(engine, entry: Entry) -> LoadedSeeCoder:
     if entry.full_random:
         from .full_random import full_seecoder
 
-        model = full_seecoder(entry.tiny == "seecoder_pa_full", seed=entry.option("seed", 0))
+        model = full_seecoder(entry.tiny == "seecoder_pa_full", seed=entry.option("seed", 0), dtype=engine.dtype)
     elif entry.tiny is not None:
         model = tiny.tiny_seecoder(entry.tiny == "seecoder_pa", seed=entry.option("seed", 0))
     else:

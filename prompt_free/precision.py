@@ -3,19 +3,25 @@
 The rule of ``auto``:
 
 - on CUDA: fp16 (as before this setting existed);
-- on a CPU with AMX (``amx_bf16`` / ``amx_tile`` in /proc/cpuinfo's flags, or torch's CPU capability
-  naming AMX): bf16, because AMX multiplies bf16 matrices in hardware (about 2.7x faster per UNet
-  step than fp32 on a Xeon with AMX, issue 19);
-- on any other CPU: fp32, also with AVX-512 BF16 alone (e.g. AMD EPYC), where this project's
-  earlier notes found bf16 slower. (A later check on an EPYC with avx512_bf16 found a full-size
-  UNet step 0.68x of fp32 in bf16; widen ``has_amx``'s test here once end-to-end runs confirm it.)
+- on a CPU with bf16 arithmetic in hardware: bf16. That is AMX (``amx_bf16`` / ``amx_tile`` in
+  /proc/cpuinfo's flags, or torch's CPU capability naming AMX: about 2.7x faster per UNet step
+  than fp32 on a Xeon with AMX, issue 19) or AVX-512 BF16 (``avx512_bf16``, e.g. AMD EPYC Zen 4/5).
+  Measured on a 2-vCPU AMD EPYC with avx512_bf16 and no AMX, torch 2.14.1, full-size random
+  weights, 512², benchmarks/bench_cpu.py (interleaved, medians of 2 after a warm-up, load 1.8;
+  the table is in benchmarks/README.md): bf16 against fp32, a guided UNet step (batch 2, 148
+  tokens) 4.32 s vs 8.25 s (0.52x), a ControlNet step 0.59x, VAE decode 0.48x, TAESD 0.56x,
+  SeeCoder encode 0.33x; end to end (auto precision and layout) "Paper" 0.50x of fp32 DDIM 50,
+  "Quick" 0.20x, peak RSS 0.55x. Earlier runs under load 2-10 varied up to 3x in single
+  figures but bf16 was faster in each end to end. No module is slower in bf16, so none is kept
+  in fp32 for speed.
+- on any other CPU (AVX2 only, ARM without these flags): fp32, where bf16 is emulated and slower.
 
 The tiny profile stays fp32 unless a precision is given explicitly (an argument, not the
 environment), so its pixel pins hold whatever the machine. No module is kept in fp32 when bf16 is
 chosen: bf16 has fp32's exponent range, so nothing overflows (fp16's problem with the SD VAE), and
-its rounding (about 1e-2 relative on the UNet output after a step) stays below what the 8-bit
-pictures show; the sampler's latents and guidance arithmetic stay fp32 in every precision
-(``sampling.denoise``).
+its rounding (about 1e-2 relative on the UNet output after a step with trained weights) stays below
+what the 8-bit pictures show; the sampler's latents and guidance arithmetic stay fp32 in every
+precision (``sampling.denoise``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from . import settings
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 AMX_FLAGS = frozenset({"amx_bf16", "amx_tile"})
+AVX512_BF16_FLAG = "avx512_bf16"
 
 
 def cpu_flags(cpuinfo: Optional[str] = None) -> frozenset:
@@ -58,8 +65,14 @@ def has_amx(flags: Iterable[str], capability: str = "") -> bool:
     return bool(AMX_FLAGS & set(flags)) or "AMX" in capability.upper()
 
 
+def has_bf16_hardware(flags: Iterable[str], capability: str = "") -> bool:
+    """Whether a CPU with these flags (or this torch capability) multiplies bf16 in hardware:
+    AMX or AVX-512 BF16."""
+    return has_amx(flags, capability) or AVX512_BF16_FLAG in set(flags)
+
+
 def auto_precision(device_type: str, flags: Optional[Iterable[str]] = None, capability: Optional[str] = None) -> str:
-    """What ``auto`` means on a device: fp16 on CUDA, bf16 on a CPU with AMX, fp32 elsewhere.
+    """What ``auto`` means on a device: fp16 on CUDA, bf16 on a CPU with AMX or AVX-512 BF16, fp32 elsewhere.
     ``flags`` / ``capability``: the CPU's (default: this machine's)."""
     if device_type == "cuda":
         return "fp16"
@@ -67,7 +80,7 @@ def auto_precision(device_type: str, flags: Optional[Iterable[str]] = None, capa
         return "fp32"
     flags = cpu_flags() if flags is None else flags
     capability = cpu_capability() if capability is None else capability
-    return "bf16" if has_amx(flags, capability) else "fp32"
+    return "bf16" if has_bf16_hardware(flags, capability) else "fp32"
 
 
 def resolve(precision: Optional[str], device_type: str, *, tiny: bool = False,

@@ -339,6 +339,14 @@ class Registry:
                    for e in section.values())
 
     @property
+    def has_tiny_models(self) -> bool:
+        """Its networks (SeeCoders, base models, ControlNets) are all the tiny built-in ones; add-on
+        files (an IP-Adapter, LoRAs) aside. Such an engine stays fp32 and contiguous unless asked,
+        so its pictures do not depend on the machine (``precision``, ``layout``)."""
+        nets = [e for kind in ("seecoders", "base_models", "controlnets") for e in self.entries.get(kind, {}).values()]
+        return bool(nets) and all(e.tiny is not None and not e.full_random for e in nets)
+
+    @property
     def is_full_random(self) -> bool:
         """Built in, at full size (the ``full-random`` profile)."""
         return self.is_tiny and any(e.full_random for kind in self.entries.values() for e in kind.values())

@@ -195,7 +195,7 @@ def check_precision(value, what: str = "precision") -> str:
 
 def precision(device_type: str = "cpu") -> str:
     """``PFD_PRECISION``: auto (default), fp32, bf16 or fp16 for the models; auto is fp16 on CUDA, bf16 on a
-    CPU with AMX, fp32 on other CPUs (``prompt_free.precision``). The deprecated ``PFD_DTYPE`` (CUDA only) is
+    CPU with AMX or AVX-512 BF16, fp32 on other CPUs (``prompt_free.precision``). The deprecated ``PFD_DTYPE`` (CUDA only) is
     still read when ``PFD_PRECISION`` is unset, with a warning.
 
     ``device_type``: the engine's device ("cuda", "cpu"), because ``PFD_DTYPE`` applied on CUDA only."""
@@ -231,6 +231,25 @@ def omp_num_threads() -> Optional[int]:
     except ValueError:
         return None  # OpenMP's own syntaxes (lists) are left to OpenMP
     return value if value > 0 else None
+
+
+CHANNELS_LAST_MODES = ("auto", "on", "off")
+
+
+def check_channels_last(value, what: str = "channels_last") -> str:
+    """``value`` as one of ``CHANNELS_LAST_MODES`` (also 1/0, true/false), else ``InvalidSettingError``."""
+    name = str(value).strip().lower()
+    name = "on" if name in _TRUE else "off" if name in {"0", "false", "no", "off"} else name
+    if name not in CHANNELS_LAST_MODES:
+        raise InvalidSettingError(f"{what} must be one of {', '.join(CHANNELS_LAST_MODES)}, got {value!r}")
+    return name
+
+
+def channels_last() -> str:
+    """``PFD_CHANNELS_LAST``: auto (default), on or off: the channels_last memory layout of the
+    UNet, the ControlNets and the VAE on the CPU; auto's measured rule is in
+    ``prompt_free.layout``. (On CUDA the compiled fast path lays models out itself.)"""
+    return check_channels_last(os.environ.get("PFD_CHANNELS_LAST") or "auto", "environment variable PFD_CHANNELS_LAST")
 
 
 FAST_MODES = ("auto", "on", "off")
@@ -407,6 +426,7 @@ def check_environment() -> None:
     fast_mode()
     previews()
     precision()
+    channels_last()
     threads()
     max_work()
     max_session_requests()

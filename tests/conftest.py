@@ -22,6 +22,11 @@ if str(REPO_ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) fr
 
 # Tests never reach the network: every model is built from configs or read from ../shared.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests run their models in fp32 (contiguous) on every machine unless a test asks otherwise:
+# ``auto`` picks bf16 on CPUs with AMX or AVX-512 BF16 (prompt_free.precision), and the tests that
+# compare loaded files or pictures with fp32 references must not depend on the machine's CPU.
+# The tests of the rule itself (tests/test_precision*.py, test_layout.py) clear or override it.
+os.environ.setdefault("PFD_PRECISION", "fp32")
 
 ALLOW_MISSING_ENV = "PFD_ALLOW_MISSING_FIXTURES"
 

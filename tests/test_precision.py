@@ -13,11 +13,13 @@ from PIL import Image
 from prompt_free import metadata, settings
 from prompt_free.engine import Engine
 from prompt_free.errors import InvalidSettingError
-from prompt_free.precision import auto_precision, cpu_flags, has_amx, resolve
+from prompt_free.precision import auto_precision, cpu_flags, has_bf16_hardware, resolve
 from prompt_free.tasks import VariationSettings, image_variation
 
 SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
 EPYC = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 ht\n"
+AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse avx2 fma ht\n"
+AVX512_NO_BF16 = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
 
 
 @pytest.fixture(autouse=True)
@@ -28,8 +30,10 @@ def _no_precision_env(monkeypatch):
 
 @pytest.mark.parametrize("cpuinfo, capability, device, expected", [
     (SAPPHIRE_RAPIDS, "AVX512", "cpu", "bf16"),   # AMX flags in /proc/cpuinfo
-    (EPYC, "AVX512", "cpu", "fp32"),              # avx512_bf16 without AMX: fp32 (bf16 measured slower there)
-    (EPYC, "AMX", "cpu", "bf16"),                 # torch reports AMX
+    (EPYC, "AVX512", "cpu", "bf16"),              # avx512_bf16 without AMX: bf16 (measured faster, precision.py)
+    (AVX2_ONLY, "AVX2", "cpu", "fp32"),           # no bf16 hardware: fp32
+    (AVX512_NO_BF16, "AVX512", "cpu", "fp32"),    # AVX-512 without its BF16 extension: fp32
+    (AVX2_ONLY, "AMX", "cpu", "bf16"),            # torch reports AMX
     ("", "", "cpu", "fp32"),                      # nothing known
     (SAPPHIRE_RAPIDS, "AVX512", "cuda", "fp16"),  # CUDA: fp16 as before
     (EPYC, "AVX512", "cuda", "fp16"),
@@ -38,12 +42,12 @@ def test_auto_rule_from_cpu_flags(cpuinfo, capability, device, expected):
     assert auto_precision(device, cpu_flags(cpuinfo), capability) == expected
 
 
-def test_this_machine_without_amx_gets_fp32_under_auto():
+def test_this_machine_gets_bf16_under_auto_only_with_bf16_hardware():
     flags = cpu_flags()
-    expected = "bf16" if has_amx(flags, torch.backends.cpu.get_cpu_capability()) else "fp32"
+    expected = "bf16" if has_bf16_hardware(flags, torch.backends.cpu.get_cpu_capability()) else "fp32"
     assert resolve("auto", "cpu") == expected
-    if "amx_tile" not in flags:  # e.g. this project's AMD EPYC sessions
-        assert resolve("auto", "cpu") == "fp32"
+    if "avx512_bf16" in flags:  # e.g. this project's AMD EPYC sessions
+        assert resolve("auto", "cpu") == "bf16"
 
 
 def test_explicit_precision_and_setting(monkeypatch):
@@ -130,3 +134,17 @@ def test_app_and_cli_pass_the_precision_on():
     assert engine.precision == "bf16" and engine.dtype == torch.bfloat16
     args = cli.build_parser().parse_args(["generate", "--reference", "x.png", "--out", "o", "--precision", "bf16"])
     assert cli._engine(args, cli.Processes(), profile="tiny").precision == "bf16"
+
+
+def test_tiny_networks_with_an_add_on_file_stay_fp32_and_contiguous(monkeypatch, tmp_path):
+    # The pixel pins' engine: the tiny networks plus an IP-Adapter file. The file does not make
+    # its pictures depend on the machine's precision rule or layout.
+    from tests.test_compare import IP_NAME, tiny_profile_with, write_tiny_ip_adapter
+
+    registry = tiny_profile_with(ip_adapters={IP_NAME: {"path": str(write_tiny_ip_adapter(tmp_path, seed=0))}})
+    assert not registry.is_tiny and registry.has_tiny_models
+    monkeypatch.setenv("PFD_PRECISION", "bf16")
+    monkeypatch.setenv("PFD_CHANNELS_LAST", "on")
+    engine = Engine(registry, device="cpu")
+    assert engine.precision == "fp32" and not engine.channels_last
+    assert Engine(registry, device="cpu", precision="bf16", channels_last="on").channels_last  # explicit: honoured

@@ -71,9 +71,11 @@ def build_seecoder(
         model = SeeCoder(config)
     if seed is None:
         return model
+    if dtype is not None:  # on the meta device: no storage yet, so no fp32 copy is ever made
+        model = model.to(dtype=dtype)
     # Materialise without the default initialisers (they would be overwritten anyway).
     model = init_seecoder_weights(model.to_empty(device="cpu"), seed)
-    return model.to(device=device, dtype=dtype).eval()
+    return model.to(device=device).eval()
 
 
 def expected_shapes(model: SeeCoder) -> Dict[str, tuple]:

@@ -61,7 +61,10 @@ def init_seecoder_weights(model: SeeCoder, seed: int = 0) -> SeeCoder:
     """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for name, param in model.named_parameters():
+            # A model in another dtype (bf16) gets the fp32 values rounded, one parameter at a
+            # time, so it never holds an fp32 copy of itself.
+            p = param if param.dtype == torch.float32 else torch.empty(param.shape, device=param.device)
             p.normal_(generator=gen)  # the same draws as torch.randn(p.shape, generator=gen)
             if name.endswith("relative_position_bias_table"):
                 p.mul_(0.02)
@@ -73,6 +76,8 @@ def init_seecoder_weights(model: SeeCoder, seed: int = 0) -> SeeCoder:
                 p.mul_(0.1).add_(1)
             else:
                 p.mul_(0.02)
+            if p is not param:
+                param.copy_(p)
         for name, b in model.named_buffers():
             if name.endswith("relative_position_index"):
                 ws = model.config.swin.window_size
