@@ -13,13 +13,25 @@ from tests._app import EXAMPLES, chromium_page, running_app  # noqa: E402
 OUT = ROOT / "docs"
 
 
+def finished(page, info_id: str, gallery_id: str = "") -> None:
+    """Wait for the run's final outputs (not a live preview): ``info_id``, a Markdown the run
+    fills at its end, has text. Then scroll to the top so the screenshot starts with the tab."""
+    page.wait_for_function(f"() => (document.querySelector('#{info_id}')?.innerText || '').trim().length > 0",
+                           timeout=300_000)
+    if gallery_id:  # the final pictures replace the previews (then load)
+        page.wait_for_function(f"() => {{ const g = document.querySelector('#{gallery_id}'); "
+                               f"return g && g.querySelector('img') && !g.innerText.includes('preview'); }}",
+                               timeout=60_000)
+    page.wait_for_timeout(1500)
+    page.evaluate("window.scrollTo(0, 0)")
+
+
 def variation(page):
     page.locator("#variation-reference input[type=file]").set_input_files(str(EXAMPLES / "chelsea.jpg"))
     page.wait_for_selector("#variation-reference img", timeout=30_000)
     page.locator("#variation-run").click()
-    page.wait_for_selector("#variation-gallery img", timeout=300_000)
-    page.wait_for_timeout(1000)
-    page.screenshot(path=str(OUT / "screenshot-variation.png"), full_page=False)
+    finished(page, "variation-info", "variation-gallery")
+    page.screenshot(path=str(OUT / "screenshot-variation.png"), full_page=True)
 
 
 def control(page):
@@ -29,8 +41,7 @@ def control(page):
     page.locator("#control-image-1 input[type=file]").set_input_files(str(EXAMPLES / "pose_standing.png"))
     page.wait_for_selector("#control-image-1 img", timeout=30_000)
     page.locator("#control-run").click()
-    page.wait_for_function("() => document.querySelectorAll('#control-gallery img').length >= 2", timeout=300_000)
-    page.wait_for_timeout(1000)
+    finished(page, "control-info", "control-gallery")
     page.screenshot(path=str(OUT / "screenshot-control.png"), full_page=True)
 
 
@@ -51,8 +62,7 @@ def multi_reference(page):
         page.wait_for_selector("#multi-mask-2 img", timeout=30_000)
     page.locator("#multi-blend").get_by_text("regions", exact=True).click()
     page.locator("#multi-run").click()
-    page.wait_for_selector("#multi-gallery img", timeout=300_000)
-    page.wait_for_timeout(1000)
+    finished(page, "multi-info", "multi-gallery")
     page.screenshot(path=str(OUT / "screenshot-multi_reference.png"), full_page=True)
 
 
@@ -63,8 +73,9 @@ def compare(page):
     page.locator("#compare-structure input[type=file]").set_input_files(str(EXAMPLES / "pose_standing.png"))
     page.wait_for_selector("#compare-structure img", timeout=30_000)
     page.locator("#compare-run").click()
-    page.wait_for_selector("#compare-image-dual img", timeout=300_000)
-    page.wait_for_timeout(1000)
+    page.wait_for_function("() => document.querySelector('#compare-image-dual img') && "
+                           "!document.querySelector('.progress-text')", timeout=300_000)  # done: no progress bar left
+    finished(page, "compare-differences")
     page.screenshot(path=str(OUT / "screenshot-compare.png"), full_page=True)
 
 
@@ -85,8 +96,7 @@ def edit(page):
         page.mouse.move(x + (i % 2) * box["width"] * 0.22, y + i * box["height"] * 0.02, steps=3)
     page.mouse.up()
     page.locator("#edit-run").click()
-    page.wait_for_selector("#edit-gallery img", timeout=300_000)
-    page.wait_for_timeout(1000)
+    finished(page, "edit-info", "edit-gallery")
     page.screenshot(path=str(OUT / "screenshot-edit.png"), full_page=True)
 
 
@@ -101,8 +111,7 @@ def tryon(page):
     page.wait_for_selector("#tryon-mask-upload img", timeout=30_000)
     page.locator("#tryon-keep-pose input[type=checkbox]").uncheck()
     page.locator("#tryon-run").click()
-    page.wait_for_selector("#tryon-gallery img", timeout=300_000)
-    page.wait_for_timeout(1000)
+    finished(page, "tryon-info", "tryon-gallery")
     page.screenshot(path=str(OUT / "screenshot-tryon.png"), full_page=True)
 
 
