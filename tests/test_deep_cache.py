@@ -18,6 +18,7 @@ from prompt_free.fast import FastPath
 from prompt_free.images import image_to_tensor, load_image
 from prompt_free.sampling import ControlInput, Sampler, denoise, make_scheduler
 from prompt_free.tiny import tiny_controlnet, tiny_unet
+from tests._torch import one_thread, rel  # noqa: F401 (one_thread: an autouse fixture)
 
 REF = "assets/examples/chelsea.jpg"
 MAPS = ("assets/examples/pose_standing.png", "assets/examples/depth_spheres.png")
@@ -25,18 +26,6 @@ MAPS = ("assets/examples/pose_standing.png", "assets/examples/depth_spheres.png"
 # the final latents was 1.7 % (N=2) and 2.6 % (N=3) without ControlNets, 3.2 % / 4.6 % with two.
 # The bounds leave room for other CPUs' kernels; an unrelated run differs by ~100 %.
 DEVIATION_BOUND = {2: 0.06, 3: 0.09}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 @pytest.fixture(scope="module")

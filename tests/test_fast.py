@@ -16,22 +16,11 @@ from prompt_free.fast import COMPILING_NOTE, DDIMSteps, FastPath
 from prompt_free.images import image_to_tensor, load_image
 from prompt_free.sampling import ControlInput, Sampler, denoise, make_scheduler
 from prompt_free.tiny import tiny_controlnet, tiny_unet
+from tests._torch import one_thread, rel  # noqa: F401 (one_thread: an autouse fixture)
 
 REL_TOL = 1e-5
 REF = "assets/examples/chelsea.jpg"
 MAPS = ("assets/examples/pose_standing.png", "assets/examples/depth_spheres.png")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 @pytest.mark.parametrize("steps", [50, 7])

@@ -14,17 +14,10 @@ from prompt_free.errors import InvalidSettingError
 from prompt_free.fast import DDIMSteps, FastPath
 from prompt_free.sampling import OFFICIAL_SCHEDULER_CONFIG, SCHEDULERS, Sampler, denoise, make_scheduler
 from prompt_free.tiny import tiny_unet
+from tests._torch import one_thread  # noqa: F401 (one_thread: an autouse fixture)
 
 REF = "assets/examples/chelsea.jpg"
 FEW_STEP = ("LCM", "TCD", "DDIM trailing")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name, cls", [("LCM", "LCMScheduler"), ("TCD", "TCDScheduler"), ("DDIM trailing", "DDIMScheduler")])

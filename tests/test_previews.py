@@ -22,16 +22,9 @@ from prompt_free.registry import Registry
 from prompt_free.sampling import denoise, make_scheduler
 from prompt_free.tasks import VariationSettings, image_variation
 from prompt_free.tiny import TINY_TAESD_CONFIG, tiny_unet
+from tests._torch import one_thread  # noqa: F401 (one_thread: an autouse fixture)
 
 REF = "assets/examples/chelsea.jpg"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

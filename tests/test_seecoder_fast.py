@@ -5,20 +5,12 @@ SeeCoder's forward at the common reference sizes only (dynamo's eager backend on
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from prompt_free.fast import COMMON_REFERENCE_SIZES, FastPath, _encode
 from prompt_free.seecoder.swin import shifted_window_mask, window_mask
 from prompt_free.tiny import tiny_seecoder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests._torch import one_thread  # noqa: F401 (one_thread: an autouse fixture)
 
 
 def _image(h=96, w=128, seed=0):
