@@ -223,6 +223,23 @@ def report_progress(progress, i: int, n: int, note: Optional[str] = None) -> Non
     progress(i, n)
 
 
+def guidance_context(cond: torch.Tensor, uncond: Optional[torch.Tensor], B: int, device, dtype) -> torch.Tensor:
+    """The UNet's context for a batch of ``B`` images: ``cond`` (1 or B rows, repeated per image)
+    alone, or, with an unconditional context (guided runs), [uncond x B, cond]: the official order."""
+    cond = cond.to(device, dtype)
+    if cond.shape[0] != B:
+        cond = cond.expand(B, -1, -1) if cond.shape[0] == 1 else cond.repeat_interleave(B // cond.shape[0], 0)
+    if uncond is None:
+        return cond
+    return torch.cat([uncond.to(device, dtype).expand(B, -1, -1), cond])
+
+
+def batched(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """``x`` (1 or k rows) repeated to ``batch`` rows: one row is expanded (no copy), k rows are
+    tiled (both guidance halves get the same per-image rows)."""
+    return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 else torch.cat([x] * (batch // x.shape[0]))
+
+
 def denoise(
     unet,
     scheduler,
@@ -263,16 +280,10 @@ def denoise(
     """
     device, dtype = unet.device, unet.dtype
     B = noise.shape[0]
-    cond = cond.to(device, dtype)
-    if cond.shape[0] != B:
-        cond = cond.expand(B, -1, -1) if cond.shape[0] == 1 else cond.repeat_interleave(B // cond.shape[0], 0)
     guided = guidance != 1.0
-    if guided:
-        if uncond is None:
-            raise ValueError("guidance != 1 needs an unconditional context")
-        context = torch.cat([uncond.to(device, dtype).expand(B, -1, -1), cond])
-    else:
-        context = cond
+    if guided and uncond is None:
+        raise ValueError("guidance != 1 needs an unconditional context")
+    context = guidance_context(cond, uncond if guided else None, B, device, dtype)
 
     if timesteps is not None:
         scheduler.set_timesteps(timesteps=list(timesteps), device=device)
@@ -281,14 +292,8 @@ def denoise(
     ts = scheduler.timesteps
     latents = noise.to(device, torch.float32) * scheduler.init_noise_sigma
     batch = 2 * B if guided else B
-    hints = []
-    for c in controls:  # (batch, 3, H, W): the same hint for both guidance halves
-        hint = c.hint.to(device, dtype)
-        hints.append(hint.expand(batch, -1, -1, -1) if hint.shape[0] == 1 else torch.cat([hint] * (batch // hint.shape[0])))
-    extra = None
-    if extra_unet_channels is not None:
-        extra = extra_unet_channels.to(device, dtype)
-        extra = torch.cat([extra] * 2) if guided else extra
+    hints = [batched(c.hint.to(device, dtype), batch) for c in controls]  # the same hint for both guidance halves
+    extra = None if extra_unet_channels is None else batched(extra_unet_channels.to(device, dtype), batch)
     make_parts = fast.parts if fast is not None else EagerParts
     parts = make_parts(unet, scheduler, ts, controls, hints, context, _step_kwargs(scheduler, generator))
     if fast is not None and fast.new_shape((id(unet), batch, tuple(noise.shape[1:]), tuple(id(c.controlnet) for c in controls),

@@ -23,9 +23,9 @@ REF = "assets/examples/chelsea.jpg"
 MAPS = ("assets/examples/pose_standing.png", "assets/examples/depth_spheres.png")
 
 
-@pytest.mark.parametrize("steps", [50, 7])
-def test_ddim_steps_reproduce_diffusers_step_bit_for_bit(steps):
-    sched = make_scheduler("DDIM")
+@pytest.mark.parametrize("name, steps", [("DDIM", 50), ("DDIM", 7), ("DDIM trailing", 8)])  # trailing: Hyper-SD's
+def test_ddim_steps_reproduce_diffusers_step_bit_for_bit(name, steps):
+    sched = make_scheduler(name)
     sched.set_timesteps(steps)
     ours = DDIMSteps.for_scheduler(sched, torch.device("cpu"))
     g = torch.Generator().manual_seed(0)

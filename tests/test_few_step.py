@@ -52,19 +52,7 @@ def test_lcm_and_tcd_refuse_more_steps_than_their_distillation_schedule_clearly(
     assert settings.FEW_STEPS.hi == 50
 
 
-def test_hyper_sd_trailing_ddim_is_replaced_exactly_by_the_fast_ddim_step():
-    sched = make_scheduler("DDIM trailing")
-    sched.set_timesteps(8)
-    ours = DDIMSteps.for_scheduler(sched, torch.device("cpu"))
-    assert ours is not None
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 4, 8, 8, generator=g)
-    y = x.clone()
-    for i, t in enumerate(sched.timesteps):
-        eps = torch.randn(2, 4, 8, 8, generator=g)
-        x = sched.step(eps, t, x, eta=0.0, return_dict=False)[0]
-        y = ours.step(eps, i, y)
-        assert torch.equal(x, y), f"step {i}"
+# "DDIM trailing" replaced exactly by the fast DDIM step: tests/test_fast.py (bit for bit, per step).
 
 
 def test_lcm_and_tcd_keep_their_own_step_on_the_fast_path():
