@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--no-fast", dest="fast", action="store_false", default=None,
                        help="the eager sampling loop instead of the fast path (env PFD_FAST=0)")
     speed.add_argument("--fast", dest="fast", action="store_true",
-                       help="the fast path with channels_last + torch.compile on CUDA (env PFD_FAST=1; default: its "
+                       help="the fast path with channels_last + torch.compile + CUDA graphs on CUDA (env PFD_FAST=1; default: its "
                             "exact parts only)")
     p.add_argument("--no-previews", dest="previews", action="store_false", default=None,
                    help="no live previews while a picture is sampled, for the whole server (env PFD_PREVIEWS=0; "

@@ -23,6 +23,7 @@ import torch
 from . import deep_cache, layout, loading, memory, previews, settings
 from .conditioning import Conditioning
 from .errors import InvalidSettingError
+from .cuda_graphs import StepGraphs
 from .fast import FastPath
 from .images import image_to_tensor, prepare_reference, tensor_to_images
 from .loading import BaseModel, LoadedSeeCoder  # noqa: F401 - the engine's model types
@@ -53,6 +54,9 @@ FULL_RANDOM_BANNER = (
     "The app runs the full-random profile (SD-1.5-size models with random weights, for measurements). "
     "Outputs are NOT meaningful pictures. Start with `--profile real` for the real models."
 )
+
+
+GRAPHS_KEY = ("cuda_graphs", "step graphs")  # the resident of ``FastPath.graphs`` (``_hold_graphs``)
 
 
 class _LRU(OrderedDict):
@@ -364,7 +368,9 @@ class Engine:
             for r in removed:
                 log.info("memory: %s %s (%s) leaves the device", r.kind, memory.report_name(r.key),
                          memory.format_size(r.bytes))
-                if keep and r.where == memory.DEVICE and r.bytes <= self.memory.ram_budget:
+                if isinstance(r.value, StepGraphs):  # captured steps are remade, never moved
+                    r.value.release()
+                elif keep and r.where == memory.DEVICE and r.bytes <= self.memory.ram_budget:
                     memory.move(r.value, torch.device("cpu"), pin=True)
                     self.memory.add(r.key, r.value, memory.RAM)
             del removed
@@ -459,11 +465,14 @@ class Engine:
             reserve = memory.activation_reserve(sampler, torch.finfo(self.dtype).bits // 8) if self.device.type == "cuda" else 0
             if loras and self.device.type == "cuda":
                 reserve += loras.patched_bytes(base.unet)
+            fast, graphed = self._run_path(conditioning, sampler, loras)
+            if graphed and self.device.type == "cuda":
+                reserve += fast.graphs.slot_bytes_needed(base.unet)  # a new UNet weight slot
             for attempt in (1, 2):
                 self._make_room(reserve)
                 failed = None
                 try:
-                    return self._sample(base, conditioning, sampler, noise, progress, decode, loras, show)
+                    return self._sample(base, conditioning, sampler, noise, progress, decode, loras, show, fast, graphed)
                 except Exception as e:  # noqa: BLE001 - only out-of-memory is handled here
                     if not memory.is_out_of_memory(e):
                         raise
@@ -485,8 +494,17 @@ class Engine:
                 "to leave more room for the work itself."
             )
 
+    def _run_path(self, c: Conditioning, sampler: Sampler, loras: LoraPatch) -> Tuple[Optional[FastPath], bool]:
+        """(the sampling path of this run, whether it replays captured steps)."""
+        fast = self.fast
+        if fast is not None and (c.unet_patch is not None or (loras and fast.compile)):
+            # A patched UNet is neither the module that was compiled nor the graphs' weight slot;
+            # fused LoRA weights are untested compiled (the slot copies them like any weights).
+            fast = fast.without_compile(keep_graphs=c.unet_patch is None)
+        return fast, fast is not None and sampler.deep_cache == 1 and fast.graphs_apply(c.controls)
+
     def _sample(self, base: BaseModel, c: Conditioning, sampler: Sampler, noise: torch.Tensor, progress, decode: bool,
-                loras: LoraPatch, show=None):
+                loras: LoraPatch, show=None, fast: Optional[FastPath] = None, graphed: bool = False):
         timings = {}
         with self._run_lock, torch.inference_mode():
             extra = after_step = None
@@ -497,10 +515,8 @@ class Engine:
             # The LoRAs are fused into the shared UNet for this run only and taken out on the way
             # out of the block, also on error and on cancel (``Cancelled`` from the loop).
             fused = loras.applied(base.unet) if loras else contextlib.nullcontext()
-            fast = self.fast
-            if fast is not None and fast.compile and (c.unet_patch is not None or loras):
-                # a patched UNet is not the module that was compiled; fused LoRA weights are untested there
-                fast = FastPath(compile=False)
+            if graphed:
+                self._hold_graphs(fast.graphs, base.unet)
             t0 = time.perf_counter()
             with fused, patch:
                 latents = denoise(
@@ -510,6 +526,8 @@ class Engine:
                     extra_unet_channels=extra, after_step=after_step, fast=fast, preview=show,
                     deep_cache=sampler.deep_cache,
                 )
+            if graphed:
+                self._hold_graphs(fast.graphs, base.unet)  # counts the new steps' fixed tensors too
             _sync(self.device)
             timings["denoise"] = time.perf_counter() - t0
             images = []
@@ -519,6 +537,15 @@ class Engine:
                 _sync(self.device)
                 timings["decode"] = time.perf_counter() - t0
         return Generation(images, latents, sampler.seeds, sampler.width, sampler.height, timings)
+
+    def _hold_graphs(self, graphs: StepGraphs, unet) -> None:
+        """Account for the captured steps and their UNet weight slot like a model, held by this
+        request (``generate`` made room for a new slot within the memory budget). Evicting them
+        (``_evict``) drops them; the next graphed run makes them anew. Under the run lock."""
+        self.memory.pin(GRAPHS_KEY)
+        graphs.prepare(unet)
+        self.memory.remove(GRAPHS_KEY)
+        self.memory.add(GRAPHS_KEY, graphs)
 
     def _preview_hook(self, callback: Optional[previews.PreviewCallback]):
         """``sampling.denoise``'s preview hook for ``callback``: the latents decoded by the preview

@@ -30,7 +30,10 @@ DeepCache-style reuse of the UNet's deep features for N - 1 steps after each ful
 eager loop and on this path (both its forwards go through ``FastPath.function``, so they are
 compiled on the compile path).
 
-Not done (documented in benchmarks/README.md): CUDA graphs of a whole guided step.
+Graphed (``graphs=``; on CUDA with the compile path unless ``PFD_CUDA_GRAPHS=0``, or alone with
+``PFD_CUDA_GRAPHS=1``; ``prompt_free.cuda_graphs``): the guided step (ControlNets + UNet +
+guidance) captured as one CUDA graph per shape and replayed, over a UNet weight slot that each
+run's base model is copied into, so switching base models keeps the captured graphs.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from . import settings
+from .cuda_graphs import ControlSlot, GraphedStep, StepGraphs
+from .sampling import guided_eps
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +163,12 @@ class FastPath:
 
     note = COMPILING_NOTE
 
-    def __init__(self, compile: bool = False, backend: str = "inductor"):
+    def __init__(self, compile: bool = False, backend: str = "inductor", graphs=False):
+        """``graphs``: True (a new ``StepGraphs``) or a ``StepGraphs`` to share: the guided step
+        as one CUDA graph per shape (captured on CUDA; on the CPU run uncaptured, for tests)."""
         self.compile = bool(compile)
         self.backend = backend
+        self.graphs: Optional[StepGraphs] = graphs if isinstance(graphs, StepGraphs) else StepGraphs() if graphs else None
         self._laid_out: "weakref.WeakSet" = weakref.WeakSet()  # modules made channels_last (no strong refs)
         self._compiled_fn = {}  # module-level function -> its compiled version (holds no model)
         self._shapes = set()
@@ -174,11 +182,20 @@ class FastPath:
         mode = ("on" if fast else "off") if fast is not None else settings.fast_mode()
         if mode == "off":
             return None
-        return cls(compile=mode == "on" and device.type == "cuda")
+        cuda = device.type == "cuda"
+        graphs = settings.cuda_graphs()
+        return cls(compile=mode == "on" and cuda,
+                   graphs=cuda and (graphs == "on" or (graphs == "auto" and mode == "on")))
+
+    def without_compile(self, keep_graphs: bool) -> "FastPath":
+        """This path's exact parts for one run that the compiled modules do not fit (a patched
+        UNet, fused LoRA weights); its graphs (the same captured steps) when ``keep_graphs``."""
+        return FastPath(compile=False, graphs=self.graphs if keep_graphs else False)
 
     @property
     def label(self) -> str:
-        return "fast (exact parts + compile)" if self.compile else "fast (exact parts)"
+        parts = ["exact parts"] + (["compile"] if self.compile else []) + (["CUDA graphs"] if self.graphs is not None else [])
+        return f"fast ({' + '.join(parts)})"
 
     # -- compiled modules. The compiled functions take the model as an argument, so this object
     # never keeps a model alive after the engine evicts it.
@@ -230,7 +247,18 @@ class FastPath:
         self._shapes.add(key)
         return True
 
-    def parts(self, unet, scheduler, ts, controls, hints: Sequence[torch.Tensor], context, step_kwargs):
+    def graphs_apply(self, controls) -> bool:
+        """Whether a run with ``controls`` (``sampling.ControlInput``) replays captured steps:
+        graphs on and working, and every ControlNet one ``controlnet_residuals`` reproduces."""
+        return (self.graphs is not None and self.graphs.failed is None
+                and all(controlnet_supported(c.controlnet) for c in controls))
+
+    def parts(self, unet, scheduler, ts, controls, hints: Sequence[torch.Tensor], context, step_kwargs,
+              graphable: bool = True):
+        """The per-run parts: ``GraphParts`` when graphs are on and apply (``graphable``: the exact
+        loop, every ControlNet one ``controlnet_residuals`` reproduces), else ``FastParts``."""
+        if graphable and self.graphs_apply(controls):
+            return GraphParts(self, unet, scheduler, ts, controls, hints, context, step_kwargs)
         return FastParts(self, unet, scheduler, ts, controls, hints, context, step_kwargs)
 
 
@@ -279,6 +307,70 @@ class FastParts:
         if self.ddim is not None:
             return self.ddim.step_and_x0(eps, i, latents)
         return step_outputs(self.scheduler.step(eps, self.ts[i], latents, **self.step_kwargs, return_dict=False))
+
+    def guided_eps(self, x, extra, i: int, active: Tuple[int, ...], guidance: Optional[float]):
+        return guided_eps(self, x, extra, i, active, guidance)
+
+    def finish(self) -> None:
+        pass
+
+
+class GraphParts(FastParts):
+    """``FastParts`` whose guided step (ControlNets + UNet + guidance) is one captured CUDA graph
+    per shape (``prompt_free.cuda_graphs``), run over the UNet weight slot that this run's UNet
+    is copied into. On the CPU the same step runs uncaptured (what the tests check)."""
+
+    def __init__(self, fast: FastPath, unet, scheduler, ts, controls, hints, context, step_kwargs):
+        super().__init__(fast, unet, scheduler, ts, controls, hints, context, step_kwargs)
+        self.graphs = fast.graphs
+        slot = self.graphs.new_run(unet)  # this run's weights in the tensors the graphs read
+        self.slot_unet = fast.module(slot)
+        self._base_key = (id(self.graphs.slot), tuple(context.shape), context.dtype)
+        self._control_ids = [self.graphs.model_id(cn) for _, cn, _, _ in self._controls]
+        self._keys = {}  # (active ControlNets, guided) -> the step's key, built once per run
+
+    def guided_eps(self, x, extra, i: int, active: Tuple[int, ...], guidance: Optional[float]):
+        key = self._keys.get((active, guidance is not None))
+        if key is None:
+            key = self._keys[(active, guidance is not None)] = self._base_key + (
+                tuple(self._control_ids[k] for k in active), tuple(x.shape), x.dtype,
+                None if extra is None else tuple(extra.shape), guidance is not None)
+        self._extra, self._guidance = extra, guidance
+        return self.graphs.step(key, self, active, x, i)
+
+    # -- what ``StepGraphs.step`` asks of a run
+    def make_step(self, active, x) -> GraphedStep:
+        """The fixed tensors of a new step shape (allocated outside any capture)."""
+        device = x.device
+        controls = [ControlSlot(None, torch.empty_like(self._controls[k][2]),
+                                torch.zeros((), device=device, dtype=torch.float32)) for k in active]
+        guidance = None if self._guidance is None else torch.zeros((), device=device, dtype=torch.float32)
+        extra = None if self._extra is None else torch.empty_like(self._extra, memory_format=torch.contiguous_format)
+        out_shape = (x.shape[0] // 2 if guidance is not None else x.shape[0], *x.shape[1:])
+        return GraphedStep(x=torch.empty_like(x), t=torch.empty_like(self.ts[0]), context=torch.empty_like(self.context),
+                           guidance=guidance, extra=extra, controls=controls,
+                           out=torch.empty(out_shape, device=device, dtype=torch.float32))
+
+    def load_run(self, s: GraphedStep, active) -> None:
+        """This run's models and per-run inputs into ``s``: context, hint embeddings, scales, guidance."""
+        s.unet, s.residuals = self.slot_unet, self._residuals
+        s.context.copy_(self.context)
+        if s.extra is not None:
+            s.extra.copy_(self._extra)
+        if s.guidance is not None:
+            s.guidance.fill_(self._guidance)
+        for c, k in zip(s.controls, active):
+            _, cn, embedding, scale = self._controls[k]
+            c.controlnet = cn
+            c.embedding.copy_(embedding)
+            c.scale.copy_(scale) if isinstance(scale, torch.Tensor) else c.scale.fill_(scale)
+
+    def load_step(self, s: GraphedStep, x, i: int) -> None:
+        s.x.copy_(x)
+        s.t.copy_(self.ts[i])  # a device-to-device copy: no host sync
+
+    def finish(self) -> None:
+        self.graphs.end_run()
 
 
 def step_outputs(out) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

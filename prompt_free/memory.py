@@ -23,12 +23,12 @@ import torch
 from .errors import InvalidSettingError, PromptFreeError
 
 DEVICE, RAM = "device", "ram"
-REPORT_KINDS = ("base_model", "seecoder", "controlnet", "text_encoder", "image_encoder", "ip_adapter", "lora", "detector", "preview_decoder", "other")
+REPORT_KINDS = ("base_model", "seecoder", "controlnet", "text_encoder", "image_encoder", "ip_adapter", "lora", "detector", "preview_decoder", "cuda_graphs", "other")
 _KIND_OF_KEY = {
     "base_models": "base_model", "seecoders": "seecoder", "controlnets": "controlnet",
     "text_encoder": "text_encoder", "ip_image_encoder": "image_encoder", "ip_adapter": "ip_adapter",
     "detectors": "detector", "detector networks": "detector", "loras": "lora",
-    "previews": "preview_decoder",
+    "previews": "preview_decoder", "cuda_graphs": "cuda_graphs",
 }
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}

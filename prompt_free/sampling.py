@@ -200,6 +200,13 @@ class EagerParts:
             return_dict=False,
         )[0]
 
+    def guided_eps(self, x, extra, i: int, active: Tuple[int, ...], guidance: Optional[float]):
+        """The guided noise prediction of step ``i`` (``fast.GraphParts`` replays it as one graph)."""
+        return guided_eps(self, x, extra, i, active, guidance)
+
+    def finish(self) -> None:
+        """The run is over (also on error or cancel)."""
+
     def step(self, eps, i: int, latents):
         """(next latents, the step's predicted x0 or None: what a preview shows)."""
         from .fast import step_outputs
@@ -232,6 +239,38 @@ def guidance_context(cond: torch.Tensor, uncond: Optional[torch.Tensor], B: int,
     if uncond is None:
         return cond
     return torch.cat([uncond.to(device, dtype).expand(B, -1, -1), cond])
+
+
+def summed_residuals(pairs) -> Tuple[Optional[List[torch.Tensor]], Optional[torch.Tensor]]:
+    """The ControlNets' (down residuals, mid residual) pairs added up; (None, None) for none."""
+    down = mid = None
+    for d, m in pairs:
+        if down is None:
+            down, mid = list(d), m
+        else:
+            down = [a + b for a, b in zip(down, d)]
+            mid = mid + m
+    return down, mid
+
+
+def unet_input(x: torch.Tensor, extra: Optional[torch.Tensor]) -> torch.Tensor:
+    """The UNet's input: the latents, and the inpainting channels after them when there are any."""
+    return torch.cat([x, extra], dim=1) if extra is not None else x
+
+
+def guide(eps: torch.Tensor, guidance: Optional[float]) -> torch.Tensor:
+    """Classifier-free guidance over the batch [unconditional, conditional] (None: unguided)."""
+    if guidance is None:
+        return eps
+    e_u, e_c = eps.chunk(2)
+    return e_u + guidance * (e_c - e_u)
+
+
+def guided_eps(parts, x, extra, i: int, active: Tuple[int, ...], guidance: Optional[float]) -> torch.Tensor:
+    """One guided step's noise prediction from ``parts`` (``EagerParts`` or ``fast.FastParts``):
+    the acting ControlNets' residuals, added to both guidance halves, the UNet, the guidance."""
+    down, mid = summed_residuals(parts.control(k, x, i) for k in active)
+    return guide(parts.eps(unet_input(x, extra), i, down, mid).float(), guidance)
 
 
 def batched(x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -294,8 +333,11 @@ def denoise(
     batch = 2 * B if guided else B
     hints = [batched(c.hint.to(device, dtype), batch) for c in controls]  # the same hint for both guidance halves
     extra = None if extra_unet_channels is None else batched(extra_unet_channels.to(device, dtype), batch)
-    make_parts = fast.parts if fast is not None else EagerParts
-    parts = make_parts(unet, scheduler, ts, controls, hints, context, _step_kwargs(scheduler, generator))
+    if fast is not None:  # graphs of the guided step only for the exact loop (quick mode reuses features)
+        parts = fast.parts(unet, scheduler, ts, controls, hints, context, _step_kwargs(scheduler, generator),
+                           graphable=deep_cache == 1)
+    else:
+        parts = EagerParts(unet, scheduler, ts, controls, hints, context, _step_kwargs(scheduler, generator))
     if fast is not None and fast.new_shape((id(unet), batch, tuple(noise.shape[1:]), tuple(id(c.controlnet) for c in controls),
                                             None if extra is None else extra.shape[1], deep_cache)):
         report_progress(progress, 0, len(ts), fast.note)  # the first step compiles
@@ -306,35 +348,28 @@ def denoise(
         cache = DeepCache(deep_cache, unet, ts, context, fast)
 
     every = settings.preview_interval(len(ts)) if preview is not None else 0
-    for i, t in enumerate(ts):
-        cancel.check()  # a cancelled request stops here, between two steps (prompt_free.cancel)
-        x = torch.cat([latents] * 2) if guided else latents
-        x = parts.scale_input(x, i).to(dtype)
-        down_res = mid_res = None
-        active = tuple(k for k, control in enumerate(controls) if control.active(i, len(ts)))
-        reuse = cache is not None and cache.reuses(active)
-        for k in () if reuse else active:  # a reuse step takes the last full step's shallow residuals
-            d, m = parts.control(k, x, i)
-            if down_res is None:
-                down_res, mid_res = list(d), m
-            else:
-                down_res = [a + b for a, b in zip(down_res, d)]
-                mid_res = mid_res + m
-        unet_in = torch.cat([x, extra], dim=1) if extra is not None else x
-        if cache is not None:
-            eps = cache.eps(unet_in, i, down_res, mid_res, active, reuse).float()
-        else:
-            eps = parts.eps(unet_in, i, down_res, mid_res).float()
-        if guided:
-            e_u, e_c = eps.chunk(2)
-            eps = e_u + guidance * (e_c - e_u)
-        latents, x0 = parts.step(eps, i, latents)
-        if after_step is not None:
-            latents = after_step(i, t, latents)
-        if every and (i + 1) % every == 0 and i + 1 < len(ts):
-            preview(i + 1, len(ts), latents if x0 is None else x0)
-        if progress is not None:
-            progress(i + 1, len(ts))
+    g = guidance if guided else None
+    try:
+        for i, t in enumerate(ts):
+            cancel.check()  # a cancelled request stops here, between two steps (prompt_free.cancel)
+            x = torch.cat([latents] * 2) if guided else latents
+            x = parts.scale_input(x, i).to(dtype)
+            active = tuple(k for k, control in enumerate(controls) if control.active(i, len(ts)))
+            if cache is None:
+                eps = parts.guided_eps(x, extra, i, active, g)
+            else:  # a reuse step takes the last full step's shallow residuals, not the ControlNets'
+                reuse = cache.reuses(active)
+                down_res, mid_res = summed_residuals(parts.control(k, x, i) for k in (() if reuse else active))
+                eps = guide(cache.eps(unet_input(x, extra), i, down_res, mid_res, active, reuse).float(), g)
+            latents, x0 = parts.step(eps, i, latents)
+            if after_step is not None:
+                latents = after_step(i, t, latents)
+            if every and (i + 1) % every == 0 and i + 1 < len(ts):
+                preview(i + 1, len(ts), latents if x0 is None else x0)
+            if progress is not None:
+                progress(i + 1, len(ts))
+    finally:
+        parts.finish()
     return latents
 
 

@@ -270,6 +270,20 @@ def fast_mode() -> str:
     raise InvalidSettingError(f"environment variable PFD_FAST must be 0, 1 or auto, got {raw!r}")
 
 
+def cuda_graphs() -> str:
+    """``PFD_CUDA_GRAPHS``: the guided step as one CUDA graph per shape (``prompt_free.cuda_graphs``).
+    ``0``/``off``: never; ``1``/``on``: on CUDA with any fast path; unset/``auto``: with the compile
+    path (``PFD_FAST=1`` / ``--fast`` on CUDA)."""
+    raw = (os.environ.get("PFD_CUDA_GRAPHS") or "auto").strip().lower()
+    if raw in _TRUE:
+        return "on"
+    if raw in {"0", "false", "no", "off"}:
+        return "off"
+    if raw == "auto":
+        return "auto"
+    raise InvalidSettingError(f"environment variable PFD_CUDA_GRAPHS must be 0, 1 or auto, got {raw!r}")
+
+
 def compile_cache_dir() -> str:
     """``PFD_COMPILE_CACHE``: where torch.compile keeps its compiled kernels across restarts
     (``TORCHINDUCTOR_CACHE_DIR`` when set wins; default ~/.cache/prompt-free-diffusion/inductor)."""

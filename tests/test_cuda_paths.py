@@ -1,7 +1,8 @@
-"""The stop-22 paths on CUDA in fp16, for a session lent a GPU (benchmarks/gpu_goals.sh runs this
-file; skipped without CUDA): live previews keep the final pixels, quick mode (deep_cache 2) stays
-finite and close to the exact latents, SeeCoder's cached window masks give the same tokens as
-fresh ones. Tiny profile, so it takes seconds."""
+"""The paths checked on the CPU by substitution, on CUDA in fp16, for a session lent a GPU
+(benchmarks/gpu_goals.sh runs this file; skipped without CUDA): live previews keep the final
+pixels, quick mode (deep_cache 2) stays finite and close to the exact latents, SeeCoder's cached
+window masks give the same tokens as fresh ones, the graphed guided step is captured and matches
+eager fp16 across a base-model switch. Tiny profile, so it takes seconds."""
 
 from __future__ import annotations
 
@@ -59,3 +60,32 @@ def test_seecoder_masks_cached_on_cuda_give_the_same_tokens():
         cached = model(x)
     assert window_mask.cache_info().hits > 0
     assert torch.equal(fresh, cached)
+
+
+def test_graphed_steps_are_captured_and_match_eager_fp16_across_a_base_model_switch():
+    """CUDA graphs of the guided step (exact parts, no compile): every step shape is captured,
+    the latents match eager fp16 within 1e-2 with two ControlNets, and a switch to another base
+    model copies into the same slot (same addresses) and gives that model's eager latents."""
+    from prompt_free.conditioning import Conditioning
+    from prompt_free.cuda_graphs import weights_address
+    from prompt_free.fast import FastPath
+    from prompt_free.sampling import Sampler
+    from tests.test_fast import _two_controlnets
+
+    eager = Engine.from_profile("tiny", device="cuda", fast=False, precision="fp16")
+    graphed = Engine.from_profile("tiny", device="cuda", fast=False, precision="fp16")
+    graphed.fast = FastPath(graphs=True)
+
+    def latents(e, base, controls_of):
+        ctx, unc = e.encode_reference(load_image(REF), "SeeCoder")
+        s = Sampler(width=128, height=128, steps=6, seed=3, num_images=2)
+        return e.generate(base, Conditioning(ctx, unc, controls_of(e)), s, decode=False).latents.float()
+
+    for controls_of in ((lambda e: []), _two_controlnets):
+        assert rel(latents(graphed, "Tiny SD", controls_of), latents(eager, "Tiny SD", controls_of)) <= 1e-2
+    graphs = graphed.fast.graphs
+    assert graphs.failed is None and len(graphs) and all(s.graph is not None for s in graphs._steps.values())
+    addresses, captured = weights_address(graphs.slot.module), graphs.captures
+    other = "Tiny SD (other seed)"
+    assert rel(latents(graphed, other, _two_controlnets), latents(eager, other, _two_controlnets)) <= 1e-2
+    assert weights_address(graphs.slot.module) == addresses and graphs.captures == captured

@@ -185,12 +185,13 @@ def test_compile_path_keeps_no_evicted_model_alive():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (fp16 parity of the fast path)")
-@pytest.mark.parametrize("fast", [None, True], ids=["exact-parts", "compiled"])
+@pytest.mark.parametrize("fast", [None, True], ids=["exact-parts", "compiled+graphs"])
 def test_fp16_fast_path_on_cuda_matches_eager_fp16(fast, monkeypatch):
     monkeypatch.delenv("PFD_FAST", raising=False)
+    monkeypatch.delenv("PFD_CUDA_GRAPHS", raising=False)
     eager = Engine.from_profile("tiny", device="cuda", fast=False, precision="fp16")
     quick = Engine.from_profile("tiny", device="cuda", fast=fast, precision="fp16")
-    assert quick.fast is not None and quick.fast.compile == bool(fast)
+    assert quick.fast is not None and quick.fast.compile == bool(fast) and (quick.fast.graphs is not None) == bool(fast)
     for controls_of in ((lambda e: []), _two_controlnets):
         a, b = _latents(eager, controls_of), _latents(quick, controls_of)
         assert rel(b.float(), a.float()) <= 1e-2
