@@ -51,9 +51,10 @@ def weights_address(m: torch.nn.Module) -> Tuple[int, ...]:
 
 
 def architecture(m: torch.nn.Module) -> Tuple:
-    """Names, shapes, dtypes, layouts and device of ``m``'s weights: two UNets with the same one fit one slot."""
+    """Names, shapes, dtypes and device of ``m``'s weights: two UNets with the same one fit one
+    slot (the memory layout may differ: a copy converts it)."""
     return (type(m).__name__,) + tuple(
-        (name, tuple(t.shape), t.dtype, t.stride(), str(t.device))
+        (name, tuple(t.shape), t.dtype, str(t.device))
         for name, t in list(m.named_parameters()) + list(m.named_buffers()))
 
 
@@ -63,12 +64,12 @@ class WeightSlot:
     def __init__(self, unet: torch.nn.Module):
         self.architecture = architecture(unet)
         self.module = copy.deepcopy(unet).eval().requires_grad_(False)  # the UNet's device, dtype and layout
-        self._dst = module_tensors(self.module)
 
     def fill(self, unet: torch.nn.Module) -> torch.nn.Module:
-        """The slot holding ``unet``'s weights now (as fused or moved for this run)."""
+        """The slot holding ``unet``'s weights now (as fused or moved for this run). The slot's
+        tensors are looked up each time: the compile path lays them out channels_last once."""
         with torch.no_grad():
-            for d, s in zip(self._dst, module_tensors(unet)):
+            for d, s in zip(module_tensors(self.module), module_tensors(unet)):
                 d.copy_(s, non_blocking=True)
         return self.module
 

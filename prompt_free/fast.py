@@ -270,7 +270,7 @@ class FastParts:
         self.fast, self.scheduler, self.ts, self.context = fast, scheduler, ts, context
         self.step_kwargs = step_kwargs
         self.ddim = DDIMSteps.for_scheduler(scheduler, ts.device)
-        self.unet = fast.module(unet)
+        self.unet = self._unet_forward(fast, unet)
         device = ts.device
         self._controls: List[tuple] = []
         for control, hint in zip(controls, hints):
@@ -283,6 +283,9 @@ class FastParts:
             else:
                 self._controls.append((False, cn, hint, float(control.scale)))
         self._residuals = fast.function(controlnet_residuals)
+
+    def _unet_forward(self, fast: FastPath, unet):
+        return fast.module(unet)
 
     def scale_input(self, x, i: int):
         if self.ddim is not None:  # DDIM's scale_model_input is the identity
@@ -321,13 +324,16 @@ class GraphParts(FastParts):
     is copied into. On the CPU the same step runs uncaptured (what the tests check)."""
 
     def __init__(self, fast: FastPath, unet, scheduler, ts, controls, hints, context, step_kwargs):
-        super().__init__(fast, unet, scheduler, ts, controls, hints, context, step_kwargs)
         self.graphs = fast.graphs
-        slot = self.graphs.new_run(unet)  # this run's weights in the tensors the graphs read
-        self.slot_unet = fast.module(slot)
+        super().__init__(fast, unet, scheduler, ts, controls, hints, context, step_kwargs)
         self._base_key = (id(self.graphs.slot), tuple(context.shape), context.dtype)
         self._control_ids = [self.graphs.model_id(cn) for _, cn, _, _ in self._controls]
         self._keys = {}  # (active ControlNets, guided) -> the step's key, built once per run
+
+    def _unet_forward(self, fast: FastPath, unet):
+        """The slot's forward, holding this run's weights (the base UNet itself is not laid out)."""
+        slot = self.graphs.new_run(unet)
+        return fast.module(slot)
 
     def guided_eps(self, x, extra, i: int, active: Tuple[int, ...], guidance: Optional[float]):
         key = self._keys.get((active, guidance is not None))
@@ -353,7 +359,7 @@ class GraphParts(FastParts):
 
     def load_run(self, s: GraphedStep, active) -> None:
         """This run's models and per-run inputs into ``s``: context, hint embeddings, scales, guidance."""
-        s.unet, s.residuals = self.slot_unet, self._residuals
+        s.unet, s.residuals = self.unet, self._residuals
         s.context.copy_(self.context)
         if s.extra is not None:
             s.extra.copy_(self._extra)

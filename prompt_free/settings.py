@@ -160,6 +160,19 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
 
 
+def env_auto(name: str) -> str:
+    """A switch with an automatic default: "on" (1, true, yes, on), "off" (0, false, no, off) or
+    "auto" (unset, empty, auto); anything else is an ``InvalidSettingError`` naming the variable."""
+    raw = (os.environ.get(name) or "auto").strip().lower()
+    if raw in _TRUE:
+        return "on"
+    if raw in {"0", "false", "no", "off"}:
+        return "off"
+    if raw == "auto":
+        return "auto"
+    raise InvalidSettingError(f"environment variable {name} must be 0, 1 or auto, got {raw!r}")
+
+
 def hub_offline() -> bool:
     """``HF_HUB_OFFLINE``: never ask the Hugging Face Hub, use local files and the cache only."""
     return env_flag("HF_HUB_OFFLINE")
@@ -257,31 +270,17 @@ FAST_MODES = ("auto", "on", "off")
 
 def fast_mode() -> str:
     """``PFD_FAST``: the fast sampling path (``prompt_free.fast``). ``0``/``off``: the eager loop;
-    ``1``/``on``: the exact parts and, on CUDA, channels_last + torch.compile; unset/``auto``:
+    ``1``/``on``: the exact parts and, on CUDA, channels_last + torch.compile + CUDA graphs; unset/``auto``:
     the exact parts only (bit for bit the eager result on the CPU; compile is not on by default
     until it is measured faster on a GPU: benchmarks/bench_goals.py)."""
-    raw = (os.environ.get("PFD_FAST") or "auto").strip().lower()
-    if raw in _TRUE:
-        return "on"
-    if raw in {"0", "false", "no", "off"}:
-        return "off"
-    if raw == "auto":
-        return "auto"
-    raise InvalidSettingError(f"environment variable PFD_FAST must be 0, 1 or auto, got {raw!r}")
+    return env_auto("PFD_FAST")
 
 
 def cuda_graphs() -> str:
     """``PFD_CUDA_GRAPHS``: the guided step as one CUDA graph per shape (``prompt_free.cuda_graphs``).
     ``0``/``off``: never; ``1``/``on``: on CUDA with any fast path; unset/``auto``: with the compile
     path (``PFD_FAST=1`` / ``--fast`` on CUDA)."""
-    raw = (os.environ.get("PFD_CUDA_GRAPHS") or "auto").strip().lower()
-    if raw in _TRUE:
-        return "on"
-    if raw in {"0", "false", "no", "off"}:
-        return "off"
-    if raw == "auto":
-        return "auto"
-    raise InvalidSettingError(f"environment variable PFD_CUDA_GRAPHS must be 0, 1 or auto, got {raw!r}")
+    return env_auto("PFD_CUDA_GRAPHS")
 
 
 def compile_cache_dir() -> str:
