@@ -89,3 +89,32 @@ def test_graphed_steps_are_captured_and_match_eager_fp16_across_a_base_model_swi
     other = "Tiny SD (other seed)"
     assert rel(latents(graphed, other, _two_controlnets), latents(eager, other, _two_controlnets)) <= 1e-2
     assert weights_address(graphs.slot.module) == addresses and graphs.captures == captured
+
+
+@pytest.mark.parametrize("graphs", [False, True], ids=["exact-parts", "graphed"])
+def test_fast_steps_make_no_host_sync_on_cuda(graphs):
+    """After the first step (set-up, captures) no step of the fast path waits for the GPU: torch's
+    sync debug mode turns any host sync into an error from step 2 on (a DDIM run with a ControlNet)."""
+    from prompt_free.fast import FastPath
+    from prompt_free.sampling import ControlInput, denoise, make_scheduler
+    from prompt_free.tiny import tiny_controlnet, tiny_unet
+
+    unet = tiny_unet(1).to("cuda", torch.float16).eval().requires_grad_(False)
+    cn = tiny_controlnet(21).to("cuda", torch.float16).eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(2)
+    noise, cond = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 148, 64, generator=g)
+    hint = torch.rand(1, 3, 64, 64, generator=g)
+    checked = []
+
+    def progress(i, n):
+        if i == 1:
+            torch.cuda.set_sync_debug_mode("error")
+        checked.append(i)
+
+    try:
+        with torch.inference_mode():
+            out = denoise(unet, make_scheduler(), noise, cond, torch.zeros_like(cond), steps=6, guidance=2.0,
+                          controls=[ControlInput(cn, hint, 0.7)], fast=FastPath(graphs=graphs), progress=progress)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert checked == [1, 2, 3, 4, 5, 6] and torch.isfinite(out).all()
