@@ -168,3 +168,26 @@ def test_compile_path_with_graphs_matches_eager_and_fills_the_laid_out_slot():
         assert rel(_run(compiled, base=base), _run(eager, base=base)) <= 1e-5
     slot = compiled.fast.graphs.slot.module
     assert slot.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_lora_run_replays_the_graphs_with_its_fused_weights_and_the_next_run_has_none(tmp_path):
+    """LoRAs are fused into the base UNet for one run and the slot copies whatever the UNet holds:
+    a LoRA run gives the eager LoRA picture, and the run after it today's picture (no stale slot)."""
+    import numpy as np
+
+    from prompt_free.registry import Registry
+    from prompt_free.tasks import VariationSettings, image_variation
+    from tests.lora_files import lora_layers, tiny_data_with_loras, write_kohya
+
+    data = tiny_data_with_loras({"Kohya": write_kohya(tmp_path / "kohya.safetensors", lora_layers(seed=1), alpha=2.0)})
+    eager, graphed = (Engine(Registry.from_dict(data, profile="tiny-lora"), device="cpu", fast=False) for _ in range(2))
+    graphed.fast = FastPath(graphs=True)
+
+    def pixels(engine, loras):
+        s = VariationSettings(width=64, height=64, steps=3, seed=3, loras=loras)
+        return np.asarray(image_variation(engine, REF, s).images[0])
+
+    runs = [(), (("Kohya", 1.0),), ()]
+    got = [pixels(graphed, loras) for loras in runs]
+    assert all(np.array_equal(g, pixels(eager, loras)) for g, loras in zip(got, runs))
+    assert not np.array_equal(got[0], got[1]) and graphed.fast.graphs.replays == 9
