@@ -152,6 +152,11 @@ class StepGraphs:
     def release(self) -> None:
         """Drop the slot and every captured step (their memory returns to the allocator)."""
         self.slot = None
+        self.drop_steps()
+
+    def drop_steps(self) -> None:
+        """Drop every captured step and their memory pool, keep the slot (out of memory: the
+        pool is working memory the retry may need)."""
         self._steps.clear()
         self._model_ids.clear()
         self._pool = None

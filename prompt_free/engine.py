@@ -478,6 +478,9 @@ class Engine:
                         raise
                     failed = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                 # Outside the except block: its traceback no longer holds the run's tensors.
+                if graphed and attempt == 1:
+                    with self._run_lock:  # the captures' pool is working memory too
+                        fast.graphs.drop_steps()
                 self._free()
                 if attempt == 1:
                     log.warning("out of device memory while sampling (%s); freeing memory and retrying once", failed)

@@ -191,3 +191,20 @@ def test_a_lora_run_replays_the_graphs_with_its_fused_weights_and_the_next_run_h
     got = [pixels(graphed, loras) for loras in runs]
     assert all(np.array_equal(g, pixels(eager, loras)) for g, loras in zip(got, runs))
     assert not np.array_equal(got[0], got[1]) and graphed.fast.graphs.replays == 9
+
+
+def test_out_of_memory_drops_the_captured_steps_and_the_retry_gives_the_same_latents():
+    from test_memory import FailingUNet
+
+    engine = Engine.from_profile("tiny", device="cpu", fast=False)
+    engine.fast = FastPath(graphs=True)
+    want = _run(engine)
+    graphs = engine.fast.graphs
+    n = graphs.captures
+    failing = FailingUNet(graphs.slot.module, times=1)  # the module the graphed steps run
+    try:
+        got = _run(engine)
+    finally:
+        failing.remove()
+    assert failing.left == 0 and torch.equal(got, want)
+    assert graphs.captures > n  # the steps were dropped and set up again for the retry
