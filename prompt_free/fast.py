@@ -285,6 +285,7 @@ class FastParts:
         self._residuals = fast.function(controlnet_residuals)
 
     def _unet_forward(self, fast: FastPath, unet):
+        self.compiled_unet_id = id(unet)  # the module whose forward is compiled (for "compiling (once)")
         return fast.module(unet)
 
     def scale_input(self, x, i: int):
@@ -333,6 +334,7 @@ class GraphParts(FastParts):
     def _unet_forward(self, fast: FastPath, unet):
         """The slot's forward, holding this run's weights (the base UNet itself is not laid out)."""
         slot = self.graphs.new_run(unet)
+        self.compiled_unet_id = id(slot)  # a base-model switch compiles nothing new
         return fast.module(slot)
 
     def guided_eps(self, x, extra, i: int, active: Tuple[int, ...], guidance: Optional[float]):

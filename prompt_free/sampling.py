@@ -338,7 +338,7 @@ def denoise(
                            graphable=deep_cache == 1)
     else:
         parts = EagerParts(unet, scheduler, ts, controls, hints, context, _step_kwargs(scheduler, generator))
-    if fast is not None and fast.new_shape((id(unet), batch, tuple(noise.shape[1:]), tuple(id(c.controlnet) for c in controls),
+    if fast is not None and fast.new_shape((parts.compiled_unet_id, batch, tuple(noise.shape[1:]), tuple(id(c.controlnet) for c in controls),
                                             None if extra is None else extra.shape[1], deep_cache)):
         report_progress(progress, 0, len(ts), fast.note)  # the first step compiles
     cache = None
