@@ -30,7 +30,8 @@ Rows, in this order (the deadline guard skips what does not fit, never the table
      deviation of its final latents from the exact ones (--quick-steps steps, same seed);
   6. CUDA only: peak memory with 2 ControlNets at 512² and 768², the 8 GB check in a subprocess
      (``torch.cuda.set_per_process_memory_fraction``), base-model switch from the RAM tier
-     against a disk load.
+     against a disk load, and the graphed mode's first run after a base-model switch against
+     a run on the same model (the weight slot: no new capture).
 """
 
 from __future__ import annotations
@@ -342,6 +343,27 @@ class Bench:
         self.record("switch_s/ram_tier", ram, a_was=where.get(a))
         self.record("switch_s/disk", disk_s)
 
+    def graphs_switch_row(self) -> None:
+        """CUDA graphs across a base-model switch: ms per step of the first run on B after runs on
+        A (the slot takes B's weights, nothing is captured anew) against another run on A."""
+        names = self.engine.registry.names("base_models")
+        a, b = names[0], names[1]
+        self.engine.fast = self.modes["graphed"]
+        graphs = self.engine.fast.graphs
+        ctx, unc = self.context()
+        c = Conditioning(ctx, unc, [])
+        self.engine.base_model(b)  # loaded before the timing: the row is about the graphs, not the load
+
+        def step_ms(name):
+            sampler = self.sampler(self.args.size, self.args.steps)
+            return 1e3 * timed(self.device, lambda: self.engine.generate(name, c, sampler, decode=False)) / self.args.steps
+
+        step_ms(a)  # captures
+        captured = graphs.captures
+        same, switched = step_ms(a), step_ms(b)
+        self.record("graphs_switch/step_ms_same_model", same)
+        self.record("graphs_switch/step_ms_after_switch", switched, new_captures=graphs.captures - captured)
+
     # -- the run
     def run(self) -> dict:
         a, cuda = self.args, self.device.type == "cuda"
@@ -364,6 +386,8 @@ class Bench:
         if cuda:
             blocks += [("gpu", "peak memory", 20, self.peak_memory_rows), ("gpu", "8 GB check", 40, self.memory_8gb_row),
                        ("gpu", "base-model switch", 40, self.switch_row)]
+            if "graphed" in self.modes:
+                blocks.append(("gpu", "CUDA graphs across a base-model switch", 20, self.graphs_switch_row))
         for group, name, need_s, fn in blocks:
             if group in wanted:
                 self.guarded(name, need_s, fn)
@@ -453,6 +477,15 @@ def goals(b: Bench) -> list:
     if fe and d:
         out.append({"goal": f"{best} vs bare diffusers eager, ms per step (information)", "figure": f"{fe / d:.3f}",
                     "verdict": "-"})
+    g, f = v("step_ms/graphed/0cn"), v("step_ms/fast/0cn")
+    if g and f:
+        out.append({"goal": "graphed vs fast (CUDA graphs of the guided step), ms per step (information)",
+                    "figure": f"{g / f:.3f}", "verdict": "-"})
+    same, switched = v("graphs_switch/step_ms_same_model"), v("graphs_switch/step_ms_after_switch")
+    if same and switched:
+        new = rows["graphs_switch/step_ms_after_switch"].get("new_captures")
+        out.append({"goal": "graphed: first run after a base-model switch vs the same model, ms per step (information)",
+                    "figure": f"{switched / same:.3f} ({new} new captures)", "verdict": "-"})
     for n in QUICK_INTERVALS:
         q, dev = v(f"quick/ratio/N{n}"), v(f"quick/deviation_max/N{n}")
         if q is not None:
@@ -490,7 +523,8 @@ def child_8gb(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, with the defaults that depend on the device filled in."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", choices=["tiny", "full"], default="full")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
@@ -515,6 +549,11 @@ def main(argv=None) -> int:
     args.e2e_steps = args.e2e_steps or (50 if cuda else args.steps)
     args.repeats = args.repeats or (5 if cuda else 1)
     args.quick_steps = args.quick_steps or (24 if cuda else 6)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child_8gb:

@@ -52,3 +52,23 @@ def test_past_the_deadline_the_rows_are_skipped_and_the_table_stays(tmp_path):
     assert not any(k.startswith("step_ms") for k in result["rows"])
     assert any("skipped (deadline)" in n for n in result["notes"])
     assert all(g["verdict"].startswith("not measured") or g["verdict"] == "-" for g in result["goals"])
+
+
+def test_graphed_rows_run_on_the_cpu_by_substitution():
+    """The CUDA-only graphed mode and its base-model-switch row, run here with the uncaptured
+    step (``modes_for`` adds the mode on CUDA only): the rows are recorded, the switch needs no
+    new capture, and the goal table gives both information lines."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_goals
+
+    from prompt_free.fast import FastPath
+
+    b = bench_goals.Bench(bench_goals.parse_args(["--models", "tiny", "--device", "cpu", "--size", "64"]))
+    b.modes["graphed"] = FastPath(graphs=True)
+    b.steps_rows(0, with_diffusers=False)
+    b.graphs_switch_row()
+    assert b.rows["step_ms/graphed/0cn"]["value"] > 0
+    assert b.rows["graphs_switch/step_ms_after_switch"]["new_captures"] == 0
+    info = [g["goal"] for g in bench_goals.goals(b)]
+    assert any(g.startswith("graphed vs fast") for g in info)
+    assert any(g.startswith("graphed: first run after a base-model switch") for g in info)
