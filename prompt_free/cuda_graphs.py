@@ -177,8 +177,8 @@ class StepGraphs:
         return self.slot.fill(unet)
 
     def step(self, key: Tuple, run, active: Tuple[int, ...], x: torch.Tensor, i: int) -> torch.Tensor:
-        """The guided noise prediction of step ``i`` (the fixed output tensor: read it before the
-        next step). ``run`` (``fast.GraphParts``) makes a new ``key``'s ``GraphedStep``
+        """The guided noise prediction of step ``i``, a copy of the fixed output tensor (schedulers
+        such as PNDM keep earlier steps' predictions; the next replay overwrites the output). ``run`` (``fast.GraphParts``) makes a new ``key``'s ``GraphedStep``
         (``make_step``), gives it the run's models and copies in its per-run inputs (``load_run``:
         once per run) and the step's latents and timestep (``load_step``)."""
         s = self._steps.get(key)
@@ -203,7 +203,7 @@ class StepGraphs:
         else:
             s.body()
         self.replays += 1
-        return s.out
+        return s.out.clone()
 
     def end_run(self) -> None:
         """Drop the references to this run's models (a graph keeps only addresses)."""
