@@ -12,7 +12,7 @@ from prompt_free.engine import GRAPHS_KEY, Engine
 from prompt_free.errors import InvalidSettingError
 from prompt_free.fast import FastPath, GraphParts
 from prompt_free.images import image_to_tensor, load_image
-from prompt_free.sampling import ControlInput, Sampler, denoise, make_scheduler
+from prompt_free.sampling import SCHEDULERS, ControlInput, Sampler, denoise, make_scheduler
 from prompt_free.tiny import tiny_controlnet, tiny_unet
 
 from _torch import one_thread  # noqa: F401 - autouse
@@ -43,13 +43,16 @@ def engines():
     return eager, graphed
 
 
-@pytest.mark.parametrize("case", ["image_variation", "two_controlnets", "unguided", "dpm", "pndm"])
+CASES = {"image_variation": dict(controls_of=lambda e: []), "two_controlnets": {}, "unguided": dict(guidance=1.0),
+         **{name: dict(scheduler=name, guidance=3.5) for name in SCHEDULERS if name != "DDIM"}}
+
+
+@pytest.mark.parametrize("case", list(CASES))
 def test_graphed_step_gives_the_eager_latents_bit_for_bit(engines, case):
-    """PNDM keeps the noise predictions of earlier steps: the graph's fixed output must not be them."""
+    """Every scheduler (PNDM keeps the noise predictions of earlier steps: the graph's fixed
+    output must not be them; Euler a and TCD draw noise from the run's generator)."""
     eager, graphed = engines
-    kwargs = {"image_variation": dict(controls_of=lambda e: []), "two_controlnets": {},
-              "unguided": dict(guidance=1.0), "dpm": dict(scheduler="DPM++ 2M Karras", guidance=3.5),
-              "pndm": dict(scheduler="PNDM")}[case]
+    kwargs = CASES[case]
     before, steps = graphed.fast.graphs.replays, []
     assert torch.equal(_run(graphed, progress=lambda i, n, note=None: steps.append(i), **kwargs), _run(eager, **kwargs))
     assert graphed.fast.graphs.replays == before + len(steps) >= before + 6  # every step went through a graphed step
