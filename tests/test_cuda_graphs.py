@@ -221,3 +221,24 @@ def test_out_of_memory_drops_the_captured_steps_and_the_retry_gives_the_same_lat
         failing.remove()
     assert failing.left == 0 and torch.equal(got, want)
     assert graphs.captures > n  # the steps were dropped and set up again for the retry
+
+
+def test_inpainting_channels_and_a_latent_hook_are_graphed_bit_for_bit():
+    """An inpainting UNet's extra input channels are a per-run input of the graph; the latent
+    blending hook runs between steps, outside it. Then a normal UNet takes a new slot."""
+    unet = tiny_unet(12, inpainting=True)
+    g = torch.Generator().manual_seed(5)
+    noise, cond = torch.randn(2, 4, 8, 8, generator=g), torch.randn(1, 148, 64, generator=g)
+    extra = torch.rand(2, 5, 8, 8, generator=g)
+    keep = torch.rand(1, 4, 8, 8, generator=g)
+    hook = lambda i, t, latents: 0.5 * latents + 0.5 * keep  # noqa: E731
+    path = FastPath(graphs=True)
+    with torch.inference_mode():
+        runs = [denoise(unet, make_scheduler(), noise, cond, torch.zeros_like(cond), steps=4, guidance=2.0,
+                        extra_unet_channels=extra, after_step=hook, fast=p) for p in (None, path)]
+        assert torch.equal(runs[1], runs[0])
+        inpainting_slot = path.graphs.slot
+        plain = tiny_unet(1)
+        runs = [denoise(plain, make_scheduler(), noise, cond, torch.zeros_like(cond), steps=4, guidance=2.0, fast=p)
+                for p in (None, path)]
+    assert torch.equal(runs[1], runs[0]) and path.graphs.slot is not inpainting_slot
