@@ -227,8 +227,11 @@ class Bench:
         for m, v in runs.items():
             if v:
                 self.record(f"step_ms/{m}/{n_cn}cn", statistics.median(v), runs=v)
-        if len(runs["eager"]) and len(runs["fast"]):  # per-round ratios: the spread shows the noise
-            self.rows[f"fast_over_eager_per_round/{n_cn}cn"] = per_round(runs["fast"], runs["eager"])
+        for m in modes:  # every mode against eager, per round: the spread shows the noise
+            if m != "eager" and runs[m] and runs["eager"]:
+                self.rows[f"over_eager_per_round/{m}/{n_cn}cn"] = per_round(runs[m], runs["eager"])
+        if runs.get("graphed") and runs["fast"]:
+            self.rows[f"graphed_over_fast_per_round/{n_cn}cn"] = per_round(runs["graphed"], runs["fast"])
         for m in modes:  # the engine against diffusers round by round (a drifting load cancels within a round)
             if runs[m] and runs["diffusers"]:
                 self.rows[f"engine_over_diffusers_per_round/{m}/{n_cn}cn"] = per_round(runs[m], runs["diffusers"])
@@ -477,17 +480,18 @@ def goals(b: Bench) -> list:
         add(f"engine ({m}) never slower than bare diffusers (ratio <= {GOAL_ENGINE_RATIO})",
             f"{ratio:.3f}, median of the per-round ratios ({e:.2f} / {d:.2f} ms per step, medians)" if ratio else None,
             None if ratio is None else ratio <= GOAL_ENGINE_RATIO)
-    fe, ee = v(f"step_ms/{best}/0cn"), v("step_ms/eager/0cn")
-    if fe and ee:
-        out.append({"goal": f"{best} vs eager, ms per step (information)", "figure": f"{fe / ee:.3f}", "verdict": "-"})
-    d = v("step_ms/diffusers/0cn")
-    if fe and d:
-        out.append({"goal": f"{best} vs bare diffusers eager, ms per step (information)", "figure": f"{fe / d:.3f}",
-                    "verdict": "-"})
-    g, f = v("step_ms/graphed/0cn"), v("step_ms/fast/0cn")
-    if g and f:
-        out.append({"goal": "graphed vs fast (CUDA graphs of the guided step), ms per step (information)",
-                    "figure": f"{g / f:.3f}", "verdict": "-"})
+    over_eager = v(f"over_eager_per_round/{best}/0cn")
+    if over_eager:
+        out.append({"goal": f"{best} vs eager, ms per step, median of the per-round ratios (information)",
+                    "figure": f"{over_eager:.3f}", "verdict": "-"})
+    over_diffusers = v(f"engine_over_diffusers_per_round/{best}/0cn")
+    if over_diffusers:
+        out.append({"goal": f"{best} vs bare diffusers eager, ms per step, median of the per-round ratios (information)",
+                    "figure": f"{over_diffusers:.3f}", "verdict": "-"})
+    g = v("graphed_over_fast_per_round/0cn")
+    if g:
+        out.append({"goal": "graphed vs fast (CUDA graphs of the guided step), ms per step, median of the per-round "
+                            "ratios (information)", "figure": f"{g:.3f}", "verdict": "-"})
     same, switched = v("graphs_switch/step_ms_same_model"), v("graphs_switch/step_ms_after_switch")
     if same and switched:
         new = rows["graphs_switch/step_ms_after_switch"].get("new_captures")
