@@ -47,6 +47,21 @@ def summary(pairs):
             "ratio_median": statistics.median(ratios), "ratio_best": min(ratios), "ratios": ratios}
 
 
+def interleaved(a, b, repeats: int) -> list:
+    """[(seconds of a, seconds of b)] per round, the order reversed every other round (a drifting
+    load cancels)."""
+    pairs = []
+    for r in range(repeats):
+        if r % 2 == 0:
+            ta = clock(a)
+            tb = clock(b)
+        else:
+            tb = clock(b)
+            ta = clock(a)
+        pairs.append((ta, tb))
+    return pairs
+
+
 def unet_rows(size: int, repeats: int) -> dict:
     unet = full_unet()
     g = torch.Generator().manual_seed(0)
@@ -56,17 +71,8 @@ def unet_rows(size: int, repeats: int) -> dict:
     with torch.inference_mode():
         _, deep = unet_keeping_deep(unet, x, t, ctx)  # warm-up, and the features a reuse step takes
         unet_shallow(unet, x, t, ctx, deep)
-        pairs = []
-        for r in range(repeats):  # interleaved, the order reversed every other round
-            full = lambda: unet_keeping_deep(unet, x, t, ctx)  # noqa: E731
-            shallow = lambda: unet_shallow(unet, x, t, ctx, deep)  # noqa: E731
-            if r % 2 == 0:
-                a = clock(full)
-                b = clock(shallow)
-            else:
-                b = clock(shallow)
-                a = clock(full)
-            pairs.append((a, b))
+        pairs = interleaved(lambda: unet_keeping_deep(unet, x, t, ctx), lambda: unet_shallow(unet, x, t, ctx, deep),
+                            repeats)
     out = summary(pairs)
     s = out["ratio_best"]
     out["predicted_step_ratio_from_best"] = {n: (1 + (n - 1) * s) / n for n in (2, 3)}
@@ -80,20 +86,11 @@ def seecoder_rows(size: int, repeats: int) -> dict:
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         model(x)  # warm-up
-        pairs = []
-        for r in range(repeats):
-            def fresh():
-                window_mask.cache_clear()
-                model(x)
+        def fresh():
+            window_mask.cache_clear()
+            model(x)
 
-            cached = lambda: model(x)  # noqa: E731
-            if r % 2 == 0:
-                a = clock(fresh)
-                b = clock(cached)
-            else:
-                b = clock(cached)
-                a = clock(fresh)
-            pairs.append((a, b))
+        pairs = interleaved(fresh, lambda: model(x), repeats)
         # the masks of one encode at this size: one per stage with shifted blocks, over the padded grid
         cfg = model.config.swin if hasattr(model, "config") and hasattr(model.config, "swin") else None
         ws = 12 if cfg is None else cfg.window_size
