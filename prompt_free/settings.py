@@ -437,6 +437,7 @@ def check_environment() -> None:
     start with its message instead of failing each request later."""
     max_base_models()
     fast_mode()
+    cuda_graphs()
     previews()
     precision()
     channels_last()

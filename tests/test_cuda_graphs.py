@@ -148,6 +148,8 @@ def test_graphs_setting(monkeypatch):
     monkeypatch.setenv("PFD_CUDA_GRAPHS", "sometimes")
     with pytest.raises(InvalidSettingError, match="PFD_CUDA_GRAPHS"):
         settings.cuda_graphs()
+    with pytest.raises(InvalidSettingError, match="PFD_CUDA_GRAPHS"):  # at start, also with --no-fast
+        settings.check_environment()
 
 
 def test_a_patched_unet_runs_without_graphs_and_loras_keep_them(engines):
