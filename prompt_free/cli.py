@@ -652,15 +652,14 @@ def _extra_names(stem: str, result) -> List[Tuple[str, object]]:
 
 
 def cmd_app(argv: Sequence[str]) -> int:
+    """``prompt-free app``: the Gradio app (``prompt_free.app``; needs the ``app`` extra)."""
     try:
-        import app
+        import gradio  # noqa: F401 - the app extra's one dependency of its own
     except ImportError:
-        root = Path(__file__).resolve().parent.parent
-        if not (root / "app.py").is_file():
-            raise UsageError("the app is not installed: pip install 'prompt-free-diffusion[app]'") from None
-        sys.path.insert(0, str(root))
-        import app
-    return app.main(list(argv))
+        raise UsageError("the app needs the 'app' extra: pip install 'prompt-free-diffusion[app]'") from None
+    from .app.main import main as app_main
+
+    return app_main(list(argv))
 
 
 # ----------------------------------------------------------------------------- main

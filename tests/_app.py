@@ -27,7 +27,7 @@ def free_port() -> int:
 def running_app(profile: str = "tiny", checkpoints=None):
     """Build the engine and the Blocks app exactly as app.py does and serve it on localhost."""
     from app import create_app, launch_options
-    from ui.widgets import CSS
+    from prompt_free.app.widgets import CSS
 
     engine, demo = create_app(profile, checkpoints)
     port = free_port()

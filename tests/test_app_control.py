@@ -138,7 +138,7 @@ def offline_no_annotators(monkeypatch, tmp_path):
 
 
 def test_missing_annotator_weights_are_explained(client, offline_no_annotators):
-    from ui.widgets import annotator_note
+    from prompt_free.app.widgets import annotator_note
 
     note = annotator_note("preprocess", "openpose_full")
     assert "PFD_ANNOTATOR_DIR" in note and "use as-is" in note

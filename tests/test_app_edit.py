@@ -97,7 +97,7 @@ def test_bad_inputs_give_clear_errors(client, photo_and_mask, case, patch, messa
 
 
 def test_editor_layers_become_the_mask_on_a_landscape_canvas():
-    from ui.edit import EDIT_CANVAS
+    from prompt_free.app.edit import EDIT_CANVAS
 
     photo = Image.open(PHOTO).convert("RGB").resize((300, 100))  # wider than the canvas: letterboxed
     m = np.zeros((100, 300), bool)

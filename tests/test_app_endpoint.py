@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import gradio as gr
 import pytest
 
-from ui.endpoint import InputGroup, endpoint
+from prompt_free.app.endpoint import InputGroup, endpoint
 
 
 @dataclass
@@ -82,7 +82,7 @@ def test_errors_are_logged_with_the_request_and_no_server_directories(caplog, tm
     import logging
 
     from prompt_free.images import load_image
-    from ui.endpoint import handle_errors
+    from prompt_free.app.endpoint import handle_errors
 
     upload = tmp_path / "cache" / "abc123" / "holiday.png"
     upload.parent.mkdir(parents=True)
@@ -146,7 +146,7 @@ def test_every_output_picture_is_a_tracked_file_of_its_own():
     from gradio import processing_utils
     from PIL import Image
 
-    from ui import cache_files
+    from prompt_free.app import cache_files
 
     cache_files.install()
     assert processing_utils.save_pil_to_cache is cache_files.save_pil_to_cache

@@ -22,8 +22,8 @@ def few_step_app(tmp_path_factory):
 def test_every_tab_connects_its_lora_picker_to_its_sampler_controls(few_step_app):
     """Each tab's LoRA dropdowns have a handler whose outputs are that tab's sampler, steps and
     guidance controls (so a few-step LoRA sets them), and a note beside the picker."""
-    from ui import TABS
-    from ui.widgets import lora_notes
+    from prompt_free.app import TABS
+    from prompt_free.app.widgets import lora_notes
 
     engine, demo, _ = few_step_app
     blocks = demo.blocks

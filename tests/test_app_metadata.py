@@ -53,7 +53,7 @@ def test_control_gallery_records_the_controlnets_and_their_maps(app):
 
 
 def test_recorded_values_give_the_settings_the_models_and_no_random_seed():
-    from ui.widgets import recorded_values
+    from prompt_free.app.widgets import recorded_values
 
     rec = {"settings": {"seed": 9, "steps": 3, "base_model": None, "width": None},
            "models": {"base_model": {"name": "Tiny SD"}, "seecoder": {"name": "SeeCoder-PA"}}}

@@ -55,7 +55,7 @@ def test_every_generating_endpoint_takes_previews_last_with_default_on(client):
 
 
 def test_previews_show_in_the_gallery_and_never_change_the_final_pictures(app, client):
-    from ui.cache_files import app_files
+    from prompt_free.app.cache_files import app_files
 
     engine, demo, url = app
     tracked_before = set(app_files(demo.GRADIO_CACHE))
@@ -105,7 +105,7 @@ def _with_env(monkeypatch, app_module):
 
 def test_zerogpu_hides_the_previews(monkeypatch):
     from prompt_free.engine import Engine
-    from ui.previews import available
+    from prompt_free.app.previews import available
 
     engine = Engine.from_profile("tiny", device="cpu")
     assert available(engine)

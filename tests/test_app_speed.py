@@ -12,14 +12,14 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def test_presets_name_real_schedulers():
-    from ui.widgets import SPEED_PRESETS
+    from prompt_free.app.widgets import SPEED_PRESETS
 
     assert SPEED_PRESETS == {"Paper": ("DDIM", 50), "Quick": ("DPM++ 2M Karras", 20)}
     assert all(name in SCHEDULERS for name, _ in SPEED_PRESETS.values())
 
 
 def test_every_tab_has_the_speed_choice_and_no_endpoint_takes_it(app):
-    from ui import TABS
+    from prompt_free.app import TABS
 
     engine, demo, url = app
     radios = [b for b in demo.blocks.values() if "pfd-speed" in (getattr(b, "elem_classes", None) or [])]

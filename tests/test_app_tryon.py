@@ -77,7 +77,7 @@ def test_empty_mask_file_is_a_clear_error_and_server_keeps_serving(client, tmp_p
 def test_editor_layers_become_the_mask():
     """The editor holds the photo letterboxed into its fixed canvas; painted layers map back
     onto the photo's own pixels."""
-    from ui.tryon import CANVAS, _editor_value, editor_mask
+    from prompt_free.app.tryon import CANVAS, _editor_value, editor_mask
 
     person = Image.open(PERSON).convert("RGB")
     mask = M.load_mask(str(MASK))

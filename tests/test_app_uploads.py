@@ -139,8 +139,8 @@ def test_an_editor_layer_that_cannot_be_read_names_the_layer(tmp_path):
     from gradio.data_classes import FileData
 
     from prompt_free.errors import InputImageError
-    from ui.tryon import editor_mask
-    from ui.uploads import mask_editor
+    from prompt_free.app.tryon import editor_mask
+    from prompt_free.app.uploads import mask_editor
 
     editor = mask_editor(type="numpy", image_mode="RGBA")
     for name, reason in (("empty", "empty file"), ("bomb_header", "too many pixels"), ("text", "not an image")):

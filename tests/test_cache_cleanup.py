@@ -35,7 +35,7 @@ def test_uploads_and_outputs_leave_the_cache_after_the_age_and_later_requests_ar
     from gradio_client import Client, handle_file
 
     from tests._app import running_app
-    from ui.cache_files import app_files
+    from prompt_free.app.cache_files import app_files
 
     cache = tmp_path / "gradio-cache"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))

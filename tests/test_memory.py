@@ -310,7 +310,7 @@ def test_the_app_takes_its_budget_from_the_option_or_the_environment(monkeypatch
 
 
 def test_models_in_memory_table_lists_the_report():
-    from ui.widgets import memory_table
+    from prompt_free.app.widgets import memory_table
 
     engine = tiny_engine(memory_budget="1GB")
     assert memory_table(engine).startswith("No model loaded yet (0.0 MiB of a 953.7 MiB budget on cpu)")

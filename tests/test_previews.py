@@ -190,7 +190,7 @@ def test_preview_caption_names_the_step_and_the_part():
 def test_a_comparison_labels_each_columns_previews_and_the_tab_shows_them_in_that_column(reference):
     from prompt_free.tasks.compare import DUAL_CONTROLNET, METHODS, PROMPT_FREE, PROMPT_FREE_TEXT, CompareSettings, compare
     from prompt_free.tasks.controls import MODE_AS_IS
-    from ui.compare import _column_preview
+    from prompt_free.app.compare import _column_preview
 
     engine = Engine.from_profile("tiny", device="cpu")
     structure = load_image("assets/examples/canny_house.png")

@@ -43,7 +43,7 @@ def stand_in_spaces(monkeypatch):
 
 
 def test_off_zerogpu_nothing_is_wrapped(stand_in_spaces, monkeypatch):
-    from ui.zerogpu import gpu
+    from prompt_free.app.zerogpu import gpu
 
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
 
@@ -58,8 +58,8 @@ def test_zerogpu_wraps_every_endpoint_loads_every_model_and_asks_for_the_estimat
     from gradio_client import Client
 
     from tests._app import running_app
-    from ui.zerogpu import estimate_seconds
-    from ui.widgets import SamplerControls
+    from prompt_free.app.zerogpu import estimate_seconds
+    from prompt_free.app.widgets import SamplerControls
 
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     with running_app("tiny") as (engine, demo, url):
@@ -77,9 +77,9 @@ def test_zerogpu_wraps_every_endpoint_loads_every_model_and_asks_for_the_estimat
 
 
 def test_duration_grows_with_steps_size_images_and_controlnets():
-    from ui.control import ControlInputs
-    from ui.widgets import SamplerControls
-    from ui.zerogpu import estimate_seconds
+    from prompt_free.app.control import ControlInputs
+    from prompt_free.app.widgets import SamplerControls
+    from prompt_free.app.zerogpu import estimate_seconds
 
     def sampler(steps=50, size=768, n=2):
         return SamplerControls(2.0, steps, size, size, 20, False, n, "DDIM")

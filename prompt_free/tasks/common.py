@@ -18,6 +18,7 @@ from PIL import Image
 from .. import settings as limits
 from ..errors import WorkLimitError
 from ..sampling import DEFAULT_SCHEDULER, Sampler
+from .fields import LAST, REFERENCE, checked, notes, setting
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -42,9 +43,23 @@ class SamplerSettings:
     seed: int = 20
     num_images: int = 1
     scheduler: str = DEFAULT_SCHEDULER
-    reference_strength: float = 1.0  # uncond + s * (cond - uncond); 1: the reference as encoded
+    reference_strength: float = setting(
+        limits.REFERENCE_STRENGTH.default, range=limits.REFERENCE_STRENGTH, section=REFERENCE, label="Reference strength",
+        cli="--reference-strength", metavar="S",
+        help="how strongly the reference conditions the picture (guidance between none and the reference; "
+             "default 1.0: the reference as encoded)",  # uncond + s * (cond - uncond): mixing.with_strength
+        ui_info="How strongly the reference conditions the model: 0 none, 1 as encoded, up to 2 exaggerated. "
+                "Guidance is separate: it scales the difference of the guided and unguided predictions.",
+        note="reference strength {value}")
     loras: Tuple[Tuple[str, float], ...] = ()  # (name in checkpoints.yaml `loras:`, scale); empty: none
-    deep_cache: int = 1  # quick mode (approximate): deep UNet features reused for N steps; 1: off (prompt_free.deep_cache)
+    deep_cache: int = setting(
+        int(limits.DEEP_CACHE.default), range=limits.DEEP_CACHE, section=LAST, cli="--deep-cache", metavar="N",
+        label="Quick mode (approximate): deep features reused for N steps",
+        help="quick mode, APPROXIMATE: the UNet's deep features are computed every N steps and reused in between "
+             f"(2 or 3: faster, slightly different pictures); default 1: off, exact "
+             f"({int(limits.DEEP_CACHE.lo)}..{int(limits.DEEP_CACHE.hi)})",
+        ui_info="1 = off (exact). 2 or 3: faster steps, a slightly different picture (recorded in the PNG)",
+        note="quick mode N={value} (approximate)", png_note=("Deep cache", "{value} (approximate)"))
 
 
 def holds_models(task):
@@ -75,7 +90,7 @@ def begin(engine, settings: SamplerSettings) -> SamplerSettings:
     s = resolve_defaults(engine, settings)
     s = replace(s, loras=sampler_for(s, _SIZE_PLACEHOLDER if s.width is None else s.width,
                                      _SIZE_PLACEHOLDER if s.height is None else s.height).loras)
-    limits.REFERENCE_STRENGTH.check(s.reference_strength)
+    checked(s)  # every declared setting in its range (prompt_free.tasks.fields)
     engine.registry.entry("seecoders", s.seecoder)
     for name, _ in s.loras:
         engine.registry.entry("loras", name)
@@ -129,8 +144,8 @@ def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:
         "seecoder": s.seecoder, "base_model": s.base_model, "steps": sampler.steps,
         "guidance": sampler.guidance, "scheduler": sampler.scheduler,
     }
-    if sampler.deep_cache > 1:  # never silent: the run says it was approximate
-        info["deep_cache"] = sampler.deep_cache
+    for name, value, _ in notes(s):  # never silent: e.g. quick mode says the run was approximate
+        info.setdefault(name, getattr(sampler, name, value))
     return {**info, **lora_info(sampler)}
 
 

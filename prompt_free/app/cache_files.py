@@ -8,7 +8,7 @@ those whose ``st_ctime`` is older than the age. It missed three things here (see
 ``benchmarks/bench_load.py``: 41 of 42 files left after a cleanup pass, and a 403):
 
 - **Outputs were never tracked.** A handler's update (our cancellable endpoints yield
-  ``gr.skip()`` while they wait, ``ui.endpoint``) makes Gradio put a fresh, unrendered copy of
+  ``gr.skip()`` while they wait, ``prompt_free.app.endpoint``) makes Gradio put a fresh, unrendered copy of
   each output component into the session's state; the final pictures are postprocessed by that
   copy, whose ``temp_files`` is in no ``temp_file_sets``. So output pictures and the comparison
   download stayed until the server stopped.
@@ -22,7 +22,7 @@ So ``save_pil_to_cache`` (installed in ``gradio.processing_utils``, where Image,
 ``save_img_array_to_cache`` look it up) writes every picture to a folder of its own
 (``<cache>/<random>/<name>.<format>``: no later request is ever handed it, and nothing reads it
 before it is whole) and records it in the ``AppFiles`` set of its cache folder (so does
-``save_bytes``, which ``ui.uploads`` uses for an image pasted as a ``data:`` URL), which
+``save_bytes``, which ``prompt_free.app.uploads`` uses for an image pasted as a ``data:`` URL), which
 ``track(demo)`` adds to ``demo.temp_file_sets`` and which removes the emptied folder after
 Gradio deletes the file. (By folder, not by app: Gallery saves its pictures in a thread pool,
 where Gradio's context naming the app is not set. Apps of one process that share a folder share

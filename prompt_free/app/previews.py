@@ -7,7 +7,7 @@ preview (``prompt_free.previews``) to a ``Latest`` box; the endpoint's generator
 every ``endpoint.POLL_S`` anyway, yields the newest one as an update of one output (by default
 the tab's result gallery, its first output: one captioned picture per image of the run) and
 "no change" for the others, then the final outputs as before. The preview pictures are saved
-by Gradio like every output, so ``ui.cache_files`` tracks and deletes them like the others.
+by Gradio like every output, so ``prompt_free.app.cache_files`` tracks and deletes them like the others.
 
 Off for the whole server with ``app.py --no-previews`` / ``PFD_PREVIEWS=0`` (the engine's
 ``previews``), in a profile without a ``previews:`` entry, and on ZeroGPU, where the handler runs

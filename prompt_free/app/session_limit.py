@@ -6,7 +6,7 @@ every session together), but its queue sees every job of a session from submissi
 Client's), and ``Queue.event_ids_to_events`` holds every job from its push until it has run or
 was cancelled (Stop / ``job.cancel()`` while queued removes it; a run that ends, as well).
 ``install(demo)`` wraps the queue's ``push``: a submission to one of our endpoints
-(``ui.endpoint``) from a session that already has ``settings.max_session_requests()`` of them
+(``prompt_free.app.endpoint``) from a session that already has ``settings.max_session_requests()`` of them
 queued or running is refused at once, before it is queued, with a message saying why; other
 sessions are not affected. The count and the push happen under one lock, so five jobs sent at
 the same moment cannot all slip in.

@@ -22,7 +22,7 @@ worker thread under a ``prompt_free.cancel`` token, waits on it with a short tim
 outputs at the end. Closing it runs its ``finally``, which cancels the token; the engine's loop
 checks the token before every step (``sampling.denoise``), so the work stops at the next step
 and frees the run lock. How many jobs of these endpoints one session may have queued or
-running is bounded at submission (``ui.session_limit``).
+running is bounded at submission (``prompt_free.app.session_limit``).
 
 An input group is a dataclass of components (``InputGroup``): while the UI is built it holds the
 components; in the handler, the same class holds their values (``dataclasses.replace``). A field
@@ -205,7 +205,7 @@ def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] =
     ``handler(*per_part_values, progress=...)`` receives, for each part, its value (a single
     input) or its group holding values; library errors become ``gr.Error`` (``handle_errors``).
     The function is a cancellable generator (``run_cancellable``). ``previews``: the tab's live
-    previews (``ui.previews``): its checkbox is the last parameter, ``previews``, consumed here
+    previews (``prompt_free.app.previews``): its checkbox is the last parameter, ``previews``, consumed here
     (the handler does not see it); while the handler runs, its previews are yielded.
     """
     names, inputs, spans = [], [], []

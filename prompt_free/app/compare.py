@@ -63,7 +63,7 @@ from .widgets import (
     strength_slider,
 )
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"  # a checkout's; not installed
 ELEM = {PROMPT_FREE: "prompt-free", DUAL_CONTROLNET: "dual", IP_ADAPTER: "ip", PROMPT_FREE_TEXT: "prompt-free-text"}
 OFF = "*switched off*"
 IP_NOT_CONFIGURED = (

@@ -49,7 +49,7 @@ from .widgets import (
     slider,
 )
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"  # a checkout's; not installed
 
 
 @dataclass

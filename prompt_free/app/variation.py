@@ -25,7 +25,7 @@ from .widgets import (
     stop_cancels,
 )
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"  # a checkout's; not installed
 
 
 def build(engine) -> None:

@@ -1,7 +1,7 @@
 """ZeroGPU (Hugging Face Spaces): generation handlers run in ``spaces.GPU`` workers.
 
 On a ZeroGPU Space (``SPACES_ZERO_GPU`` set, the ``spaces`` package installed) ``gpu(handler)``
-wraps every endpoint's handler (``ui.endpoint.endpoint``) in ``spaces.GPU(duration=...)``, the
+wraps every endpoint's handler (``prompt_free.app.endpoint.endpoint``) in ``spaces.GPU(duration=...)``, the
 duration estimated from the request itself (steps, size, images, ControlNets, comparison
 columns; ``estimate_seconds``). ZeroGPU runs the decorated call in a forked worker that loses what
 it loads, so every model a user can select is loaded at start and placed on ``cuda`` (which

@@ -52,7 +52,7 @@ from .uploads import image_input
 from .widgets import (ModelPickers, lora_pickers, progress_callback, quick_mode, run_buttons, sampler_controls, seecoder_picker,
                       settings_from_png, stop_cancels, strength_slider)
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"  # a checkout's; not installed
 MASK_MODE_CHOICES = [("painted / uploaded mask only", MASK_IMAGE)] + [(m, m) for m in M.MASK_MODES]
 TRYON_CANVAS = MaskCanvas((512, 768))  # portrait: people; photos are letterboxed into it
 CANVAS = TRYON_CANVAS.size

@@ -45,7 +45,7 @@ from .uploads import image_input
 from .widgets import (ModelPickers, lora_pickers, progress_callback, quick_mode, run_buttons, sampler_controls, seecoder_picker,
                       settings_from_png, stop_cancels, strength_slider)
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"  # a checkout's; not installed
 EDIT_CANVAS = MaskCanvas((640, 480))  # landscape, as most photos; others are letterboxed into it
 
 

@@ -1,4 +1,4 @@
-"""The Gradio app: one module per tab, all backed by one engine."""
+"""The Gradio app's blocks: the tabs (one module each), the banner and the memory panel, one engine."""
 
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ def build_app(engine) -> gr.Blocks:
             for tab in TABS:
                 tab.build(engine)
         memory_panel(engine, demo)
-    cache_files.track(demo)  # outputs join the cleanup (ui/cache_files.py: what Gradio misses)
+    cache_files.track(demo)  # outputs join the cleanup (cache_files: what Gradio misses)
     # Gradio would run one request per event at a time; the engine serialises device work itself.
     # A full queue answers "Queue is full ... try again"; a session may have at most
-    # settings.max_session_requests() requests waiting or running (ui.session_limit).
+    # settings.max_session_requests() requests waiting or running (session_limit).
     demo.queue(max_size=settings.QUEUE_SIZE, default_concurrency_limit=settings.CONCURRENT_REQUESTS)
     session_limit.install(demo)
     return demo
