@@ -7,9 +7,12 @@ Running tasks
     Engine                 models, device memory and caches; ``Engine.from_profile("real" | "tiny" | "auto")``
     image_variation        new images with the content and style of a reference (``VariationSettings``)
     reference_control      reference + one or two ControlNets (``ControlSettings``, ``ControlSpec``)
+    multi_reference        several references blended (``MultiReferenceSettings``, ``Reference``)
     compare                Prompt-Free beside the Dual-ControlNet / IP-Adapter baselines (``CompareSettings``)
+    edit_with_reference    fill a masked region of a photo with a reference (``EditSettings``)
     virtual_tryon          dress a person in a garment (``TryOnSettings``)
-    TaskResult             what every task returns: ``images``, ``extras``, ``info``
+    TaskResult             what every task returns: ``images``, ``extras``, ``info`` (``CompareResult`` for compare)
+    (the tasks are listed once, in ``prompt_free.catalog.TASKS``)
 
 Pictures that say how they were made (``prompt_free.metadata``)
     read_metadata          the JSON record of a PNG written by the app or the CLI
@@ -31,21 +34,13 @@ from __future__ import annotations
 
 import importlib
 
+from .catalog import public_names
 from .version import __version__
 
-# public name -> the module that defines it
+# public name -> the module that defines it; the tasks' names come from their one list
 _PUBLIC = {
     "Engine": ".engine",
-    "TaskResult": ".tasks",
-    "image_variation": ".tasks",
-    "VariationSettings": ".tasks",
-    "reference_control": ".tasks",
-    "ControlSettings": ".tasks",
-    "ControlSpec": ".tasks",
-    "compare": ".tasks",
-    "CompareSettings": ".tasks",
-    "virtual_tryon": ".tasks",
-    "TryOnSettings": ".tasks",
+    **{name: ".tasks" for name in public_names() if not name.isupper() and name not in ("TaskSpec", "TaskRequest")},
     "read_metadata": ".metadata",
     "redo_call": ".metadata",
     "MetadataError": ".metadata",

@@ -24,16 +24,18 @@ records their paths as well, so ``--from-png`` finds them again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from PIL import Image, PngImagePlugin
 
+from . import tasks
 from .errors import InputImageError, PromptFreeError
+from .fingerprints import is_image_like, file_sha256, input_record, model_record, pixels_sha256
+from .catalog import BY_NAME, TASKS
+from .tasks.fields import declared
 from .version import __version__
 
 PARAMETERS_CHUNK = "parameters"  # A1111's key
@@ -44,54 +46,6 @@ OUTPUT_KINDS = ("images", "extras")
 
 class MetadataError(PromptFreeError):
     """A PNG without a readable record, or a record that cannot be redone here."""
-
-
-# ----------------------------------------------------------------------------- hashes
-_FILE_HASHES: Dict[Tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
-
-
-def file_sha256(path) -> str:
-    """sha256 of a file's bytes (computed once per process for an unchanged file)."""
-    st = os.stat(path)
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _FILE_HASHES[key] = h.hexdigest()
-    return _FILE_HASHES[key]
-
-
-def pixels_sha256(img: Image.Image) -> str:
-    """sha256 of a PIL image's mode, size and pixels (for images given in memory)."""
-    h = hashlib.sha256(f"{img.mode} {img.width}x{img.height}\n".encode())
-    h.update(img.tobytes())
-    return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------- inputs
-def _is_image_like(value) -> bool:
-    return isinstance(value, (Image.Image, bytes, bytearray, os.PathLike)) or hasattr(value, "__array__")
-
-
-def input_record(value, keep_path: bool = True) -> Optional[Dict[str, Any]]:
-    """How an image input is recorded: a file by name (and absolute path with ``keep_path``) and
-    sha256 of its bytes; bytes by their sha256; an in-memory image by its pixels' sha256."""
-    if value is None:
-        return None
-    if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
-        rec = {"input": "file", "name": os.path.basename(os.fspath(value)), "sha256": file_sha256(value)}
-        if keep_path:
-            rec["path"] = os.path.abspath(os.fspath(value))
-        return rec
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"input": "bytes", "sha256": hashlib.sha256(bytes(value)).hexdigest()}
-    if isinstance(value, Image.Image):
-        return {"input": "pixels", "pixels_sha256": pixels_sha256(value)}
-    if hasattr(value, "__array__"):
-        return {"input": "pixels", "pixels_sha256": pixels_sha256(Image.fromarray(value.__array__()))}
-    return None
 
 
 def _plain(value, keep_paths: bool, files: bool = True):
@@ -111,7 +65,7 @@ def _plain(value, keep_paths: bool, files: bool = True):
         if files and os.path.isfile(value):  # a task argument that names a file is an image input
             return input_record(value, keep_paths)
         return value
-    if _is_image_like(value):
+    if is_image_like(value):
         return input_record(value, keep_paths)
     return repr(value)
 
@@ -138,60 +92,6 @@ def recorded_controls(rec: Mapping[str, Any]) -> List[Mapping[str, Any]]:
         if found:
             return found
     return []
-
-
-# ----------------------------------------------------------------------------- models
-def model_record(registry, kind: str, name: Optional[str]) -> Optional[Dict[str, Any]]:
-    """What the registry can tell cheaply about a model without downloading: tiny builder and
-    seed; a pinned sha256; a hub file's blob hash (its sha256 for LFS files) and a diffusers
-    repo's snapshot revision from the local cache; a local file's sha256 (once per process)."""
-    if not name:
-        return None
-    try:
-        entry = registry.entry(kind, name)
-    except PromptFreeError:
-        return {"name": name, "unknown": True}
-    rec: Dict[str, Any] = {"name": name}
-    if entry.tiny is not None:
-        rec.update(tiny=entry.tiny, seed=entry.option("seed"), profile=registry.profile)
-        return rec
-    for src in entry.sources:
-        found = _source_fingerprint(src)
-        if found:
-            rec.update(found)
-            return rec
-    rec["source"] = entry.sources[0].describe() if entry.sources else None
-    return rec
-
-
-def _source_fingerprint(src) -> Optional[Dict[str, Any]]:
-    if src.sha256:
-        return {"sha256": src.sha256}
-    if src.path is not None:
-        if src.path.is_file():
-            return {"file": src.path.name, "sha256": file_sha256(src.path)}
-        if src.path.is_dir():
-            return {"folder": src.path.name}
-        return None
-    if not src.repo:
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - a dependency
-        return None
-    target = src.file or ("config.json" if src.subfolder else "model_index.json")
-    filename = f"{src.subfolder}/{target}" if src.subfolder else target
-    hit = try_to_load_from_cache(src.repo, filename, revision=src.revision, repo_type=src.repo_type)
-    if not isinstance(hit, str):
-        return None
-    rec: Dict[str, Any] = {"repo": src.repo}
-    parts = Path(hit).parts
-    if "snapshots" in parts:
-        rec["revision"] = parts[parts.index("snapshots") + 1]
-    if src.file:
-        blob = os.path.basename(os.path.realpath(hit))
-        rec["sha256" if re.fullmatch(r"[0-9a-f]{64}", blob) else "git_oid"] = blob
-    return rec
 
 
 def _models(engine, settings, info: Mapping[str, Any], call: Mapping[str, Any],
@@ -316,8 +216,7 @@ def parameters_text(rec: Mapping[str, Any]) -> str:
             f"{k}: {_num(v)}" for k, v in (("Module", module), ("Model", c.get("controlnet")), ("Weight", c.get("scale")),
                                            ("Guidance Start", c.get("start")), ("Guidance End", c.get("end")),
                                            ("Map hash", h)) if v not in (None, "")) + '"'))
-    if (s.get("deep_cache") or 1) > 1:  # quick mode is never silent: an approximate picture says so
-        pairs.append(("Deep cache", f"{s['deep_cache']} (approximate)"))
+    pairs += _setting_notes(rec)  # e.g. quick mode is never silent: an approximate picture says so
     pairs += [("Task", rec.get("task")), ("Profile", rec.get("profile")),
               ("Version", f"prompt-free-diffusion {rec.get('version')}")]
     line = ", ".join(f"{k}: {_num(v)}" for k, v in pairs if v not in (None, ""))
@@ -325,6 +224,20 @@ def parameters_text(rec: Mapping[str, Any]) -> str:
     negative = s.get("negative_prompt") if isinstance(s.get("negative_prompt"), str) else ""
     head = prompt + (f"\nNegative prompt: {negative}" if negative else "")
     return f"{head}\n{line}" if head else line
+
+
+def _setting_notes(rec: Mapping[str, Any]) -> List[Tuple[str, str]]:
+    """(key, text) of the recorded settings that are not neutral and say so in the PNG's
+    parameters (the ``png_note`` of their declaration, ``tasks.fields``)."""
+    spec = BY_NAME.get(str(rec.get("task")))
+    values = rec.get("settings") or {}
+    out = []
+    for name, info in declared(spec.settings_type) if spec is not None else ():
+        value = values.get(name)
+        if info.png_note and value is not None and value != info.neutral:
+            key, text = info.png_note
+            out.append((key, text.format(value=_num(value))))
+    return out
 
 
 def pnginfo(img: Image.Image) -> PngImagePlugin.PngInfo:
@@ -469,18 +382,15 @@ def redo_call(rec: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = N
     """The task call that makes the recorded picture again. ``overrides``: files for image
     inputs whose recorded paths are gone, by argument name (``reference``, ``person``) or
     ``controls[0].image``; each is checked against its recorded hash."""
-    from . import tasks
-
     overrides = dict(overrides or {})
     task = rec.get("task")
-    fn = getattr(tasks, str(task), None)
-    if not callable(fn) or task not in tasks.__all__:
+    spec = BY_NAME.get(str(task))
+    if spec is None:
         raise MetadataError(f"the record's task '{task}' is not a task of this version")
-    classes = [getattr(tasks, n) for n in tasks.__all__ if isinstance(getattr(tasks, n), type)]
-    types = {**{c.__name__: c for c in classes},
-             **{n: getattr(tasks, n) for n in tasks.__all__ if isinstance(getattr(tasks, n), type)}}
-    settings_cls = types.get(rec.get("settings_type"))
-    if settings_cls is None or not dataclasses.is_dataclass(settings_cls):
+    known = {name for t in TASKS for name in (t.settings_name, *t.types)}
+    types = {name: getattr(tasks, name) for name in known}
+    settings_cls = types.get(str(rec.get("settings_type")))
+    if settings_cls is None:
         raise MetadataError(f"the record's settings type '{rec.get('settings_type')}' is not known here")
     settings = _settings_from(settings_cls, rec.get("settings") or {}, rec.get("version"), overrides, types)
     kwargs = {}
@@ -490,7 +400,7 @@ def redo_call(rec: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = N
     out = rec.get("output") or {"kind": "images", "index": 0}
     if out.get("kind") not in OUTPUT_KINDS:
         raise MetadataError(f"the record names an unknown output '{out.get('kind')}'")
-    return RedoCall(str(task), fn, kwargs, settings, out["kind"], int(out.get("index", 0)), dict(rec))
+    return RedoCall(str(task), spec.fn, kwargs, settings, out["kind"], int(out.get("index", 0)), dict(rec))
 
 
 def check_models(engine, rec: Mapping[str, Any]) -> List[str]:

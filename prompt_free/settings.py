@@ -67,7 +67,7 @@ SEED = Range("seed", 0, 2**31 - 1, 20, integer=True)
 # Output size: floored to multiples of SIZE_MULTIPLE (official).
 SIZE = Range("size", 64, 2048, 512, step=64, integer=True, ui_hi=1536)
 SIZE_MULTIPLE = 64
-# Quick mode (approximate, prompt_free.deep_cache): the UNet's deep features are computed every
+# Quick mode (approximate, N > 1): the UNet's deep features are computed every
 # N steps and reused in between. 1 is off (today's picture, bit for bit).
 DEEP_CACHE = Range("deep cache interval", 1, 10, 1, integer=True)
 # "Size follows the control image" (official): each side floored to 64 and clamped here.

@@ -22,17 +22,21 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from prompt_free.catalog import TASKS
 from prompt_free.engine import Engine
 from prompt_free.tasks import (
     CompareSettings,
     ControlSettings,
     ControlSpec,
     EditSettings,
+    MultiReferenceSettings,
+    Reference,
     TryOnSettings,
     VariationSettings,
     compare,
     edit_with_reference,
     image_variation,
+    multi_reference,
     reference_control,
     virtual_tryon,
 )
@@ -99,6 +103,14 @@ def run_tab(engine, tab: str):
             steps=3, seed=4, max_side=128, pose_control=False, num_images=2, base_model="Tiny SD Inpainting"))
         return {"tryon_blend": blend.images[0], "tryon_inpaint_0": inpaint.images[0],
                 "tryon_inpaint_1": inpaint.images[1]}
+    if tab == "multi_reference":
+        _, mask = _person_and_mask()
+        average = multi_reference(engine, [Reference(ref), Reference(EXAMPLES / "coffee.jpg", 0.6)],
+                                  MultiReferenceSettings(width=96, height=64, steps=3, seed=9))
+        regions = multi_reference(engine, [Reference(ref), Reference(EXAMPLES / "coffee.jpg", 1.0, mask)],
+                                  MultiReferenceSettings(width=64, height=96, steps=3, seed=10, blend="regions",
+                                                         reference_strength=1.5))
+        return {"multi_reference_average": average.images[0], "multi_reference_regions": regions.images[0]}
     if tab == "edit":
         photo, mask = _person_and_mask()
         blend = edit_with_reference(engine, photo, mask, ref, EditSettings(
@@ -123,7 +135,16 @@ def _record(tab: str, images) -> None:
         img.save(PINS / f"{name}.png")
 
 
-@pytest.mark.parametrize("tab", ["variation", "control", "compare", "tryon", "edit"])
+# the pins' name of each task's tab (every task of the one list is pinned)
+TABS = {"image_variation": "variation", "reference_control": "control", "multi_reference": "multi_reference",
+        "compare": "compare", "edit_with_reference": "edit", "virtual_tryon": "tryon"}
+
+
+def test_every_task_is_pinned():
+    assert sorted(TABS) == sorted(t.name for t in TASKS)
+
+
+@pytest.mark.parametrize("tab", [TABS[t.name] for t in TASKS])
 def test_same_seed_same_settings_give_the_pinned_pngs(engine, tab):
     images = run_tab(engine, tab)
     if RECORD:
@@ -203,8 +224,7 @@ def test_every_endpoint_keeps_its_name_and_parameters(client):
     assert params == json.loads(API_MANIFEST.read_text())
 
 
-@pytest.mark.parametrize("endpoint", ["/image_variation", "/reference_control", "/compare", "/virtual_tryon",
-                                      "/edit_reference"])
+@pytest.mark.parametrize("endpoint", ["/" + t.endpoint for t in TASKS])
 def test_every_endpoint_gives_the_pinned_pngs(client, endpoint):
     pictures = _pictures(client.predict(*_endpoint_calls()[endpoint], api_name=endpoint))
     assert pictures

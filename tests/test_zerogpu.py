@@ -58,12 +58,13 @@ def test_zerogpu_wraps_every_endpoint_loads_every_model_and_asks_for_the_estimat
     from gradio_client import Client
 
     from tests._app import running_app
-    from prompt_free.app.zerogpu import estimate_seconds
-    from prompt_free.app.widgets import SamplerControls
+    from prompt_free.catalog import TASKS, spec
+    from prompt_free.app.zerogpu import seconds_for
+    from prompt_free.tasks import VariationSettings
 
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     with running_app("tiny") as (engine, demo, url):
-        assert sorted(stand_in_spaces.wrapped) == ["generate"] * 5 + ["run_compare"]  # one per tab
+        assert sorted(stand_in_spaces.wrapped) == sorted(t.name for t in TASKS)  # one per tab, named by its task
         reg = engine.registry
         for kind in ("seecoders", "base_models", "controlnets"):
             assert all(engine.load_counts[(kind, n)] == 1 for n in reg.names(kind)), (kind, engine.load_counts)
@@ -71,23 +72,34 @@ def test_zerogpu_wraps_every_endpoint_loads_every_model_and_asks_for_the_estimat
         gallery, _, _ = client.predict(*variation_args(EXAMPLES / "coffee.jpg", steps=2, size=64, n=2),
                                        api_name="/image_variation")
         assert len(gallery) == 2
-    sampler = SamplerControls(2.0, 2, 64, 64, 3, False, 2, "DDIM")
-    assert stand_in_spaces.calls == [("generate", estimate_seconds([sampler]))]
+    want = seconds_for(spec("image_variation").work(VariationSettings(steps=2, width=64, height=64, num_images=2)))
+    assert stand_in_spaces.calls == [("image_variation", want)]
     assert engine.load_counts[("base_models", "Tiny SD")] == 1  # the request found its model loaded
 
 
-def test_duration_grows_with_steps_size_images_and_controlnets():
-    from prompt_free.app.control import ControlInputs
-    from prompt_free.app.widgets import SamplerControls
-    from prompt_free.app.zerogpu import estimate_seconds
+def test_duration_grows_with_steps_size_images_controlnets_and_columns():
+    from prompt_free.catalog import spec
+    from prompt_free.app.zerogpu import seconds_for
+    from prompt_free.tasks import CompareSettings, ControlSettings, ControlSpec, TryOnSettings, VariationSettings
 
-    def sampler(steps=50, size=768, n=2):
-        return SamplerControls(2.0, steps, size, size, 20, False, n, "DDIM")
+    def seconds(task, settings, call=None):
+        return seconds_for(spec(task).work(settings, call))
 
+    big = dict(steps=50, width=768, height=768, num_images=2)
     # 768 x 768 / 1e6 x 50 steps x 2 images = 58.98 megapixel-steps; x 2 with one ControlNet
-    assert estimate_seconds([sampler()]) == round(settings.ZEROGPU_OVERHEAD_S + settings.ZEROGPU_S_PER_WORK * 58.9824)
-    with_control = ControlInputs("canny", "map.png", "use as-is", "canny", 1.0, 0.0, 1.0)
-    assert estimate_seconds([sampler(), with_control]) == round(
+    assert seconds("image_variation", VariationSettings(**big)) == round(
+        settings.ZEROGPU_OVERHEAD_S + settings.ZEROGPU_S_PER_WORK * 58.9824)
+    canny = ControlSpec("canny", "map.png")
+    assert seconds("reference_control", ControlSettings(**big), {"controls": [canny]}) == round(
         settings.ZEROGPU_OVERHEAD_S + settings.ZEROGPU_S_PER_WORK * 2 * 58.9824)
-    assert estimate_seconds([sampler(steps=1, size=64, n=1)]) == settings.ZEROGPU_MIN_S
-    assert estimate_seconds([sampler(steps=150, size=1536, n=8)]) == settings.ZEROGPU_MAX_S
+    # a size left to the control image counts as 768 x 768
+    assert spec("reference_control").work(ControlSettings(steps=50, num_images=2), {"controls": [canny]}) == \
+        spec("reference_control").work(ControlSettings(**big), {"controls": [canny]})
+    one = spec("compare").work(CompareSettings(**big, methods=("prompt_free",)))
+    assert spec("compare").work(CompareSettings(**big, methods=("prompt_free", "dual_controlnet"))) == 2 * one
+    assert spec("virtual_tryon").work(TryOnSettings(steps=50)) == 2 * spec("virtual_tryon").work(
+        TryOnSettings(steps=50, pose_control=False))
+    assert seconds("image_variation", VariationSettings(steps=1, width=64, height=64)) == settings.ZEROGPU_MIN_S
+    assert seconds("image_variation", VariationSettings(steps=150, width=1536, height=1536, num_images=8)) == \
+        settings.ZEROGPU_MAX_S
+    assert seconds_for(None) == settings.ZEROGPU_MAX_S

@@ -5,12 +5,8 @@ Same reference, structure image, ControlNet, base model, seed and settings for e
 ControlNet + structure ControlNet + CLIP text), (3) IP-Adapter (only when configured), and
 optionally (4) Prompt-Free + text (concat): column 1 with the prompt's CLIP tokens added.
 
-API (``/compare``), parameters in order (the preprocessor by name, e.g. ``openpose_full``):
-    reference_image, structure_image, structure_controlnet, structure_mode, preprocessor, seecoder,
-    base_model, prompt_free_column, dual_controlnet_column, ip_adapter_column, prompt, negative_prompt,
-    content_scale, ip_adapter_scale, guidance, steps, width, height, seed, randomize_seed, scheduler,
-    reference_strength (Prompt-Free columns), prompt_free_text_column (default off; needs a prompt),
-    prompt_weight (its text weight)
+API ``/compare``: its parameters are pinned in ``tests/pins/api.json`` (``gradio_client``'s
+``view_api()`` lists them with their types).
 outputs: prompt_free_image, dual_controlnet_image, ip_adapter_image, prompt_free_stats,
     dual_controlnet_stats, ip_adapter_stats, differences (markdown), side_by_side (file),
     maps (gallery: structure map, shuffled reference), seed used. The optional fourth column is
@@ -22,12 +18,10 @@ A switched-off column returns no image and "switched off".
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import gradio as gr
 from gradio import processing_utils
 
-from prompt_free.metadata import tag
 from prompt_free.settings import CONTENT_SCALE, IP_ADAPTER_SCALE, PROMPT_WEIGHT
 from prompt_free.tasks.compare import (
     ALL_METHODS,
@@ -38,32 +32,30 @@ from prompt_free.tasks.compare import (
     PROMPT_FREE,
     PROMPT_FREE_TEXT,
     CompareSettings,
-    compare,
     differences,
     ip_adapter_names,
 )
 from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, MODES, controlnet_choices
+from prompt_free.tasks.fields import REFERENCE
 
-from .endpoint import InputGroup, endpoint
+from .endpoint import InputGroup
+from .fields import last_section, section_controls, slider
 from .previews import live_previews
+from .task_endpoint import ToCall, task_endpoint
 from .uploads import image_input
 from .widgets import (
-    settings_from_png,
+    EXAMPLES,
     connect_preprocessor,
-    run_buttons,
-    stop_cancels,
     lora_pickers,
-    quick_mode,
     model_pickers,
     preprocessor_dropdown,
-    progress_callback,
+    run_buttons,
     sampler_controls,
+    settings_from_png,
     size_follows_image,
-    slider,
-    strength_slider,
+    stop_cancels,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"  # a checkout's; not installed
 ELEM = {PROMPT_FREE: "prompt-free", DUAL_CONTROLNET: "dual", IP_ADAPTER: "ip", PROMPT_FREE_TEXT: "prompt-free-text"}
 OFF = "*switched off*"
 IP_NOT_CONFIGURED = (
@@ -120,6 +112,9 @@ class StructureInputs(InputGroup):
 
     API_NAMES = {"image": "structure_image", "kind": "structure_controlnet", "mode": "structure_mode"}
 
+    def contribute(self, request) -> None:
+        request.call.update(structure=self.image, controlnet=self.kind, mode=self.mode, preprocessor=self.preprocessor)
+
 
 @dataclass
 class ColumnSwitches(InputGroup):
@@ -132,6 +127,9 @@ class ColumnSwitches(InputGroup):
     def methods(self) -> list:
         on = {PROMPT_FREE: self.prompt_free, DUAL_CONTROLNET: self.dual_controlnet, IP_ADAPTER: self.ip_adapter}
         return [m for m in METHODS if on[m]]
+
+    def contribute(self, request) -> None:
+        request.settings["methods"] = tuple(self.methods())
 
 
 @dataclass
@@ -150,16 +148,17 @@ class BaselineInputs(InputGroup):
 
 @dataclass
 class TextColumnInputs(InputGroup):
-    """The Prompt-Free columns' reference strength and the optional Prompt-Free + text column."""
+    """The optional Prompt-Free + text column and its text weight."""
 
-    reference_strength: gr.Slider
     prompt_free_text: gr.Checkbox
     prompt_weight: gr.Slider
 
     API_NAMES = {"prompt_free_text": "prompt_free_text_column"}
 
-    def settings(self) -> dict:
-        return {"reference_strength": self.reference_strength, "prompt_weight": self.prompt_weight}
+    def contribute(self, request) -> None:
+        if self.prompt_free_text:
+            request.settings["methods"] = (*request.settings.get("methods", ()), PROMPT_FREE_TEXT)
+        request.settings["prompt_weight"] = self.prompt_weight
 
 
 @dataclass
@@ -220,14 +219,15 @@ def _columns_and_baselines(ip_names) -> tuple:
     return columns, BaselineInputs(prompt, negative, content_scale, ip_scale)
 
 
-def _text_column_inputs() -> TextColumnInputs:
+def _text_column_inputs() -> tuple:
+    """The Prompt-Free columns' reference strength (declared), then the optional text column."""
     with gr.Group():
-        strength = strength_slider("compare")
+        strength = section_controls(CompareSettings, REFERENCE, "compare", exclude=("prompt_mode", "prompt_weight", "blocks"))
         with gr.Row():
             use = gr.Checkbox(False, label=METHOD_LABELS[PROMPT_FREE_TEXT], elem_id="compare-use-prompt-free-text",
                               info="Prompt-Free with the prompt's CLIP tokens concatenated (needs a prompt)")
             weight = slider(PROMPT_WEIGHT, "Text weight (that column)", elem_id="compare-prompt-weight")
-    return TextColumnInputs(strength, use, weight)
+    return strength, TextColumnInputs(use, weight)
 
 
 OPTIONAL = tuple(m for m in ALL_METHODS if m not in METHODS)
@@ -270,49 +270,41 @@ def build(engine) -> None:
                 reference, structure = _structure(engine, choices, default_type)
                 models = model_pickers(engine)
                 columns, baselines = _columns_and_baselines(ip_names)
-                text_column = _text_column_inputs()
+                strength, text_column = _text_column_inputs()
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
                 loras = lora_pickers(engine, "compare", controls)
-                deep_cache = quick_mode("compare")
+                last = last_section(CompareSettings, "compare")
                 run, stop = run_buttons("Compare", "compare")
                 live = live_previews(engine, "compare", outputs=0, show=_column_preview)  # outputs: below
-                settings_from_png(models, controls, baselines, fields={"deep_cache": deep_cache}, elem_id="compare-load-png")
+                settings_from_png(models, controls, baselines, last, elem_id="compare-load-png")
         outputs = _outputs(ip_names)
         size_follows_image(engine, structure.image, controls)
         _examples(reference, structure, choices)
 
-        def run_compare(reference_image, structure, models, columns, baselines, sampler, text_column, loras, quick, progress):
-            seed = sampler.pick_seed()
-            methods = columns.methods() + ([PROMPT_FREE_TEXT] if text_column.prompt_free_text else [])
+        def check(request) -> None:
+            methods = request.settings["methods"]
             if not methods:
                 raise gr.Error("All columns are switched off: tick at least one method to compare.")
             if IP_ADAPTER in methods and not ip_names:
                 raise gr.Error("The IP-Adapter column is not available: no IP-Adapter is configured in checkpoints.yaml.")
-            settings = CompareSettings(**models.settings(), **sampler.settings(seed), methods=tuple(methods),
-                                       **baselines.settings(), **text_column.settings(), **loras.settings(),
-                                       deep_cache=int(quick))
-            result = compare(
-                engine, reference_image, structure.image, structure.kind, mode=structure.mode,
-                preprocessor=structure.preprocessor, settings=settings, progress=progress_callback(progress, "Comparing"),
-            )
-            tag(engine, result, "compare", settings,
-                {"reference": reference_image, "structure": structure.image, "controlnet": structure.kind,
-                 "mode": structure.mode, "preprocessor": structure.preprocessor}, keep_paths=False)
-            images = [result.columns[m].image if m in result.columns else None for m in METHODS]
-            stats = [column_stats(result.columns[m]) if m in result.columns else OFF for m in METHODS]
-            used_maps = list(result.extras) + [x for c in result.columns.values() for x in c.extras]
-            download = _save_side_by_side(result.side_by_side, seed, outputs.download.GRADIO_CACHE)
+
+        def present(result, pictures, settings):
+            columns = result.columns
+            images = [columns[m].image if m in columns else None for m in METHODS]
+            stats = [column_stats(columns[m]) if m in columns else OFF for m in METHODS]
+            used_maps = list(result.extras) + [x for c in columns.values() for x in c.extras]
+            download = _save_side_by_side(result.side_by_side, settings.seed, outputs.download.GRADIO_CACHE)
             optional = [x for m in OPTIONAL for x in (
-                (result.columns[m].image, column_stats(result.columns[m])) if m in result.columns else (None, OFF))]
-            return (*images, *stats, differences_table(result), download, used_maps, seed, optional)
+                (columns[m].image, column_stats(columns[m])) if m in columns else (None, OFF))]
+            return (*images, *stats, differences_table(result), download, used_maps, settings.seed, optional)
 
         # The optional column reaches the tab through a State (no API output): gradio_client callers
         # keep the ten outputs they always got, and find the column in the side-by-side download.
         optional_state = gr.State()
         event_outputs = [*outputs.components(), controls.seed, optional_state]
-        api = endpoint(run_compare, ("reference_image", reference), structure, models, columns, baselines, controls,
-                       text_column, loras, ("deep_cache", deep_cache),
-                       previews=replace(live, outputs=len(event_outputs)))
+        api = task_endpoint(engine, "compare", ToCall("reference_image", reference, "reference"), structure, models,
+                            columns, baselines, controls, strength, text_column, loras, last, present=present,
+                            check=check, previews=replace(live, outputs=len(event_outputs)), progress_label="Comparing")
         event = run.click(api.fn, inputs=api.inputs, outputs=event_outputs, api_name="compare")
         event.success(lambda values: tuple(values), inputs=[optional_state],
                               outputs=outputs.optional_components(), queue=False, api_visibility="private")

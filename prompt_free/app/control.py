@@ -1,23 +1,16 @@
 """Reference + ControlNet tab: content and style from a reference image, structure from one or
 two control images (pose, edges, depth ...) through ControlNets.
 
-API (``/reference_control``), parameters in order (preprocessors by name, e.g. ``openpose_full``):
-    reference_image, seecoder, base_model,
-    type1, image1, mode1, preprocessor1, scale1, start1, end1,
-    use_second, type2, image2, mode2, preprocessor2, scale2, start2, end2,
-    check_maps, guidance, steps, width, height, seed, randomize_seed, num_images, scheduler,
-    reference_strength, prompt, prompt_mode, prompt_weight, blocks
+API ``/reference_control``: its parameters are pinned in ``tests/pins/api.json`` (``gradio_client``'s
+``view_api()`` lists them with their types).
 outputs: gallery (the results, then the control maps used), info (markdown), seed used.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
 import gradio as gr
 
-from prompt_free.metadata import tag
 from prompt_free.settings import CONTROL_SCALE, CONTROL_WINDOW
 from prompt_free.tasks.control import (
     MODE_AS_IS,
@@ -26,30 +19,26 @@ from prompt_free.tasks.control import (
     ControlSettings,
     ControlSpec,
     controlnet_choices,
-    reference_control,
 )
 
-from .endpoint import InputGroup, endpoint
+from .endpoint import InputGroup
+from .fields import last_section, reference_section, slider
 from .previews import live_previews
+from .task_endpoint import Joined, ToCall, task_endpoint
 from .uploads import image_input
 from .widgets import (
+    EXAMPLES,
     connect_preprocessor,
-    run_buttons,
-    stop_cancels,
     format_info,
     lora_pickers,
-    quick_mode,
     model_pickers,
     preprocessor_dropdown,
-    progress_callback,
-    reference_controls,
+    run_buttons,
     sampler_controls,
     settings_from_png,
     size_follows_image,
-    slider,
+    stop_cancels,
 )
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"  # a checkout's; not installed
 
 
 @dataclass
@@ -110,6 +99,10 @@ class ControlPanel:
         """The ``ControlSpec``s of a handler's values (the parts above)."""
         return [first.spec(check_maps)] + ([second.spec(check_maps)] if use_second else [])
 
+    def to_call(self) -> Joined:
+        """The panel as a part of a task's request: its specs are the call's ``controls``."""
+        return Joined(tuple(self.parts()), lambda request, *values: request.call.update(controls=self.specs(*values)))
+
 
 def control_panel(engine, choices, prefix: str = "control") -> ControlPanel:
     """The widgets of one or two ControlNets (elem_ids ``<prefix>-...``); the second shows when
@@ -148,42 +141,31 @@ def build(engine) -> None:
                 panel = control_panel(engine, choices)
                 first, use_second, second = panel.first, panel.use_second, panel.second
                 controls = sampler_controls(engine)
-                options = reference_controls("control")
+                options = reference_section(ControlSettings, "control", title="Reference strength and text")
                 loras = lora_pickers(engine, "control", controls)
-                deep_cache = quick_mode("control")
+                last = last_section(ControlSettings, "control")
                 run, stop = run_buttons("Generate", "control")
                 live = live_previews(engine, "control", outputs=3)  # the event's outputs
-                _load_png(models, controls, options, first, use_second, second, panel.check_maps,
-                          fields={"deep_cache": deep_cache})
+                _load_png(panel, models, controls, options, last)
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="control-gallery")
                 info = gr.Markdown(elem_id="control-info")
-
         size_follows_image(engine, first.image, controls)
         _examples(reference, first, use_second, second)
 
-        def generate(reference_image, models, first, use_second, second, check_maps, sampler, options, loras, quick,
-                     progress):
-            seed = sampler.pick_seed()
-            specs = ControlPanel.specs(first, use_second, second, check_maps)
-            settings = ControlSettings(**models.settings(), **sampler.settings(seed), **options.settings(), **loras.settings(),
-                                       deep_cache=int(quick))
-            result = reference_control(engine, reference_image, specs, settings, progress=progress_callback(progress))
-            pictures = tag(engine, result, "reference_control", settings,
-                           {"reference": reference_image, "controls": specs}, keep_paths=False)
-            return pictures, _info(result.info), seed
+        def present(result, pictures, settings):
+            return pictures, _info(result.info), settings.seed
 
-        api = endpoint(generate, ("reference_image", reference), models, *panel.parts(), controls, options, loras,
-                       ("deep_cache", deep_cache), previews=live)
+        api = task_endpoint(engine, "reference_control", ToCall("reference_image", reference, "reference"), models,
+                            panel.to_call(), controls, options, loras, last, present=present, previews=live)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
         stop_cancels(stop, event)
 
 
-def _load_png(models, sampler, options, first: ControlInputs, use_second, second: ControlInputs, check_maps,
-              fields=None) -> None:
-    """"Load settings from a PNG", with the ControlNets' own controls (``fields``: single components
-    by settings field name)."""
+def _load_png(panel: ControlPanel, *groups: InputGroup, elem_id: str = "control-load-png") -> None:
+    """"Load settings from a PNG", with the ControlNets' own controls (``groups``: the tab's groups)."""
+    first, use_second, second, check_maps = panel.first, panel.use_second, panel.second, panel.check_maps
     blocks = (first, second)
 
     def fill(record):
@@ -200,11 +182,11 @@ def _load_png(models, sampler, options, first: ControlInputs, use_second, second
 
     extra = [use_second, check_maps] + [getattr(b, f) for b in blocks
                                         for f in ("kind", "mode", "preprocessor", "scale", "start", "end")]
-    settings_from_png(models, sampler, options, fields=fields, extra_outputs=extra, extra=fill, elem_id="control-load-png")
+    settings_from_png(*groups, extra_outputs=extra, extra=fill, elem_id=elem_id)
 
 
 def _info(info: dict) -> str:
-    return "  \n".join(p for p in [format_info(info), *controls_lines(info)] if p)
+    return "  \n".join(p for p in [format_info(info, ControlSettings), *controls_lines(info)] if p)
 
 
 def controls_lines(info: dict) -> list:

@@ -6,12 +6,8 @@ The mask (the region to fill) is painted on the photo in an image editor, or upl
 image (white = change; it is loaded into the editor, resized to the photo with a warning when
 its size differs).
 
-API (``/edit_reference``), inputs in order (names as ``/virtual_tryon`` where they mean the same):
-    photo_image (image file), reference_image (image file), mask_image (image file, white or
-    painted = change; resized to the photo when its size differs), seecoder, base_model
-    ("auto": the inpainting model when configured), mask_dilation (px), mask_feather (px),
-    crop_reference, guidance, steps, seed, randomize_seed, num_images, scheduler, max_side
-    (longest side of the generation, 64..1536)
+API ``/edit_reference``: its parameters are pinned in ``tests/pins/api.json`` (``gradio_client``'s
+``view_api()`` lists them with their types).
 outputs: gallery (results at the photo's size), gallery (mask and reference as used), info
 (markdown), seed used.
 """
@@ -19,16 +15,17 @@ outputs: gallery (results at the photo's size), gallery (mask and reference as u
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
 from prompt_free import masks as M
-from prompt_free.metadata import tag
-from prompt_free.tasks.edit import EditSettings, edit_with_reference, inpainting_base_model, load_photo
+from prompt_free.tasks.edit import EditSettings, inpainting_base_model, load_photo
+from prompt_free.tasks.fields import REFERENCE
 
-from .endpoint import InputGroup, endpoint
+from .endpoint import InputGroup
+from .fields import last_section, section_controls
 from .masking import (
+    AutoBaseModels,
     MaskCanvas,
     base_model_picker,
     connect_editor,
@@ -38,14 +35,12 @@ from .masking import (
     mask_edge_sliders,
     mask_upload_input,
     max_side_slider,
-    requested_base,
 )
 from .previews import live_previews
+from .task_endpoint import task_endpoint
 from .uploads import image_input
-from .widgets import (ModelPickers, lora_pickers, progress_callback, quick_mode, run_buttons, sampler_controls, seecoder_picker,
-                      settings_from_png, stop_cancels, strength_slider)
+from .widgets import EXAMPLES, lora_pickers, run_buttons, sampler_controls, seecoder_picker, settings_from_png, stop_cancels
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"  # a checkout's; not installed
 EDIT_CANVAS = MaskCanvas((640, 480))  # landscape, as most photos; others are letterboxed into it
 
 
@@ -58,6 +53,9 @@ class EditImages(InputGroup):
     mask: gr.Image
 
     API_NAMES = {"photo": "photo_image", "reference": "reference_image", "mask": "mask_image"}
+
+    def contribute(self, request) -> None:
+        request.call.update(photo=self.photo, mask=self.mask, reference=self.reference)
 
 
 @dataclass
@@ -87,7 +85,7 @@ def _edit_settings(engine, inpaint) -> tuple:
         crop = gr.Checkbox(False, label="Crop the reference to its subject",
                            info="Cuts a plain background off the reference before SeeCoder sees it", elem_id="edit-crop")
         max_side = max_side_slider(engine, "edit", "photo")
-    models = ModelPickers(seecoder_picker(engine), base_model_picker(engine, inpaint, "edit"))
+    models = AutoBaseModels(seecoder_picker(engine), base_model_picker(engine, inpaint, "edit"))
     return EditOptions(dilation, feather, crop), max_side, models
 
 
@@ -115,13 +113,12 @@ def build(engine) -> None:
                 mask_upload = mask_upload_input("edit")
                 options, max_side, models = _edit_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False, elem_prefix="edit")
-                strength = strength_slider("edit")
+                reference_options = section_controls(EditSettings, REFERENCE, "edit")  # the reference's strength
                 loras = lora_pickers(engine, "edit", controls)
-                deep_cache = quick_mode("edit")
+                last = last_section(EditSettings, "edit")
                 run, stop = run_buttons("Edit", "edit")
                 live = live_previews(engine, "edit", outputs=4)  # the event's outputs
-                settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side,
-                                                                            "deep_cache": deep_cache},
+                settings_from_png(models, controls, options, reference_options, last, fields={"max_side": max_side},
                                   elem_id="edit-load-png")
                 mask = hidden_mask("edit")
             with gr.Column():
@@ -136,20 +133,11 @@ def build(engine) -> None:
         connect_editor(EDIT_CANVAS, photo, editor, mask_upload, load_photo, read_uploaded_mask, "photo")
         take_mask = editor_to_mask(EDIT_CANVAS, load_photo)
 
-        def generate(images, models, options, sampler, max_side, reference_strength, loras, quick, progress):
-            seed = sampler.pick_seed()
-            settings = EditSettings(base_model=requested_base(models.base_model), seecoder=models.seecoder,
-                                    **options.settings(), **sampler.settings(seed), max_side=max_side,
-                                    reference_strength=reference_strength, **loras.settings(),
-                                     deep_cache=int(quick))
-            result = edit_with_reference(engine, images.photo, images.mask, images.reference, settings,
-                                         progress=progress_callback(progress))
-            tag(engine, result, "edit_with_reference", settings,
-                {"photo": images.photo, "mask": images.mask, "reference": images.reference}, keep_paths=False)
-            return result.images, result.extras, edit_info(result.info), seed
+        def present(result, pictures, settings):
+            return result.images, result.extras, edit_info(result.info, EditSettings), settings.seed
 
-        api = endpoint(generate, EditImages(photo, reference, mask), models, options, controls,
-                       ("max_side", max_side), ("reference_strength", strength), loras, ("deep_cache", deep_cache), previews=live)
+        api = task_endpoint(engine, "edit_with_reference", EditImages(photo, reference, mask), models, options, controls,
+                            ("max_side", max_side), reference_options, loras, last, present=present, previews=live)
         taken = run.click(take_mask, inputs=[editor, photo], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="edit_reference",

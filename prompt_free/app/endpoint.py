@@ -49,6 +49,7 @@ from prompt_free.previews import showing
 
 from . import session_limit
 from .previews import Latest, LivePreviews
+from .zerogpu import gpu
 
 log = logging.getLogger("prompt_free.ui")
 
@@ -109,30 +110,37 @@ def request_summary(values, limit: int = 2000) -> str:
 class InputGroup:
     """Base of the dataclasses that group a tab's input components.
 
-    ``API_NAMES`` maps a field to its public parameter name where the two differ."""
+    ``API_NAMES`` maps a field to its public parameter name where the two differ. A group that
+    is part of a task's request says what its values are in ``contribute`` (``task_endpoint``):
+    by default its ``settings()`` join the task's settings."""
 
     API_NAMES: ClassVar[Mapping[str, str]] = {}
 
-    def _present(self) -> List[dataclasses.Field]:
-        return [f for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+    def items(self) -> List[Tuple[str, Any]]:
+        """(field name, component or value) of the fields this tab has, in field order."""
+        return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
 
     def components(self) -> list:
         """The components, in field order (the endpoint's order)."""
-        return [getattr(self, f.name) for f in self._present()]
+        return [c for _, c in self.items()]
 
     def api_names(self, suffix: str = "") -> List[str]:
-        return [self.API_NAMES.get(f.name, f.name) + suffix for f in self._present()]
+        return [self.API_NAMES.get(name, name) + suffix for name, _ in self.items()]
 
     def with_values(self, values: Sequence[Any]):
         """The same group holding ``values`` (in ``components()`` order) instead of components."""
-        present = self._present()
+        present = self.items()
         if len(values) != len(present):
             raise ValueError(f"{type(self).__name__}: {len(present)} values expected, got {len(values)}")
-        return dataclasses.replace(self, **{f.name: v for f, v in zip(present, values)})
+        return dataclasses.replace(self, **{name: v for (name, _), v in zip(present, values)})
 
     def suffixed(self, suffix: str) -> "Suffixed":
         """This group as an endpoint part whose public names end in ``suffix`` (``type1`` ...)."""
         return Suffixed(self, suffix)
+
+    def contribute(self, request) -> None:
+        """Adds this group's values (of a handler's group) to ``request`` (a ``task_endpoint.Request``)."""
+        request.settings.update(self.settings())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +207,8 @@ def run_cancellable(work: Callable[[], Any], pending: Optional[Callable[[], Any]
         token.cancel()  # a no-op once the work is done; after a cancel it stops at the next step
 
 
-def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] = None) -> Endpoint:
+def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] = None,
+             work: Optional[Callable[..., float]] = None) -> Endpoint:
     """The function to give Gradio for ``handler`` and the ``inputs`` that go with it.
 
     ``handler(*per_part_values, progress=...)`` receives, for each part, its value (a single
@@ -207,6 +216,7 @@ def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] =
     The function is a cancellable generator (``run_cancellable``). ``previews``: the tab's live
     previews (``prompt_free.app.previews``): its checkbox is the last parameter, ``previews``, consumed here
     (the handler does not see it); while the handler runs, its previews are yielded.
+    ``work(*per_part_values)``: the request's work in megapixel-steps (ZeroGPU's duration).
     """
     names, inputs, spans = [], [], []
     for part in parts:
@@ -219,9 +229,7 @@ def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] =
         inputs.append(previews.checkbox)
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate parameter names in {names}")
-    from .zerogpu import gpu
-
-    checked = handle_errors(gpu(handler))  # on ZeroGPU in spaces.GPU; elsewhere the handler itself
+    checked = handle_errors(gpu(handler, work))  # on ZeroGPU in spaces.GPU; elsewhere the handler itself
 
     def call(*values):
         values, progress = list(values[:-1]), values[-1]

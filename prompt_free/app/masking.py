@@ -23,7 +23,8 @@ from prompt_free.settings import MASK_PX, TRYON_MAX_SIDE
 
 from .endpoint import handle_errors
 from .uploads import image_input, mask_editor
-from .widgets import format_info, slider, ui_defaults
+from .fields import slider
+from .widgets import ModelPickers, format_info, ui_defaults
 
 BRUSH_COLOR = "#ff00ff"
 
@@ -167,9 +168,16 @@ def requested_base(value) -> Optional[str]:
     return None if value in (None, "", AUTO_BASE) else value
 
 
-def edit_info(info: dict, *extra: str) -> str:
+class AutoBaseModels(ModelPickers):
+    """The models of an inpainting tab: the base model "auto" is the task's None (the inpainting one)."""
+
+    def settings(self) -> dict:
+        return {"base_model": requested_base(self.base_model), "seecoder": self.seecoder}
+
+
+def edit_info(info: dict, settings_type, *extra: str) -> str:
     """The info text of an inpainting tab: timings, size, method, ``extra`` parts, notes."""
-    parts = [format_info(info)]
+    parts = [format_info(info, settings_type)]
     gw, gh = info.get("generation_size", (None, None))
     if gw:
         parts.append("; ".join((f"generated at {gw}x{gh} with **{info['base_model']}** ({info['method']})", *extra)))

@@ -1,14 +1,8 @@
 """Multi-Reference tab: up to four reference images with weights and optional region masks,
 blended (average, concatenate or regions), optionally under one or two ControlNets.
 
-API (``/multi_reference``), parameters in order:
-    reference_1 ... reference_4 (unused ones empty), weight_1 ... weight_4, mask_1 ... mask_4,
-    blend (average | concatenate | regions), seecoder, base_model,
-    use_control, type1, image1, mode1, preprocessor1, scale1, start1, end1,
-    use_second, type2, image2, mode2, preprocessor2, scale2, start2, end2, check_maps,
-    guidance, steps, width, height, seed, randomize_seed, num_images, scheduler,
-    reference_strength, blocks, lora_1, lora_1_scale, lora_2, lora_2_scale
-(the ControlNet inputs only when ``checkpoints.yaml`` has structure ControlNets)
+API ``/multi_reference``: its parameters are pinned in ``tests/pins/api.json`` (``gradio_client``'s
+``view_api()`` lists them with their types).
 outputs: gallery (the results, then the control maps used), info (markdown), seed used.
 """
 
@@ -19,28 +13,25 @@ from typing import Any, List
 
 import gradio as gr
 
-from prompt_free.metadata import tag
 from prompt_free.settings import MAX_REFERENCES, REFERENCE_WEIGHT
-from prompt_free.tasks import BLENDS, MultiReferenceSettings, Reference, multi_reference
+from prompt_free.tasks import BLENDS, MultiReferenceSettings, Reference
 from prompt_free.tasks.control import controlnet_choices
 
-from .control import ControlPanel, control_panel, controls_lines
-from .endpoint import InputGroup, endpoint
+from .control import control_panel, controls_lines
+from .endpoint import InputGroup
+from .fields import last_section, reference_section, slider
 from .previews import live_previews
+from .task_endpoint import Joined, task_endpoint
 from .uploads import image_input
 from .widgets import (
-    settings_from_png,
     format_info,
     lora_pickers,
-    quick_mode,
     model_pickers,
-    progress_callback,
     run_buttons,
     sampler_controls,
+    settings_from_png,
     size_follows_image,
-    slider,
     stop_cancels,
-    strength_and_blocks,
 )
 
 BLEND_HELP = (
@@ -72,6 +63,9 @@ class ReferenceSlots(InputGroup):
         """The ``Reference`` of every slot (of a handler's group; empty slots hold no image)."""
         return [Reference(getattr(self, f"reference_{i}"), getattr(self, f"weight_{i}"), getattr(self, f"mask_{i}"))
                 for i in range(1, MAX_REFERENCES + 1)]
+
+    def contribute(self, request) -> None:
+        request.call["references"] = self.references()
 
 
 def _slot(i: int):
@@ -116,37 +110,29 @@ def build(engine) -> None:
                     use_control.change(lambda on: gr.update(visible=bool(on)), inputs=[use_control],
                                        outputs=[control_group], queue=False, api_visibility="private")
                 controls = sampler_controls(engine, elem_prefix="multi")
-                options = strength_and_blocks("multi")
+                options = reference_section(MultiReferenceSettings, "multi", title="Reference strength and blocks",
+                                            open=False, others="the other blocks get nothing (not with the regions blend)")
                 loras = lora_pickers(engine, "multi", controls)
-                deep_cache = quick_mode("multi")
+                last = last_section(MultiReferenceSettings, "multi")
                 run, stop = run_buttons("Generate", "multi")
                 live = live_previews(engine, "multi", outputs=3)  # the event's outputs
-                settings_from_png(models, controls, options, fields={"blend": blend, "deep_cache": deep_cache},
-                                  elem_id="multi-load-png")
+                settings_from_png(models, controls, options, last, fields={"blend": blend}, elem_id="multi-load-png")
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="multi-gallery")
                 info = gr.Markdown(elem_id="multi-info")
 
-        def generate(slots, blend, models, *rest, progress):
-            *control_values, sampler, options, loras, quick = rest
-            specs = []
-            if control_values:
-                use, first, use_second, second, check_maps = control_values
-                specs = ControlPanel.specs(first, use_second, second, check_maps) if use else []
-            seed = sampler.pick_seed()
-            settings = MultiReferenceSettings(**models.settings(), **sampler.settings(seed), **options.settings(),
-                                              **loras.settings(), deep_cache=int(quick),
-                                              blend=blend, controls=specs)
-            references = slots.references()
-            result = multi_reference(engine, references, settings, progress=progress_callback(progress))
-            pictures = tag(engine, result, "multi_reference", settings, {"references": references}, keep_paths=False)
-            return pictures, _info(result.info), seed
+        def present(result, pictures, settings):
+            return pictures, _info(result.info), settings.seed
 
-        control_parts = [("use_control", use_control), *panel.parts()] if panel is not None else []
+        def with_controls(request, use, *panel_values):  # the ControlNets' specs go in the settings here
+            request.settings["controls"] = panel.specs(*panel_values) if use else []
+
+        parts = [Joined((("use_control", use_control), *panel.parts()), with_controls)] if panel is not None else []
         if panel is not None:
             size_follows_image(engine, panel.first.image, controls)
-        api = endpoint(generate, slots, ("blend", blend), models, *control_parts, controls, options, loras, ("deep_cache", deep_cache), previews=live)
+        api = task_endpoint(engine, "multi_reference", slots, ("blend", blend), models, *parts, controls, options, loras,
+                            last, present=present, previews=live)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="multi_reference")
         stop_cancels(stop, event)
 
@@ -154,7 +140,7 @@ def build(engine) -> None:
 def _info(info: dict) -> str:
     refs = ", ".join(f"{r['reference']} (weight {r['weight']:g}{', masked' if r['mask'] else ''})"
                      for r in info.get("references", []))
-    lines = [format_info(info), f"**{info.get('blend')}** of references {refs} · {info.get('tokens')} tokens"]
+    lines = [format_info(info, MultiReferenceSettings), f"**{info.get('blend')}** of references {refs} · {info.get('tokens')} tokens"]
     lines += controls_lines(info)
     lines += [f"Note: {n}" for n in info.get("notes", [])]
     return "  \n".join(line for line in lines if line)

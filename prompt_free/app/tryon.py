@@ -5,13 +5,8 @@ by "Make mask" from the person's pose (upper body / lower body / full outfit) an
 editable, or uploaded as an image (white = change; it is loaded into the editor). When nothing
 is painted, the chosen automatic mask is used.
 
-API (``/virtual_tryon``), inputs in order:
-    person (image file), garment (image file), mask (image file, white = change, or None),
-    mask_mode ("mask image" | "upper body" | "lower body" | "full outfit"; used when mask is
-    None), seecoder, base_model ("auto": the inpainting model when configured), dilation (px),
-    feather (px), crop_garment, keep_pose, guidance, steps, seed, randomize_seed, num_images,
-    scheduler, max_side (longest side of the generation, 64..1536), reference_strength (0..2, the
-    garment's pull; 1: as encoded)
+API ``/virtual_tryon``: its parameters are pinned in ``tests/pins/api.json`` (``gradio_client``'s
+``view_api()`` lists them with their types).
 outputs: gallery (results at the person photo's size), gallery (mask, pose map and garment as
 used), info (markdown), seed used.
 """
@@ -19,23 +14,23 @@ used), info (markdown), seed used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
 from prompt_free import masks as M
-from prompt_free.metadata import tag
+from prompt_free.tasks.fields import REFERENCE
 from prompt_free.tasks.tryon import (
     MASK_IMAGE,
     TryOnSettings,
     auto_mask,
     inpainting_base_model,
     load_person,
-    virtual_tryon,
 )
 
-from .endpoint import InputGroup, endpoint, handle_errors
+from .endpoint import InputGroup, handle_errors
+from .fields import last_section, section_controls
 from .masking import (
+    AutoBaseModels,
     MaskCanvas,
     base_model_picker,
     connect_editor,
@@ -45,14 +40,12 @@ from .masking import (
     mask_edge_sliders,
     mask_upload_input,
     max_side_slider,
-    requested_base,
 )
 from .previews import live_previews
+from .task_endpoint import task_endpoint
 from .uploads import image_input
-from .widgets import (ModelPickers, lora_pickers, progress_callback, quick_mode, run_buttons, sampler_controls, seecoder_picker,
-                      settings_from_png, stop_cancels, strength_slider)
+from .widgets import EXAMPLES, lora_pickers, run_buttons, sampler_controls, seecoder_picker, settings_from_png, stop_cancels
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"  # a checkout's; not installed
 MASK_MODE_CHOICES = [("painted / uploaded mask only", MASK_IMAGE)] + [(m, m) for m in M.MASK_MODES]
 TRYON_CANVAS = MaskCanvas((512, 768))  # portrait: people; photos are letterboxed into it
 CANVAS = TRYON_CANVAS.size
@@ -73,6 +66,9 @@ class TryOnImages(InputGroup):
 
     def mask_or_mode(self):
         return self.mask if self.mask else (self.mask_mode or MASK_IMAGE)
+
+    def contribute(self, request) -> None:
+        request.call.update(person=self.person, garment=self.garment, mask=self.mask_or_mode())
 
 
 @dataclass
@@ -115,10 +111,9 @@ def _tryon_settings(engine, inpaint) -> tuple:
             keep_pose = gr.Checkbox(True, label="Keep pose (openpose ControlNet)",
                                     info="Needs the OpenPose detector weights", elem_id="tryon-keep-pose")
         max_side = max_side_slider(engine, "tryon", "person photo")
-        strength = strength_slider("tryon")
-    seecoder = seecoder_picker(engine)
-    base_model = base_model_picker(engine, inpaint, "tryon")
-    return TryOnOptions(dilation, feather, crop, keep_pose), max_side, strength, ModelPickers(seecoder, base_model)
+        reference = section_controls(TryOnSettings, REFERENCE, "tryon")  # the garment's strength
+    models = AutoBaseModels(seecoder_picker(engine), base_model_picker(engine, inpaint, "tryon"))
+    return TryOnOptions(dilation, feather, crop, keep_pose), max_side, reference, models
 
 
 def _mask_editor_events(engine, person, editor, mask_mode, make, mask_upload) -> None:
@@ -156,14 +151,13 @@ def build(engine) -> None:
         with gr.Row():
             with gr.Column():
                 person, garment, editor, mask_mode, make, mask_upload = _photos_and_mask_editor()
-                options, max_side, strength, models = _tryon_settings(engine, inpaint)
+                options, max_side, reference, models = _tryon_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False)
                 loras = lora_pickers(engine, "tryon", controls)
-                deep_cache = quick_mode("tryon")
+                last = last_section(TryOnSettings, "tryon")
                 run, stop = run_buttons("Try on", "tryon")
                 live = live_previews(engine, "tryon", outputs=4)  # the event's outputs
-                settings_from_png(models, controls, options, fields={"reference_strength": strength, "max_side": max_side,
-                                                                            "deep_cache": deep_cache},
+                settings_from_png(models, controls, options, reference, last, fields={"max_side": max_side},
                                   elem_id="tryon-load-png")
                 mask = hidden_mask("tryon")
             with gr.Column():
@@ -180,21 +174,11 @@ def build(engine) -> None:
 
         take_mask = editor_to_mask(TRYON_CANVAS, load_person)
 
-        def generate(images, models, options, sampler, max_side, reference_strength, loras, quick, progress):
-            seed = sampler.pick_seed()
-            settings = TryOnSettings(base_model=requested_base(models.base_model), seecoder=models.seecoder,
-                                     **options.settings(), **sampler.settings(seed), max_side=max_side,
-                                     reference_strength=reference_strength, **loras.settings(),
-                                     deep_cache=int(quick))
-            mask = images.mask_or_mode()
-            result = virtual_tryon(engine, images.person, images.garment, mask, settings,
-                                   progress=progress_callback(progress))
-            tag(engine, result, "virtual_tryon", settings,
-                {"person": images.person, "garment": images.garment, "mask": mask}, keep_paths=False)
-            return result.images, result.extras, _info(result.info), seed
+        def present(result, pictures, settings):
+            return result.images, result.extras, _info(result.info), settings.seed
 
-        api = endpoint(generate, TryOnImages(person, garment, mask, mask_mode), models, options, controls,
-                       ("max_side", max_side), ("reference_strength", strength), loras, ("deep_cache", deep_cache), previews=live)
+        api = task_endpoint(engine, "virtual_tryon", TryOnImages(person, garment, mask, mask_mode), models, options,
+                            controls, ("max_side", max_side), reference, loras, last, present=present, previews=live)
         taken = run.click(take_mask, inputs=[editor, person], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="virtual_tryon",
@@ -203,4 +187,4 @@ def build(engine) -> None:
 
 
 def _info(info: dict) -> str:
-    return edit_info(info, f"mask: {info['mask']}", f"pose control: {info['controlnet'] or 'off'}")
+    return edit_info(info, TryOnSettings, f"mask: {info['mask']}", f"pose control: {info['controlnet'] or 'off'}")

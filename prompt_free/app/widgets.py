@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import gradio as gr
@@ -19,25 +20,24 @@ from prompt_free.errors import PromptFreeError
 from prompt_free.sampling import DEFAULT_SCHEDULER, SCHEDULERS
 from prompt_free.registry import NO_LORA
 from prompt_free.settings import (
-    DEEP_CACHE,
     FOLLOW_SIZE_HI,
     FOLLOW_SIZE_LO,
     GUIDANCE,
     LORA_SCALE,
     MAX_LORAS,
     NUM_IMAGES,
-    PROMPT_WEIGHT,
-    REFERENCE_STRENGTH,
     SEED,
     SIZE,
     STEPS,
     UI_DEFAULTS,
-    Range,
 )
+from prompt_free.tasks.common import SamplerSettings
 from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, default_preprocessor, follow_size
-from prompt_free.tasks.text_image import CONCAT, STYLE_MODE
 
 from .endpoint import InputGroup
+from .fields import setting_notes, slider
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"  # a checkout's; not installed (no examples then)
 
 
 def ui_defaults(engine) -> dict:
@@ -109,18 +109,6 @@ def pick_seed(seed, randomize: bool) -> int:
         raise gr.Error(f"Seed must be a whole number, got {seed!r}.") from None
 
 
-def _bound(x):
-    """2.0 -> 2 (the slider, its API description and Gradio's range messages show '2')."""
-    return int(x) if float(x).is_integer() else x
-
-
-def slider(r: Range, label: str, *, value=None, lo=None, hi=None, **kwargs) -> gr.Slider:
-    """A slider over the setting ``r``: ``r.lo``..``r.slider_hi`` in steps of ``r.step``, at
-    ``r.default``; ``value``/``lo``/``hi`` override (the tiny profile starts smaller)."""
-    return gr.Slider(_bound(r.lo if lo is None else lo), _bound(r.slider_hi if hi is None else hi),
-                     value=r.default if value is None else value, step=_bound(r.step), label=label, **kwargs)
-
-
 # ----------------------------------------------------------------------------- input groups
 @dataclass
 class ModelPickers(InputGroup):
@@ -154,6 +142,9 @@ class SamplerControls(InputGroup):
         """The values (of a handler's group) as task-settings keywords, with the seed used."""
         names = ("guidance", "steps", "width", "height", "num_images", "scheduler")
         return {**{k: getattr(self, k) for k in names if getattr(self, k) is not None}, "seed": seed}
+
+    def contribute(self, request) -> None:
+        request.settings.update(self.settings(self.pick_seed()))
 
 
 @dataclass
@@ -231,85 +222,6 @@ def connect_lora_notes(engine, pickers: LoraPickers, note: gr.Markdown, sampler:
 
     for pick in picks:
         pick.input(choose, inputs=[pick], outputs=[c for _, c in targets], queue=False, api_visibility="private")
-
-
-QUICK_MODE_LABEL = "Quick mode (approximate): deep features reused for N steps"
-
-
-def quick_mode(elem_prefix: str) -> gr.Slider:
-    """The quick-mode slider (``Sampler.deep_cache``, approximate; 1 = off, the exact picture).
-    A tab adds it as the very last part of its endpoint, ``("deep_cache", slider)``, so calls
-    that leave it out get the exact picture."""
-    return slider(DEEP_CACHE, QUICK_MODE_LABEL, elem_id=f"{elem_prefix}-deep-cache",
-                  info="1 = off (exact). 2 or 3: faster steps, a slightly different picture (recorded in the PNG)")
-
-
-@dataclass
-class ReferenceControls(InputGroup):
-    """The reference's strength and, in the tabs that take one, the optional prompt, its mode and
-    weight, and the blocks the reference goes to (None: not in this tab). Public names: the
-    field names (``reference_strength``, ``prompt``, ``prompt_mode``, ``prompt_weight``, ``blocks``)."""
-
-    reference_strength: gr.Slider
-    prompt: Optional[gr.Textbox] = None
-    prompt_mode: Optional[gr.Radio] = None
-    prompt_weight: Optional[gr.Slider] = None
-    blocks: Optional[gr.Dropdown] = None
-
-    def settings(self) -> dict:
-        """The values (of a handler's group) as task-settings keywords."""
-        out = {"reference_strength": self.reference_strength}
-        if self.prompt is not None or self.prompt_mode is not None:
-            out.update(prompt=self.prompt or "", prompt_mode=self.prompt_mode or CONCAT)
-        for name in ("prompt_weight", "blocks"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        return out
-
-
-STRENGTH_INFO = ("How strongly the reference conditions the model: 0 none, 1 as encoded, up to 2 exaggerated. "
-                 "Guidance is separate: it scales the difference of the guided and unguided predictions.")
-PROMPT_MODE_CHOICES = [("concat: text tokens + reference tokens", CONCAT),
-                       ("style: text in the layout blocks, reference in the style blocks", STYLE_MODE)]
-
-
-def strength_slider(elem_prefix: str) -> gr.Slider:
-    return slider(REFERENCE_STRENGTH, "Reference strength", info=STRENGTH_INFO, elem_id=f"{elem_prefix}-strength")
-
-
-def reference_controls(elem_prefix: str, *, text: bool = True) -> ReferenceControls:
-    """Reference strength and (``text``) the optional prompt, mode, weight and blocks, in an
-    accordion; elem_ids ``<prefix>-strength``, ``-prompt``, ``-prompt-mode``, ``-prompt-weight``, ``-blocks``."""
-    with gr.Accordion("Reference strength and text" if text else "Reference strength", open=True):
-        strength = strength_slider(elem_prefix)
-        if not text:
-            return ReferenceControls(strength)
-        prompt = gr.Textbox("", label="Prompt (optional)", placeholder="empty: no text, the reference alone",
-                            elem_id=f"{elem_prefix}-prompt", max_lines=3,
-                            info="Loads the base model's CLIP text encoder; at most 75 CLIP tokens")
-        with gr.Row():
-            mode = gr.Radio(PROMPT_MODE_CHOICES, value=CONCAT, label="Prompt mode", elem_id=f"{elem_prefix}-prompt-mode")
-            weight = slider(PROMPT_WEIGHT, "Text weight", info="0: the empty prompt, 1: the prompt",
-                            elem_id=f"{elem_prefix}-prompt-weight")
-        blocks = blocks_dropdown(elem_prefix, "the other blocks get the prompt, or nothing")
-    return ReferenceControls(strength, prompt, mode, weight, blocks)
-
-
-def blocks_dropdown(elem_prefix: str, others: str) -> gr.Dropdown:
-    """The cross-attention blocks the reference goes to (``prompt_free.blocks`` presets)."""
-    return gr.Dropdown([(label, preset) for preset, label in PRESET_LABELS.items()], value=ALL,
-                       label="Reference goes to", elem_id=f"{elem_prefix}-blocks",
-                       info=f"Style only keeps the reference's colours and materials, not its layout "
-                            f"(InstantStyle's blocks); {others}")
-
-
-def strength_and_blocks(elem_prefix: str) -> ReferenceControls:
-    """Reference strength and blocks, for tabs without a prompt (Multi-Reference): public names
-    ``reference_strength``, ``blocks``."""
-    with gr.Accordion("Reference strength and blocks", open=False):
-        strength = strength_slider(elem_prefix)
-        blocks = blocks_dropdown(elem_prefix, "the other blocks get nothing (not with the regions blend)")
-    return ReferenceControls(strength, blocks=blocks)
 
 
 def seecoder_picker(engine) -> gr.Dropdown:
@@ -462,7 +374,9 @@ def connect_preprocessor(engine, kind: gr.Dropdown, mode: gr.Radio, pre: gr.Drop
 
 
 # ----------------------------------------------------------------------------- results
-def format_info(info: dict) -> str:
+def format_info(info: dict, settings_type=None) -> str:
+    """A run's info line: seeds, size, LoRAs, the notes of the declared settings it used at a
+    value that is not neutral (``settings_type``'s; quick mode, strength), prompt, blocks, timings."""
     t = info.get("timings", {})
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in t.items())
     seeds = info.get("seeds")
@@ -474,8 +388,7 @@ def format_info(info: dict) -> str:
     loras = info.get("loras")
     if loras:
         parts.append("LoRA " + ", ".join(f"{name} x{scale:g}" for name, scale in loras))
-    if info.get("deep_cache", 1) > 1:  # never silent
-        parts.append(f"quick mode N={info['deep_cache']} (approximate)")
+    parts += setting_notes(info, settings_type or SamplerSettings)  # never silent: quick mode says approximate
     parts += reference_notes(info)
     if timing:
         parts.append(timing)
@@ -483,11 +396,8 @@ def format_info(info: dict) -> str:
 
 
 def reference_notes(info: dict) -> list:
-    """What differs from the plain reference conditioning: strength, prompt, blocks."""
+    """What differs from the plain reference conditioning besides its strength: prompt, blocks."""
     notes = []
-    strength = info.get("reference_strength", 1.0)
-    if strength is not None and float(strength) != 1.0:
-        notes.append(f"reference strength {float(strength):g}")
     if info.get("prompt") and info.get("prompt_mode"):
         weight = info.get("prompt_weight")
         notes.append(f"prompt ({info['prompt_mode']}" + (f", weight {weight:g})" if weight not in (None, 1.0) else ")"))
@@ -521,10 +431,10 @@ def settings_from_png(*groups: InputGroup, fields=None, extra_outputs=(), extra=
     wrote (``prompt_free.metadata``). ``extra(record) -> {component: value}`` fills
     ``extra_outputs`` too (a tab's own controls). A control whose field the record lacks keeps
     its value; images are not filled (the record has their names and hashes, not their pixels).
-    ``fields``: single components by settings field name (e.g. ``{"reference_strength": slider}``)."""
+    ``fields``: single components by settings field name (e.g. ``{"max_side": slider}``)."""
     from prompt_free import metadata
 
-    targets = [(name, comp) for g in groups for name, comp in zip((f.name for f in g._present()), g.components())]
+    targets = [item for g in groups for item in g.items()]
     targets += list((fields or {}).items())
     with gr.Accordion("Load settings from a PNG", open=False):
         upload = gr.File(label="A PNG made by this app or `prompt-free`", file_types=[".png"], type="filepath",

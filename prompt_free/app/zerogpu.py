@@ -2,8 +2,8 @@
 
 On a ZeroGPU Space (``SPACES_ZERO_GPU`` set, the ``spaces`` package installed) ``gpu(handler)``
 wraps every endpoint's handler (``prompt_free.app.endpoint.endpoint``) in ``spaces.GPU(duration=...)``, the
-duration estimated from the request itself (steps, size, images, ControlNets, comparison
-columns; ``estimate_seconds``). ZeroGPU runs the decorated call in a forked worker that loses what
+duration estimated from the request itself (its task's ``TaskSpec.work``: steps, size, images,
+ControlNets, comparison columns; ``seconds_for``). ZeroGPU runs the decorated call in a forked worker that loses what
 it loads, so every model a user can select is loaded at start and placed on ``cuda`` (which
 ZeroGPU emulates at that point): ``place_models``. Anywhere else both are no-ops and nothing
 changes. ``import spaces`` must come before torch: app.py does it first.
@@ -11,15 +11,12 @@ changes. ``import spaces`` must come before torch: app.py does it first.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from types import SimpleNamespace
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional
 
 from prompt_free import settings
 
 log = logging.getLogger("prompt_free.ui")
-UNKNOWN_SIDE = 768  # a size the request leaves to an image (follow the control image, try-on): assume this
 
 
 def spaces_module():
@@ -34,47 +31,28 @@ def spaces_module():
     return spaces
 
 
-def _groups(args: Sequence[Any]):
-    return [a for a in args if dataclasses.is_dataclass(a) and not isinstance(a, type)]
-
-
-def estimate_seconds(args: Sequence[Any]) -> int:
-    """GPU seconds for a handler's arguments (its input groups holding values): the request's work
-    (``tasks.common.work``: pixels x steps x images x (1 + ControlNets), times the comparison's
-    columns) at ``settings.ZEROGPU_S_PER_WORK`` plus ``ZEROGPU_OVERHEAD_S``, within
-    [``ZEROGPU_MIN_S``, ``ZEROGPU_MAX_S``]."""
-    from prompt_free.tasks.common import work
-
-    groups = _groups(args)
-    sampler = next((g for g in groups if hasattr(g, "steps") and hasattr(g, "guidance")), None)
-    if sampler is None:
+def seconds_for(work: Optional[float]) -> int:
+    """GPU seconds for a request of ``work`` megapixel-steps (``TaskSpec.work``: pixels x steps x
+    images x (1 + ControlNets) x columns) at ``settings.ZEROGPU_S_PER_WORK`` plus
+    ``ZEROGPU_OVERHEAD_S``, within [``ZEROGPU_MIN_S``, ``ZEROGPU_MAX_S``]; unknown: the maximum."""
+    if work is None:
         return settings.ZEROGPU_MAX_S
-
-    def number(v, default):
-        try:
-            return int(v) if v is not None else default
-        except (TypeError, ValueError):
-            return default
-
-    controlnets = sum(1 for g in groups if hasattr(g, "kind") and getattr(g, "image", None) is not None)
-    controlnets += sum(1 for g in groups if getattr(g, "keep_pose", False))  # try-on's pose ControlNet
-    columns = next((len(g.methods()) for g in groups if callable(getattr(g, "methods", None))), 1)
-    run = SimpleNamespace(width=number(getattr(sampler, "width", None), UNKNOWN_SIDE),
-                          height=number(getattr(sampler, "height", None), UNKNOWN_SIDE),
-                          steps=number(sampler.steps, int(settings.STEPS.default)),
-                          num_images=number(getattr(sampler, "num_images", None), 1))
-    seconds = settings.ZEROGPU_OVERHEAD_S + settings.ZEROGPU_S_PER_WORK * work(run, controlnets) * max(1, columns)
+    seconds = settings.ZEROGPU_OVERHEAD_S + settings.ZEROGPU_S_PER_WORK * work
     return int(min(settings.ZEROGPU_MAX_S, max(settings.ZEROGPU_MIN_S, round(seconds))))
 
 
-def gpu(handler: Callable) -> Callable:
-    """``handler`` in ``spaces.GPU(duration=estimate)`` on ZeroGPU; ``handler`` itself elsewhere."""
+def gpu(handler: Callable, work: Optional[Callable[..., float]] = None) -> Callable:
+    """``handler`` in ``spaces.GPU(duration=...)`` on ZeroGPU, the duration from ``work(*args)``
+    (the request's work; the maximum when it cannot be told); ``handler`` itself elsewhere."""
     spaces = spaces_module()
     if spaces is None:
         return handler
 
     def duration(*args, **kwargs) -> int:
-        return estimate_seconds(args)
+        try:
+            return seconds_for(work(*args) if work is not None else None)
+        except Exception:  # noqa: BLE001 - a bad request gets its message from the run, not from here
+            return settings.ZEROGPU_MAX_S
 
     return spaces.GPU(duration=duration)(handler)
 

@@ -1,29 +1,13 @@
-"""Tasks: user inputs -> engine calls -> images. One module per tab."""
+"""Tasks: user inputs -> engine calls -> images. One module per task; the tasks are listed once,
+in ``prompt_free.catalog.TASKS``, and this package exports what that list names."""
 
-from .common import TaskResult
-from .compare import CompareResult, CompareSettings, compare
-from .control import ControlSettings, ControlSpec, reference_control
-from .edit import EditSettings, edit_with_reference
-from .multi_reference import BLENDS, MultiReferenceSettings, Reference, multi_reference
-from .tryon import TryOnSettings, virtual_tryon
-from .variation import VariationSettings, image_variation
+from __future__ import annotations
 
-__all__ = [
-    "BLENDS",
-    "CompareResult",
-    "CompareSettings",
-    "ControlSettings",
-    "ControlSpec",
-    "EditSettings",
-    "MultiReferenceSettings",
-    "Reference",
-    "TaskResult",
-    "TryOnSettings",
-    "VariationSettings",
-    "compare",
-    "edit_with_reference",
-    "image_variation",
-    "multi_reference",
-    "reference_control",
-    "virtual_tryon",
-]
+import importlib
+
+from ..catalog import TASKS, TaskRequest, TaskSpec, public_names
+
+for _name, _module in public_names().items():
+    globals()[_name] = getattr(importlib.import_module(f".{_module}", __name__), _name)
+
+__all__ = sorted(public_names()) + ["TASKS", "TaskRequest", "TaskSpec"]

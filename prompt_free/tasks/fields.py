@@ -40,6 +40,7 @@ class SettingInfo:
     metavar: Optional[str] = None
     section: Optional[str] = None  # REFERENCE / LAST; None: shown by the tab itself
     ui_label: Optional[str] = None  # the UI's label when it differs from ``label``
+    ui_id: Optional[str] = None  # the UI control's elem_id after the tab's prefix (default: the name, dashed)
     ui_info: Optional[str] = None  # the text under the UI control when it differs from ``help``
     note: Optional[str] = None  # the info line's note for a non-neutral value, e.g. "quick mode N={value} (approximate)"
     png_note: Optional[Tuple[str, str]] = None  # (key, "{value} ...") of the PNG's parameters for a non-neutral value
@@ -48,13 +49,13 @@ class SettingInfo:
 
 def setting(default, *, label: str, help: str = "", range: Optional[Range] = None, choices: Sequence[Any] = None,
             cli: Optional[str] = None, metavar: Optional[str] = None, section: Optional[str] = None,
-            ui_label: Optional[str] = None, ui_info: Optional[str] = None, note: Optional[str] = None,
+            ui_label: Optional[str] = None, ui_id: Optional[str] = None, ui_info: Optional[str] = None, note: Optional[str] = None,
             png_note: Optional[Tuple[str, str]] = None, neutral: Any = dataclasses.MISSING) -> dataclasses.Field:
     """A settings dataclass field with its ``SettingInfo`` (see the module docstring)."""
     if section is not None and section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}; one of {SECTIONS}")
     info = SettingInfo(label, help, range, tuple(choices) if choices is not None else None, cli, metavar, section,
-                       ui_label, ui_info, note, png_note, default if neutral is dataclasses.MISSING else neutral)
+                       ui_label, ui_id, ui_info, note, png_note, default if neutral is dataclasses.MISSING else neutral)
     return dataclasses.field(default=default, metadata={KEY: info})
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .. import settings as limits
-from ..blocks import ALL, normalise_preset, route
+from ..blocks import ALL, PRESETS, normalise_preset, route
 from ..conditioning import Conditioning
 from ..errors import InputImageError, InvalidSettingError
 from ..images import prepare_reference
@@ -41,6 +41,7 @@ from ..masks import load_mask
 from ..mixing import with_strength
 from ..regions import RegionalAttention
 from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, sampler_info, timed
+from .fields import REFERENCE, setting
 from .controls import (
     ControlSpec,
     check_maps,
@@ -74,7 +75,8 @@ class MultiReferenceSettings(SamplerSettings):
     blend: str = AVERAGE
     controls: Sequence[ControlSpec] = field(default_factory=tuple)
     annotator_dir: Optional[str] = None  # detector weights; None: env PFD_ANNOTATOR_DIR, then the hub
-    blocks: str = ALL  # the blended references go to these blocks, the others get the unconditional context
+    blocks: str = setting(ALL, section=REFERENCE, label="Reference goes to", cli="--blocks", choices=PRESETS,
+                          help="the UNet blocks the reference goes to (default all)")  # the others: the unconditional context
 
 
 @dataclass

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 from .. import settings as limits
-from ..blocks import ALL, STYLE, normalise_preset, route
+from ..blocks import ALL, PRESETS, STYLE, normalise_preset, route
 from ..conditioning import Conditioning
 from ..errors import InvalidSettingError
 from ..mixing import concat_text_image, weighted_text, with_strength
 from .common import timed
+from .fields import REFERENCE, setting
 
 CONCAT, STYLE_MODE = "concat", "style"
 PROMPT_MODES = (CONCAT, STYLE_MODE)
@@ -38,10 +39,16 @@ class TextImageSettings:
     """Mixed into a task's settings after the sampler's fields (``class X(TextImageSettings,
     SamplerSettings)``): the optional prompt and where the reference goes."""
 
-    prompt: str = ""
-    prompt_mode: str = CONCAT
-    prompt_weight: float = 1.0
-    blocks: str = ALL
+    prompt: str = setting("", section=REFERENCE, label="Prompt (optional)", cli="--prompt", metavar="TEXT",
+                          help="an optional text prompt mixed with the reference (one reference only; default none)")
+    prompt_mode: str = setting(CONCAT, section=REFERENCE, label="Prompt mode", cli="--prompt-mode", choices=PROMPT_MODES,
+                               help="concat: the prompt's tokens before the reference's; style: the reference in the "
+                                    "style blocks, the text in the others (default concat)")
+    prompt_weight: float = setting(limits.PROMPT_WEIGHT.default, range=limits.PROMPT_WEIGHT, section=REFERENCE,
+                                   label="Text weight", cli="--prompt-weight", metavar="W",
+                                   help="weight of the prompt's tokens (default 1.0)")
+    blocks: str = setting(ALL, section=REFERENCE, label="Reference goes to", cli="--blocks", choices=PRESETS,
+                          help="the UNet blocks the reference goes to (default all)")
 
 
 @dataclass(frozen=True)

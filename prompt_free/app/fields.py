@@ -1,0 +1,152 @@
+"""UI controls derived from the settings' declarations (``prompt_free.tasks.fields``).
+
+A declared setting needs no UI code of its own: ``setting_control`` makes its control (a slider
+over its range, a dropdown of its choices, a text box, a checkbox) with its label and help, and
+``section_controls`` the group of a section (the reference's options, the last parameters)
+that a tab adds to its endpoint. Labels of a choice's values are UI wording (``CHOICE_LABELS``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import gradio as gr
+
+from prompt_free.blocks import PRESET_LABELS
+from prompt_free.settings import Range
+from prompt_free.tasks.fields import LAST, REFERENCE, SettingInfo, declared, in_section
+from prompt_free.tasks.text_image import CONCAT, STYLE_MODE
+
+from .endpoint import InputGroup
+
+# (label, value) of the values of a choice setting, by field name; a setting not listed shows its values
+CHOICE_LABELS = {
+    "prompt_mode": [("concat: text tokens + reference tokens", CONCAT),
+                    ("style: text in the layout blocks, reference in the style blocks", STYLE_MODE)],
+    "blocks": [(label, preset) for preset, label in PRESET_LABELS.items()],
+}
+RADIO = {"prompt_mode"}  # choice settings shown as radio buttons (few, long labels)
+
+
+def bound(x):
+    """2.0 -> 2 (the slider, its API description and Gradio's range messages show '2')."""
+    return int(x) if float(x).is_integer() else x
+
+
+def slider(r: Range, label: str, *, value=None, lo=None, hi=None, **kwargs) -> gr.Slider:
+    """A slider over the setting ``r``: ``r.lo``..``r.slider_hi`` in steps of ``r.step``, at
+    ``r.default``; ``value``/``lo``/``hi`` override (the tiny profile starts smaller)."""
+    return gr.Slider(bound(r.lo if lo is None else lo), bound(r.slider_hi if hi is None else hi),
+                     value=r.default if value is None else value, step=bound(r.step), label=label, **kwargs)
+
+
+def elem_id(prefix: str, name: str, info: SettingInfo) -> str:
+    return f"{prefix}-{info.ui_id or name.replace('_', '-')}"
+
+
+def setting_control(name: str, decl: SettingInfo, prefix: str, **overrides) -> Any:
+    """The control of one declared setting (elem_id ``<prefix>-<ui_id or name>``); ``overrides``:
+    the component's own keywords (a placeholder, another ``info``)."""
+    kwargs = dict(label=decl.ui_label or decl.label, elem_id=elem_id(prefix, name, decl))
+    text = decl.ui_info if decl.ui_info is not None else decl.help
+    if text:
+        kwargs["info"] = text
+    kwargs.update(overrides)
+    if decl.range is not None:
+        return slider(decl.range, value=decl.neutral, **kwargs)
+    if decl.choices is not None:
+        choices = CHOICE_LABELS.get(name, list(decl.choices))
+        widget = gr.Radio if name in RADIO else gr.Dropdown
+        return widget(choices, value=decl.neutral, **kwargs)
+    if isinstance(decl.neutral, bool):
+        return gr.Checkbox(decl.neutral, **kwargs)
+    return gr.Textbox(decl.neutral, max_lines=3, **kwargs)
+
+
+class SettingsGroup(InputGroup):
+    """The controls of some declared settings, by field name (their public parameter names);
+    ``settings()`` gives their values (of a handler's group) as settings keywords, whole numbers
+    for integer ranges."""
+
+    def __init__(self, controls: Mapping[str, Any], infos: Mapping[str, SettingInfo]):
+        self.controls = dict(controls)
+        self.infos = dict(infos)
+
+    def items(self) -> List[Tuple[str, Any]]:
+        return list(self.controls.items())
+
+    def with_values(self, values: Sequence[Any]) -> "SettingsGroup":
+        if len(values) != len(self.controls):
+            raise ValueError(f"SettingsGroup: {len(self.controls)} values expected, got {len(values)}")
+        return SettingsGroup(dict(zip(self.controls, values)), self.infos)
+
+    def settings(self) -> Dict[str, Any]:
+        out = {}
+        for name, value in self.controls.items():
+            r = self.infos[name].range
+            out[name] = int(value) if r is not None and r.integer and value is not None else value
+        return out
+
+    def __getitem__(self, name: str):
+        return self.controls[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.controls
+
+
+def section_controls(settings_type, section: str, prefix: str, *, exclude: Sequence[str] = (),
+                     layout: Optional[Sequence[Sequence[str]]] = None,
+                     overrides: Optional[Mapping[str, Mapping[str, Any]]] = None) -> SettingsGroup:
+    """The controls of the settings ``settings_type`` declares in ``section``, in field order.
+    ``layout``: groups of field names shown side by side in a row (the rest one per line);
+    ``overrides``: a control's own keywords by field name (UI wording such as a placeholder)."""
+    chosen = [(n, i) for n, i in in_section(settings_type, section) if n not in exclude]
+    overrides = overrides or {}
+    rows = {name: row for row in (layout or ()) for name in row}
+    controls, done = {}, set()
+    for name, info in chosen:
+        if name in done:
+            continue
+        row = [n for n in rows.get(name, (name,)) if n in dict(chosen)]
+        if len(row) > 1:
+            with gr.Row():
+                for n in row:
+                    controls[n] = setting_control(n, dict(chosen)[n], prefix, **overrides.get(n, {}))
+        else:
+            controls[name] = setting_control(name, info, prefix, **overrides.get(name, {}))
+        done.update(row)
+    return SettingsGroup({n: controls[n] for n, _ in chosen}, dict(chosen))
+
+
+def setting_notes(info: Mapping[str, Any], settings_type) -> List[str]:
+    """The info line's notes of the declared settings a run's ``info`` reports at a value that
+    is not neutral (e.g. "quick mode N=2 (approximate)", "reference strength 0.5")."""
+    out = []
+    for name, decl in declared(settings_type):
+        value = info.get(name)
+        if decl.note and value is not None and value != decl.neutral:
+            out.append(decl.note.format(value=f"{value:g}" if isinstance(value, float) else value))
+    return out
+
+
+def reference_section(settings_type, prefix: str, *, title: str, open: bool = True,
+                      others: str = "the other blocks get the prompt, or nothing") -> SettingsGroup:
+    """The reference's options ``settings_type`` declares (strength; the optional prompt, its mode
+    and weight, and the blocks where it has them) in an accordion ``title``; elem_ids
+    ``<prefix>-strength``, ``-prompt``, ``-prompt-mode``, ``-prompt-weight``, ``-blocks``."""
+    wording = {
+        "prompt": dict(placeholder="empty: no text, the reference alone",
+                       info="Loads the base model's CLIP text encoder; at most 75 CLIP tokens"),
+        "prompt_weight": dict(info="0: the empty prompt, 1: the prompt"),
+        "blocks": dict(info="Style only keeps the reference's colours and materials, not its layout "
+                            f"(InstantStyle's blocks); {others}"),
+    }
+    with gr.Accordion(title, open=open):
+        return section_controls(settings_type, REFERENCE, prefix, layout=[("prompt_mode", "prompt_weight")],
+                                overrides=wording)
+
+
+def last_section(settings_type, prefix: str) -> SettingsGroup:
+    """The settings that end every endpoint (quick mode), so calls that leave them out get the
+    neutral value."""
+    return section_controls(settings_type, LAST, prefix)
