@@ -21,6 +21,7 @@ def encode_moments(vae, pixels: torch.Tensor, device) -> torch.Tensor:
     return vae.encode(x).latent_dist.parameters.float()
 
 
+# Adapted from diffusers 0.42.1, diffusers/models/autoencoders/vae.py: DiagonalGaussianDistribution.sample
 def sample_latents(vae, moments: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A latent drawn from the posterior's moments, scaled as the UNet expects."""
     mean, logvar = moments.float().chunk(2, dim=1)
