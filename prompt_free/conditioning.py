@@ -18,6 +18,7 @@ from typing import Dict, Iterator, Optional, Protocol, Sequence
 import torch
 
 from .sampling import ControlInput, Sampler, StepHook, make_scheduler
+from .steps import ContextSchedule, StepContext
 
 
 class UNetPatch(Protocol):
@@ -38,13 +39,22 @@ class Inpainting(Protocol):
 
 @dataclass
 class Conditioning:
-    """context: (1 or B, N, C); uncond: (1, N, C), unused when guidance == 1."""
+    """context: (1 or B, N, C); uncond: (1, N, C), unused when guidance == 1. ``schedule``:
+    which (context, uncond) pair acts at each step, for contexts that change during the run
+    (None: ``context`` and ``uncond`` throughout); the loop asks ``step_context`` every step, so
+    every sampling path runs it."""
 
     context: torch.Tensor
     uncond: Optional[torch.Tensor]
     controls: Sequence[ControlInput] = ()
     unet_patch: Optional[UNetPatch] = None
     inpainting: Optional[Inpainting] = None
+    schedule: Optional[ContextSchedule] = None
+
+    def step_context(self, num_images: int, guided: bool, device, dtype) -> StepContext:
+        """The context of every step of a run of ``num_images`` (guided: with the unconditional
+        half), on the UNet's device and dtype (``sampling.denoise(step_context=)``)."""
+        return StepContext(self.context, self.uncond, num_images, guided, device, dtype, self.schedule)
 
 
 # ----------------------------------------------------------------------------- UNet patches

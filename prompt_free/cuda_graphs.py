@@ -7,7 +7,8 @@ set of ControlNets acting) and replayed for every step of every later run of tha
 step's inputs are copied into the graph's fixed input tensors, the graph replays every kernel
 with no Python and no launch overhead, and the guided noise prediction comes out of its fixed
 output tensor. The timestep, the ControlNet scales, the guidance scale, the context and the
-embedded hints are inputs too, so a new seed, slider value or reference replays the same graph.
+embedded hints are inputs too, so a new seed, slider value or reference replays the same graph;
+the context is copied in only when the run's ``StepContext`` gives another tensor object.
 
 A graph reads the weights at the addresses it was captured with. So:
   * the UNet a graph runs is a ``WeightSlot``: device tensors of one UNet architecture, into
@@ -33,7 +34,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .memory import is_out_of_memory
-from .sampling import guide, summed_residuals, unet_input
+from .steps import guided_eps
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +98,25 @@ class GraphedStep:
     # The model functions, during a run only (a graph keeps addresses, never a model):
     unet: object = field(default=None, metadata={"owned": False})  # the slot's forward (compiled or not)
     residuals: object = field(default=None, metadata={"owned": False})  # ``fast.controlnet_residuals``
+    context_of: object = field(default=None, metadata={"owned": False})  # the context now copied in ``context``
     graph: Optional[object] = None
     run: int = -1  # the run whose per-run inputs are loaded
 
     def body(self) -> None:
-        """The guided step over the fixed tensors: what is captured, and what runs on the CPU
-        (``sampling.guided_eps``'s operations, in its order)."""
-        down, mid = summed_residuals(self.residuals(c.controlnet, self.x, self.t, self.context, c.embedding, c.scale)
-                                     for c in self.controls)
-        eps = self.unet(unet_input(self.x, self.extra), self.t, encoder_hidden_states=self.context,
-                        down_block_additional_residuals=down, mid_block_additional_residual=mid,
-                        return_dict=False)[0].float()
-        self.out.copy_(guide(eps, self.guidance))  # ``out`` is allocated outside the capture: no pool reuses it
+        """The guided step over the fixed tensors (``steps.guided_eps``, the step every strategy
+        runs): what is captured, and what runs on the CPU."""
+        controls = self.controls
+        eps = guided_eps(
+            lambda k: self.residuals(controls[k].controlnet, self.x, self.t, self.context, controls[k].embedding,
+                                     controls[k].scale),
+            lambda unet_in, down, mid: self.unet(unet_in, self.t, encoder_hidden_states=self.context,
+                                                 down_block_additional_residuals=down,
+                                                 mid_block_additional_residual=mid, return_dict=False)[0],
+            self.x, self.extra, range(len(controls)), self.guidance)
+        self.out.copy_(eps)  # ``out`` is allocated outside the capture: no pool reuses it
 
     def release_models(self) -> None:
-        self.unet = self.residuals = None
+        self.unet = self.residuals = self.context_of = None
         for c in self.controls:
             c.controlnet = None
 

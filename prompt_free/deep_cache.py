@@ -16,9 +16,12 @@ down half, so running it would undo most of the saving). The shallow skip connec
 shallow residuals of the last full step (the ControlNets' outputs at the matching resolution);
 the deep and middle residuals are inside the kept features already. A step whose set of active
 ControlNets differs from the last full step's (a control window opens or closes) is always a
-full step, so a window never acts through stale features.
+full step, so a window never acts through stale features; so is a step whose context (the
+run's ``StepContext``) is another tensor than the last full step's.
 
 N = 1 is off: ``denoise`` never builds a ``DeepCache`` and the loop is today's, bit for bit.
+``DeepCache`` is a strategy of that loop: it wraps the run's eager or fast parts (their
+ControlNets, scheduler step) and replaces the UNet call of the one guided step.
 The result is not exact; the picture's metadata records the interval (a field of the sampler
 settings), and every label that offers it says "approximate".
 """
@@ -30,6 +33,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .errors import InvalidSettingError
+from .steps import guided_eps
 
 
 def supported(unet) -> bool:
@@ -79,6 +83,8 @@ def _output(unet, h):
     return unet.conv_out(h)
 
 
+# Adapted from diffusers 0.42.1, src/diffusers/models/unets/unet_2d_condition.py: UNet2DConditionModel.forward
+# (the SD-1.x branch only, returning the last up block's input as well).
 def unet_keeping_deep(unet, x, t, context, down_add: Optional[Sequence[torch.Tensor]] = None,
                       mid_add: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """(noise prediction, input of the last up block) of the whole UNet, with ControlNet
@@ -112,6 +118,8 @@ def unet_keeping_deep(unet, x, t, context, down_add: Optional[Sequence[torch.Ten
     return _output(unet, h), deep
 
 
+# Adapted from diffusers 0.42.1, src/diffusers/models/unets/unet_2d_condition.py: UNet2DConditionModel.forward
+# (the SD-1.x branch: the first down block's layers and the last up block only).
 def unet_shallow(unet, x, t, context, deep: torch.Tensor,
                  skip_add: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
     """The noise prediction from the shallow path and ``deep`` (kept by ``unet_keeping_deep``):
@@ -136,37 +144,57 @@ def unet_shallow(unet, x, t, context, deep: torch.Tensor,
 
 
 class DeepCache:
-    """One run's reuse state: which steps are full, the kept deep features and the ControlNets'
-    shallow residuals of the last full step. ``fast`` (a ``FastPath``) compiles both forwards
-    on its compile path."""
+    """Quick mode's strategy for one run: the wrapped ``parts`` (``steps.EagerParts`` or
+    ``fast.FastParts``) for the ControlNets and the scheduler, the whole UNet on full steps and
+    the shallow path on reuse steps; which steps are full, the kept deep features and the
+    ControlNets' shallow residuals of the last full step. ``fast`` (a ``FastPath``) compiles both
+    forwards on its compile path."""
 
-    def __init__(self, interval: int, unet, ts, context, fast=None):
+    def __init__(self, interval: int, parts, unet, ts, fast=None):
         if interval < 2:
             raise ValueError("a DeepCache reuses features: interval >= 2 (1 is off and builds none)")
         check_supported(unet, "of this run")  # again here: a run's UNet patch could have changed it
-        self.interval, self.unet, self.ts, self.context = int(interval), unet, ts, context
+        self.interval, self.parts, self.unet, self.ts = int(interval), parts, unet, ts
         self.n_skips = skip_count(unet)
         self._full = fast.function(unet_keeping_deep) if fast is not None else unet_keeping_deep
         self._shallow = fast.function(unet_shallow) if fast is not None else unet_shallow
         if fast is not None:
             fast.lay_out(unet)
-        self._deep = None
-        self._skip_add = None
-        self._active = None
+        self._deep = self._skip_add = self._active = self._context = None
         self._since = 0
         self.full_steps: List[int] = []  # the steps that ran the whole UNet (for tests and reports)
 
-    def reuses(self, active: Tuple[int, ...]) -> bool:
+    def reuses(self, active: Tuple[int, ...], context) -> bool:
         """Whether the coming step reuses the kept features (decided before its ControlNets run)."""
-        return self._deep is not None and self._since < self.interval and active == self._active
+        return (self._deep is not None and self._since < self.interval and active == self._active
+                and context is self._context)
 
-    def eps(self, x, i: int, down, mid, active: Tuple[int, ...], reuse: bool):
+    def eps(self, x, i: int, down, mid, active: Tuple[int, ...], reuse: bool, context):
         t = self.ts[i]
         if reuse:
             self._since += 1
-            return self._shallow(self.unet, x, t, self.context, self._deep, self._skip_add)
-        eps, self._deep = self._full(self.unet, x, t, self.context, down, mid)
+            return self._shallow(self.unet, x, t, context, self._deep, self._skip_add)
+        eps, self._deep = self._full(self.unet, x, t, context, down, mid)
         self._skip_add = None if down is None else list(down[: self.n_skips])
-        self._active, self._since = active, 1
+        self._active, self._context, self._since = active, context, 1
         self.full_steps.append(i)
         return eps
+
+    # -- the strategy (``steps.EagerParts``' interface)
+    def scale_input(self, x, i: int):
+        return self.parts.scale_input(x, i)
+
+    def guided_eps(self, x, extra, i: int, active: Tuple[int, ...], guidance: Optional[float], context):
+        """The one guided step with this UNet call; a reuse step takes the last full step's
+        shallow residuals, not the ControlNets'."""
+        reuse = self.reuses(active, context)
+        return guided_eps(lambda k: self.parts.control(k, x, i, context),
+                          lambda unet_in, down, mid: self.eps(unet_in, i, down, mid, active, reuse, context),
+                          x, extra, () if reuse else active, guidance)
+
+    def step(self, eps, i: int, latents):
+        return self.parts.step(eps, i, latents)
+
+    def finish(self) -> None:
+        self._deep = self._skip_add = self._context = None
+        self.parts.finish()

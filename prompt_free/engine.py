@@ -528,6 +528,8 @@ class Engine:
                     generator=torch.Generator().manual_seed(sampler.seed), progress=progress,
                     extra_unet_channels=extra, after_step=after_step, fast=fast, preview=show,
                     deep_cache=sampler.deep_cache,
+                    step_context=c.step_context(sampler.num_images, sampler.guidance != 1.0, base.unet.device,
+                                                base.unet.dtype),
                 )
             if graphed:
                 self._hold_graphs(fast.graphs, base.unet)  # counts the new steps' fixed tensors too

@@ -1,6 +1,7 @@
 """The fast path of the denoising loop (``Engine(fast=...)``, ``PFD_FAST``, ``--no-fast``).
 
-``sampling.denoise`` is the one loop; this module gives it faster parts for the same work:
+``sampling.denoise`` is the one loop; this module gives it faster strategies for the same step
+(``FastParts``, ``GraphParts``: ``steps.EagerParts`` with faster parts):
 
 Exact (the same float operations as the eager parts, so bit for bit on the CPU):
   * ``DDIMSteps``: the paper's DDIM step (eta 0, epsilon prediction) with its coefficients
@@ -48,7 +49,7 @@ import torch
 
 from . import settings
 from .cuda_graphs import ControlSlot, GraphedStep, StepGraphs
-from .sampling import guided_eps
+from .steps import EagerParts
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ def controlnet_supported(cn) -> bool:
             and cfg.controlnet_conditioning_channel_order == "rgb")
 
 
+# Adapted from diffusers 0.42.1, src/diffusers/models/controlnets/controlnet.py: ControlNetModel.forward
+# (the SD-1.x branch only, with the hint embedding taken as an input so that it runs once per run).
 def controlnet_residuals(cn, x, t, context, hint_embedding, scale):
     """(down residuals, mid residual) of ``cn`` for latents ``x`` at timestep ``t`` (0-dim
     tensor), given the hint already embedded by ``cn.controlnet_cond_embedding``."""
@@ -253,22 +256,22 @@ class FastPath:
         return (self.graphs is not None and self.graphs.failed is None
                 and all(controlnet_supported(c.controlnet) for c in controls))
 
-    def parts(self, unet, scheduler, ts, controls, hints: Sequence[torch.Tensor], context, step_kwargs,
-              graphable: bool = True):
-        """The per-run parts: ``GraphParts`` when graphs are on and apply (``graphable``: the exact
-        loop, every ControlNet one ``controlnet_residuals`` reproduces), else ``FastParts``."""
+    def parts(self, unet, scheduler, ts, controls, hints: Sequence[torch.Tensor], step_kwargs, graphable: bool = True):
+        """The per-run strategy: ``GraphParts`` when graphs are on and apply (``graphable``: the
+        exact loop, every ControlNet one ``controlnet_residuals`` reproduces), else ``FastParts``."""
         if graphable and self.graphs_apply(controls):
-            return GraphParts(self, unet, scheduler, ts, controls, hints, context, step_kwargs)
-        return FastParts(self, unet, scheduler, ts, controls, hints, context, step_kwargs)
+            return GraphParts(self, unet, scheduler, ts, controls, hints, step_kwargs)
+        return FastParts(self, unet, scheduler, ts, controls, hints, step_kwargs)
 
 
-class FastParts:
-    """The per-run parts ``sampling.denoise`` calls on the fast path (the interface of
-    ``sampling.EagerParts``)."""
+class FastParts(EagerParts):
+    """The fast strategy: DDIM's step with its coefficients on the device (``DDIMSteps``), each
+    supported ControlNet's hint embedded once per run (``controlnet_residuals``), and the
+    compiled forwards on the compile path."""
 
-    def __init__(self, fast: FastPath, unet, scheduler, ts, controls, hints, context, step_kwargs):
-        self.fast, self.scheduler, self.ts, self.context = fast, scheduler, ts, context
-        self.step_kwargs = step_kwargs
+    def __init__(self, fast: FastPath, unet, scheduler, ts, controls, hints, step_kwargs):
+        super().__init__(unet, scheduler, ts, controls, hints, step_kwargs)
+        self.fast = fast
         self.ddim = DDIMSteps.for_scheduler(scheduler, ts.device)
         self.unet = self._unet_forward(fast, unet)
         device = ts.device
@@ -291,45 +294,38 @@ class FastParts:
     def scale_input(self, x, i: int):
         if self.ddim is not None:  # DDIM's scale_model_input is the identity
             return x
-        return self.scheduler.scale_model_input(x, self.ts[i])
+        return super().scale_input(x, i)
 
-    def control(self, k: int, x, i: int):
+    def control(self, k: int, x, i: int, context):
         ours, cn, cond, scale = self._controls[k]
         t = self.ts[i]
         if ours:
-            return self._residuals(cn, x, t, self.context, cond, scale)
-        return cn(x, t, encoder_hidden_states=self.context, controlnet_cond=cond, conditioning_scale=scale,
+            return self._residuals(cn, x, t, context, cond, scale)
+        return cn(x, t, encoder_hidden_states=context, controlnet_cond=cond, conditioning_scale=scale,
                   return_dict=False)
 
-    def eps(self, unet_in, i: int, down, mid):
-        return self.unet(unet_in, self.ts[i], encoder_hidden_states=self.context,
-                         down_block_additional_residuals=down, mid_block_additional_residual=mid,
-                         return_dict=False)[0]
-
     def step(self, eps, i: int, latents):
-        """(next latents, the step's predicted x0 or None), as ``sampling.EagerParts.step``."""
+        """(next latents, the step's predicted x0 or None), as ``EagerParts.step``."""
         if self.ddim is not None:
             return self.ddim.step_and_x0(eps, i, latents)
-        return step_outputs(self.scheduler.step(eps, self.ts[i], latents, **self.step_kwargs, return_dict=False))
-
-    def guided_eps(self, x, extra, i: int, active: Tuple[int, ...], guidance: Optional[float]):
-        return guided_eps(self, x, extra, i, active, guidance)
-
-    def finish(self) -> None:
-        pass
+        return super().step(eps, i, latents)
 
 
 class GraphParts(FastParts):
     """``FastParts`` whose guided step (ControlNets + UNet + guidance) is one captured CUDA graph
     per shape (``prompt_free.cuda_graphs``), run over the UNet weight slot that this run's UNet
-    is copied into. On the CPU the same step runs uncaptured (what the tests check)."""
+    is copied into. On the CPU the same step runs uncaptured (what the tests check).
 
-    def __init__(self, fast: FastPath, unet, scheduler, ts, controls, hints, context, step_kwargs):
+    The step's context is one of the graph's fixed inputs: it is copied in when the context
+    object differs from the one the graphed step holds (once per run for a constant context)."""
+
+    def __init__(self, fast: FastPath, unet, scheduler, ts, controls, hints, step_kwargs):
         self.graphs = fast.graphs
-        super().__init__(fast, unet, scheduler, ts, controls, hints, context, step_kwargs)
-        self._base_key = (id(self.graphs.slot), tuple(context.shape), context.dtype)
+        super().__init__(fast, unet, scheduler, ts, controls, hints, step_kwargs)
         self._control_ids = [self.graphs.model_id(cn) for _, cn, _, _ in self._controls]
-        self._keys = {}  # (active ControlNets, guided) -> the step's key, built once per run
+        self._keys = {}  # (active ControlNets, guided) -> the step's key, for the context's shape
+        self._context = self._context_key = None  # the step's context and its (shape, dtype)
+        self._extra = self._guidance = None
 
     def _unet_forward(self, fast: FastPath, unet):
         """The slot's forward, holding this run's weights (the base UNet itself is not laid out)."""
@@ -337,10 +333,16 @@ class GraphParts(FastParts):
         self.compiled_unet_id = id(slot)  # a base-model switch compiles nothing new
         return fast.module(slot)
 
-    def guided_eps(self, x, extra, i: int, active: Tuple[int, ...], guidance: Optional[float]):
+    def guided_eps(self, x, extra, i: int, active: Tuple[int, ...], guidance: Optional[float], context):
+        if context is not self._context:
+            self._context = context
+            shape = (tuple(context.shape), context.dtype)
+            if shape != self._context_key:  # another context length: other step shapes
+                self._keys.clear()
+                self._context_key = shape
         key = self._keys.get((active, guidance is not None))
         if key is None:
-            key = self._keys[(active, guidance is not None)] = self._base_key + (
+            key = self._keys[(active, guidance is not None)] = (id(self.graphs.slot), *self._context_key) + (
                 tuple(self._control_ids[k] for k in active), tuple(x.shape), x.dtype,
                 None if extra is None else tuple(extra.shape), guidance is not None)
         self._extra, self._guidance = extra, guidance
@@ -355,14 +357,13 @@ class GraphParts(FastParts):
         guidance = None if self._guidance is None else torch.zeros((), device=device, dtype=torch.float32)
         extra = None if self._extra is None else torch.empty_like(self._extra, memory_format=torch.contiguous_format)
         out_shape = (x.shape[0] // 2 if guidance is not None else x.shape[0], *x.shape[1:])
-        return GraphedStep(x=torch.empty_like(x), t=torch.empty_like(self.ts[0]), context=torch.empty_like(self.context),
+        return GraphedStep(x=torch.empty_like(x), t=torch.empty_like(self.ts[0]), context=torch.empty_like(self._context),
                            guidance=guidance, extra=extra, controls=controls,
                            out=torch.empty(out_shape, device=device, dtype=torch.float32))
 
     def load_run(self, s: GraphedStep, active) -> None:
-        """This run's models and per-run inputs into ``s``: context, hint embeddings, scales, guidance."""
-        s.unet, s.residuals = self.unet, self._residuals
-        s.context.copy_(self.context)
+        """This run's models and per-run inputs into ``s``: hint embeddings, scales, guidance."""
+        s.unet, s.residuals, s.context_of = self.unet, self._residuals, None
         if s.extra is not None:
             s.extra.copy_(self._extra)
         if s.guidance is not None:
@@ -374,17 +375,14 @@ class GraphParts(FastParts):
             c.scale.copy_(scale) if isinstance(scale, torch.Tensor) else c.scale.fill_(scale)
 
     def load_step(self, s: GraphedStep, x, i: int) -> None:
+        if s.context_of is not self._context:  # a new run or a changed context (device-to-device)
+            s.context.copy_(self._context)
+            s.context_of = self._context
         s.x.copy_(x)
         s.t.copy_(self.ts[i])  # a device-to-device copy: no host sync
 
     def finish(self) -> None:
         self.graphs.end_run()
-
-
-def step_outputs(out) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """A diffusers scheduler step's tuple as (next latents, predicted x0 or None): DDIM and the
-    Euler schedulers return their x0 second; the multistep ones (DPM++, UniPC, PNDM) return none."""
-    return out[0], (out[1] if len(out) > 1 and isinstance(out[1], torch.Tensor) else None)
 
 
 def _prepare_compile_cache() -> None:

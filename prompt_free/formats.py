@@ -1,58 +1,31 @@
-"""Loading UNets, ControlNets and VAEs from the checkpoint layouts in use (spec section d).
-
-Supported inputs:
-
-* UNet (``load_unet``):
-  - an official Prompt-Free Diffusion diffuser file, ``diffuser.image.{time_embed,
-    data_blocks,context_blocks}.*`` (the context blocks may also be spelt
-    ``diffuser.text.context_blocks.*``, as written by the official conversion tool);
-  - an SD single file (``model.diffusion_model.*``, other parts such as
-    ``first_stage_model.*`` / ``cond_stage_model.*`` beside it are ignored), or a bare ldm
-    UNet state dict (``input_blocks.*``, ``output_blocks.*`` ...);
-  - a diffusers state dict file, a diffusers folder (``config.json`` +
-    ``diffusion_pytorch_model.*``, or a pipeline folder with a ``unet/`` subfolder) or a
-    Hugging Face Hub repo id.
-* ControlNet (``load_controlnet``): an official "slimmed" file (no prefix), an SD-webui file
-  (``control_model.*``), a diffusers state dict / folder / repo id.
-* VAE (``load_vae``): an ldm AutoencoderKL file (``encoder.*``, ``decoder.*``, ``quant_conv``,
-  ``post_quant_conv``, optionally under ``first_stage_model.``, ``vae.image.`` or ``vae.``),
-  a diffusers state dict / folder (``vae/``) / repo id.
-
-The official layout is mapped to the ldm layout by the single table ``PFD_UNET_TABLE``; ldm is
-mapped to diffusers by diffusers' own single-file conversion functions. Models are built on
-the meta device and the file's tensors are assigned to them, so no weight is held twice.
-Every wrong file raises a ``CheckpointError`` that names the file and what is wrong.
+"""Loading UNets, ControlNets and VAEs from the checkpoint layouts in use (spec section d;
+the layouts are listed in docs/formats.md). Every kind goes one way: file, folder or Hub repo
+(``model_files``) -> keys in the ldm layout (the official diffuser layout through the single
+table ``PFD_UNET_TABLE``) -> diffusers' own single-file converter -> a checked diffusers state
+dict -> a model built on the meta device that the tensors are assigned to, so no weight is held
+twice. What differs per kind is one row of ``MODEL_KINDS``. Every wrong file raises a
+``CheckpointError`` that names the file and what is wrong.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 
-from .errors import CheckpointError, ConfigError, ModelUnavailableError
+from .errors import CheckpointError, ConfigError
+from .model_files import from_hub, is_repo_id, read_any
 from .weights import check_keys_and_shapes, first, read_state_dict
 
 __all__ = [
-    "SD15_UNET_CONFIG",
-    "SD15_CONTROLNET_CONFIG",
-    "SD15_VAE_CONFIG",
-    "PFD_UNET_TABLE",
-    "official_to_ldm_unet",
-    "ldm_to_official_unet",
-    "convert_unet_state_dict",
-    "convert_controlnet_state_dict",
-    "convert_vae_state_dict",
-    "load_unet",
-    "load_controlnet",
-    "load_vae",
-    "load_single_file_pipeline_parts",
-    "identify_checkpoint",
+    "SD15_UNET_CONFIG", "SD15_CONTROLNET_CONFIG", "SD15_VAE_CONFIG", "PFD_UNET_TABLE", "MODEL_KINDS", "ModelKind",
+    "official_to_ldm_unet", "ldm_to_official_unet", "identify_checkpoint",
+    "convert_state_dict", "convert_unet_state_dict", "convert_controlnet_state_dict", "convert_vae_state_dict",
+    "load_model", "load_unet", "load_controlnet", "load_vae", "load_single_file_pipeline_parts",
 ]
 
 # ----------------------------------------------------------------------------- default configs
@@ -275,16 +248,12 @@ def _empty_model(cls, config: Mapping):
         raise ConfigError(f"invalid {cls.__name__} config: {str(e).splitlines()[0][:300]}") from None
 
 
-def _expected_shapes(model) -> Dict[str, tuple]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 def _check(sd, model, *, what: str, path, unexpected: Iterable[str] = ()) -> None:
     unexpected = list(unexpected)
     if unexpected:
         raise CheckpointError(f"{what} in {_where(path)} does not match the model: unexpected keys: {first(unexpected)}")
     try:
-        check_keys_and_shapes(sd, _expected_shapes(model), what=what, path=path)
+        check_keys_and_shapes(sd, {k: tuple(v.shape) for k, v in model.state_dict().items()}, what=what, path=path)
     except CheckpointError as e:
         msg = str(e)
         w, cfg = sd.get("conv_in.weight"), getattr(model, "config", {})
@@ -326,110 +295,12 @@ def _finish(model, sd, *, dtype, device, path, what):
     return model.to(device).eval()
 
 
-def _is_repo_id(path) -> bool:
-    if isinstance(path, Path):
-        return False
-    s = str(path)
-    if os.path.exists(s) or os.path.isabs(s) or s.startswith((".", "~")):
-        return False
-    if Path(s).suffix.lower() in (".safetensors", ".pth", ".pt", ".ckpt", ".bin"):
-        return False
-    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", s) is not None
-
-
-_WEIGHT_NAMES = (
-    "diffusion_pytorch_model.safetensors",
-    "diffusion_pytorch_model.fp16.safetensors",
-    "diffusion_pytorch_model.safetensors.index.json",
-    "diffusion_pytorch_model.fp16.safetensors.index.json",
-    "diffusion_pytorch_model.bin",
-    "diffusion_pytorch_model.fp16.bin",
-    "diffusion_pytorch_model.bin.index.json",
-)
-
-
-def _diffusers_folder(path: Path, subfolder: str) -> Path:
-    if (path / "config.json").is_file():
-        return path
-    if (path / subfolder / "config.json").is_file():
-        return path / subfolder
-    raise CheckpointError(
-        f"folder '{path}' is not a diffusers model folder: it has neither config.json nor {subfolder}/config.json"
-    )
-
-
-def _read_diffusers_folder(folder: Path, cls_name: str, config: Optional[Mapping]):
-    """(config, state dict) of a diffusers model folder."""
-    try:
-        folder_config = json.loads((folder / "config.json").read_text())
-    except Exception as e:
-        raise CheckpointError(f"'{folder / 'config.json'}' is not a valid JSON config: {str(e)[:200]}") from None
-    found = folder_config.get("_class_name")
-    if found and found != cls_name:
-        raise CheckpointError(f"folder '{folder}' holds a {found}, not a {cls_name}")
-    for name in _WEIGHT_NAMES:
-        f = folder / name
-        if not f.is_file():
-            continue
-        if name.endswith(".index.json"):
-            try:
-                shards = sorted(set(json.loads(f.read_text())["weight_map"].values()))
-            except Exception as e:
-                raise CheckpointError(f"'{f}' is not a valid shard index: {str(e)[:200]}") from None
-            sd: Dict[str, torch.Tensor] = {}
-            for shard in shards:
-                sd.update(read_state_dict(folder / shard))
-        else:
-            sd = read_state_dict(f)
-        return (config if config is not None else folder_config), sd
-    raise CheckpointError(f"folder '{folder}' has a config.json but no diffusion_pytorch_model weights")
-
-
-def _from_hub(cls, repo: str, subfolders: Tuple[Optional[str], ...], config, *, dtype, device, what):
-    errors = []
-    for sub in subfolders:
-        try:
-            kwargs = {"subfolder": sub} if sub else {}
-            model = cls.from_pretrained(repo, **kwargs)
-            break
-        except Exception as e:
-            errors.append(str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
-    else:
-        from .settings import hub_offline
-
-        offline = hub_offline()
-        mode = " (offline mode: HF_HUB_OFFLINE is set, only the local cache is used)" if offline else ""
-        raise ModelUnavailableError(
-            f"could not load the {what} '{repo}' from the Hugging Face Hub{mode}: {errors[-1]}. "
-            "No local file or folder has that name either: download it first, or give the path of a "
-            "local file or folder."
-        )
-    if config is not None:
-        sd = model.state_dict()
-        _check(sd, _empty_model(cls, config), what=what, path=repo)
-    target = _target_dtype(model.state_dict(), dtype, device)
-    # nn.Module.to: diffusers' own ``to`` warns about any dtype cast.
-    return torch.nn.Module.to(model, device=device if device is not None else "cpu", dtype=target).eval()
-
-
-def _read_any(path, cls_name: str, subfolder: str, config):
-    """(config or None, state dict, source description) of a local file or diffusers folder."""
-    p = Path(path)
-    if p.is_dir():
-        folder = _diffusers_folder(p, subfolder)
-        cfg, sd = _read_diffusers_folder(folder, cls_name, config)
-        return cfg, sd, folder
-    return config, read_state_dict(p), p
-
-
-# ----------------------------------------------------------------------------- UNet
-def _unet_diffusers_state_dict(sd: Mapping[str, torch.Tensor], config: Mapping, *, path=None):
-    """Any UNet layout -> (diffusers state dict, unexpected source keys)."""
-    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-
+# ----------------------------------------------------------------------------- the kinds
+def _unet_to_ldm(sd: Mapping[str, torch.Tensor], path) -> Optional[Dict[str, torch.Tensor]]:
+    """Any UNet layout -> ldm keys (``model.diffusion_model.*``); None when already diffusers."""
     kind = identify_checkpoint(sd.keys())
     if kind == "diffusers_unet":
-        return dict(sd), []
+        return None
     if kind == "pfd_unet":
         # Other parts of the official net may sit beside the diffuser (the app ignores them).
         foreign = [k for k in sd if not k.startswith(("diffuser.", "vae.image.", "ctx.image."))]
@@ -437,108 +308,42 @@ def _unet_diffusers_state_dict(sd: Mapping[str, torch.Tensor], config: Mapping, 
             raise CheckpointError(
                 f"Prompt-Free Diffusion UNet file {_where(path)} holds keys that do not belong to it: {first(foreign)}"
             )
-        ldm = official_to_ldm_unet(sd, path=path)
-    elif kind == "ldm_checkpoint":
-        ldm = {k: v for k, v in sd.items() if k.startswith(LDM_UNET_PREFIX)}
-    elif kind == "ldm_unet":
-        ldm = {LDM_UNET_PREFIX + k: v for k, v in sd.items()}
-    else:
-        raise _not_a("a UNet file", kind, sd, path,
-                     " (load it with load_seecoder)" if kind == "seecoder" else
-                     " (load it with load_controlnet)" if kind and "controlnet" in kind else "")
-    converted, dropped = _convert_tracked(convert_ldm_unet_checkpoint, ldm, config)
-    return converted, _source_names(sd, ldm, dropped)
+        return official_to_ldm_unet(sd, path=path)
+    if kind == "ldm_checkpoint":
+        return {k: v for k, v in sd.items() if k.startswith(LDM_UNET_PREFIX)}
+    if kind == "ldm_unet":
+        return {LDM_UNET_PREFIX + k: v for k, v in sd.items()}
+    raise _not_a("a UNet file", kind, sd, path,
+                 " (load it with load_seecoder)" if kind == "seecoder" else
+                 " (load it with load_controlnet)" if kind and "controlnet" in kind else "")
 
 
-def convert_unet_state_dict(sd: Mapping[str, torch.Tensor], config: Optional[Mapping] = None, *, path=None):
-    """Any supported UNet layout -> a checked diffusers ``UNet2DConditionModel`` state dict
-    (works on meta tensors too: nothing is copied)."""
-    from diffusers import UNet2DConditionModel
-
-    config = SD15_UNET_CONFIG if config is None else config
-    converted, unexpected = _unet_diffusers_state_dict(sd, config, path=path)
-    _check(converted, _empty_model(UNet2DConditionModel, config), what="UNet file", path=path, unexpected=unexpected)
-    return converted
-
-
-def load_unet(path, config: Optional[Mapping] = None, *, dtype: Optional[torch.dtype] = None, device=None):
-    """A diffusers ``UNet2DConditionModel`` (eval) from any supported UNet file, folder or
-    Hub repo id. ``config``: a diffusers UNet config (default: SD 1.5's; a diffusers folder's
-    own config.json when not given). The file's dtype is kept unless ``dtype`` is given, except
-    that half precision is loaded as float32 when the model stays on the CPU.
-    """
-    from diffusers import UNet2DConditionModel
-
-    if _is_repo_id(path):
-        return _from_hub(UNet2DConditionModel, str(path), ("unet", None), config, dtype=dtype, device=device, what="UNet")
-    config, sd, source = _read_any(path, "UNet2DConditionModel", "unet", config)
-    config = SD15_UNET_CONFIG if config is None else config
-    model = _empty_model(UNet2DConditionModel, config)
-    converted, unexpected = _unet_diffusers_state_dict(sd, config, path=source)
-    del sd
-    _check(converted, model, what="UNet file", path=source, unexpected=unexpected)
-    return _finish(model, converted, dtype=dtype, device=device, path=source, what="UNet file")
-
-
-# ----------------------------------------------------------------------------- ControlNet
-def _controlnet_diffusers_state_dict(sd: Mapping[str, torch.Tensor], config: Mapping, *, path=None):
-    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
-
+def _controlnet_to_ldm(sd: Mapping[str, torch.Tensor], path) -> Optional[Dict[str, torch.Tensor]]:
+    """Any ControlNet layout -> ``control_model.*`` keys (the converter strips the prefix
+    itself); None when already diffusers."""
     kind = identify_checkpoint(sd.keys())
     if kind == "diffusers_controlnet":
-        return dict(sd), []
+        return None
     if any(k.startswith("control_model.") for k in sd):
         # Old full webui files also carry an SD checkpoint beside the ControlNet: ignored.
-        ldm = {k: v for k, v in sd.items() if k.startswith("control_model.")}
-    elif kind == "slimmed_controlnet" or (kind == "ldm_unet" and not any(k.startswith("output_blocks.") for k in sd)):
-        ldm = {"control_model." + k: v for k, v in sd.items()}
-    else:
-        raise _not_a("a ControlNet file", kind, sd, path,
-                     " (load it with load_seecoder)" if kind == "seecoder" else
-                     " (load it with load_unet)" if kind in ("pfd_unet", "ldm_checkpoint", "ldm_unet", "diffusers_unet") else "")
-    # Always give the converter prefixed keys: it strips ``control_model.`` itself.
-    converted, dropped = _convert_tracked(convert_controlnet_checkpoint, ldm, config)
-    return converted, _source_names(sd, ldm, dropped)
+        return {k: v for k, v in sd.items() if k.startswith("control_model.")}
+    if kind == "slimmed_controlnet" or (kind == "ldm_unet" and not any(k.startswith("output_blocks.") for k in sd)):
+        return {"control_model." + k: v for k, v in sd.items()}
+    raise _not_a("a ControlNet file", kind, sd, path,
+                 " (load it with load_seecoder)" if kind == "seecoder" else
+                 " (load it with load_unet)" if kind in ("pfd_unet", "ldm_checkpoint", "ldm_unet", "diffusers_unet") else "")
 
 
-def convert_controlnet_state_dict(sd: Mapping[str, torch.Tensor], config: Optional[Mapping] = None, *, path=None):
-    """Any supported ControlNet layout -> a checked diffusers ``ControlNetModel`` state dict."""
-    from diffusers import ControlNetModel
-
-    config = SD15_CONTROLNET_CONFIG if config is None else config
-    converted, unexpected = _controlnet_diffusers_state_dict(sd, config, path=path)
-    _check(converted, _empty_model(ControlNetModel, config), what="ControlNet file", path=path, unexpected=unexpected)
-    return converted
-
-
-def load_controlnet(path, config: Optional[Mapping] = None, *, dtype: Optional[torch.dtype] = None, device=None):
-    """A diffusers ``ControlNetModel`` (eval) from an official slimmed file, an SD-webui file
-    (``control_model.*``), a diffusers state dict / folder or a Hub repo id. ``config``: a
-    diffusers ControlNet config (default: SD 1.5's). dtype rules as ``load_unet``."""
-    from diffusers import ControlNetModel
-
-    if _is_repo_id(path):
-        return _from_hub(ControlNetModel, str(path), (None, "controlnet"), config, dtype=dtype, device=device, what="ControlNet")
-    config, sd, source = _read_any(path, "ControlNetModel", "controlnet", config)
-    config = SD15_CONTROLNET_CONFIG if config is None else config
-    model = _empty_model(ControlNetModel, config)
-    converted, unexpected = _controlnet_diffusers_state_dict(sd, config, path=source)
-    del sd
-    _check(converted, model, what="ControlNet file", path=source, unexpected=unexpected)
-    return _finish(model, converted, dtype=dtype, device=device, path=source, what="ControlNet file")
-
-
-# ----------------------------------------------------------------------------- VAE
 _VAE_PREFIXES = ("first_stage_model.", "vae.image.", "vae.")
 _VAE_IGNORED = ("loss.", "model_ema.")  # ldm autoencoder training leftovers
 
 
-def _vae_diffusers_state_dict(sd: Mapping[str, torch.Tensor], config: Mapping, *, path=None):
-    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
+def _vae_to_ldm(sd: Mapping[str, torch.Tensor], path) -> Optional[Dict[str, torch.Tensor]]:
+    """An ldm VAE (bare or under a known prefix) -> ``first_stage_model.*`` keys; None when
+    already diffusers."""
     kind = identify_checkpoint(sd.keys())
     if kind == "diffusers_vae":
-        return dict(sd), []
+        return None
     if kind in ("ldm_checkpoint", "pfd_unet") and any(k.startswith(("first_stage_model.", "vae.image.")) for k in sd):
         kind = "ldm_vae"
     if kind != "ldm_vae":
@@ -548,35 +353,126 @@ def _vae_diffusers_state_dict(sd: Mapping[str, torch.Tensor], config: Mapping, *
         bare = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     else:
         bare = {k: v for k, v in sd.items() if not k.startswith(_VAE_IGNORED)}
-    ldm = {"first_stage_model." + k: v for k, v in bare.items()}
-    converted, dropped = _convert_tracked(convert_ldm_vae_checkpoint, ldm, config)
+    return {"first_stage_model." + k: v for k, v in bare.items()}
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What differs between the kinds of model this module loads."""
+
+    what: str  # in messages: "UNet file", "the UNet '<repo>'"
+    class_name: str  # the diffusers model class
+    config: Mapping  # the default (SD 1.5) config
+    subfolder: str  # its folder in a diffusers pipeline folder
+    hub_subfolders: Tuple[Optional[str], ...]  # tried in order on a Hub repo
+    to_ldm: Callable[[Mapping[str, torch.Tensor], object], Optional[Dict[str, torch.Tensor]]]
+    converter: str  # ldm -> diffusers, in diffusers.loaders.single_file_utils
+
+    def model_class(self):
+        import diffusers
+
+        return getattr(diffusers, self.class_name)
+
+
+MODEL_KINDS: Dict[str, ModelKind] = {
+    "unet": ModelKind("UNet", "UNet2DConditionModel", SD15_UNET_CONFIG, "unet", ("unet", None),
+                      _unet_to_ldm, "convert_ldm_unet_checkpoint"),
+    "controlnet": ModelKind("ControlNet", "ControlNetModel", SD15_CONTROLNET_CONFIG, "controlnet", (None, "controlnet"),
+                            _controlnet_to_ldm, "convert_controlnet_checkpoint"),
+    "vae": ModelKind("VAE", "AutoencoderKL", SD15_VAE_CONFIG, "vae", ("vae", None),
+                     _vae_to_ldm, "convert_ldm_vae_checkpoint"),
+}
+
+
+# ----------------------------------------------------------------------------- convert and load, any kind
+def _to_diffusers(kind: ModelKind, sd: Mapping[str, torch.Tensor], config: Mapping, *, path=None):
+    """A state dict of ``kind`` in any supported layout -> (diffusers state dict, the file's
+    keys the conversion left unused)."""
+    from diffusers.loaders import single_file_utils
+
+    ldm = kind.to_ldm(sd, path)
+    if ldm is None:
+        return dict(sd), []
+    converted, dropped = _convert_tracked(getattr(single_file_utils, kind.converter), ldm, config)
     return converted, _source_names(sd, ldm, dropped)
 
 
-def convert_vae_state_dict(sd: Mapping[str, torch.Tensor], config: Optional[Mapping] = None, *, path=None):
-    """An ldm (or diffusers) VAE state dict -> a checked diffusers ``AutoencoderKL`` state dict."""
-    from diffusers import AutoencoderKL
-
-    config = SD15_VAE_CONFIG if config is None else config
-    converted, unexpected = _vae_diffusers_state_dict(sd, config, path=path)
-    _check(converted, _empty_model(AutoencoderKL, config), what="VAE file", path=path, unexpected=unexpected)
+def convert_state_dict(kind: str, sd: Mapping[str, torch.Tensor], config: Optional[Mapping] = None, *, path=None):
+    """A ``kind`` ("unet", "controlnet", "vae") state dict in any supported layout -> a checked
+    diffusers state dict (works on meta tensors too: nothing is copied)."""
+    k = MODEL_KINDS[kind]
+    config = k.config if config is None else config
+    converted, unexpected = _to_diffusers(k, sd, config, path=path)
+    _check(converted, _empty_model(k.model_class(), config), what=f"{k.what} file", path=path, unexpected=unexpected)
     return converted
+
+
+def _assign(kind: ModelKind, sd: Dict[str, torch.Tensor], config: Mapping, *, dtype, device, path, what: str):
+    """The model of ``kind`` holding ``sd``'s tensors. ``sd`` is emptied once converted, so
+    that the model ends up holding the only references."""
+    model = _empty_model(kind.model_class(), config)
+    converted, unexpected = _to_diffusers(kind, sd, config, path=path)
+    sd.clear()
+    _check(converted, model, what=what, path=path, unexpected=unexpected)
+    return _finish(model, converted, dtype=dtype, device=device, path=path, what=what)
+
+
+def _hub_model(kind: ModelKind, repo: str, config: Optional[Mapping], *, dtype, device):
+    """The model of ``kind`` from a Hub repo (checked against ``config`` when one is given)."""
+    cls = kind.model_class()
+    model = from_hub(cls, repo, kind.hub_subfolders, kind.what)
+    if config is not None:
+        _check(model.state_dict(), _empty_model(cls, config), what=kind.what, path=repo)
+    target = _target_dtype(model.state_dict(), dtype, device)
+    # nn.Module.to: diffusers' own ``to`` warns about any dtype cast.
+    return torch.nn.Module.to(model, device=device if device is not None else "cpu", dtype=target).eval()
+
+
+def load_model(kind: str, path, config: Optional[Mapping] = None, *, dtype: Optional[torch.dtype] = None, device=None):
+    """A diffusers model of ``kind`` ("unet", "controlnet", "vae"), in eval mode, from any
+    supported file, diffusers folder or Hub repo id. ``config``: a diffusers config (default:
+    SD 1.5's; a diffusers folder's own config.json when not given). The file's dtype is kept
+    unless ``dtype`` is given, except that half precision is loaded as float32 when the model
+    stays on the CPU."""
+    k = MODEL_KINDS[kind]
+    if is_repo_id(path):
+        return _hub_model(k, str(path), config, dtype=dtype, device=device)
+    config, sd, source = read_any(path, k.class_name, k.subfolder, config)
+    config = k.config if config is None else config
+    return _assign(k, sd, config, dtype=dtype, device=device, path=source, what=f"{k.what} file")
+
+
+def load_unet(path, config: Optional[Mapping] = None, *, dtype: Optional[torch.dtype] = None, device=None):
+    """A diffusers ``UNet2DConditionModel`` (eval) from an official diffuser file, an SD single
+    file, an ldm or diffusers UNet, a diffusers folder or a Hub repo id (see ``load_model``)."""
+    return load_model("unet", path, config, dtype=dtype, device=device)
+
+
+def load_controlnet(path, config: Optional[Mapping] = None, *, dtype: Optional[torch.dtype] = None, device=None):
+    """A diffusers ``ControlNetModel`` (eval) from an official slimmed file, an SD-webui file
+    (``control_model.*``), a diffusers state dict / folder or a Hub repo id (see ``load_model``)."""
+    return load_model("controlnet", path, config, dtype=dtype, device=device)
 
 
 def load_vae(path, config: Optional[Mapping] = None, *, dtype: Optional[torch.dtype] = None, device=None):
     """A diffusers ``AutoencoderKL`` (eval) from an ldm VAE file (e.g. the official
     ``sd-v2-0-base-autokl.pth``), an SD single file, a diffusers folder or a Hub repo id."""
-    from diffusers import AutoencoderKL
+    return load_model("vae", path, config, dtype=dtype, device=device)
 
-    if _is_repo_id(path):
-        return _from_hub(AutoencoderKL, str(path), ("vae", None), config, dtype=dtype, device=device, what="VAE")
-    config, sd, source = _read_any(path, "AutoencoderKL", "vae", config)
-    config = SD15_VAE_CONFIG if config is None else config
-    model = _empty_model(AutoencoderKL, config)
-    converted, unexpected = _vae_diffusers_state_dict(sd, config, path=source)
-    del sd
-    _check(converted, model, what="VAE file", path=source, unexpected=unexpected)
-    return _finish(model, converted, dtype=dtype, device=device, path=source, what="VAE file")
+
+def convert_unet_state_dict(sd: Mapping[str, torch.Tensor], config: Optional[Mapping] = None, *, path=None):
+    """Any supported UNet layout -> a checked diffusers ``UNet2DConditionModel`` state dict."""
+    return convert_state_dict("unet", sd, config, path=path)
+
+
+def convert_controlnet_state_dict(sd: Mapping[str, torch.Tensor], config: Optional[Mapping] = None, *, path=None):
+    """Any supported ControlNet layout -> a checked diffusers ``ControlNetModel`` state dict."""
+    return convert_state_dict("controlnet", sd, config, path=path)
+
+
+def convert_vae_state_dict(sd: Mapping[str, torch.Tensor], config: Optional[Mapping] = None, *, path=None):
+    """An ldm (or diffusers) VAE state dict -> a checked diffusers ``AutoencoderKL`` state dict."""
+    return convert_state_dict("vae", sd, config, path=path)
 
 
 def load_single_file_pipeline_parts(
@@ -585,8 +481,6 @@ def load_single_file_pipeline_parts(
 ):
     """(unet, vae) from one SD single file holding ``model.diffusion_model.*`` and
     ``first_stage_model.*`` (the text encoder, if any, is ignored). The file is read once."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
     p = Path(path)
     sd = read_state_dict(p)
     kind = identify_checkpoint(sd.keys())
@@ -599,16 +493,6 @@ def load_single_file_pipeline_parts(
     del sd
     unet_config = SD15_UNET_CONFIG if unet_config is None else unet_config
     vae_config = SD15_VAE_CONFIG if vae_config is None else vae_config
-
-    unet = _empty_model(UNet2DConditionModel, unet_config)
-    converted, unexpected = _unet_diffusers_state_dict(unet_sd, unet_config, path=p)
-    del unet_sd
-    _check(converted, unet, what="UNet part", path=p, unexpected=unexpected)
-    unet = _finish(unet, converted, dtype=dtype, device=device, path=p, what="UNet part")
-
-    vae = _empty_model(AutoencoderKL, vae_config)
-    converted, unexpected = _vae_diffusers_state_dict(vae_sd, vae_config, path=p)
-    del vae_sd
-    _check(converted, vae, what="VAE part", path=p, unexpected=unexpected)
-    vae = _finish(vae, converted, dtype=dtype, device=device, path=p, what="VAE part")
+    unet = _assign(MODEL_KINDS["unet"], unet_sd, unet_config, dtype=dtype, device=device, path=p, what="UNet part")
+    vae = _assign(MODEL_KINDS["vae"], vae_sd, vae_config, dtype=dtype, device=device, path=p, what="VAE part")
     return unet, vae

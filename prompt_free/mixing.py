@@ -1,5 +1,5 @@
-"""How contexts are combined before a run: the reference's strength, the text's weight, and the
-text + image concatenation.
+"""How contexts are combined before a run: the reference's strength, the text's weight, the
+text + image concatenation and the blends of several references.
 
 Each function returns new tensors (the engine's cached encodings are never changed in place)
 and returns its input itself at the neutral value (strength 1, weight 1), without any
@@ -16,9 +16,12 @@ model, where a higher guidance exaggerates the difference of the model's outputs
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Sequence, Tuple
 
 import torch
+
+AVERAGE, CONCATENATE, REGIONS = "average", "concatenate", "regions"
+BLENDS = (AVERAGE, CONCATENATE, REGIONS)
 
 
 def lerp_from(base: torch.Tensor, target: torch.Tensor, t: float) -> torch.Tensor:
@@ -61,4 +64,30 @@ def concat_text_image(
     return cond, uncond
 
 
-__all__ = ["concat_text_image", "lerp_from", "weighted_text", "with_strength"]
+def blend_contexts(contexts: Sequence[torch.Tensor], uncond: torch.Tensor, weights: Sequence[float],
+                   blend: str) -> Tuple[torch.Tensor, torch.Tensor, List[slice]]:
+    """(context, uncond, spans) of several references' contexts (each (1, N, C), one SeeCoder,
+    so one ``uncond``); ``spans``: each reference's tokens in the context.
+
+    * ``average``: the weighted mean (weights normalised to sum 1), N tokens, ``uncond``.
+    * ``concatenate``: side by side, each scaled by its weight (K x N tokens); the unconditional
+      context is ``uncond`` repeated, unscaled (one "no reference" per slot).
+    * ``regions``: side by side, unscaled (the weights act per position, ``regions``)."""
+    n = contexts[0].shape[1]
+    dtype = contexts[0].dtype
+    if blend == AVERAGE:
+        total = float(sum(weights))
+        mixed = None
+        for c, w in zip(contexts, weights):
+            part = c.float() * (w / total)
+            mixed = part if mixed is None else mixed + part
+        return mixed.to(dtype), uncond, [slice(0, n)]
+    spans = [slice(k * n, (k + 1) * n) for k in range(len(contexts))]
+    repeated = torch.cat([uncond] * len(contexts), dim=1)
+    if blend == CONCATENATE:
+        return torch.cat([(c.float() * float(w)).to(dtype) for c, w in zip(contexts, weights)], dim=1), repeated, spans
+    return torch.cat(list(contexts), dim=1), repeated, spans
+
+
+__all__ = ["AVERAGE", "BLENDS", "CONCATENATE", "REGIONS", "blend_contexts", "concat_text_image", "lerp_from",
+           "weighted_text", "with_strength"]

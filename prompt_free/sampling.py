@@ -10,9 +10,11 @@ Step counts that do not divide 1000: the official sampler visits one step more t
 (timesteps range(0, 1000, 1000 // steps) + 1); we follow diffusers and visit exactly the
 number asked. At the default 50 steps the two agree.
 
-Speed: ``denoise`` takes its per-step parts from ``EagerParts`` (the schedulers' and
-ControlNets' own calls) or, with ``fast=``, from ``prompt_free.fast`` (the same loop with exact
-faster parts, optionally compiled on CUDA).
+One step, one loop: ``denoise`` asks the run's ``steps.StepContext`` for each step's context
+and its strategy for the step: ``steps.EagerParts`` (the schedulers' and models' own calls),
+``fast.FastParts`` / ``fast.GraphParts`` (``fast=``: exact faster parts, compiled or graphed on
+CUDA) or ``deep_cache.DeepCache`` around either (quick mode). The step itself is
+``steps.guided_eps``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import cancel, settings
+from .deep_cache import DeepCache
 from .errors import ConfigError, InvalidSettingError
+from .fast import FastPath
+from .images import snap_size
+from .steps import (  # noqa: F401 - the loop's helpers, importable from here as before
+    STEP_ETA, ContextSchedule, EagerParts, StepContext, batched, guidance_context, guide, guided_eps, step_kwargs,
+    step_outputs, summed_residuals, unet_input,
+)
 
 # The official sampler as a diffusers scheduler config.
 OFFICIAL_SCHEDULER_CONFIG = dict(
@@ -56,10 +65,6 @@ SCHEDULERS: Dict[str, tuple] = {
     "DDIM trailing": ("DDIMScheduler", {"timestep_spacing": "trailing"}),
 }
 DEFAULT_SCHEDULER = "DDIM"
-# The step's stochastic parameter by diffusers class: 0 (deterministic) for DDIM and the others
-# that take one; TCD's gamma at its authors' recommended 0.3 (its noise comes from the run's
-# seeded generator, so a seed still gives one picture).
-STEP_ETA = {"TCDScheduler": 0.3}
 # Consistency schedulers pick their timesteps from the 50 of their distillation schedule
 # (``original_inference_steps``): more steps than that are refused.
 FEW_STEP_SCHEDULERS = ("LCM", "TCD")
@@ -99,8 +104,8 @@ class Sampler:
     deep_cache: int = 1  # quick mode, approximate: deep features reused for N steps (1: off; prompt_free.deep_cache)
 
     def checked(self) -> "Sampler":
-        from .images import snap_size
-
+        if self.is_checked:
+            return self
         steps = settings.STEPS.check(self.steps)
         num_images = settings.NUM_IMAGES.check(self.num_images)
         seed = settings.SEED.check(self.seed)
@@ -111,8 +116,16 @@ class Sampler:
             settings.FEW_STEPS.check(steps, f"steps with the {self.scheduler} sampler")
         width, height = snap_size(self.width, self.height)
         deep_cache = settings.DEEP_CACHE.check(self.deep_cache)
-        return Sampler(width, height, seed, num_images, steps, guidance, self.scheduler, checked_loras(self.loras),
-                       deep_cache)
+        out = Sampler(width, height, seed, num_images, steps, guidance, self.scheduler, checked_loras(self.loras),
+                      deep_cache)
+        object.__setattr__(out, "_checked", True)  # not a field: ``replace`` makes an unchecked copy
+        return out
+
+    @property
+    def is_checked(self) -> bool:
+        """Made by ``checked()``: a request checks its sampler once, where it is made, and the
+        engine takes it as it is."""
+        return self.__dict__.get("_checked", False)
 
     @property
     def seeds(self) -> List[int]:
@@ -165,53 +178,7 @@ StepHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 PreviewHook = Callable[[int, int, torch.Tensor], None]
 
 
-def _step_kwargs(scheduler, generator):
-    params = inspect.signature(scheduler.step).parameters
-    kwargs = {}
-    if "eta" in params:
-        kwargs["eta"] = STEP_ETA.get(type(scheduler).__name__, 0.0)
-    if "generator" in params and generator is not None:
-        kwargs["generator"] = generator
-    return kwargs
-
-
-class EagerParts:
-    """The per-step parts of the eager loop: the scheduler's own ``scale_model_input`` and
-    ``step``, each ControlNet's own forward. ``prompt_free.fast.FastParts`` gives the same
-    interface with exact faster parts (``fast=`` of ``denoise``)."""
-
-    def __init__(self, unet, scheduler, ts, controls, hints, context, step_kwargs):
-        self.unet, self.scheduler, self.ts, self.context = unet, scheduler, ts, context
-        self.controls, self.hints, self.step_kwargs = controls, hints, step_kwargs
-
-    def scale_input(self, x, i: int):
-        return self.scheduler.scale_model_input(x, self.ts[i])
-
-    def control(self, k: int, x, i: int):
-        return self.controls[k].controlnet(
-            x, self.ts[i], encoder_hidden_states=self.context, controlnet_cond=self.hints[k],
-            conditioning_scale=float(self.controls[k].scale), return_dict=False,
-        )
-
-    def eps(self, unet_in, i: int, down, mid):
-        return self.unet(
-            unet_in, self.ts[i], encoder_hidden_states=self.context,
-            down_block_additional_residuals=down, mid_block_additional_residual=mid,
-            return_dict=False,
-        )[0]
-
-    def guided_eps(self, x, extra, i: int, active: Tuple[int, ...], guidance: Optional[float]):
-        """The guided noise prediction of step ``i`` (``fast.GraphParts`` replays it as one graph)."""
-        return guided_eps(self, x, extra, i, active, guidance)
-
-    def finish(self) -> None:
-        """The run is over (also on error or cancel)."""
-
-    def step(self, eps, i: int, latents):
-        """(next latents, the step's predicted x0 or None: what a preview shows)."""
-        from .fast import step_outputs
-
-        return step_outputs(self.scheduler.step(eps, self.ts[i], latents, **self.step_kwargs, return_dict=False))
+_step_kwargs = step_kwargs  # its former name
 
 
 def report_progress(progress, i: int, n: int, note: Optional[str] = None) -> None:
@@ -228,55 +195,6 @@ def report_progress(progress, i: int, n: int, note: Optional[str] = None) -> Non
             progress(i, n, note)
             return
     progress(i, n)
-
-
-def guidance_context(cond: torch.Tensor, uncond: Optional[torch.Tensor], B: int, device, dtype) -> torch.Tensor:
-    """The UNet's context for a batch of ``B`` images: ``cond`` (1 or B rows, repeated per image)
-    alone, or, with an unconditional context (guided runs), [uncond x B, cond]: the official order."""
-    cond = cond.to(device, dtype)
-    if cond.shape[0] != B:
-        cond = cond.expand(B, -1, -1) if cond.shape[0] == 1 else cond.repeat_interleave(B // cond.shape[0], 0)
-    if uncond is None:
-        return cond
-    return torch.cat([uncond.to(device, dtype).expand(B, -1, -1), cond])
-
-
-def summed_residuals(pairs) -> Tuple[Optional[List[torch.Tensor]], Optional[torch.Tensor]]:
-    """The ControlNets' (down residuals, mid residual) pairs added up; (None, None) for none."""
-    down = mid = None
-    for d, m in pairs:
-        if down is None:
-            down, mid = list(d), m
-        else:
-            down = [a + b for a, b in zip(down, d)]
-            mid = mid + m
-    return down, mid
-
-
-def unet_input(x: torch.Tensor, extra: Optional[torch.Tensor]) -> torch.Tensor:
-    """The UNet's input: the latents, and the inpainting channels after them when there are any."""
-    return torch.cat([x, extra], dim=1) if extra is not None else x
-
-
-def guide(eps: torch.Tensor, guidance: Optional[float]) -> torch.Tensor:
-    """Classifier-free guidance over the batch [unconditional, conditional] (None: unguided)."""
-    if guidance is None:
-        return eps
-    e_u, e_c = eps.chunk(2)
-    return e_u + guidance * (e_c - e_u)
-
-
-def guided_eps(parts, x, extra, i: int, active: Tuple[int, ...], guidance: Optional[float]) -> torch.Tensor:
-    """One guided step's noise prediction from ``parts`` (``EagerParts`` or ``fast.FastParts``):
-    the acting ControlNets' residuals, added to both guidance halves, the UNet, the guidance."""
-    down, mid = summed_residuals(parts.control(k, x, i) for k in active)
-    return guide(parts.eps(unet_input(x, extra), i, down, mid).float(), guidance)
-
-
-def batched(x: torch.Tensor, batch: int) -> torch.Tensor:
-    """``x`` (1 or k rows) repeated to ``batch`` rows: one row is expanded (no copy), k rows are
-    tiled (both guidance halves get the same per-image rows)."""
-    return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 else torch.cat([x] * (batch // x.shape[0]))
 
 
 def denoise(
@@ -297,80 +215,76 @@ def denoise(
     fast=None,
     preview: Optional[PreviewHook] = None,
     deep_cache: int = 1,
+    step_context: Optional[StepContext] = None,
 ) -> torch.Tensor:
     """Run the sampler from initial ``noise`` (scaled by the scheduler's init sigma) and return
     the final latents (before the VAE).
 
     cond: (B, N, C) context; uncond: (1 or B, N, C) unconditional context (unused when
-    guidance == 1). ``extra_unet_channels`` (B, k, h, w) is concatenated to the UNet input
-    (inpainting UNets). ``after_step(i, t, latents)`` may replace the latents after a step
-    (latent blending for inpainting). ``timesteps`` overrides the scheduler's spacing.
-    ``fast``: a ``prompt_free.fast.FastPath`` for its faster parts of the same loop (None: the
-    eager parts). ``preview(steps_done, total, latents)`` is called after every
-    ``settings.preview_interval`` steps but the last (the final picture follows) with what the
-    run would give if it stopped there: the step's predicted x0 where the scheduler returns one
-    (DDIM, Euler: a clean picture from the first steps on), else the new latents (the multistep
-    schedulers return no x0, and rebuilding it would need each scheduler's own parametrisation;
-    their latents are noisy early and close to the final ones late). The hook reads those
-    tensors and must not change them; without a hook the loop does no preview work at all.
-    ``deep_cache`` N > 1: quick mode, approximate (``prompt_free.deep_cache``): the
-    UNet's deep features are computed every N steps and reused in between, the ControlNets run
-    on full steps only; 1 (off) is the exact loop.
+    guidance == 1). ``step_context``: the context of each step (``steps.StepContext``, e.g.
+    ``Conditioning.step_context``); None: ``cond`` / ``uncond`` at every step.
+    ``extra_unet_channels`` (B, k, h, w) is concatenated to the UNet input (inpainting UNets).
+    ``after_step(i, t, latents)`` may replace the latents after a step (latent blending for
+    inpainting). ``timesteps`` overrides the scheduler's spacing. ``fast``: a
+    ``prompt_free.fast.FastPath`` for its faster parts of the same loop (None: the eager parts).
+    ``preview(steps_done, total, latents)`` is called after every ``settings.preview_interval``
+    steps but the last (the final picture follows) with the step's predicted x0 where the
+    scheduler returns one (DDIM, Euler), else the new latents (the multistep schedulers return
+    no x0); the hook reads those tensors and must not change them, and without a hook the loop
+    does no preview work. ``deep_cache`` N > 1: quick mode, approximate
+    (``prompt_free.deep_cache``); 1 (off) is the exact loop.
     """
     device, dtype = unet.device, unet.dtype
-    B = noise.shape[0]
     guided = guidance != 1.0
-    if guided and uncond is None:
-        raise ValueError("guidance != 1 needs an unconditional context")
-    context = guidance_context(cond, uncond if guided else None, B, device, dtype)
-
+    if step_context is None:
+        step_context = StepContext(cond, uncond, noise.shape[0], guided, device, dtype)
+    elif step_context.guided != guided:
+        raise ValueError(f"the step context is {'' if step_context.guided else 'un'}guided, the run is not")
     if timesteps is not None:
         scheduler.set_timesteps(timesteps=list(timesteps), device=device)
     else:
         scheduler.set_timesteps(steps, device=device)
-    ts = scheduler.timesteps
+    ts, n = scheduler.timesteps, len(scheduler.timesteps)
     latents = noise.to(device, torch.float32) * scheduler.init_noise_sigma
-    batch = 2 * B if guided else B
-    hints = [batched(c.hint.to(device, dtype), batch) for c in controls]  # the same hint for both guidance halves
+    batch = 2 * noise.shape[0] if guided else noise.shape[0]
     extra = None if extra_unet_channels is None else batched(extra_unet_channels.to(device, dtype), batch)
-    if fast is not None:  # graphs of the guided step only for the exact loop (quick mode reuses features)
-        parts = fast.parts(unet, scheduler, ts, controls, hints, context, _step_kwargs(scheduler, generator),
-                           graphable=deep_cache == 1)
-    else:
-        parts = EagerParts(unet, scheduler, ts, controls, hints, context, _step_kwargs(scheduler, generator))
-    if fast is not None and fast.new_shape((parts.compiled_unet_id, batch, tuple(noise.shape[1:]), tuple(id(c.controlnet) for c in controls),
+    parts = _strategy(unet, scheduler, ts, controls, batch, step_kwargs(scheduler, generator), fast, deep_cache)
+    if fast is not None and fast.new_shape((parts.compiled_unet_id, batch, tuple(noise.shape[1:]),
+                                            tuple(id(c.controlnet) for c in controls),
                                             None if extra is None else extra.shape[1], deep_cache)):
-        report_progress(progress, 0, len(ts), fast.note)  # the first step compiles
-    cache = None
+        report_progress(progress, 0, n, fast.note)  # the first step compiles
     if deep_cache > 1:
-        from .deep_cache import DeepCache
-
-        cache = DeepCache(deep_cache, unet, ts, context, fast)
-
-    every = settings.preview_interval(len(ts)) if preview is not None else 0
+        parts = DeepCache(deep_cache, parts, unet, ts, fast)
+    every = settings.preview_interval(n) if preview is not None else 0
     g = guidance if guided else None
     try:
         for i, t in enumerate(ts):
             cancel.check()  # a cancelled request stops here, between two steps (prompt_free.cancel)
+            context = step_context.at(i, n)
             x = torch.cat([latents] * 2) if guided else latents
             x = parts.scale_input(x, i).to(dtype)
-            active = tuple(k for k, control in enumerate(controls) if control.active(i, len(ts)))
-            if cache is None:
-                eps = parts.guided_eps(x, extra, i, active, g)
-            else:  # a reuse step takes the last full step's shallow residuals, not the ControlNets'
-                reuse = cache.reuses(active)
-                down_res, mid_res = summed_residuals(parts.control(k, x, i) for k in (() if reuse else active))
-                eps = guide(cache.eps(unet_input(x, extra), i, down_res, mid_res, active, reuse).float(), g)
-            latents, x0 = parts.step(eps, i, latents)
+            active = tuple(k for k, control in enumerate(controls) if control.active(i, n))
+            latents, x0 = parts.step(parts.guided_eps(x, extra, i, active, g, context), i, latents)
             if after_step is not None:
                 latents = after_step(i, t, latents)
-            if every and (i + 1) % every == 0 and i + 1 < len(ts):
-                preview(i + 1, len(ts), latents if x0 is None else x0)
+            if every and (i + 1) % every == 0 and i + 1 < n:
+                preview(i + 1, n, latents if x0 is None else x0)
             if progress is not None:
-                progress(i + 1, len(ts))
+                progress(i + 1, n)
     finally:
         parts.finish()
     return latents
+
+
+def _strategy(unet, scheduler, ts, controls: Sequence[ControlInput], batch: int, kwargs: dict, fast, deep_cache: int):
+    """The run's parts: the fast path's (graphs of the guided step only for the exact loop: quick
+    mode reuses features) or the eager ones. Each hint is batched once, the same for both
+    guidance halves."""
+    device, dtype = unet.device, unet.dtype
+    hints = [batched(c.hint.to(device, dtype), batch) for c in controls]
+    if fast is not None:
+        return fast.parts(unet, scheduler, ts, controls, hints, kwargs, graphable=deep_cache == 1)
+    return EagerParts(unet, scheduler, ts, controls, hints, kwargs)
 
 
 @torch.no_grad()
@@ -386,11 +300,7 @@ def sample_latents(unet, cond, *, uncond, latents, steps, guidance, controlnet=N
         if hint is None:
             raise ValueError("a controlnet needs a hint image")
         controls.append(ControlInput(controlnet, hint))
-    path = None
-    if fast:
-        from .fast import FastPath
-
-        path = FastPath(compile=False)
+    path = FastPath(compile=False) if fast else None
     return denoise(
         unet, make_scheduler(DEFAULT_SCHEDULER), latents, cond, uncond,
         steps=steps, guidance=guidance, controls=controls, fast=path,

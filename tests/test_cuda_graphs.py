@@ -127,7 +127,7 @@ def test_quick_mode_and_wrapped_controlnets_run_without_graphs():
     path = FastPath(graphs=True)
     ts = make_scheduler()
     ts.set_timesteps(4)
-    common = (unet, ts, ts.timesteps, [], [], torch.zeros(2, 148, 64), {})
+    common = (unet, ts, ts.timesteps, [], [], {})
     assert isinstance(path.parts(*common), GraphParts)
     assert not isinstance(path.parts(*common, graphable=False), GraphParts)
     wrapped = ControlInput(torch.nn.Identity(), torch.zeros(1, 3, 64, 64))

@@ -15,10 +15,11 @@ from conftest import shared_file
 
 from prompt_free import CheckpointError, ModelUnavailableError, load_controlnet, load_unet
 from prompt_free.formats import (
+    MODEL_KINDS,
     SD15_CONTROLNET_CONFIG,
     SD15_UNET_CONFIG,
     SD15_VAE_CONFIG,
-    _vae_diffusers_state_dict,
+    _to_diffusers,
     convert_controlnet_state_dict,
     convert_unet_state_dict,
     convert_vae_state_dict,
@@ -229,7 +230,7 @@ def small_vae_and_ldm():
     vae = AutoencoderKL(**SMALL_VAE_CONFIG).eval()
     full = {k[len("vae.image."):]: v for k, v in _keys("pfd_vae_keys.json").items()}
     meta = _meta(full)
-    converted, _ = _vae_diffusers_state_dict(meta, SD15_VAE_CONFIG)
+    converted, _ = _to_diffusers(MODEL_KINDS["vae"], meta, SD15_VAE_CONFIG)
     by_id = {id(v): k for k, v in converted.items()}
     by_base = {id(v._base): k for k, v in converted.items() if v._base is not None}
     small = vae.state_dict()

@@ -7,17 +7,30 @@ from typing import Any, Callable, Dict, Mapping
 import numpy as np
 from PIL import Image
 
-from .. import settings
 from ..errors import CheckpointError, InvalidSettingError, PromptFreeError
 from ..images import load_image
-from . import depth, edges, lineart, mlsd, normalbae, openpose, seg, simple, weights
+from ..settings import DETECT_RESOLUTION
+from .depth import DETECTORS as DEPTH, NETWORKS as DEPTH_NETWORKS
+from .edges import DETECTORS as EDGES, NETWORKS as EDGES_NETWORKS
+from .lineart import DETECTORS as LINEART, NETWORKS as LINEART_NETWORKS
+from .mlsd import DETECTORS as MLSD, NETWORKS as MLSD_NETWORKS
+from .normalbae import DETECTORS as NORMALBAE, NETWORKS as NORMALBAE_NETWORKS
+from .openpose import DETECTORS as OPENPOSE, NETWORKS as OPENPOSE_NETWORKS
+from .seg import DETECTORS as SEG, NETWORKS as SEG_NETWORKS
+from .simple import DETECTORS as SIMPLE, NETWORKS as SIMPLE_NETWORKS
 from .specs import SPECS, DetectorSpec
+from .weights import find_all, folders_key, unloadable
 
-_FAMILIES = (simple, openpose, depth, normalbae, edges, mlsd, lineart, seg)
-# detector name -> (make(networks by file name) -> impl, run(impl, rgb, resolution, options) -> map)
-MAKERS: Dict[str, tuple] = {name: pair for f in _FAMILIES for name, pair in f.DETECTORS.items()}
-# weight file name -> build(path) -> loaded network (CPU, eval mode)
-NETWORKS: Dict[str, Callable] = {name: build for f in _FAMILIES for name, build in f.NETWORKS.items()}
+# Each family module's tables, imported by name (not through the package, which imports this
+# module): detector name -> (make(networks by file name) -> impl, run(impl, rgb, resolution,
+# options) -> map), and weight file name -> build(path) -> loaded network (CPU, eval mode).
+_FAMILIES = (
+    (SIMPLE, SIMPLE_NETWORKS), (OPENPOSE, OPENPOSE_NETWORKS), (DEPTH, DEPTH_NETWORKS),
+    (NORMALBAE, NORMALBAE_NETWORKS), (EDGES, EDGES_NETWORKS), (MLSD, MLSD_NETWORKS),
+    (LINEART, LINEART_NETWORKS), (SEG, SEG_NETWORKS),
+)
+MAKERS: Dict[str, tuple] = {name: pair for detectors, _ in _FAMILIES for name, pair in detectors.items()}
+NETWORKS: Dict[str, Callable] = {name: build for _, networks in _FAMILIES for name, build in networks.items()}
 
 
 class Detector:
@@ -49,7 +62,7 @@ class Detector:
         import torch
 
         opts = self.options(options)
-        res = settings.DETECT_RESOLUTION.check(resolution)
+        res = DETECT_RESOLUTION.check(resolution)
         rgb = np.asarray(load_image(image, "control image"), dtype=np.uint8)
         h0, w0 = rgb.shape[:2]
         try:
@@ -92,8 +105,8 @@ def build(engine, name: str, annotator_dir=None) -> Detector:
     """Detector ``name`` with its networks, each network held by ``engine`` (shared by every
     detector that uses the same file). Called through ``Engine.detector``, which holds the result."""
     spec = SPECS[name]
-    paths = weights.find_all(spec, engine.registry, annotator_dir, allow_download=engine.allow_download)
-    folders = weights.folders_key(annotator_dir)
+    paths = find_all(spec, engine.registry, annotator_dir, allow_download=engine.allow_download)
+    folders = folders_key(annotator_dir)
     nets = {wf.filename: engine.cached(("detector networks", wf.filename, folders),
                                        lambda wf=wf: _load_network(engine, spec, wf, paths[wf.filename]))
             for wf in spec.weights}
@@ -105,7 +118,7 @@ def _load_network(engine, spec: DetectorSpec, wf, path):
     try:
         return NETWORKS[wf.filename](path)
     except CheckpointError as e:
-        raise weights.unloadable(spec, engine.registry, wf, path, str(e)) from None
+        raise unloadable(spec, engine.registry, wf, path, str(e)) from None
     except Exception as e:  # building the network itself failed (library versions ...)
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise weights.unloadable(spec, engine.registry, wf, path, f"{type(e).__name__}{': ' + first if first else ''}") from e
+        raise unloadable(spec, engine.registry, wf, path, f"{type(e).__name__}{': ' + first if first else ''}") from e

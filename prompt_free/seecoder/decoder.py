@@ -45,6 +45,7 @@ class PerTokenEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
+    # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/seecoder.py: DecoderLayer.forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dim = x.shape[-1]
         attn = self.self_attn
@@ -73,6 +74,7 @@ class SeeCoderDecoder(nn.Module):
         self.transformer = _Layers(cfg)
         self.lateral_layers = nn.ModuleDict({lvl: ConvNorm(cfg.channels(lvl), cfg.dim) for lvl in ("res3", "res4", "res5")})
 
+    # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/seecoder.py: Decoder.forward
     def forward(self, feats: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         tokens, shapes = [], []
         for k, lvl in enumerate(DECODER_ORDER):

@@ -32,6 +32,7 @@ class PositionEncoding(nn.Module):
             cin = cfg.out_channels
         self.mlp = nn.Sequential(*layers)
 
+    # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/seecoder.py: PPE_MLP.forward
     def features(self, h: int, w: int, device) -> torch.Tensor:
         """(h*w, 4*freq_num) float32 features, row-major positions."""
         m = min(h, w)
@@ -56,6 +57,7 @@ class CrossAttentionLayer(nn.Module):
         self.multihead_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm = nn.LayerNorm(dim)
 
+    # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/seecoder.py: CrossAttentionLayer.forward_post
     def forward(self, q, qpos, mem, mem_pos: Optional[torch.Tensor]):
         k = mem if mem_pos is None else mem + mem_pos
         out = self.multihead_attn(q + qpos, k, mem, need_weights=False)[0]
@@ -68,6 +70,7 @@ class SelfAttentionLayer(nn.Module):
         self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm = nn.LayerNorm(dim)
 
+    # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/seecoder.py: SelfAttentionLayer.forward_post
     def forward(self, t, pos):
         qk = t + pos
         return self.norm(t + self.self_attn(qk, qk, t, need_weights=False)[0])
@@ -80,6 +83,7 @@ class FeedForwardLayer(nn.Module):
         self.linear2 = nn.Linear(ffn_dim, dim)
         self.norm = nn.LayerNorm(dim)
 
+    # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/seecoder.py: FeedForwardLayer.forward_post
     def forward(self, t):
         return self.norm(t + self.linear2(F.relu(self.linear1(t))))
 
@@ -97,6 +101,7 @@ class QueryTransformer(nn.Module):
         self.level_embed = nn.Embedding(cfg.num_levels, cfg.dim)
         self.pe_layer = PositionEncoding(pe) if pe is not None else None
 
+    # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/seecoder.py: QueryTransformer.forward
     def forward(self, feats: Dict[str, torch.Tensor]) -> torch.Tensor:
         B = feats[MEMORY_ORDER[0]].shape[0]
         mems, mem_pos = [], []

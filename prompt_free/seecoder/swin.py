@@ -34,6 +34,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, stride=cfg.patch_size)
         self.norm = nn.LayerNorm(cfg.embed_dim)
 
+    # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/swin.py: PatchEmbed.forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, H/4, W/4, C)
         p = self.patch_size
         H, W = x.shape[-2:]
@@ -41,6 +42,7 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
+# Adapted from timm 1.0.31, timm/models/swin_transformer.py: window_partition (windows flattened)
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
     """(B, Hp, Wp, C) -> (B * nWindows, ws*ws, C), batch outermost (as timm's mask expects)."""
     B, H, W, C = x.shape
@@ -48,12 +50,15 @@ def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
     return x.reshape(-1, ws * ws, C)
 
 
+# Adapted from timm 1.0.31, timm/models/swin_transformer.py: window_reverse
 def window_merge(windows: torch.Tensor, ws: int, B: int, H: int, W: int) -> torch.Tensor:
     C = windows.shape[-1]
     x = windows.view(B, H // ws, W // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(B, H, W, C)
 
 
+# Adapted from timm 1.0.31, timm/models/swin_transformer.py: SwinTransformerBlock.get_attn_mask
+# (over the padded grid, as Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/swin.py: BasicLayer.forward)
 def shifted_window_mask(Hp: int, Wp: int, ws: int, shift: int, device, dtype) -> torch.Tensor:
     """0 / -100 mask (nWindows, ws*ws, ws*ws) built over the PADDED grid (official order)."""
     labels = torch.zeros(1, Hp, Wp, 1, device=device)
@@ -105,6 +110,8 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act_layer=nn.GELU)
 
+    # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/swin.py: SwinTransformerBlock.forward
+    # (timm 1.0.31, swin_transformer.py: SwinTransformerBlock._attn rolls before padding)
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         B, H, W, C = x.shape
         ws = self.window_size
@@ -132,6 +139,7 @@ class SwinStage(nn.Module):
         )
         self.downsample = PatchMerging(dim) if downsample else None
 
+    # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/swin.py: BasicLayer.forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Returns (pre-merge tokens for this stage's output norm, merged input of the next stage)."""
         ws = self.window_size
@@ -163,6 +171,7 @@ class SwinBackbone(nn.Module):
             # norm0 (res2) is in the official file but unused downstream; kept for strict loading.
             self.add_module(f"norm{i}", nn.LayerNorm(cfg.embed_dim * 2**i))
 
+    # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/swin.py: SwinTransformer.forward
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         x = self.patch_embed(x)
         feats = {}

@@ -19,7 +19,8 @@ the UNet differs:
    unconditional text part is the empty prompt, as in that task (the negative prompt belongs
    to the text baselines).
 
-``reference_strength`` applies to the Prompt-Free columns (1 and 4).
+The reference's strength applies to the Prompt-Free columns (1 and 4); both are built by the
+reference builder (``tasks.reference``), as in the Reference + ControlNet task.
 
 Each column is a small strategy that builds a ``Conditioning``; every column then runs
 through the same ``Engine.generate`` call. The columns share the base UNet, the VAE and the
@@ -47,11 +48,10 @@ from ..errors import ConfigError, InputImageError, InvalidSettingError
 from ..images import image_to_tensor, prepare_reference, side_by_side
 from ..ip_adapter import TextTokensOnly, image_tokens, load_ip_adapter
 from ..sampling import ControlInput, Sampler
-from ..blocks import ALL, normalise_preset
-from ..mixing import with_strength
+from ..blocks import ALL
+from ..text import check_prompt, text_encoder
 from .common import TaskResult, begin, check_work, holds_models, lora_info, sampler_for, timed
-from .text_image import CONCAT, TextImage, reference_conditioning
-from .text_image import normalise_mode as normalise_text_mode
+from .reference import CONCAT, ReferenceOptions, build
 from .control import ControlSettings
 from .controls import (
     MODE_AS_IS,
@@ -224,11 +224,10 @@ class _Run:
     negative: str
     content_controlnet: Optional[str]
     ip_adapter: Optional[str]
+    options: ReferenceOptions  # the reference's: column 4's as they are, column 1's without the text
 
     def text(self, timings: Dict[str, float]) -> Tuple[torch.Tensor, torch.Tensor]:
         """CLIP text contexts of the prompt and the negative prompt (the text columns)."""
-        from ..text import text_encoder
-
         with timed(timings, "load"):
             te = text_encoder(self.engine, self.s.base_model)
         with timed(timings, "text"):
@@ -237,6 +236,10 @@ class _Run:
     @property
     def prompt_note(self) -> str:
         return f"prompt '{self.prompt}'" if self.prompt else "empty prompt"
+
+    @property
+    def seecoder_note(self) -> str:
+        return ", ".join([self.s.seecoder, *self.options.notes()])
 
 
 @dataclass
@@ -250,26 +253,18 @@ class _Column:
 
 
 def _prompt_free(run: _Run, timings: Dict[str, float]) -> _Column:
-    with timed(timings, "encode"):
-        context, uncond = run.engine.encode_reference(run.reference, run.s.seecoder)
-    context = with_strength(context, uncond, run.s.reference_strength)
-    return _Column(Conditioning(context, uncond, [run.structure]),
-                   f"SeeCoder embedding of the reference image ({run.s.seecoder}{_strength_note(run)})",
+    built = build(run.engine, run.s, [run.reference], run.options.image_only(), controls=[run.structure],
+                  timings=timings)
+    return _Column(built.conditioning, f"SeeCoder embedding of the reference image ({run.seecoder_note})",
                    [f"structure: {run.controlnet}"])
 
 
 def _prompt_free_text(run: _Run, timings: Dict[str, float]) -> _Column:
-    options = TextImage(run.prompt.strip(), CONCAT, float(run.s.prompt_weight), ALL)
-    conditioning = reference_conditioning(run.engine, run.reference, run.s, options, [run.structure], timings)
-    weight = f", weight {options.weight:g}" if options.weight != 1.0 else ""
-    return _Column(conditioning,
-                   f"CLIP text ({run.prompt_note}{weight}) + SeeCoder embedding ({run.s.seecoder}{_strength_note(run)}), "
+    built = build(run.engine, run.s, [run.reference], run.options, controls=[run.structure], timings=timings)
+    weight = f", weight {run.options.weight:g}" if run.options.weight != 1.0 else ""
+    return _Column(built.conditioning,
+                   f"CLIP text ({run.prompt_note}{weight}) + SeeCoder embedding ({run.seecoder_note}), "
                    "tokens concatenated", [f"structure: {run.controlnet}"], text_encoder=True)
-
-
-def _strength_note(run: _Run) -> str:
-    s = float(run.s.reference_strength)
-    return f", strength {s:g}" if s != 1.0 else ""
 
 
 def _dual_controlnet(run: _Run, timings: Dict[str, float]) -> _Column:
@@ -325,12 +320,11 @@ class _Checked:
     ip: Optional[str] = None  # IP-Adapter (IP-Adapter column)
     prompt: str = ""
     negative: str = ""
+    options: Optional[ReferenceOptions] = None  # the Prompt-Free columns'
 
 
 def _check(engine, s: CompareSettings, methods) -> _Checked:
     """Every name and range of the run, before anything is loaded or opened."""
-    from ..text import check_prompt
-
     out = _Checked()
     limits.CONTROL_SCALE.check(s.control_scale, "structure ControlNet scale")
     if DUAL_CONTROLNET in methods:
@@ -348,12 +342,12 @@ def _check(engine, s: CompareSettings, methods) -> _Checked:
         limits.IP_ADAPTER_SCALE.check(s.ip_adapter_scale)
     out.prompt = check_prompt(s.prompt, "prompt")
     out.negative = check_prompt(s.negative_prompt, "negative prompt")
-    if normalise_text_mode(s.prompt_mode) != CONCAT or normalise_preset(s.blocks) != ALL:
+    out.options = ReferenceOptions.of(s)
+    if out.options.mode != CONCAT or out.options.blocks != ALL:
         raise InvalidSettingError("the comparison's Prompt-Free + text column is the concat recipe on all blocks: "
                                   "leave prompt_mode 'concat' and blocks 'all' (use the Image Variation or "
                                   "Reference + ControlNet tab for the other modes)")
     if PROMPT_FREE_TEXT in methods:
-        limits.PROMPT_WEIGHT.check(s.prompt_weight)
         if not out.prompt.strip():
             raise InvalidSettingError(f"the '{METHOD_LABELS[PROMPT_FREE_TEXT]}' column needs a prompt: enter one, "
                                       "or switch that column off")
@@ -408,12 +402,10 @@ def compare(
     engine.base_model(s.base_model)
     structure_in = ControlInput(engine.controlnet(controlnet), image_to_tensor(structure_map), p.spec.scale)
     if PROMPT_FREE_TEXT in methods:  # a prompt too long for CLIP is refused before any column runs
-        from ..text import text_encoder
-
         text_encoder(engine, s.base_model).check_length(checked.prompt.strip())
     shared_s = time.perf_counter() - t0
     run = _Run(engine, s, sampler, ref, controlnet, structure_in, checked.prompt, checked.negative,
-               checked.content, checked.ip)
+               checked.content, checked.ip, checked.options)
     columns = {m: _run_column(run, m, k, len(methods), progress) for k, m in enumerate(methods)}
 
     images = [c.image for c in columns.values()]
@@ -423,7 +415,7 @@ def compare(
         "base_model": s.base_model, "seecoder": s.seecoder, "controlnet": controlnet, "mode": mode,
         "preprocessor": preprocessor, "control_scale": p.spec.scale, "content_controlnet": checked.content,
         "ip_adapter": checked.ip, "prompt": checked.prompt, "negative_prompt": checked.negative,
-        "reference_strength": s.reference_strength,
+        **checked.options.image_only().info(),
         "methods": list(methods), "device": str(engine.device),
         "timings": {"shared": shared_s, **{m: c.timings["wall"] for m, c in columns.items()}},
         **lora_info(sampler),

@@ -39,13 +39,14 @@ from .controls import (  # noqa: F401 - the names this tab's users import from h
 from ..map_check import map_problem, map_stats  # noqa: F401
 from ..images import prepare_reference
 from ..settings import MAX_CONTROLS  # noqa: F401
-from .text_image import TextImageSettings, check_text_image, reference_conditioning
+from .reference import ReferenceOptions, build
+from .text_image import TextImageSettings
 
 
 @dataclass
 class ControlSettings(TextImageSettings, SamplerSettings):
     """Sampler settings, the reference's strength and the optional prompt / blocks
-    (``tasks.text_image``); width/height None: follow the first control image (official)."""
+    (``tasks.reference``); width/height None: follow the first control image (official)."""
 
     width: Optional[int] = None
     height: Optional[int] = None
@@ -63,7 +64,7 @@ def reference_control(
     """Generate from ``reference`` (content/style) under ``controls`` (structure). Returns the
     images, the control maps used as ``extras`` (at the output size) and run info."""
     s = begin(engine, settings or ControlSettings())
-    options = check_text_image(s)
+    options = ReferenceOptions.of(s)
     prepared = check_specs(engine, controls)
     open_images(prepared)
     width, height, followed = output_size(s.width, s.height, prepared[0].image)
@@ -76,11 +77,11 @@ def reference_control(
     with timed(timings, "preprocess"):
         maps = [control_map(engine, p, (sampler.width, sampler.height), s.annotator_dir) for p in prepared]
     inputs = [control_input(engine, p, m) for p, m in zip(prepared, maps)]
-    conditioning = reference_conditioning(engine, ref, s, options, inputs, timings)
-    gen = engine.generate(s.base_model, conditioning, sampler, progress=progress)
+    built = build(engine, s, [ref], options, controls=inputs, timings=timings)
+    gen = engine.generate(s.base_model, built.conditioning, sampler, progress=progress)
     info = {
         **sampler_info(s, sampler),
-        **options.info(s.reference_strength),
+        **built.info,
         "size_from": "control image 1" if followed else "settings",
         "controls": controls_info(prepared),
         "timings": {**timings, **gen.timings},

@@ -7,7 +7,8 @@ another size is resized to the photo and ``info["notes"]`` says so) and a refere
 
 Generation (``fill_masked_region``, the part both tasks share)
 * Condition: the SeeCoder embeddings of the reference (cropped to its subject first when
-  ``crop_reference``: background estimated from the border colour).
+  ``crop_reference``: background estimated from the border colour), with its strength, through
+  the reference builder (``tasks.reference``).
 * Inpainting: with a 9-channel SD inpainting UNet (``inpainting: true`` in checkpoints.yaml;
   the first such base model is the default) the UNet gets [mask, masked-image latents] as extra
   input channels (``conditioning.MaskedImageChannels``). With a standard base model, latent
@@ -27,20 +28,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
 from .. import masks as M
 from .. import settings
-from ..conditioning import Conditioning, LatentBlend, MaskedImageChannels
+from ..conditioning import LatentBlend, MaskedImageChannels
 from ..errors import InputImageError, ModelUnavailableError
 from ..images import check_min_side, image_to_tensor, load_image, prepare_reference
 from ..sampling import ControlInput, Sampler
-from ..mixing import with_strength
 from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, lora_info, sampler_for, timed
+from .reference import ReferenceOptions, build
 
 DEFAULT_MAX_SIDE = int(settings.TRYON_MAX_SIDE.default)
 GEN_MIN_LONG_SIDE = 512  # small photos are generated at least this large (SD works poorly below)
@@ -219,6 +220,7 @@ class FilledRegion:
     sampler: Sampler
     seeds: List[int]
     timings: Dict[str, float] = field(default_factory=dict)
+    reference: Dict[str, Any] = field(default_factory=dict)  # the reference builder's info entries
 
 
 # Extra ControlNets of a run, made once the generation size (w, h) is known (try-on's pose).
@@ -246,19 +248,16 @@ def fill_masked_region(
     (gw, gh), photo_gen, gen_mask = generation_inputs(photo, alpha, max_side, notes)
     sampler = sampler_for(s, gw, gh)
     base = resolve_base(engine, requested_base, notes)
-    with timed(timings, "encode"):
-        context, uncond = engine.encode_reference(reference, s.seecoder)
-    context = with_strength(context, uncond, s.reference_strength)
     control_inputs = list(controls((gw, gh))) if controls is not None else []
+    built = build(engine, s, [reference], ReferenceOptions.of(s), controls=control_inputs, timings=timings)
     with timed(timings, "encode_image"):
         method, inpainting = inpainting_hook(engine, base, photo_gen, gen_mask)
-
-    gen = engine.generate(base.name, Conditioning(context, uncond, control_inputs, inpainting=inpainting), sampler,
-                          progress=progress)
+    conditioning = replace(built.conditioning, inpainting=inpainting)
+    gen = engine.generate(base.name, conditioning, sampler, progress=progress)
     with timed(timings, "composite"):
         images = [M.composite(photo, img, alpha) for img in gen.images]
     timings.update(gen.timings)
-    return FilledRegion(images, alpha, (gw, gh), method, base.name, sampler, gen.seeds, timings)
+    return FilledRegion(images, alpha, (gw, gh), method, base.name, sampler, gen.seeds, timings, built.info)
 
 
 def region_info(s: FillSettings, photo: Image.Image, filled: FilledRegion, notes: List[str]) -> dict:
@@ -268,7 +267,7 @@ def region_info(s: FillSettings, photo: Image.Image, filled: FilledRegion, notes
         "seeds": filled.seeds, "width": photo.width, "height": photo.height,
         "generation_size": filled.generation_size, "method": filled.method, "base_model": filled.base_model,
         "seecoder": s.seecoder, "steps": sampler.steps, "guidance": sampler.guidance,
-        "scheduler": sampler.scheduler, "reference_strength": s.reference_strength, "notes": notes,
+        "scheduler": sampler.scheduler, **filled.reference, "notes": notes,
         "timings": filled.timings, **lora_info(sampler),
     }
 

@@ -1,7 +1,8 @@
 """Multi-Reference: up to four reference images, each with a weight and an optional region mask,
 blended into one conditioning; optionally under ControlNets as in Reference + ControlNet.
 
-Blends (``blend_contexts``; every reference is encoded by the same SeeCoder, 148 tokens each):
+Blends (``mixing.blend_contexts``, applied by the reference builder ``tasks.reference``; every
+reference is encoded by the same SeeCoder, 148 tokens each):
 
 * ``average``: the weighted mean of the references' contexts (weights normalised to sum 1);
   148 tokens, the same unconditional context.
@@ -30,18 +31,13 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-import torch
 
 from .. import settings as limits
-from ..blocks import ALL, PRESETS, normalise_preset, route
-from ..conditioning import Conditioning
 from ..errors import InputImageError, InvalidSettingError
 from ..images import prepare_reference
 from ..masks import load_mask
-from ..mixing import with_strength
-from ..regions import RegionalAttention
+from ..mixing import AVERAGE, BLENDS, CONCATENATE, REGIONS, blend_contexts  # noqa: F401 - this task's names too
 from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, sampler_info, timed
-from .fields import REFERENCE, setting
 from .controls import (
     ControlSpec,
     check_maps,
@@ -52,9 +48,8 @@ from .controls import (
     open_images,
     output_size,
 )
-
-AVERAGE, CONCATENATE, REGIONS = "average", "concatenate", "regions"
-BLENDS = (AVERAGE, CONCATENATE, REGIONS)
+from .reference import ReferenceOptions, build, normalise_blend  # noqa: F401 - normalise_blend: this task's name too
+from .text_image import blocks_setting
 
 
 @dataclass
@@ -75,8 +70,7 @@ class MultiReferenceSettings(SamplerSettings):
     blend: str = AVERAGE
     controls: Sequence[ControlSpec] = field(default_factory=tuple)
     annotator_dir: Optional[str] = None  # detector weights; None: env PFD_ANNOTATOR_DIR, then the hub
-    blocks: str = setting(ALL, section=REFERENCE, label="Reference goes to", cli="--blocks", choices=PRESETS,
-                          help="the UNet blocks the reference goes to (default all)")  # the others: the unconditional context
+    blocks: str = blocks_setting()  # the blended references go to these blocks, the others get the unconditional context
 
 
 @dataclass
@@ -85,13 +79,6 @@ class _Slot:
     image: Any
     weight: float
     mask: Any
-
-
-def normalise_blend(blend: Optional[str]) -> str:
-    key = str(blend or AVERAGE).strip().lower()
-    if key not in BLENDS:
-        raise InvalidSettingError(f"unknown blend {blend!r}; choose one of: {', '.join(BLENDS)}")
-    return key
 
 
 def check_references(references: Sequence[Any], blend: str) -> Tuple[List[_Slot], List[str]]:
@@ -148,24 +135,6 @@ def region_masks(slots: Sequence[_Slot], size: Tuple[int, int], notes: List[str]
     return out
 
 
-def blend_contexts(contexts: Sequence[torch.Tensor], uncond: torch.Tensor, weights: Sequence[float], blend: str):
-    """(context, uncond, spans) of a blend; ``spans``: each reference's tokens in the context."""
-    n = contexts[0].shape[1]
-    dtype = contexts[0].dtype
-    if blend == AVERAGE:
-        total = float(sum(weights))
-        mixed = None
-        for c, w in zip(contexts, weights):
-            part = c.float() * (w / total)
-            mixed = part if mixed is None else mixed + part
-        return mixed.to(dtype), uncond, [slice(0, n)]
-    spans = [slice(k * n, (k + 1) * n) for k in range(len(contexts))]
-    repeated = torch.cat([uncond] * len(contexts), dim=1)
-    if blend == CONCATENATE:
-        return torch.cat([(c.float() * float(w)).to(dtype) for c, w in zip(contexts, weights)], dim=1), repeated, spans
-    return torch.cat(list(contexts), dim=1), repeated, spans
-
-
 @holds_models
 def multi_reference(engine, references: Sequence[Any], settings: Optional[MultiReferenceSettings] = None,
                     progress: Progress = None) -> TaskResult:
@@ -173,12 +142,8 @@ def multi_reference(engine, references: Sequence[Any], settings: Optional[MultiR
     ``Reference``s or images (weight 1, no mask); None marks an empty slot. Returns the images,
     the control maps used as ``extras`` and run info (blend, references, notes)."""
     s = begin(engine, settings or MultiReferenceSettings())
-    blend = normalise_blend(s.blend)
-    blocks = normalise_preset(s.blocks)
-    if blocks != ALL and blend == REGIONS:
-        raise InvalidSettingError(
-            "style-only / layout-only blocks work with the average and concatenate blends, not with regions "
-            "(both need their own cross-attention processors); choose all blocks or another blend")
+    options = ReferenceOptions.of(s)  # the blend, the blocks and the strength, checked
+    blend = options.blend
     slots, notes = check_references(references, blend)
     controls = [c for c in (s.controls or ()) if c is not None]
     prepared = check_specs(engine, controls) if controls else []
@@ -198,26 +163,13 @@ def multi_reference(engine, references: Sequence[Any], settings: Optional[MultiR
     with timed(timings, "preprocess"):
         maps = [control_map(engine, p, size, s.annotator_dir) for p in prepared]
     inputs = [control_input(engine, p, m) for p, m in zip(prepared, maps)]
-    with timed(timings, "encode"):
-        encoded = [engine.encode_reference(r, s.seecoder) for r in refs]
-    weights = [sl.weight for sl in slots]
-    context, uncond, spans = blend_contexts([c for c, _ in encoded], encoded[0][1], weights, blend)
-    context = with_strength(context, uncond, s.reference_strength)  # 1.0: the blend as it is
-    patch = None
-    if blend == REGIONS:
-        controlnets = [getattr(ci.controlnet, "controlnet", ci.controlnet) for ci in inputs]
-        patch = RegionalAttention(masks, weights, spans, controlnets)
-    elif blocks != ALL:  # the blend in the chosen blocks, the unconditional context in the others
-        context, uncond, patch = route(blocks, [(context, uncond), (uncond, uncond)], (0, 1), (1, 2))
-        inputs = patch.for_controls(inputs)
-    gen = engine.generate(s.base_model, Conditioning(context, uncond, inputs, unet_patch=patch), sampler,
-                          progress=progress)
+    # the blend in the chosen blocks (the unconditional context in the others), or per region
+    built = build(engine, s, refs, options, controls=inputs, weights=[sl.weight for sl in slots], regions=masks,
+                  timings=timings)
+    gen = engine.generate(s.base_model, built.conditioning, sampler, progress=progress)
     info = {
         **sampler_info(s, sampler),
-        "blend": blend,
-        "reference_strength": s.reference_strength,
-        "blocks": blocks,
-        "tokens": int(context.shape[1]),
+        **built.info,  # blend, strength, blocks, tokens
         "references": [{"reference": sl.index, "weight": sl.weight, "mask": sl.mask is not None and blend == REGIONS}
                        for sl in slots],
         "notes": notes,

@@ -1,5 +1,5 @@
 """Image Variation: new images with the content and style of one reference image, optionally
-with a text prompt and style-only control (``tasks.text_image``)."""
+with a text prompt and style-only control (the reference builder, ``tasks.reference``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Optional
 
 from ..images import prepare_reference
 from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, sampler_info
-from .text_image import TextImageSettings, check_text_image, reference_conditioning
+from .reference import ReferenceOptions, build
+from .text_image import TextImageSettings
 
 
 @dataclass
@@ -20,11 +21,11 @@ class VariationSettings(TextImageSettings, SamplerSettings):
 def image_variation(engine, reference, settings: Optional[SamplerSettings] = None, progress: Progress = None) -> TaskResult:
     """``settings.num_images`` images of the reference's SeeCoder embedding (image i: seed + i)."""
     s = begin(engine, settings or VariationSettings())
-    options = check_text_image(s)
+    options = ReferenceOptions.of(s)
     sampler = sampler_for(s)
     check_work([(sampler, 0)])
     timings = {}
-    conditioning = reference_conditioning(engine, prepare_reference(reference), s, options, timings=timings)
-    gen = engine.generate(s.base_model, conditioning, sampler, progress=progress)
-    return TaskResult(gen.images, [], {**sampler_info(s, sampler), **options.info(s.reference_strength),
+    built = build(engine, s, [prepare_reference(reference)], options, timings=timings)
+    gen = engine.generate(s.base_model, built.conditioning, sampler, progress=progress)
+    return TaskResult(gen.images, [], {**sampler_info(s, sampler), **built.info,
                                        "timings": {**timings, **gen.timings}})

@@ -1,0 +1,226 @@
+"""The one reference builder: every task's reference conditioning and what it reports about it.
+
+Image Variation, Reference + ControlNet, the comparison's Prompt-Free columns, Edit with a
+reference (and Try-On through it) and Multi-Reference all call it:
+
+    options = ReferenceOptions.of(s)          # checked, before any model loads
+    built = build(engine, s, [reference], options, controls=..., timings=timings)
+    engine.generate(s.base_model, built.conditioning, sampler)
+    info = {..., **built.info}
+
+``ReferenceOptions.of`` reads the reference's options the task's settings declare (a task
+without a prompt, blocks or blend simply has none: none is applied, none reported):
+
+* ``reference_strength`` (every task): ``uncond + s (cond - uncond)``, ``mixing.with_strength``;
+* ``prompt`` + ``prompt_mode`` + ``prompt_weight``: ``concat`` puts the prompt's 77 CLIP tokens
+  (weighted from the empty prompt, ``mixing.weighted_text``) before the SeeCoder tokens
+  (``mixing.concat_text_image``); ``style`` sends the reference to the style blocks and the text
+  to the others ("all" blocks become "style" then);
+* ``blocks`` ("all" | "style" | "layout", ``prompt_free.blocks``): the blocks the reference goes
+  to; the others get the text (with a prompt) or the unconditional context;
+* ``blend`` (several references, ``mixing.blend_contexts``): average, concatenate, or regions
+  (``regions.RegionalAttention``, the masks at the output size).
+
+``build`` runs the steps in this order, one function each; the next controls each go into one
+of them (a reference window or a negative reference: ``_finish``; a source mask or saved
+embeddings: ``_encode``), with their option in ``ReferenceOptions``:
+
+1. ``_text``: the prompt's tokens. The text encoder loads only with a prompt; a prompt over its
+   77 tokens is refused (``TextEncoder.check_length``) before the reference is encoded.
+2. ``_encode``: each reference through ``engine.encode_reference`` (timed as "encode").
+3. ``_blend``: several references mixed; one reference is used as encoded.
+4. strength (``mixing.with_strength``).
+5. ``_place``: text, blocks or regions; ``_finish``: the ``Conditioning``.
+
+Neutral values build exactly today's conditioning: at strength 1 the encoded tensor itself (no
+arithmetic), no text encoder without a prompt, no patch for "all blocks".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .. import settings as limits
+from ..blocks import ALL, STYLE, normalise_preset, route
+from ..conditioning import Conditioning
+from ..errors import InvalidSettingError
+from ..mixing import AVERAGE, BLENDS, REGIONS, blend_contexts, concat_text_image, weighted_text, with_strength
+from ..regions import RegionalAttention
+from ..text import check_prompt, text_encoder
+from .common import timed
+
+CONCAT, STYLE_MODE = "concat", "style"
+PROMPT_MODES = (CONCAT, STYLE_MODE)
+
+Pair = Tuple[torch.Tensor, torch.Tensor]  # (context, unconditional context), each (1, N, C)
+
+
+def normalise_mode(mode) -> str:
+    key = str(mode if mode is not None else CONCAT).strip().lower()
+    if key not in PROMPT_MODES:
+        raise InvalidSettingError(f"unknown prompt mode {mode!r}; choose one of: {', '.join(PROMPT_MODES)}")
+    return key
+
+
+def normalise_blend(blend: Optional[str]) -> str:
+    key = str(blend or AVERAGE).strip().lower()
+    if key not in BLENDS:
+        raise InvalidSettingError(f"unknown blend {blend!r}; choose one of: {', '.join(BLENDS)}")
+    return key
+
+
+@dataclass(frozen=True)
+class ReferenceOptions:
+    """The reference's checked options. ``None``: not an option of the task (nothing applied,
+    nothing reported); ``prompt`` "": no text; ``blocks``: the preset actually used."""
+
+    strength: float = 1.0  # as given, so the info reports the value the caller set
+    prompt: Optional[str] = None
+    mode: str = CONCAT
+    weight: float = 1.0
+    blocks: Optional[str] = None
+    blend: Optional[str] = None  # None: one reference
+
+    @classmethod
+    def of(cls, s) -> "ReferenceOptions":
+        """The options settings ``s`` declare, checked before anything is loaded (the order of
+        the checks: blend, prompt, prompt mode, text weight, blocks)."""
+        blend = normalise_blend(s.blend) if hasattr(s, "blend") else None
+        prompt = check_prompt(s.prompt, "prompt").strip() if hasattr(s, "prompt") else None
+        mode = normalise_mode(getattr(s, "prompt_mode", CONCAT))
+        weight = float(limits.PROMPT_WEIGHT.check(getattr(s, "prompt_weight", 1.0)))
+        blocks = normalise_preset(s.blocks) if hasattr(s, "blocks") else None
+        if prompt and mode == STYLE_MODE and blocks == ALL:
+            blocks = STYLE  # style mode: the text needs blocks of its own
+        if blend == REGIONS and blocks not in (None, ALL):
+            raise InvalidSettingError(
+                "style-only / layout-only blocks work with the average and concatenate blends, not with regions "
+                "(both need their own cross-attention processors); choose all blocks or another blend")
+        if blend == REGIONS and prompt:
+            raise InvalidSettingError("the regions blend takes no prompt (its spans are the references' tokens)")
+        return cls(s.reference_strength, prompt, mode, weight, blocks, blend)
+
+    def image_only(self) -> "ReferenceOptions":
+        """These options without the text and the blocks (the comparison's Prompt-Free column)."""
+        return replace(self, prompt=None, mode=CONCAT, weight=1.0, blocks=None)
+
+    def info(self) -> Dict[str, Any]:
+        """The entries a task's ``info`` reports about the reference (the UI and the PNG
+        metadata read them)."""
+        out: Dict[str, Any] = {} if self.blend is None else {"blend": self.blend}
+        out["reference_strength"] = self.strength
+        if self.prompt is not None:
+            out.update(prompt=self.prompt, prompt_mode=self.mode if self.prompt else None,
+                       prompt_weight=self.weight if self.prompt else None)
+        if self.blocks is not None:
+            out["blocks"] = self.blocks
+        return out
+
+    def notes(self) -> List[str]:
+        """Short notes of the non-neutral options of the reference itself, e.g. "strength 0.5"."""
+        return [f"strength {float(self.strength):g}"] if float(self.strength) != 1.0 else []
+
+
+@dataclass(frozen=True)
+class BuiltReference:
+    """What ``build`` made: the run's ``Conditioning`` and the info entries of the reference."""
+
+    conditioning: Conditioning
+    info: Dict[str, Any]
+
+
+def build(
+    engine,
+    s,
+    references: Sequence,
+    options: ReferenceOptions,
+    *,
+    controls: Sequence = (),
+    weights: Optional[Sequence[float]] = None,
+    regions: Optional[np.ndarray] = None,
+    timings: Optional[Dict[str, float]] = None,
+) -> BuiltReference:
+    """The conditioning of ``references`` (prepared images, encoded with ``s.seecoder``; the text
+    with ``s.base_model``'s encoder) under ``options``. ``controls``: the run's ControlInputs;
+    ``weights``: one per reference (a blend); ``regions``: (K, H, W) masks at the output size
+    (the regions blend)."""
+    timings = {} if timings is None else timings
+    text = _text(engine, s.base_model, options, timings) if options.prompt else None
+    encoded = _encode(engine, s.seecoder, references, timings)
+    context, uncond, spans = _blend(encoded, options.blend, weights)
+    image = (with_strength(context, uncond, options.strength), uncond)
+    conditioning = _finish(_place(options, text, image, list(controls), weights, spans, regions))
+    info = options.info()
+    if options.blend is not None:
+        info["tokens"] = int(conditioning.context.shape[1])
+    return BuiltReference(conditioning, info)
+
+
+def encode_text(engine, base_model: str, prompt: str, weight: float, timings: Dict[str, float]) -> Pair:
+    """(weighted prompt tokens, empty-prompt tokens), each (1, 77, C), with ``base_model``'s
+    CLIP text encoder (loaded here, on first use)."""
+    with timed(timings, "load"):
+        te = text_encoder(engine, base_model)
+    te.check_length(prompt)
+    with timed(timings, "text"):
+        text, empty = te.encode(prompt), te.encode("")
+    return weighted_text(text, empty, weight), empty
+
+
+def _text(engine, base_model: str, options: ReferenceOptions, timings: Dict[str, float]) -> Pair:
+    return encode_text(engine, base_model, options.prompt, options.weight, timings)
+
+
+def _encode(engine, seecoder: str, references: Sequence, timings: Dict[str, float]) -> List[Pair]:
+    """(context, unconditional context) of each reference, as the engine encodes (and caches) it."""
+    with timed(timings, "encode"):
+        return [engine.encode_reference(r, seecoder) for r in references]
+
+
+def _blend(encoded: Sequence[Pair], blend: Optional[str], weights: Optional[Sequence[float]]):
+    """(context, uncond, spans): one reference as encoded (the tensors themselves), several blended."""
+    if blend is None:
+        if len(encoded) != 1:
+            raise ValueError(f"{len(encoded)} references need a blend")
+        (context, uncond), = encoded
+        return context, uncond, [slice(0, context.shape[1])]
+    if weights is None or len(weights) != len(encoded):
+        raise ValueError("a blend needs one weight per reference")
+    return blend_contexts([c for c, _ in encoded], encoded[0][1], weights, blend)
+
+
+def _place(options: ReferenceOptions, text: Optional[Pair], image: Pair, controls: list,
+           weights, spans, regions) -> Tuple[torch.Tensor, torch.Tensor, list, Any]:
+    """(run context, run unconditional context, controls, UNet patch or None): where the
+    reference (and the text) go."""
+    blocks = options.blocks or ALL
+    context, uncond = image
+    if options.blend == REGIONS:
+        extra = [getattr(c.controlnet, "controlnet", c.controlnet) for c in controls]  # they see the regions too
+        return context, uncond, controls, RegionalAttention(regions, weights, spans, extra)
+    if text is None:
+        if blocks == ALL:
+            return context, uncond, controls, None
+        # no text: the other blocks get the unconditional context in both guidance halves
+        segments, chosen, other = [image, (uncond, uncond)], (0, 1), (1, 2)
+    elif options.mode == CONCAT:
+        if blocks == ALL:
+            return (*concat_text_image(text, image), controls, None)
+        segments, chosen, other = [text, image], (0, 2), (0, 1)  # chosen: [text | image], others: text
+    else:
+        segments, chosen, other = [image, text], (0, 1), (1, 2)
+    ctx, unc, patch = route(blocks, segments, chosen, other)
+    return ctx, unc, patch.for_controls(controls), patch
+
+
+def _finish(placed) -> Conditioning:
+    context, uncond, controls, patch = placed
+    return Conditioning(context, uncond, controls, unet_patch=patch)
+
+
+__all__ = ["BuiltReference", "CONCAT", "PROMPT_MODES", "ReferenceOptions", "STYLE_MODE", "build", "encode_text",
+           "normalise_blend", "normalise_mode"]
