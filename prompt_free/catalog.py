@@ -81,7 +81,8 @@ class TaskSpec:
             except (TypeError, ValueError):
                 return default
 
-        pixels = number(getattr(settings, "width", None), UNKNOWN_SIDE) * number(getattr(settings, "height", None), UNKNOWN_SIDE)
+        side = lambda name: number(getattr(settings, name, None), UNKNOWN_SIDE)  # noqa: E731
+        pixels = side("width") * side("height")
         steps = number(getattr(settings, "steps", None), DEFAULT_STEPS)
         images = number(getattr(settings, "num_images", None), 1)
         per_run = pixels / 1e6 * steps * images * (1 + self.controlnets(settings, call or {}))

@@ -164,3 +164,24 @@ def test_every_output_picture_is_a_tracked_file_of_its_own():
         os.remove(a)
         tracked -= {a}
         assert a not in tracked and not os.path.exists(os.path.dirname(a)) and os.path.exists(b)
+
+
+def test_appended_parameters_follow_previews_and_reach_the_handler():
+    """Parameters added after the endpoints were published come after ``previews``: the ones
+    published before keep their places; the handler gets the appended values after the others."""
+    from prompt_free.app.previews import LivePreviews
+
+    seen = {}
+
+    def handler(pair, label, later, progress):
+        seen.update(pair=pair, label=label, later=later)
+        return f"{label}: {pair.left + pair.right} {later}"
+
+    with gr.Blocks():
+        a, b, c, d = gr.Number(1), gr.Number(2), gr.Textbox("x"), gr.Number(0)
+        live = LivePreviews(gr.Checkbox(True), outputs=1, enabled=False)
+        api = endpoint(handler, Pair(a, b), ("label", c), previews=live, appended=[("later", d)])
+    assert api.parameter_names == ["lhs", "right", "label", "previews", "later"]
+    assert api.inputs == [a, b, c, live.checkbox, d]
+    assert final(api.fn(3, 4, "sum", True, 9, None)) == "sum: 7 9"
+    assert seen == {"pair": Pair(3, 4), "label": "sum", "later": 9}

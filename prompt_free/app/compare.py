@@ -39,7 +39,7 @@ from prompt_free.tasks.control import MODE_AS_IS, MODE_PREPROCESS, MODES, contro
 from prompt_free.tasks.fields import REFERENCE
 
 from .endpoint import InputGroup
-from .fields import last_section, section_controls, slider
+from .fields import appended_section, last_section, section_controls, slider
 from .previews import live_previews
 from .task_endpoint import ToCall, task_endpoint
 from .uploads import image_input
@@ -274,9 +274,10 @@ def build(engine) -> None:
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
                 loras = lora_pickers(engine, "compare", controls)
                 last = last_section(CompareSettings, "compare")
+                appended = appended_section(CompareSettings, "compare")  # settings added since the API was published
                 run, stop = run_buttons("Compare", "compare")
                 live = live_previews(engine, "compare", outputs=0, show=_column_preview)  # outputs: below
-                settings_from_png(models, controls, baselines, last, elem_id="compare-load-png")
+                settings_from_png(models, controls, baselines, last, appended, elem_id="compare-load-png")
         outputs = _outputs(ip_names)
         size_follows_image(engine, structure.image, controls)
         _examples(reference, structure, choices)
@@ -303,7 +304,8 @@ def build(engine) -> None:
         optional_state = gr.State()
         event_outputs = [*outputs.components(), controls.seed, optional_state]
         api = task_endpoint(engine, "compare", ToCall("reference_image", reference, "reference"), structure, models,
-                            columns, baselines, controls, strength, text_column, loras, last, present=present,
+                            columns, baselines, controls, strength, text_column, loras, last,
+                            present=present, appended=appended,
                             check=check, previews=replace(live, outputs=len(event_outputs)), progress_label="Comparing")
         event = run.click(api.fn, inputs=api.inputs, outputs=event_outputs, api_name="compare")
         event.success(lambda values: tuple(values), inputs=[optional_state],

@@ -22,7 +22,7 @@ from prompt_free.tasks.control import (
 )
 
 from .endpoint import InputGroup
-from .fields import last_section, reference_section, slider
+from .fields import appended_section, last_section, reference_section, slider
 from .previews import live_previews
 from .task_endpoint import Joined, ToCall, task_endpoint
 from .uploads import image_input
@@ -144,9 +144,10 @@ def build(engine) -> None:
                 options = reference_section(ControlSettings, "control", title="Reference strength and text")
                 loras = lora_pickers(engine, "control", controls)
                 last = last_section(ControlSettings, "control")
+                appended = appended_section(ControlSettings, "control")  # settings added since the API was published
                 run, stop = run_buttons("Generate", "control")
                 live = live_previews(engine, "control", outputs=3)  # the event's outputs
-                _load_png(panel, models, controls, options, last)
+                _load_png(panel, models, controls, options, last, appended)
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="control-gallery")
@@ -158,7 +159,8 @@ def build(engine) -> None:
             return pictures, _info(result.info), settings.seed
 
         api = task_endpoint(engine, "reference_control", ToCall("reference_image", reference, "reference"), models,
-                            panel.to_call(), controls, options, loras, last, present=present, previews=live)
+                            panel.to_call(), controls, options, loras, last,
+                            present=present, appended=appended, previews=live)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
         stop_cancels(stop, event)
 

@@ -23,7 +23,7 @@ from prompt_free.tasks.edit import EditSettings, inpainting_base_model, load_pho
 from prompt_free.tasks.fields import REFERENCE
 
 from .endpoint import InputGroup
-from .fields import last_section, section_controls
+from .fields import appended_section, last_section, section_controls
 from .masking import (
     AutoBaseModels,
     MaskCanvas,
@@ -116,9 +116,10 @@ def build(engine) -> None:
                 reference_options = section_controls(EditSettings, REFERENCE, "edit")  # the reference's strength
                 loras = lora_pickers(engine, "edit", controls)
                 last = last_section(EditSettings, "edit")
+                appended = appended_section(EditSettings, "edit")  # settings added since the API was published
                 run, stop = run_buttons("Edit", "edit")
                 live = live_previews(engine, "edit", outputs=4)  # the event's outputs
-                settings_from_png(models, controls, options, reference_options, last, fields={"max_side": max_side},
+                settings_from_png(models, controls, options, reference_options, last, appended, fields={"max_side": max_side},
                                   elem_id="edit-load-png")
                 mask = hidden_mask("edit")
             with gr.Column():
@@ -137,7 +138,8 @@ def build(engine) -> None:
             return result.images, result.extras, edit_info(result.info, EditSettings), settings.seed
 
         api = task_endpoint(engine, "edit_with_reference", EditImages(photo, reference, mask), models, options, controls,
-                            ("max_side", max_side), reference_options, loras, last, present=present, previews=live)
+                            ("max_side", max_side), reference_options, loras, last,
+                            present=present, appended=appended, previews=live)
         taken = run.click(take_mask, inputs=[editor, photo], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="edit_reference",

@@ -207,26 +207,34 @@ def run_cancellable(work: Callable[[], Any], pending: Optional[Callable[[], Any]
         token.cancel()  # a no-op once the work is done; after a cancel it stops at the next step
 
 
-def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] = None,
+def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] = None, appended: Sequence[Part] = (),
              work: Optional[Callable[..., float]] = None) -> Endpoint:
     """The function to give Gradio for ``handler`` and the ``inputs`` that go with it.
 
     ``handler(*per_part_values, progress=...)`` receives, for each part, its value (a single
     input) or its group holding values; library errors become ``gr.Error`` (``handle_errors``).
     The function is a cancellable generator (``run_cancellable``). ``previews``: the tab's live
-    previews (``prompt_free.app.previews``): its checkbox is the last parameter, ``previews``, consumed here
-    (the handler does not see it); while the handler runs, its previews are yielded.
-    ``work(*per_part_values)``: the request's work in megapixel-steps (ZeroGPU's duration).
+    previews (``prompt_free.app.previews``): its checkbox is the parameter ``previews`` after the
+    parts, consumed here (the handler does not see it); while the handler runs, its previews are
+    yielded. ``appended``: parts added after the endpoints were published, public parameters
+    after ``previews`` (the handler gets their values after the parts'), so calls that leave them
+    out keep working. ``work(*per_part_values)``: the request's work in megapixel-steps (ZeroGPU).
     """
     names, inputs, spans = [], [], []
+
+    def add(part_names, components, regroup=None):
+        if regroup is not None:
+            spans.append((len(inputs), len(inputs) + len(components), regroup))
+        names.extend(part_names)
+        inputs.extend(components)
+
     for part in parts:
-        part_names, components, regroup = _split(part)
-        spans.append((len(inputs), len(inputs) + len(components), regroup))
-        names += part_names
-        inputs += components
+        add(*_split(part))
+    at = len(inputs) if previews is not None else None  # the previews checkbox's place
     if previews is not None:
-        names.append("previews")
-        inputs.append(previews.checkbox)
+        add(["previews"], [previews.checkbox])
+    for part in appended:
+        add(*_split(part))
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate parameter names in {names}")
     checked = handle_errors(gpu(handler, work))  # on ZeroGPU in spaces.GPU; elsewhere the handler itself
@@ -236,7 +244,7 @@ def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] =
         if len(values) != len(inputs):
             raise TypeError(f"{handler.__name__}: {len(inputs)} values expected, got {len(values)}")
         args = [regroup(values[a:b]) for a, b, regroup in spans]
-        latest = Latest() if previews is not None and previews.enabled and bool(values[-1]) else None
+        latest = Latest() if at is not None and previews.enabled and bool(values[at]) else None
 
         def work():
             with showing(latest.put if latest is not None else None):  # in the worker: the engine's previews

@@ -14,7 +14,7 @@ import gradio as gr
 
 from prompt_free.blocks import PRESET_LABELS
 from prompt_free.settings import Range
-from prompt_free.tasks.fields import LAST, REFERENCE, SettingInfo, declared, in_section
+from prompt_free.tasks.fields import APPENDED, LAST, REFERENCE, SettingInfo, declared, in_section
 from prompt_free.tasks.text_image import CONCAT, STYLE_MODE
 
 from .endpoint import InputGroup
@@ -147,6 +147,11 @@ def reference_section(settings_type, prefix: str, *, title: str, open: bool = Tr
 
 
 def last_section(settings_type, prefix: str) -> SettingsGroup:
-    """The settings that end every endpoint (quick mode), so calls that leave them out get the
-    neutral value."""
+    """The settings that end every endpoint before its ``previews`` parameter (quick mode)."""
     return section_controls(settings_type, LAST, prefix)
+
+
+def appended_section(settings_type, prefix: str) -> SettingsGroup:
+    """The settings added since the endpoints were published (``APPENDED``): their parameters
+    follow ``previews`` (``task_endpoint(..., appended=...)``). Empty when a task has none."""
+    return section_controls(settings_type, APPENDED, prefix)

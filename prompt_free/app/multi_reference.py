@@ -19,7 +19,7 @@ from prompt_free.tasks.control import controlnet_choices
 
 from .control import control_panel, controls_lines
 from .endpoint import InputGroup
-from .fields import last_section, reference_section, slider
+from .fields import appended_section, last_section, reference_section, slider
 from .previews import live_previews
 from .task_endpoint import Joined, task_endpoint
 from .uploads import image_input
@@ -114,9 +114,10 @@ def build(engine) -> None:
                                             open=False, others="the other blocks get nothing (not with the regions blend)")
                 loras = lora_pickers(engine, "multi", controls)
                 last = last_section(MultiReferenceSettings, "multi")
+                appended = appended_section(MultiReferenceSettings, "multi")  # settings added since the API was published
                 run, stop = run_buttons("Generate", "multi")
                 live = live_previews(engine, "multi", outputs=3)  # the event's outputs
-                settings_from_png(models, controls, options, last, fields={"blend": blend}, elem_id="multi-load-png")
+                settings_from_png(models, controls, options, last, appended, fields={"blend": blend}, elem_id="multi-load-png")
             with gr.Column():
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="multi-gallery")
@@ -132,7 +133,8 @@ def build(engine) -> None:
         if panel is not None:
             size_follows_image(engine, panel.first.image, controls)
         api = task_endpoint(engine, "multi_reference", slots, ("blend", blend), models, *parts, controls, options, loras,
-                            last, present=present, previews=live)
+                            last,
+                            present=present, appended=appended, previews=live)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="multi_reference")
         stop_cancels(stop, event)
 

@@ -10,6 +10,9 @@ A tab lists its endpoint's parts in parameter order; each says where its values 
 * ``Joined(parts, contribute)``: several parts whose values make one contribution together
   (the ControlNet panel's specs).
 
+Settings declared after the endpoints were published (section ``APPENDED``) follow the
+``previews`` parameter (``appended``), so the parameters published before keep their places.
+
 The tab gives ``present(result, pictures, settings)``, the event's outputs. ZeroGPU's duration
 comes from the same request (``TaskSpec.work``).
 """
@@ -76,11 +79,14 @@ def _contribute(part, values: Sequence[Any], request: Request) -> None:
 
 def task_endpoint(engine, task: str, *parts: Any, present: Callable[..., tuple],
                   check: Optional[Callable[[Request], None]] = None, previews: Optional[LivePreviews] = None,
-                  progress_label: str = "Sampling") -> Endpoint:
+                  appended: Optional[InputGroup] = None, progress_label: str = "Sampling") -> Endpoint:
     """The endpoint of the task ``task`` (``catalog.TASKS``) over ``parts`` (see the module docstring);
-    ``check(request)`` may refuse a request the tab knows is impossible (``gr.Error``) before it runs."""
+    ``check(request)`` may refuse a request the tab knows is impossible (``gr.Error``) before it runs.
+    ``appended``: the controls of the settings added after the endpoints were published
+    (``fields.APPENDED``), public parameters after ``previews``."""
     spec = task_spec(task)
-    flat, spans = _flatten(parts)
+    tail = [appended] if appended is not None and appended.items() else []
+    flat, spans = _flatten([*parts, *tail])
 
     def request_of(values: Sequence[Any]) -> Request:
         request = Request()
@@ -103,4 +109,5 @@ def task_endpoint(engine, task: str, *parts: Any, present: Callable[..., tuple],
         return spec.work(spec.settings_type(**request.settings), request.call)
 
     handler.__name__ = handler.__qualname__ = spec.name
-    return endpoint(handler, *flat, previews=previews, work=work)
+    head = flat[: len(flat) - len(tail)]
+    return endpoint(handler, *head, previews=previews, appended=tail, work=work)

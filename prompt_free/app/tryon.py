@@ -28,7 +28,7 @@ from prompt_free.tasks.tryon import (
 )
 
 from .endpoint import InputGroup, handle_errors
-from .fields import last_section, section_controls
+from .fields import appended_section, last_section, section_controls
 from .masking import (
     AutoBaseModels,
     MaskCanvas,
@@ -155,9 +155,10 @@ def build(engine) -> None:
                 controls = sampler_controls(engine, size=False)
                 loras = lora_pickers(engine, "tryon", controls)
                 last = last_section(TryOnSettings, "tryon")
+                appended = appended_section(TryOnSettings, "tryon")  # settings added since the API was published
                 run, stop = run_buttons("Try on", "tryon")
                 live = live_previews(engine, "tryon", outputs=4)  # the event's outputs
-                settings_from_png(models, controls, options, reference, last, fields={"max_side": max_side},
+                settings_from_png(models, controls, options, reference, last, appended, fields={"max_side": max_side},
                                   elem_id="tryon-load-png")
                 mask = hidden_mask("tryon")
             with gr.Column():
@@ -178,7 +179,8 @@ def build(engine) -> None:
             return result.images, result.extras, _info(result.info), settings.seed
 
         api = task_endpoint(engine, "virtual_tryon", TryOnImages(person, garment, mask, mask_mode), models, options,
-                            controls, ("max_side", max_side), reference, loras, last, present=present, previews=live)
+                            controls, ("max_side", max_side), reference, loras, last,
+                            present=present, appended=appended, previews=live)
         taken = run.click(take_mask, inputs=[editor, person], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="virtual_tryon",

@@ -6,7 +6,7 @@ import gradio as gr
 
 from prompt_free.tasks import VariationSettings
 
-from .fields import last_section, reference_section
+from .fields import appended_section, last_section, reference_section
 from .previews import live_previews
 from .task_endpoint import ToCall, task_endpoint
 from .uploads import image_input
@@ -33,9 +33,10 @@ def build(engine) -> None:
                 options = reference_section(VariationSettings, "variation", title="Reference strength and text")
                 loras = lora_pickers(engine, "variation", controls)
                 last = last_section(VariationSettings, "variation")
+                appended = appended_section(VariationSettings, "variation")  # settings added since the API was published
                 run, stop = run_buttons("Generate", "variation")
                 live = live_previews(engine, "variation", outputs=3)  # the event's outputs
-                settings_from_png(models, controls, options, last, elem_id="variation-load-png")
+                settings_from_png(models, controls, options, last, appended, elem_id="variation-load-png")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="variation-gallery")
                 info = gr.Markdown(elem_id="variation-info")
@@ -47,6 +48,7 @@ def build(engine) -> None:
             return pictures, format_info(result.info, VariationSettings), settings.seed
 
         api = task_endpoint(engine, "image_variation", ToCall("reference_image", reference, "reference"), models,
-                            controls, options, loras, last, present=present, previews=live)
+                            controls, options, loras, last,
+                            present=present, appended=appended, previews=live)
         event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation")
         stop_cancels(stop, event)

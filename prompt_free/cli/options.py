@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 
 from .. import settings
 from ..errors import PromptFreeError
-from ..tasks.fields import LAST, REFERENCE, in_section, with_cli
+from ..tasks.fields import APPENDED, LAST, REFERENCE, in_section, with_cli
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -125,6 +125,7 @@ def _sampler_options(p: argparse.ArgumentParser, settings_type, *, size: bool = 
     p.add_argument("--num-images", type=int, default=int(settings.NUM_IMAGES.default), help="images per reference (default 1)")
     p.add_argument("--sampler", default=None, help="sampler name (default DDIM, the paper's, or the --lora entry's own)")
     add_declared(p, settings_type, LAST)  # quick mode
+    add_declared(p, settings_type, APPENDED)  # settings added since
     p.add_argument("--base-model", help="a base model of checkpoints.yaml (default: the profile's)")
     p.add_argument("--seecoder", help="a SeeCoder of checkpoints.yaml (default: the profile's)")
 

@@ -44,8 +44,8 @@ class SamplerSettings:
     num_images: int = 1
     scheduler: str = DEFAULT_SCHEDULER
     reference_strength: float = setting(
-        limits.REFERENCE_STRENGTH.default, range=limits.REFERENCE_STRENGTH, section=REFERENCE, label="Reference strength", ui_id="strength",
-        cli="--reference-strength", metavar="S",
+        limits.REFERENCE_STRENGTH.default, range=limits.REFERENCE_STRENGTH, section=REFERENCE,
+        label="Reference strength", ui_id="strength", cli="--reference-strength", metavar="S",
         help="how strongly the reference conditions the picture (guidance between none and the reference; "
              "default 1.0: the reference as encoded)",  # uncond + s * (cond - uncond): mixing.with_strength
         ui_info="How strongly the reference conditions the model: 0 none, 1 as encoded, up to 2 exaggerated. "

@@ -9,8 +9,11 @@ info note and the metadata entry are derived from it (``prompt_free.app.fields``
 setting is one field declaration plus its use in the task or the reference builder.
 
 Sections name where a setting shows and in which order it joins an endpoint:
-``REFERENCE`` (the reference's options, after the sampler's settings) and ``LAST`` (after the
-LoRAs: the endpoint's last parameters, so calls that leave them out get the neutral value).
+``REFERENCE`` (the reference's options, after the sampler's settings), ``LAST`` (after the
+LoRAs, before the ``previews`` parameter) and ``APPENDED`` (after ``previews``: every setting
+added since the endpoints were published, in declaration order, so existing calls keep their
+parameters' places and get the neutral value). A new setting of an existing task takes
+``APPENDED`` unless it only shows in the CLI (no section).
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from ..settings import Range
 
 REFERENCE = "reference"  # the reference's options (strength, text, blocks)
-LAST = "last"  # after the LoRAs: the endpoint's last parameters (quick mode)
-SECTIONS = (REFERENCE, LAST)
+LAST = "last"  # after the LoRAs, before the previews checkbox (quick mode)
+APPENDED = "appended"  # after the previews checkbox: settings added since the endpoints were published
+SECTIONS = (REFERENCE, LAST, APPENDED)
 KEY = "prompt_free.setting"  # the key of a field's metadata that holds its SettingInfo
 
 
@@ -38,7 +42,7 @@ class SettingInfo:
     choices: Optional[Tuple[Any, ...]] = None
     cli: Optional[str] = None  # e.g. "--deep-cache"; None: not an option of its own
     metavar: Optional[str] = None
-    section: Optional[str] = None  # REFERENCE / LAST; None: shown by the tab itself
+    section: Optional[str] = None  # REFERENCE / LAST / APPENDED; None: shown by the tab itself
     ui_label: Optional[str] = None  # the UI's label when it differs from ``label``
     ui_id: Optional[str] = None  # the UI control's elem_id after the tab's prefix (default: the name, dashed)
     ui_info: Optional[str] = None  # the text under the UI control when it differs from ``help``
@@ -49,8 +53,8 @@ class SettingInfo:
 
 def setting(default, *, label: str, help: str = "", range: Optional[Range] = None, choices: Sequence[Any] = None,
             cli: Optional[str] = None, metavar: Optional[str] = None, section: Optional[str] = None,
-            ui_label: Optional[str] = None, ui_id: Optional[str] = None, ui_info: Optional[str] = None, note: Optional[str] = None,
-            png_note: Optional[Tuple[str, str]] = None, neutral: Any = dataclasses.MISSING) -> dataclasses.Field:
+            ui_label: Optional[str] = None, ui_id: Optional[str] = None, ui_info: Optional[str] = None,
+            note: Optional[str] = None, png_note: Optional[Tuple[str, str]] = None, neutral: Any = dataclasses.MISSING) -> dataclasses.Field:
     """A settings dataclass field with its ``SettingInfo`` (see the module docstring)."""
     if section is not None and section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}; one of {SECTIONS}")
