@@ -324,7 +324,7 @@ def public_server() -> bool:
 
 def zero_gpu() -> bool:
     """``SPACES_ZERO_GPU``: set by Hugging Face on a ZeroGPU Space; generation then runs in
-    ``spaces.GPU`` workers (``ui/zerogpu.py``)."""
+    ``spaces.GPU`` workers (``prompt_free/app/zerogpu.py``)."""
     return env_flag("SPACES_ZERO_GPU")
 
 
