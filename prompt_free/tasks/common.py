@@ -18,7 +18,7 @@ from PIL import Image
 from .. import settings as limits
 from ..errors import WorkLimitError
 from ..sampling import DEFAULT_SCHEDULER, Sampler
-from .fields import LAST, REFERENCE, checked, notes, setting
+from .fields import LAST, REFERENCE, checked, declared, notes, setting
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -144,8 +144,10 @@ def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:
         "seecoder": s.seecoder, "base_model": s.base_model, "steps": sampler.steps,
         "guidance": sampler.guidance, "scheduler": sampler.scheduler,
     }
+    reported = {name for name, info in declared(s) if info.section == REFERENCE}  # by the reference builder
     for name, value, _ in notes(s):  # never silent: e.g. quick mode says the run was approximate
-        info.setdefault(name, getattr(sampler, name, value))
+        if name not in reported:
+            info.setdefault(name, getattr(sampler, name, value))
     return {**info, **lora_info(sampler)}
 
 
