@@ -144,7 +144,7 @@ def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:
         "seecoder": s.seecoder, "base_model": s.base_model, "steps": sampler.steps,
         "guidance": sampler.guidance, "scheduler": sampler.scheduler,
     }
-    reported = {name for name, info in declared(s) if info.section == REFERENCE}  # by the reference builder
+    reported = {name for name, decl in declared(s) if decl.section == REFERENCE}  # by the reference builder
     for name, value, _ in notes(s):  # never silent: e.g. quick mode says the run was approximate
         if name not in reported:
             info.setdefault(name, getattr(sampler, name, value))
