@@ -6,15 +6,10 @@ lays out the UNet, the ControlNets and the VAE so when it places them on the CPU
 a convolution with channels_last weights gives channels_last outputs, so the activations follow
 without converting the inputs. SeeCoder (a Swin transformer, linear layers) is left alone.
 
-The rule of ``auto``: channels_last on the CPU when the models run in bf16, contiguous in fp32.
-Measured (full-size random weights, 512², batch 2 as with guidance): on a 2-vCPU Xeon with AMX a
-bf16 UNet step took 3.6 s channels_last against 3.9 s contiguous (issue 19); on a 2-vCPU AMD EPYC
-with avx512_bf16 (benchmarks/bench_cpu.py, medians of 2 after a warm-up, load 1.8) bf16 +
-channels_last against bf16 contiguous: UNet step 4.07 s vs 4.32 s (0.94x), ControlNet step 0.94x,
-VAE decode 0.86x, TAESD 0.72x. fp32 stays contiguous under auto: with auto precision a CPU runs
-fp32 only when it has no bf16 hardware (AVX2 only), and no such CPU was measured, so its pictures
-stay bit for bit those of earlier versions. (On the EPYC fp32 + channels_last measured 0.85-1.02x
-of fp32 contiguous; ``on`` chooses it.)
+The rule of ``auto``: channels_last on the CPU when the models run in bf16 (measured faster there,
+on AMX and AVX-512 BF16 CPUs: benchmarks/README.md), contiguous in fp32 (a CPU runs fp32 under
+auto precision only without bf16 hardware, where channels_last was not measured faster, so its
+pictures stay bit for bit those of earlier versions; ``on`` chooses it anyway).
 
 The tiny profile stays contiguous unless a mode is given explicitly (an argument, not the
 environment), so its pixel pins hold. channels_last changes the order of the floating-point sums,

@@ -4,16 +4,9 @@ The rule of ``auto``:
 
 - on CUDA: fp16 (as before this setting existed);
 - on a CPU with bf16 arithmetic in hardware: bf16. That is AMX (``amx_bf16`` / ``amx_tile`` in
-  /proc/cpuinfo's flags, or torch's CPU capability naming AMX: about 2.7x faster per UNet step
-  than fp32 on a Xeon with AMX, issue 19) or AVX-512 BF16 (``avx512_bf16``, e.g. AMD EPYC Zen 4/5).
-  Measured on a 2-vCPU AMD EPYC with avx512_bf16 and no AMX, torch 2.14.1, full-size random
-  weights, 512², benchmarks/bench_cpu.py (interleaved, medians of 2 after a warm-up, load 1.8;
-  the table is in benchmarks/README.md): bf16 against fp32, a guided UNet step (batch 2, 148
-  tokens) 4.32 s vs 8.25 s (0.52x), a ControlNet step 0.59x, VAE decode 0.48x, TAESD 0.56x,
-  SeeCoder encode 0.33x; end to end (auto precision and layout) "Paper" 0.50x of fp32 DDIM 50,
-  "Quick" 0.20x, peak RSS 0.55x. Earlier runs under load 2-10 varied up to 3x in single
-  figures but bf16 was faster in each end to end. No module is slower in bf16, so none is kept
-  in fp32 for speed.
+  /proc/cpuinfo's flags, or torch's CPU capability naming AMX) or AVX-512 BF16 (``avx512_bf16``,
+  e.g. AMD EPYC Zen 4/5): measured faster than fp32 on both, every part and end to end, so no
+  module is kept in fp32 for speed (the figures: benchmarks/README.md, ``bench_cpu.py``);
 - on any other CPU (AVX2 only, ARM without these flags): fp32, where bf16 is emulated and slower.
 
 The tiny profile stays fp32 unless a precision is given explicitly (an argument, not the
