@@ -8,8 +8,8 @@ without converting the inputs. SeeCoder (a Swin transformer, linear layers) is l
 
 The rule of ``auto``: channels_last on the CPU when the models run in bf16 (measured faster there,
 on AMX and AVX-512 BF16 CPUs: benchmarks/README.md), contiguous in fp32 (a CPU runs fp32 under
-auto precision only without bf16 hardware, where channels_last was not measured faster, so its
-pictures stay bit for bit those of earlier versions; ``on`` chooses it anyway).
+auto precision only without bf16 hardware; no such CPU was measured, so its pictures stay bit for
+bit those of earlier versions; ``on`` chooses channels_last anyway).
 
 The tiny profile stays contiguous unless a mode is given explicitly (an argument, not the
 environment), so its pixel pins hold. channels_last changes the order of the floating-point sums,
