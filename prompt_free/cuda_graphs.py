@@ -128,6 +128,8 @@ class StepGraphs:
     function runs directly over the same fixed tensors. ``captures`` counts the steps set up,
     ``replays`` the steps run through them."""
 
+    remade_on_eviction = True  # ``memory.Budget.evict`` releases it (the next run captures anew), never moves it
+
     def __init__(self):
         self.slot: Optional[WeightSlot] = None
         self._steps: "OrderedDict[Tuple, GraphedStep]" = OrderedDict()
