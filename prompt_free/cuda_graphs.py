@@ -29,7 +29,7 @@ import copy
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -127,6 +127,8 @@ class StepGraphs:
     Steps are captured when the models are on CUDA; elsewhere (the CPU, for tests) each step's
     function runs directly over the same fixed tensors. ``captures`` counts the steps set up,
     ``replays`` the steps run through them."""
+
+    remade_on_eviction = True  # ``memory.Budget.evict`` releases it (the next run captures anew), never moves it
 
     def __init__(self):
         self.slot: Optional[WeightSlot] = None

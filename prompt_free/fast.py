@@ -61,6 +61,8 @@ COMMON_REFERENCE_SIZES = frozenset({(512, 512), (768, 768), (1024, 1024)})
 
 
 # ----------------------------------------------------------------------------- DDIM step
+# Adapted from diffusers 0.42.1, src/diffusers/schedulers/scheduling_ddim.py: DDIMScheduler.step
+# (eta 0, epsilon prediction, no clipping; the coefficients computed once per run).
 class DDIMSteps:
     """DDIM (eta 0, epsilon prediction, no clipping) over a fixed list of timesteps.
 

@@ -1,4 +1,5 @@
-"""Memory accounting for the engine: what is resident, how many bytes, where, and what to evict.
+"""Residency for the engine: what is resident, how many bytes, where, what to evict, and the
+eviction itself (``Budget``: the memory budget kept).
 
 Every model the engine holds is one ``Resident``: its key (as in ``Engine.load_counts``), the
 kind and name users know it by, the loaded object, its bytes and where it lives ("device", or
@@ -11,16 +12,23 @@ earlier one, which then cannot leave without its dependants.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
+import logging
+import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import torch
 
 from .errors import InvalidSettingError, PromptFreeError
+
+log = logging.getLogger(__name__)
 
 DEVICE, RAM = "device", "ram"
 REPORT_KINDS = ("base_model", "seecoder", "controlnet", "text_encoder", "image_encoder", "ip_adapter", "lora", "detector", "preview_decoder", "cuda_graphs", "other")
@@ -287,8 +295,6 @@ def default_ram_budget() -> int:
 
 
 def physical_ram() -> int:
-    import os
-
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -310,3 +316,142 @@ def activation_reserve(sampler, dtype_bytes: int) -> int:
     unet = rows * latent_pixels * dtype_bytes * 0.01 * 2**20
     vae = latent_pixels * 64 * dtype_bytes * 1100
     return int(unet + vae)
+
+
+# ----------------------------------------------------------------------------- the budget kept
+class Budget:
+    """Keeps an engine's held models within its memory budget: makes room for a newcomer by
+    evicting the least recently used models no running request holds (to the RAM tier on CUDA,
+    else dropped), waits when only other requests' models are in the way, brings a model back
+    from the RAM tier, keeps at most ``max_counts[kind]`` of a kind on the device, and runs a
+    sampling run with one retry after running out of memory. ``Residency`` is the accounting;
+    this class moves and frees. Moving a module happens under ``run_lock`` (the engine's device
+    work lock), never under another request's forward pass."""
+
+    def __init__(self, residency: Residency, device: torch.device, run_lock, max_counts: Dict[str, int]):
+        self.residency, self.device, self.run_lock, self.max_counts = residency, device, run_lock, max_counts
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        """One request: every model it uses stays resident until it ends. Nested calls join the outer request."""
+        opened = self.residency.begin_request()
+        try:
+            yield
+        finally:
+            if opened:
+                self.residency.end_request()
+
+    def where(self, value) -> str:
+        on_device = any(t.device.type == self.device.type for t in tensors(value))
+        return DEVICE if self.device.type == "cpu" or on_device else RAM
+
+    def make_room(self, need: int, *, wait_s: float = 120.0) -> None:
+        """Evict least recently used, unheld models until ``need`` more bytes fit the budget.
+        When only other running requests' models are in the way, wait for them to finish."""
+        r = self.residency
+        deadline = time.monotonic() + wait_s
+        while True:
+            with r.lock:
+                if r.used(DEVICE) + need <= r.budget:
+                    return
+                victims = r.evictable()
+                if not victims:
+                    own = sum(x.bytes for x in r.items() if x.key in r.own_pins())
+                    if own + need > r.budget or time.monotonic() > deadline:
+                        raise MemoryBudgetError(self._budget_message(need, own))
+                    r.released.wait(timeout=1.0)
+                    continue
+                victim = victims[0]
+            self.evict(victim)
+
+    def _budget_message(self, need: int, own: int) -> str:
+        held = [f"{report_name(r.key)} ({format_size(r.bytes)})" for r in self.residency.items() if r.where == DEVICE]
+        return (
+            f"this request needs {format_size(own + need)} of model memory on the device "
+            f"({format_size(need)} more now), but the memory budget is {format_size(self.residency.budget)}"
+            f" (loaded: {', '.join(held) or 'nothing'}). Raise it with --memory-budget / PFD_MEMORY_BUDGET, or use "
+            "fewer or smaller models in one request."
+        )
+
+    def evict(self, victim: Resident) -> None:
+        """Move ``victim`` (and what shares its memory) to the RAM tier on CUDA, or drop it. A
+        resident that says ``remade_on_eviction`` (captured CUDA graphs) is released instead."""
+        removed = self.residency.remove(victim.key)
+        keep = self.device.type == "cuda" and self.residency.ram_budget > 0
+        with self.run_lock if keep else contextlib.nullcontext():
+            for r in removed:
+                log.info("memory: %s %s (%s) leaves the device", r.kind, report_name(r.key), format_size(r.bytes))
+                if getattr(r.value, "remade_on_eviction", False):
+                    r.value.release()
+                elif keep and r.where == DEVICE and r.bytes <= self.residency.ram_budget:
+                    move(r.value, torch.device("cpu"), pin=True)
+                    self.residency.add(r.key, r.value, RAM)
+            del removed
+            self._trim_ram()
+            self.free()
+
+    def evict_unheld(self) -> None:
+        for victim in self.residency.evictable():
+            self.evict(victim)
+
+    def _trim_ram(self) -> None:
+        while self.residency.used(RAM) > self.residency.ram_budget:
+            victims = self.residency.evictable(RAM)
+            if not victims:
+                return
+            self.residency.remove(victims[0].key)
+
+    def bring_back(self, r: Resident, key_lock) -> None:
+        """``r`` from the RAM tier to the device (under its key's lock), room made first."""
+        with key_lock:
+            if r.where != RAM:
+                return
+            self.make_room(r.bytes)
+            with self.run_lock:
+                move(r.value, self.device, pin=False)
+                r.where = DEVICE
+
+    def enforce_counts(self, key: Tuple) -> None:
+        limit = self.max_counts.get(key[0])
+        if limit is None:
+            return
+        same = [r for r in self.residency.evictable(keep={key}) if r.key[0] == key[0]]
+        count = sum(1 for r in self.residency.items() if r.key[0] == key[0] and r.where == DEVICE)
+        for victim in same[: max(0, count - limit)]:
+            self.evict(victim)
+
+    def free(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def run_with_retry(self, fn: Callable[[], Any], reserve: int, what: str, on_retry: Optional[Callable] = None):
+        """``fn()`` with ``reserve`` bytes of working memory made room for. Out of device memory,
+        it frees (``on_retry`` under the run lock, e.g. dropping captured steps), evicts what
+        no request holds and tries once more; a second failure is a ``DeviceMemoryError`` about
+        ``what`` (e.g. "sampling 2 image(s) at 512x512")."""
+        failed = None
+        for attempt in (1, 2):
+            self.make_room(reserve)
+            try:
+                return fn()
+            except Exception as e:  # noqa: BLE001 - only out-of-memory is handled here
+                if not is_out_of_memory(e):
+                    raise
+                failed = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            # Outside the except block: its traceback no longer holds the run's tensors.
+            if on_retry is not None and attempt == 1:
+                with self.run_lock:
+                    on_retry()
+            self.free()
+            if attempt == 1:
+                log.warning("out of device memory while %s (%s); freeing memory and retrying once", what, failed)
+                self.evict_unheld()
+        used = self.residency.used(DEVICE)
+        log.error("out of device memory twice while %s (%s)", what, failed)
+        raise DeviceMemoryError(
+            f"out of device memory while {what}, also after freeing memory and evicting the other models (models on "
+            f"the device: {format_size(used)} of a {format_size(self.residency.budget)} budget; estimated working "
+            f"memory {format_size(reserve)}). Try a smaller size or fewer images, or lower --memory-budget "
+            "to leave more room for the work itself."
+        )

@@ -3,7 +3,7 @@
 Every ``settings.preview_interval(steps)`` steps ``sampling.denoise`` hands what the step
 predicts the final latents to be (the step's predicted x0 where the scheduler gives one) to a
 hook; the engine decodes it with the profile's tiny autoencoder (``previews:`` in
-checkpoints.yaml, TAESD: about a tenth of the SD VAE's decode time) and calls the request's
+checkpoints.yaml, TAESD: far cheaper than the SD VAE, see benchmarks/README.md) and calls the request's
 ``PreviewCallback`` with a ``Preview``. Previews read the loop's tensors and never write them,
 use no random numbers, and the final picture is decoded by the VAE as before: with or without
 previews the pictures are the same, bit for bit.
@@ -18,10 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, List, Optional
 
 from PIL import Image
+
+from .images import tensor_to_images
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,3 +75,23 @@ def labelled(callback: Optional[PreviewCallback], part: str) -> Optional[Preview
     if callback is None:
         return None
     return lambda p: callback(p.labelled(part))
+
+
+def decoding_hook(decoder, callback: PreviewCallback, device):
+    """``sampling.denoise``'s preview hook: the latents it is given decoded by ``decoder`` (the
+    tiny autoencoder) into a ``Preview`` for ``callback``. It runs inside the loop (under the run
+    lock, in inference mode) and reads the latents only; a failure stops the previews of this run
+    (logged once) and never the run."""
+    failed = []
+
+    def show(step: int, total: int, latents) -> None:
+        if failed:
+            return
+        try:
+            x = decoder.decode(latents.to(device, decoder.dtype) / decoder.config.scaling_factor).sample
+            callback(Preview(tensor_to_images((x.float() + 1) / 2), step, total))
+        except Exception as e:  # noqa: BLE001 - a preview must never fail the request
+            failed.append(e)
+            log.warning("live previews stopped for this run (%s: %s)", type(e).__name__, str(e)[:300])
+
+    return show

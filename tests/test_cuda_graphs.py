@@ -90,7 +90,7 @@ def test_graphs_are_accounted_like_a_model_and_eviction_drops_them():
     unet_bytes = sum(t.numel() * t.element_size() for t in engine.fast.graphs.slot.module.state_dict().values())
     assert report[("cuda_graphs", "step graphs")]["bytes"] >= unet_bytes
     resident = engine.memory.get(GRAPHS_KEY)
-    engine._evict(resident)
+    engine.budget.evict(resident)
     assert engine.fast.graphs.slot is None and len(engine.fast.graphs) == 0
     assert ("cuda_graphs", "step graphs") not in {(e["kind"], e["name"]) for e in engine.memory_report()}
     _run(engine)  # made anew

@@ -91,12 +91,15 @@ def test_graphed_steps_are_captured_and_match_eager_fp16_across_a_base_model_swi
     assert weights_address(graphs.slot.module) == addresses and graphs.captures == captured
 
 
+@pytest.mark.parametrize("switch", [False, True], ids=["constant-context", "context-switched-at-step-3"])
 @pytest.mark.parametrize("graphs", [False, True], ids=["exact-parts", "graphed"])
-def test_fast_steps_make_no_host_sync_on_cuda(graphs):
+def test_fast_steps_make_no_host_sync_on_cuda(graphs, switch):
     """After the first step (set-up, captures) no step of the fast path waits for the GPU: torch's
-    sync debug mode turns any host sync into an error from step 2 on (a DDIM run with a ControlNet)."""
+    sync debug mode turns any host sync into an error from step 2 on (a DDIM run with a ControlNet),
+    also when the step context changes mid-run (its contexts on the device, as the engine's are)."""
     from prompt_free.fast import FastPath
     from prompt_free.sampling import ControlInput, denoise, make_scheduler
+    from prompt_free.steps import StepContext
     from prompt_free.tiny import tiny_controlnet, tiny_unet
 
     unet = tiny_unet(1).to("cuda", torch.float16).eval().requires_grad_(False)
@@ -111,10 +114,14 @@ def test_fast_steps_make_no_host_sync_on_cuda(graphs):
             torch.cuda.set_sync_debug_mode("error")
         checked.append(i)
 
+    a, b, zeros = (t.to("cuda") for t in (cond, cond.flip(1), torch.zeros_like(cond)))
+    ctx = StepContext(a, zeros, 1, True, unet.device, unet.dtype,
+                      (lambda i, n: (a if i < 3 else b, zeros)) if switch else None)
     try:
         with torch.inference_mode():
             out = denoise(unet, make_scheduler(), noise, cond, torch.zeros_like(cond), steps=6, guidance=2.0,
-                          controls=[ControlInput(cn, hint, 0.7)], fast=FastPath(graphs=graphs), progress=progress)
+                          controls=[ControlInput(cn, hint, 0.7)], fast=FastPath(graphs=graphs), progress=progress,
+                          step_context=ctx)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert checked == [1, 2, 3, 4, 5, 6] and torch.isfinite(out).all()

@@ -145,6 +145,25 @@ def test_out_of_range_settings_raise_typed_errors(engine, reference, settings, m
         image_variation(engine, reference, small(**settings))
 
 
+def test_a_checked_sampler_is_taken_as_it_is_and_an_unchecked_one_is_checked_by_generate(engine, reference):
+    """A request checks its sampler once, where it is made: ``checked()`` of a checked sampler is
+    that sampler; any other sampler (made by hand, or a ``replace`` of a checked one) is checked
+    by ``generate``."""
+    from dataclasses import replace
+
+    from prompt_free.conditioning import Conditioning
+    from prompt_free.sampling import Sampler
+
+    checked = Sampler(width=100, height=70, steps=2).checked()
+    assert checked.checked() is checked and (checked.width, checked.height) == (64, 64)
+    assert not Sampler().is_checked and not replace(checked, steps=3).is_checked
+    ctx, unc = engine.encode_reference(reference, "SeeCoder")
+    r = engine.generate("Tiny SD", Conditioning(ctx, unc), Sampler(width=100, height=70, steps=2), decode=False)
+    assert (r.width, r.height) == (64, 64)  # snapped by generate's check
+    with pytest.raises(InvalidSettingError, match="steps must be between"):
+        engine.generate("Tiny SD", Conditioning(ctx, unc), replace(checked, steps=0), decode=False)
+
+
 def test_unknown_model_names_raise_unknown_model_error(engine, reference):
     with pytest.raises(UnknownModelError, match="unknown base model 'Nope'.*Tiny SD"):
         image_variation(engine, reference, small(base_model="Nope"))

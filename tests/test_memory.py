@@ -259,7 +259,7 @@ def test_out_of_memory_twice_is_a_clear_error_and_the_next_request_is_as_on_a_fr
     want = pixels(run(tiny_engine(), MIX[0]))
     engine = tiny_engine()
     failing = FailingUNet(engine.base_model("Tiny SD").unet, times=2)
-    with caplog.at_level(logging.WARNING, logger="prompt_free.engine"):
+    with caplog.at_level(logging.WARNING, logger="prompt_free.memory"):
         with pytest.raises(DeviceMemoryError, match=r"out of device memory while sampling 1 image\(s\) at 64x64.*budget"):
             run(engine, MIX[0])
     failing.remove()

@@ -21,9 +21,10 @@ without a prompt, blocks or blend simply has none: none is applied, none reporte
 * ``blend`` (several references, ``mixing.blend_contexts``): average, concatenate, or regions
   (``regions.RegionalAttention``, the masks at the output size).
 
-``build`` runs the steps in this order, one function each; the next controls each go into one
-of them (a reference window or a negative reference: ``_finish``; a source mask or saved
-embeddings: ``_encode``), with their option in ``ReferenceOptions``:
+``build`` runs the steps in this order, one function each; each next control is its option in
+``ReferenceOptions`` plus one of them (a source mask or saved embeddings: ``_encode``; a
+negative reference: its encoding as the unconditional context handed to ``_place``; a reference
+window: ``_finish``, where the run's context is made):
 
 1. ``_text``: the prompt's tokens. The text encoder loads only with a prompt; a prompt over its
    77 tokens is refused (``TextEncoder.check_length``) before the reference is encoded.
