@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from . import deep_cache, layout, memory, previews, settings
+from . import layout, memory, previews, settings
 from .conditioning import Conditioning
 from .errors import InvalidSettingError
 from .cuda_graphs import StepGraphs
@@ -268,8 +268,7 @@ class Engine:
             loras = LoraPatch([(self.lora(name), scale) for name, scale in sampler.loras])
             loras.check(base.unet, base_model)
             show = self._preview_hook(preview if preview is not None else previews.current()) if decode else None
-            if sampler.deep_cache > 1:
-                deep_cache.check_supported(base.unet, f"'{base_model}'")
+            sampler.check_unet(base.unet, f"'{base_model}'")
             f = base.vae_scale_factor
             noise = initial_noise(sampler.seeds, (4, sampler.height // f, sampler.width // f))
             fast, graphed = self._run_path(conditioning, sampler, loras)
@@ -297,7 +296,7 @@ class Engine:
             # A patched UNet is neither the module that was compiled nor the graphs' weight slot;
             # fused LoRA weights are untested compiled (the slot copies them like any weights).
             fast = fast.without_compile(keep_graphs=c.unet_patch is None)
-        return fast, fast is not None and sampler.deep_cache == 1 and fast.graphs_apply(c.controls)
+        return fast, fast is not None and not sampler.approximate and fast.graphs_apply(c.controls)
 
     def _sample(self, base: BaseModel, c: Conditioning, sampler: Sampler, noise: torch.Tensor, progress, decode: bool,
                 loras: LoraPatch, show=None, fast: Optional[FastPath] = None, graphed: bool = False):
@@ -318,10 +317,9 @@ class Engine:
             with fused, patch:
                 latents = denoise(
                     unet, make_scheduler(sampler.scheduler), noise, c.context, c.uncond,
-                    steps=sampler.steps, guidance=sampler.guidance, controls=c.controls,
+                    **sampler.loop_options(), controls=c.controls,
                     generator=torch.Generator().manual_seed(sampler.seed), progress=progress,
                     extra_unet_channels=extra, after_step=after_step, fast=fast, preview=show,
-                    deep_cache=sampler.deep_cache,
                     step_context=c.step_context(sampler.num_images, sampler.guidance != 1.0, unet.device, unet.dtype),
                 )
             if graphed:

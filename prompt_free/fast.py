@@ -26,7 +26,7 @@ Compiled (CUDA only, ``fast=True`` / ``PFD_FAST=1``; not exact: other kernels):
     masks are cached per (size, device, dtype) on every path (``seecoder.swin.window_mask``;
     exact, the same tensor).
 
-Approximate, opt-in and labelled (``Sampler.deep_cache`` N > 1, ``prompt_free.deep_cache``):
+Approximate, opt-in and labelled (quick mode, ``Sampler.approximate``: ``DeepCache``):
 DeepCache-style reuse of the UNet's deep features for N - 1 steps after each full step, on the
 eager loop and on this path (both its forwards go through ``FastPath.function``, so they are
 compiled on the compile path).

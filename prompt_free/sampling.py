@@ -20,13 +20,13 @@ CUDA) or ``deep_cache.DeepCache`` around either (quick mode). The step itself is
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from . import cancel, settings
-from .deep_cache import DeepCache
+from .deep_cache import DeepCache, check_supported
 from .errors import ConfigError, InvalidSettingError
 from .fast import FastPath
 from .images import snap_size
@@ -119,6 +119,31 @@ class Sampler:
         out = Sampler(width, height, seed, num_images, steps, guidance, self.scheduler, checked_loras(self.loras),
                       deep_cache)
         object.__setattr__(out, "_checked", True)  # not a field: ``replace`` makes an unchecked copy
+        return out
+
+    @property
+    def approximate(self) -> bool:
+        """Quick mode: deep features reused between full steps (a different, close picture)."""
+        return self.deep_cache > 1
+
+    def loop_options(self) -> dict:
+        """The keywords of ``denoise`` this sampler decides."""
+        return dict(steps=self.steps, guidance=self.guidance, deep_cache=self.deep_cache)
+
+    def check_unet(self, unet, base_model: str) -> None:
+        """Refuse a UNet this sampler cannot run (quick mode needs the SD-1.x layout it reuses)."""
+        if self.approximate:
+            check_supported(unet, base_model)
+
+    def sized(self, width: int, height: int, num_images: Optional[int] = None) -> "Sampler":
+        """This checked sampler at the size (and image count) a task decided: only those are checked."""
+        if not self.is_checked:
+            return replace(self, width=width, height=height,
+                           num_images=self.num_images if num_images is None else num_images).checked()
+        width, height = snap_size(width, height)
+        n = self.num_images if num_images in (None, self.num_images) else settings.NUM_IMAGES.check(num_images)
+        out = replace(self, width=width, height=height, num_images=n)
+        object.__setattr__(out, "_checked", True)
         return out
 
     @property

@@ -5,7 +5,7 @@ context (what cross-attention attends to, already batched for guidance) and its 
 guided noise prediction with that context. Strategies differ in how they compute the same step,
 never in what the step is (``guided_eps``): ``EagerParts`` here (the models' and the scheduler's
 own calls), ``fast.FastParts`` and ``fast.GraphParts`` (exact faster parts, one CUDA graph per
-step shape), ``deep_cache.DeepCache`` (quick mode). This module imports none of them; they and
+step shape), ``DeepCache`` (quick mode). This module imports none of them; they and
 the loop import it, so the loop modules form no import cycle.
 """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from PIL import Image
@@ -83,14 +83,16 @@ def resolve_defaults(engine, settings: SamplerSettings) -> SamplerSettings:
 
 
 def begin(engine, settings: SamplerSettings) -> SamplerSettings:
-    """The checks every request starts with: defaults filled in, every sampler setting in range
-    (a size left to the task, None, is checked by ``sampler_for`` later), SeeCoder, base model
-    and LoRAs known to the registry (``UnknownModelError`` naming the known ones). Nothing is
-    loaded, no image opened."""
+    """The checks every request starts with: defaults filled in, every sampler setting and every
+    declared setting in range, each once (a size left to the task, None, is checked when the task
+    decides it: ``sampler_for``), SeeCoder, base model and LoRAs known to the registry
+    (``UnknownModelError`` naming the known ones). Nothing is loaded, no image opened."""
     s = resolve_defaults(engine, settings)
-    s = replace(s, loras=sampler_for(s, _SIZE_PLACEHOLDER if s.width is None else s.width,
-                                     _SIZE_PLACEHOLDER if s.height is None else s.height).loras)
-    checked(s)  # every declared setting in its range (prompt_free.tasks.fields)
+    sampler = _sampler(s, _SIZE_PLACEHOLDER if s.width is None else s.width,
+                       _SIZE_PLACEHOLDER if s.height is None else s.height, s.num_images).checked()
+    s = replace(s, loras=sampler.loras)
+    object.__setattr__(s, _CHECKED, sampler)  # not a field: a copy made by ``replace`` is checked again
+    checked(s, skip=SAMPLER_FIELDS)  # the declared settings the sampler does not check (prompt_free.tasks.fields)
     engine.registry.entry("seecoders", s.seecoder)
     for name, _ in s.loras:
         engine.registry.entry("loras", name)
@@ -100,15 +102,24 @@ def begin(engine, settings: SamplerSettings) -> SamplerSettings:
 
 
 _SIZE_PLACEHOLDER = 512
+_CHECKED = "_checked_sampler"
+SAMPLER_FIELDS = frozenset(f.name for f in fields(Sampler))
+
+
+def _sampler(s: SamplerSettings, width, height, num_images) -> Sampler:
+    return Sampler(width=width, height=height, seed=s.seed, num_images=num_images, steps=s.steps,
+                   guidance=s.guidance, scheduler=s.scheduler, loras=s.loras, deep_cache=s.deep_cache)
 
 
 def sampler_for(s: SamplerSettings, width=None, height=None, num_images=None) -> Sampler:
-    """The engine's ``Sampler`` of ``s`` (checked), with the size or image count a task decided."""
-    return Sampler(
-        width=s.width if width is None else width, height=s.height if height is None else height,
-        seed=s.seed, num_images=s.num_images if num_images is None else num_images,
-        steps=s.steps, guidance=s.guidance, scheduler=s.scheduler, loras=s.loras, deep_cache=s.deep_cache,
-    ).checked()
+    """The engine's ``Sampler`` of ``s`` (checked), with the size or image count a task decided;
+    after ``begin`` only those are checked."""
+    width, height = s.width if width is None else width, s.height if height is None else height
+    num_images = s.num_images if num_images is None else num_images
+    begun = s.__dict__.get(_CHECKED)
+    if begun is not None:
+        return begun.sized(width, height, num_images)
+    return _sampler(s, width, height, num_images).checked()
 
 
 def work(sampler: Sampler, controlnets: int = 0) -> float:

@@ -86,11 +86,11 @@ def with_cli(cls) -> List[Tuple[str, SettingInfo]]:
     return [(name, info) for name, info in declared(cls) if info.cli]
 
 
-def checked(settings) -> Dict[str, Any]:
-    """{name: value in range} for every ranged setting of ``settings`` (an instance);
-    ``InvalidSettingError`` naming the first out of range."""
+def checked(settings, skip=()) -> Dict[str, Any]:
+    """{name: value in range} for every ranged setting of ``settings`` (an instance) but those in
+    ``skip`` (checked elsewhere); ``InvalidSettingError`` naming the first out of range."""
     return {name: info.range.check(getattr(settings, name), info.range.what)
-            for name, info in declared(settings) if info.range is not None}
+            for name, info in declared(settings) if info.range is not None and name not in skip}
 
 
 def notes(settings, fmt: Callable[[SettingInfo], Optional[str]] = lambda i: i.note) -> Iterator[Tuple[str, Any, str]]:

@@ -45,7 +45,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .. import settings as limits
 from ..blocks import ALL, STYLE, normalise_preset, route
 from ..conditioning import Conditioning
 from ..errors import InvalidSettingError
@@ -93,7 +92,7 @@ class ReferenceOptions:
         blend = normalise_blend(s.blend) if hasattr(s, "blend") else None
         prompt = check_prompt(s.prompt, "prompt").strip() if hasattr(s, "prompt") else None
         mode = normalise_mode(getattr(s, "prompt_mode", CONCAT))
-        weight = float(limits.PROMPT_WEIGHT.check(getattr(s, "prompt_weight", 1.0)))
+        weight = float(getattr(s, "prompt_weight", 1.0))  # in range: its declaration is checked by ``begin``
         blocks = normalise_preset(s.blocks) if hasattr(s, "blocks") else None
         if prompt and mode == STYLE_MODE and blocks == ALL:
             blocks = STYLE  # style mode: the text needs blocks of its own
