@@ -88,7 +88,7 @@ class ReferenceOptions:
     @classmethod
     def of(cls, s) -> "ReferenceOptions":
         """The options settings ``s`` declare, checked before anything is loaded (the order of
-        the checks: blend, prompt, prompt mode, text weight, blocks)."""
+        the checks: blend, prompt, prompt mode, blocks; the text weight's range is checked by ``begin``)."""
         blend = normalise_blend(s.blend) if hasattr(s, "blend") else None
         prompt = check_prompt(s.prompt, "prompt").strip() if hasattr(s, "prompt") else None
         mode = normalise_mode(getattr(s, "prompt_mode", CONCAT))
