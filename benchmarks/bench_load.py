@@ -20,7 +20,7 @@ RSS is the server's alone, read from ``/proc/<pid>/status``. Then:
    purpose), at the end and, with ``--cache-max-age``, after a cleanup pass.
 
 Prints a table and writes ``benchmarks/results/load.json``. ``run_load`` is also what
-``tests/test_load.py`` runs (8 clients x 3 requests).
+``tests/bench/test_load.py`` runs (8 clients x 3 requests).
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 ENDPOINTS = ("/image_variation", "/reference_control", "/compare", "/virtual_tryon")
-# where the seed is in each endpoint's argument list (tests/test_pixel_pins.py: _endpoint_calls)
+# where the seed is in each endpoint's argument list (tests/helpers/app.py: endpoint_calls)
 SEED_INDEX = {"/image_variation": 7, "/reference_control": 23, "/compare": 18, "/virtual_tryon": 12}
 
 
 def _calls():
-    from tests.test_pixel_pins import _endpoint_calls
+    from tests.helpers.app import endpoint_calls
 
-    calls = _endpoint_calls()
+    calls = endpoint_calls()
     for name, index in SEED_INDEX.items():
         assert isinstance(calls[name][index], int), (name, index)
     return calls
@@ -67,10 +67,10 @@ def _digest(value) -> str:
     """One digest of every picture in an endpoint's output, in order (pixels, not file names)."""
     import numpy as np
 
-    from tests.test_pixel_pins import _pictures
+    from tests.helpers.app import pictures as pictures_in
 
     h = hashlib.sha256()
-    pictures = _pictures(value)
+    pictures = pictures_in(value)
     if not pictures:
         raise AssertionError("the endpoint returned no picture")
     for p in pictures:
@@ -84,7 +84,7 @@ class Server:
     """The app on the tiny profile in its own process (``benchmarks/load_server.py``)."""
 
     def __init__(self, env: dict, workdir: str, malloc_arena_max: Optional[int] = None):
-        from tests._app import free_port
+        from tests.helpers.app import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"

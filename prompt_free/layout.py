@@ -13,7 +13,7 @@ bit those of earlier versions; ``on`` chooses channels_last anyway).
 
 The tiny profile stays contiguous unless a mode is given explicitly (an argument, not the
 environment), so its pixel pins hold. channels_last changes the order of the floating-point sums,
-not the arithmetic: results differ from contiguous ones by rounding only (tests/test_layout.py
+not the arithmetic: results differ from contiguous ones by rounding only (tests/unit/test_layout.py
 states the tolerance).
 """
 

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests._app import EXAMPLES, chromium_page, running_app  # noqa: E402
+from tests.helpers.app import EXAMPLES, chromium_page, running_app  # noqa: E402
 
 OUT = ROOT / "docs"
 

@@ -4,7 +4,7 @@ command-line option (the parsers of the app, the CLI, download and training) and
 (``settings.Range``).
 
     python scripts/settings_table.py          # rewrite the section in docs/settings.md
-    python scripts/settings_table.py --check  # exit 1 when docs/settings.md is out of date (tests/test_settings_table.py)
+    python scripts/settings_table.py --check  # exit 1 when docs/settings.md is out of date (tests/unit/test_settings_table.py)
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The benchmarks' code paths and the long-running profiles (full-random, load)."""

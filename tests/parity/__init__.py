@@ -1,0 +1,1 @@
+"""Parity with the official model and sampler (fixtures from ../shared)."""

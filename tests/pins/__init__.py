@@ -1,0 +1,1 @@
+"""Pixel pins: the pinned PNGs and endpoint parameters beside the test that checks them."""

@@ -1,0 +1,1 @@
+"""Each task at library level on the tiny profile (no server)."""
