@@ -10,7 +10,7 @@ import pytest
 from prompt_free import settings
 from prompt_free.engine import Engine
 from prompt_free.tasks import EditSettings, VariationSettings, edit_with_reference, image_variation
-from tests._app import EXAMPLES
+from tests.helpers.app import EXAMPLES
 
 
 @pytest.fixture(scope="module")
