@@ -42,3 +42,15 @@ def client(app):
     from gradio_client import Client
 
     return Client(app[2], verbose=False)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line for the tests skipped because ``../shared`` is not beside this checkout."""
+    from tests.helpers.shared import REQUIRE_ENV, SKIP_REASON, shared_dir
+
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if SKIP_REASON in str(getattr(r, "longrepr", ""))]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} test(s) skipped: they need the parity fixtures and official data in {shared_dir()} "
+            f"(not beside this checkout; CI requires them with {REQUIRE_ENV}=1)", yellow=True)

@@ -22,6 +22,7 @@ from prompt_free.registry import DEFAULT_CHECKPOINTS, Registry
 from prompt_free.seecoder import save_seecoder
 from prompt_free.tasks import VariationSettings, image_variation
 from tests.helpers.app import ROOT
+from tests.helpers.shared import shared_file
 
 
 def write_yaml(tmp_path, profile: dict, name="real") -> Path:
@@ -156,9 +157,7 @@ def test_wrong_file_for_an_entry_is_a_clear_error(tmp_path, written_models):
 
 
 def test_unconditional_embedding_width_mismatch_is_reported(tmp_path):
-    anime_ug = ROOT.parent / "shared" / "official-data" / "anime_ug.pth"
-    if not anime_ug.exists():
-        pytest.fail(f"missing shared fixture {anime_ug}")
+    anime_ug = shared_file("official-data", "anime_ug.pth")
     path = write_yaml(tmp_path, {
         "seecoders": {"Anime tiny": {"tiny": "seecoder", "unconditional": {"path": str(anime_ug),
                       "sha256": "84efc021a807c3ebf15dfb8bbf903e5daa43ebaba6b13adac02184665fec2f07"}}},
@@ -223,9 +222,7 @@ def test_engine_loads_official_unet_only_file_with_a_vae_folder(tmp_path, writte
     small widths) + a separate VAE, with its UNet config given in checkpoints.yaml."""
     import json
 
-    fixture = ROOT.parent / "shared" / "fixtures" / "e2e_parity"
-    if not (fixture / "unet_pfd.safetensors").exists():
-        pytest.fail(f"missing shared fixture {fixture}")
+    fixture = shared_file("fixtures", "e2e_parity", "unet_pfd.safetensors").parent
     config = json.loads((fixture / "config.json").read_text())["diffusers_unet_config"]
     (tmp_path / "unet_config.json").write_text(json.dumps(config))
     root = written_models[0]
