@@ -188,6 +188,13 @@ def draw_depth_spheres(size=(512, 512)) -> Image.Image:
     return img.convert("RGB")
 
 
+def draw_coffee_mask(size=(512, 341)) -> Image.Image:
+    """White = change: the surface of the coffee in coffee.jpg (Edit with a Reference's example)."""
+    img = Image.new("RGB", size, (0, 0, 0))
+    ImageDraw.Draw(img).ellipse([172, 78, 318, 168], fill=(255, 255, 255))
+    return img
+
+
 def build_examples() -> Dict[str, Image.Image]:
     portrait = (512, 768)
     return {
@@ -200,6 +207,7 @@ def build_examples() -> Dict[str, Image.Image]:
         "canny_house.png": draw_canny_house(),
         "scribble_rocket.png": draw_scribble_rocket(),
         "depth_spheres.png": draw_depth_spheres(),
+        "edit_coffee_mask.png": draw_coffee_mask(),
     }
 
 

@@ -7,7 +7,7 @@ Files:
 
 * ``tryon_person.png``: a simple drawn person (flat colours: skin, blue shirt, dark trousers,
   shoes) standing on a light studio background, 256x384;
-* ``tryon_person_mask.png``: the upper-body mask of that person (white = change), made by
+* ``tryon_person_mask.png`` / ``tryon_person_mask_lower.png``: the upper- / lower-body mask of that person (white = change), made by
   ``prompt_free.masks.mask_from_keypoints`` from the skeleton the drawing is built on;
 * ``tryon_garment_shirt.png``: a red T-shirt with white stripes on a white background;
 * ``tryon_garment_trousers.png``: green trousers on a near-white background.
@@ -120,17 +120,18 @@ def draw_trousers() -> Image.Image:
     return img
 
 
-def person_mask() -> Image.Image:
+def person_mask(mode: str = "upper body") -> Image.Image:
     sys.path.insert(0, str(ROOT))
-    from prompt_free.masks import UPPER_BODY, mask_from_keypoints, mask_to_image
+    from prompt_free.masks import mask_from_keypoints, mask_to_image
 
-    return mask_to_image(mask_from_keypoints([PERSON_KEYPOINTS], PERSON_SIZE, UPPER_BODY))
+    return mask_to_image(mask_from_keypoints([PERSON_KEYPOINTS], PERSON_SIZE, mode))
 
 
 def build() -> Dict[str, Image.Image]:
     return {
         "tryon_person.png": draw_person(),
         "tryon_person_mask.png": person_mask(),
+        "tryon_person_mask_lower.png": person_mask("lower body"),  # the trousers example's (offline: no pose detector)
         "tryon_garment_shirt.png": draw_shirt(),
         "tryon_garment_trousers.png": draw_trousers(),
     }

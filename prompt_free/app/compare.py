@@ -335,4 +335,4 @@ def _examples(reference, structure: StructureInputs, choices) -> None:
     ]
     if examples:
         gr.Examples(examples=examples, inputs=[reference, structure.image, structure.kind, structure.mode],
-                    label="Examples: reference + ready structure map (as-is)")
+                    label="Examples: reference + ready structure map (as-is)", elem_id="compare-examples")

@@ -128,9 +128,10 @@ def build(engine) -> None:
                 used = gr.Gallery(label="Mask and reference as used", format="png", columns=2, height=240,
                                   elem_id="edit-used")
 
-        if (EXAMPLES / "coffee.jpg").is_file() and (EXAMPLES / "chelsea.jpg").is_file():
-            gr.Examples(examples=[[str(EXAMPLES / "coffee.jpg"), str(EXAMPLES / "chelsea.jpg")]],
-                        inputs=[photo, reference], label="Example photo and reference")
+        example = [EXAMPLES / "coffee.jpg", EXAMPLES / "chelsea.jpg", EXAMPLES / "edit_coffee_mask.png"]
+        if all(p.is_file() for p in example):  # the mask comes with it: one click, then Edit
+            gr.Examples(examples=[[str(p) for p in example]], inputs=[photo, reference, mask_upload],
+                        label="Example photo, reference and mask", elem_id="edit-examples")
         connect_editor(EDIT_CANVAS, photo, editor, mask_upload, load_photo, read_uploaded_mask, "photo")
         take_mask = editor_to_mask(EDIT_CANVAS, load_photo)
 

@@ -85,28 +85,36 @@ class MaskCanvas:
 def connect_editor(canvas: MaskCanvas, photo: gr.Image, editor: gr.ImageEditor, mask_upload: gr.Image,
                    load_photo: Callable[[str], Image.Image],
                    read_mask: Callable[[str, Tuple[int, int]], np.ndarray], photo_name: str) -> None:
-    """The photo fills the editor; a mask upload, read by ``read_mask(path, photo size)`` (a
-    bool mask at the photo's size), becomes the editor's painted layer."""
+    """The photo fills the editor, with the uploaded mask (read by ``read_mask(path, photo size)``,
+    a bool mask at the photo's size) as its painted layer when there is one. Both changes fill it
+    the same way, so an example that sets the photo and the mask together paints the mask
+    whichever change comes last."""
 
-    def photo_to_editor(path):
+    def fill(path, mask_path):
         if not path:
-            return None
+            return None if not mask_path else gr.update()
         try:
-            return canvas.editor_value(load_photo(path))
+            img = load_photo(path)
         except PromptFreeError:
             return None  # the run reports the unreadable photo
-
-    photo.change(photo_to_editor, inputs=[photo], outputs=[editor], queue=False, api_visibility="private")
+        if not mask_path:
+            return canvas.editor_value(img)
+        try:
+            return canvas.editor_value(img, read_mask(mask_path, img.size))
+        except PromptFreeError:
+            return canvas.editor_value(img)  # the upload's own event says what is wrong with it
 
     @handle_errors
     def upload_mask(path, mask_path):
+        if mask_path and not path:
+            raise gr.Error(f"Upload the {photo_name} first, then the mask.")
         if not mask_path:
             return gr.update()
-        if not path:
-            raise gr.Error(f"Upload the {photo_name} first, then the mask.")
         img = load_photo(path)
         return canvas.editor_value(img, read_mask(mask_path, img.size))
 
+    for change in (photo.change, mask_upload.change):
+        change(fill, inputs=[photo, mask_upload], outputs=[editor], queue=False, api_visibility="private")
     mask_upload.upload(upload_mask, inputs=[photo, mask_upload], outputs=[editor], api_visibility="private")
 
 

@@ -24,6 +24,7 @@ from .previews import live_previews
 from .task_endpoint import Joined, task_endpoint
 from .uploads import image_input
 from .widgets import (
+    EXAMPLES,
     format_info,
     lora_pickers,
     model_pickers,
@@ -122,6 +123,12 @@ def build(engine) -> None:
                 gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="multi-gallery")
                 info = gr.Markdown(elem_id="multi-info")
+
+        pairs = [("chelsea.jpg", "coffee.jpg"), ("astronaut.jpg", "rocket.jpg")]
+        rows = [[str(EXAMPLES / a), str(EXAMPLES / b)] for a, b in pairs if (EXAMPLES / a).is_file() and (EXAMPLES / b).is_file()]
+        if rows:
+            gr.Examples(examples=rows, inputs=[slots.reference_1, slots.reference_2], label="Example references to blend",
+                        elem_id="multi-examples")
 
         def present(result, pictures, settings):
             return pictures, _info(result.info), settings.seed

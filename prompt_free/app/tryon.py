@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from prompt_free import detectors
 from prompt_free import masks as M
 from prompt_free.tasks.fields import REFERENCE
 from prompt_free.tasks.tryon import (
@@ -108,12 +109,22 @@ def _tryon_settings(engine, inpaint) -> tuple:
         dilation, feather = mask_edge_sliders("tryon")
         with gr.Row():
             crop = gr.Checkbox(True, label="Crop the garment photo to the garment", elem_id="tryon-crop")
-            keep_pose = gr.Checkbox(True, label="Keep pose (openpose ControlNet)",
-                                    info="Needs the OpenPose detector weights", elem_id="tryon-keep-pose")
+            pose_found = pose_detector_found(engine)  # offline without its weights: off, so a run needs none
+            keep_pose = gr.Checkbox(pose_found, label="Keep pose (openpose ControlNet)",
+                                    info="Needs the OpenPose detector weights" + ("" if pose_found else " (not found here)"),
+                                    elem_id="tryon-keep-pose")
         max_side = max_side_slider(engine, "tryon", "person photo")
         reference = section_controls(TryOnSettings, REFERENCE, "tryon")  # the garment's strength
     models = AutoBaseModels(seecoder_picker(engine), base_model_picker(engine, inpaint, "tryon"))
     return TryOnOptions(dilation, feather, crop, keep_pose), max_side, reference, models
+
+
+def pose_detector_found(engine) -> bool:
+    """Whether the pose detector's weights are here (local folders or the hub cache; no network)."""
+    try:
+        return detectors.available("openpose", engine.registry)
+    except Exception:  # noqa: BLE001 - a default, never an error
+        return False
 
 
 def _mask_editor_events(engine, person, editor, mask_mode, make, mask_upload) -> None:
@@ -167,10 +178,14 @@ def build(engine) -> None:
                 used = gr.Gallery(label="Mask, pose and garment as used", format="png", columns=3, height=240,
                                   elem_id="tryon-used")
 
-        examples = [[str(EXAMPLES / "tryon_person.png"), str(EXAMPLES / f"tryon_garment_{g}.png")]
-                    for g in ("shirt", "trousers") if (EXAMPLES / f"tryon_garment_{g}.png").is_file()]
-        if examples and (EXAMPLES / "tryon_person.png").is_file():
-            gr.Examples(examples=examples, inputs=[person, garment], label="Example person and garments")
+        # each example brings its mask, so it runs without the pose detector's weights (offline)
+        rows = [("tryon_garment_shirt.png", "tryon_person_mask.png"),
+                ("tryon_garment_trousers.png", "tryon_person_mask_lower.png")]
+        examples = [[str(EXAMPLES / "tryon_person.png"), str(EXAMPLES / g), str(EXAMPLES / m)] for g, m in rows
+                    if all((EXAMPLES / f).is_file() for f in ("tryon_person.png", g, m))]
+        if examples:
+            gr.Examples(examples=examples, inputs=[person, garment, mask_upload], label="Example person and garments",
+                        elem_id="tryon-examples")
         _mask_editor_events(engine, person, editor, mask_mode, make, mask_upload)
 
         take_mask = editor_to_mask(TRYON_CANVAS, load_person)

@@ -42,7 +42,8 @@ def build(engine) -> None:
                 info = gr.Markdown(elem_id="variation-info")
         examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
         if examples:
-            gr.Examples(examples=[[p] for p in examples], inputs=[reference], label="Example references")
+            gr.Examples(examples=[[p] for p in examples], inputs=[reference], label="Example references",
+                        elem_id="variation-examples")
 
         def present(result, pictures, settings):
             return pictures, format_info(result.info, VariationSettings), settings.seed
