@@ -268,6 +268,7 @@ def build(engine) -> None:
         with gr.Row():
             with gr.Column():
                 reference, structure = _structure(engine, choices, default_type)
+                run, stop = run_buttons("Compare", "compare")
                 models = model_pickers(engine)
                 columns, baselines = _columns_and_baselines(ip_names)
                 strength, text_column = _text_column_inputs()
@@ -275,7 +276,6 @@ def build(engine) -> None:
                 loras = lora_pickers(engine, "compare", controls)
                 last = last_section(CompareSettings, "compare")
                 appended = appended_section(CompareSettings, "compare")  # settings added since the API was published
-                run, stop = run_buttons("Compare", "compare")
                 live = live_previews(engine, "compare", outputs=0, show=_column_preview)  # outputs: below
                 settings_from_png(models, controls, baselines, last, appended, elem_id="compare-load-png")
         outputs = _outputs(ip_names)

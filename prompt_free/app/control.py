@@ -140,12 +140,12 @@ def build(engine) -> None:
                 models = model_pickers(engine)
                 panel = control_panel(engine, choices)
                 first, use_second, second = panel.first, panel.use_second, panel.second
+                run, stop = run_buttons("Generate", "control")
                 controls = sampler_controls(engine)
                 options = reference_section(ControlSettings, "control", title="Reference strength and text")
                 loras = lora_pickers(engine, "control", controls)
                 last = last_section(ControlSettings, "control")
                 appended = appended_section(ControlSettings, "control")  # settings added since the API was published
-                run, stop = run_buttons("Generate", "control")
                 live = live_previews(engine, "control", outputs=3)  # the event's outputs
                 _load_png(panel, models, controls, options, last, appended)
             with gr.Column():

@@ -111,13 +111,13 @@ def build(engine) -> None:
                 editor = EDIT_CANVAS.editor(label="Mask: paint the region to fill on the photo",
                                             elem_id="edit-mask-editor")
                 mask_upload = mask_upload_input("edit")
+                run, stop = run_buttons("Edit", "edit")
                 options, max_side, models = _edit_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False, elem_prefix="edit")
                 reference_options = section_controls(EditSettings, REFERENCE, "edit")  # the reference's strength
                 loras = lora_pickers(engine, "edit", controls)
                 last = last_section(EditSettings, "edit")
                 appended = appended_section(EditSettings, "edit")  # settings added since the API was published
-                run, stop = run_buttons("Edit", "edit")
                 live = live_previews(engine, "edit", outputs=4)  # the event's outputs
                 settings_from_png(models, controls, options, reference_options, last, appended, fields={"max_side": max_side},
                                   elem_id="edit-load-png")

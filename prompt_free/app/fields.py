@@ -129,10 +129,11 @@ def setting_notes(info: Mapping[str, Any], settings_type) -> List[str]:
     return out
 
 
-def reference_section(settings_type, prefix: str, *, title: str, open: bool = True,
+def reference_section(settings_type, prefix: str, *, title: str, open: bool = False,
                       others: str = "the other blocks get the prompt, or nothing") -> SettingsGroup:
     """The reference's options ``settings_type`` declares (strength; the optional prompt, its mode
-    and weight, and the blocks where it has them) in an accordion ``title``; elem_ids
+    and weight, and the blocks where it has them) in an accordion ``title``, closed (advanced:
+    the neutral values give the plain reference's picture); elem_ids
     ``<prefix>-strength``, ``-prompt``, ``-prompt-mode``, ``-prompt-weight``, ``-blocks``."""
     wording = {
         "prompt": dict(placeholder="empty: no text, the reference alone",
@@ -141,7 +142,7 @@ def reference_section(settings_type, prefix: str, *, title: str, open: bool = Tr
         "blocks": dict(info="Style only keeps the reference's colours and materials, not its layout "
                             f"(InstantStyle's blocks); {others}"),
     }
-    with gr.Accordion(title, open=open):
+    with gr.Accordion(title, open=open, elem_id=f"{prefix}-options"):
         return section_controls(settings_type, REFERENCE, prefix, layout=[("prompt_mode", "prompt_weight")],
                                 overrides=wording)
 

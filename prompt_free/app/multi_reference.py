@@ -100,6 +100,7 @@ def build(engine) -> None:
                 images, weights, masks = zip(*widgets)
                 slots = ReferenceSlots(*images, *weights, *masks)
                 blend = gr.Radio(list(BLENDS), value=BLENDS[0], label="Blend", info=BLEND_HELP, elem_id="multi-blend")
+                run, stop = run_buttons("Generate", "multi")
                 models = model_pickers(engine)
                 choices = controlnet_choices(engine)
                 panel = use_control = None
@@ -116,7 +117,6 @@ def build(engine) -> None:
                 loras = lora_pickers(engine, "multi", controls)
                 last = last_section(MultiReferenceSettings, "multi")
                 appended = appended_section(MultiReferenceSettings, "multi")  # settings added since the API was published
-                run, stop = run_buttons("Generate", "multi")
                 live = live_previews(engine, "multi", outputs=3)  # the event's outputs
                 settings_from_png(models, controls, options, last, appended, fields={"blend": blend}, elem_id="multi-load-png")
             with gr.Column():

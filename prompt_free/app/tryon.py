@@ -162,12 +162,12 @@ def build(engine) -> None:
         with gr.Row():
             with gr.Column():
                 person, garment, editor, mask_mode, make, mask_upload = _photos_and_mask_editor()
+                run, stop = run_buttons("Try on", "tryon")
                 options, max_side, reference, models = _tryon_settings(engine, inpaint)
                 controls = sampler_controls(engine, size=False)
                 loras = lora_pickers(engine, "tryon", controls)
                 last = last_section(TryOnSettings, "tryon")
                 appended = appended_section(TryOnSettings, "tryon")  # settings added since the API was published
-                run, stop = run_buttons("Try on", "tryon")
                 live = live_previews(engine, "tryon", outputs=4)  # the event's outputs
                 settings_from_png(models, controls, options, reference, last, appended, fields={"max_side": max_side},
                                   elem_id="tryon-load-png")

@@ -28,13 +28,13 @@ def build(engine) -> None:
         with gr.Row():
             with gr.Column():
                 reference = image_input(label="Reference image", sources=["upload", "clipboard"], elem_id="variation-reference")
+                run, stop = run_buttons("Generate", "variation")
                 models = model_pickers(engine)
                 controls = sampler_controls(engine, elem_prefix="variation")
                 options = reference_section(VariationSettings, "variation", title="Reference strength and text")
                 loras = lora_pickers(engine, "variation", controls)
                 last = last_section(VariationSettings, "variation")
                 appended = appended_section(VariationSettings, "variation")  # settings added since the API was published
-                run, stop = run_buttons("Generate", "variation")
                 live = live_previews(engine, "variation", outputs=3)  # the event's outputs
                 settings_from_png(models, controls, options, last, appended, elem_id="variation-load-png")
             with gr.Column():

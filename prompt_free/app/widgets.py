@@ -87,7 +87,8 @@ def progress_callback(progress: Optional[gr.Progress], label: str = "Sampling"):
 
 def run_buttons(label: str, prefix: str):
     """(run, stop): the tab's primary button (elem_id ``<prefix>-run``) and a Stop button next to
-    it (``<prefix>-stop``); connect Stop with ``stop_cancels``."""
+    it (``<prefix>-stop``); connect Stop with ``stop_cancels``. Every tab puts them right under
+    its inputs, above the settings, so they are in view with the results beside them."""
     with gr.Row():
         run = gr.Button(label, variant="primary", elem_id=f"{prefix}-run", scale=3)
         stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop", scale=1, min_width=80)

@@ -116,6 +116,7 @@ def test_tryon_endpoint_takes_reference_strength(client):
 def test_browser_new_controls_exist_and_a_run_with_a_prompt_works(app, small_reference, tmp_path):
     engine, demo, url = app
     with chromium_page(url) as page:
+        page.locator("#variation-options").get_by_text("Reference strength and text").click()  # closed at first
         for elem in ("variation-strength", "variation-prompt", "variation-prompt-mode", "variation-prompt-weight",
                      "variation-blocks"):
             page.wait_for_selector(f"#{elem}", state="visible", timeout=30_000)
@@ -138,6 +139,7 @@ def test_browser_new_controls_exist_and_a_run_with_a_prompt_works(app, small_ref
         page.screenshot(path=str(tmp_path / "variation-text.png"), full_page=True)
 
         page.get_by_role("tab", name="Reference + ControlNet").click()
+        page.locator("#control-options").get_by_text("Reference strength and text").click()
         for elem in ("control-strength", "control-prompt", "control-prompt-mode", "control-prompt-weight",
                      "control-blocks"):
             page.wait_for_selector(f"#{elem}", state="visible", timeout=30_000)
