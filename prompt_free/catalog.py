@@ -100,7 +100,7 @@ TASKS: Tuple[TaskSpec, ...] = (
              "reference_control", types=("ControlSpec",), controlnets=_listed_controls),
     TaskSpec("multi_reference", "multi_reference", "MultiReferenceSettings", ("references",), "Multi-Reference",
              "multi_reference", types=("Reference", "ControlSpec"), controlnets=_listed_controls),
-    TaskSpec("compare", "compare", "CompareSettings", ("reference", "structure"), "Compare", "compare",
+    TaskSpec("compare", "compare", "CompareSettings", ("reference", "structure"), "Dual-ControlNet Comparison", "compare",
              controlnets=_one_structure, runs=_methods),
     TaskSpec("edit_with_reference", "edit", "EditSettings", ("photo", "mask", "reference"), "Edit with a Reference",
              "edit_reference"),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import gradio as gr
 from gradio import processing_utils
 
+from prompt_free.catalog import spec as task_spec
 from prompt_free.settings import CONTENT_SCALE, IP_ADAPTER_SCALE, PROMPT_WEIGHT
 from prompt_free.tasks.compare import (
     ALL_METHODS,
@@ -257,7 +258,7 @@ def build(engine) -> None:
     ip_names = ip_adapter_names(engine)
     content_cn = engine.defaults.get("content_controlnet") or "shuffle"
 
-    with gr.Tab("Dual-ControlNet Comparison", id="compare"):
+    with gr.Tab(task_spec("compare").label, id="compare"):
         gr.Markdown(
             "**Prompt-Free vs. the alternatives, in one click.** Every column uses the same reference image, "
             "structure image and ControlNet, base model, seed and settings; only how the reference's content "

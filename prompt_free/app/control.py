@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import gradio as gr
 
+from prompt_free.catalog import spec as task_spec
 from prompt_free.settings import CONTROL_SCALE, CONTROL_WINDOW
 from prompt_free.tasks.control import (
     MODE_AS_IS,
@@ -126,7 +127,7 @@ def build(engine) -> None:
     if not choices:
         return  # no ControlNet in checkpoints.yaml: no tab
 
-    with gr.Tab("Reference + ControlNet", id="control"):
+    with gr.Tab(task_spec("reference_control").label, id="control"):
         gr.Markdown(
             "Content and style come from the **reference image** (SeeCoder); the structure comes from a "
             "**control image** through a ControlNet: a pose skeleton, an edge map, a depth map ... Upload a ready map "

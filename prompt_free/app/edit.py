@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from prompt_free.catalog import spec as task_spec
 from prompt_free import masks as M
 from prompt_free.tasks.edit import EditSettings, inpainting_base_model, load_photo
 from prompt_free.tasks.fields import REFERENCE
@@ -92,7 +93,7 @@ def _edit_settings(engine, inpaint) -> tuple:
 def build(engine) -> None:
     inpaint = inpainting_base_model(engine)
 
-    with gr.Tab("Edit with a Reference", id="edit"):
+    with gr.Tab(task_spec("edit_with_reference").label, id="edit"):
         gr.Markdown(
             "Fill a region of any photo with the content of a **reference** image: an object, a texture, a garment. "
             "Upload the **photo** and the **reference**, then paint the region to fill on the photo, or upload a mask "

@@ -13,6 +13,7 @@ from typing import Any, List
 
 import gradio as gr
 
+from prompt_free.catalog import spec as task_spec
 from prompt_free.settings import MAX_REFERENCES, REFERENCE_WEIGHT
 from prompt_free.tasks import BLENDS, MultiReferenceSettings, Reference
 from prompt_free.tasks.control import controlnet_choices
@@ -82,7 +83,7 @@ def _slot(i: int):
 
 
 def build(engine) -> None:
-    with gr.Tab("Multi-Reference", id="multi_reference"):
+    with gr.Tab(task_spec("multi_reference").label, id="multi_reference"):
         gr.Markdown(
             "Blend up to four **reference images**, each with a weight. **average** mixes their embeddings, "
             "**concatenate** gives the model all their tokens, **regions** uses each reference only inside its "

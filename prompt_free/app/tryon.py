@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from prompt_free.catalog import spec as task_spec
 from prompt_free import detectors
 from prompt_free import masks as M
 from prompt_free.tasks.fields import REFERENCE
@@ -148,7 +149,7 @@ def _mask_editor_events(engine, person, editor, mask_mode, make, mask_upload) ->
 def build(engine) -> None:
     inpaint = inpainting_base_model(engine)
 
-    with gr.Tab("Virtual Try-On", id="tryon"):
+    with gr.Tab(task_spec("virtual_tryon").label, id="tryon"):
         gr.Markdown(
             "Dress a person in a garment from a photo. Upload the **person** and the **garment**, then mark the region "
             "to change: paint it on the person, click **Make mask** for an automatic mask from the pose (editable "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from prompt_free.catalog import spec as task_spec
 from prompt_free.tasks import VariationSettings
 
 from .fields import appended_section, last_section, reference_section
@@ -23,7 +24,7 @@ from .widgets import (
 
 
 def build(engine) -> None:
-    with gr.Tab("Image Variation", id="variation"):
+    with gr.Tab(task_spec("image_variation").label, id="variation"):
         gr.Markdown("Upload a reference image: SeeCoder turns it into the model's conditioning, no text prompt needed.")
         with gr.Row():
             with gr.Column():

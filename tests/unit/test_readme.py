@@ -1,0 +1,47 @@
+"""README.md is a short front page whose statements are true: its defaults are the code's, its
+tab table is the one list of tasks, its links lead somewhere, its library snippet runs."""
+
+from __future__ import annotations
+
+import re
+
+from prompt_free import settings
+from prompt_free.catalog import TASKS
+from prompt_free.sampling import DEFAULT_SCHEDULER
+from tests.helpers.app import ROOT
+
+README = (ROOT / "README.md").read_text()
+MAX_LINES = 150
+
+
+def test_the_front_page_is_short():
+    assert len(README.splitlines()) <= MAX_LINES
+
+
+def test_its_defaults_are_the_code_s():
+    said = re.search(r"Defaults are the paper's: (\w+), (\d+) steps, guidance ([\d.]+)\.", README)
+    assert said, "the defaults sentence is gone"
+    scheduler, steps, guidance = said.groups()
+    assert scheduler == DEFAULT_SCHEDULER
+    assert int(steps) == settings.STEPS.default
+    assert float(guidance) == settings.GUIDANCE.default
+
+
+def test_its_tab_table_is_the_list_of_tasks():
+    rows = re.findall(r"^\| \*\*(.+?)\*\* \|", README, re.M)
+    assert rows == [t.label for t in TASKS]
+
+
+def test_every_link_leads_to_a_file():
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README):
+        if not target.startswith("http"):
+            assert (ROOT / target).is_file(), target
+
+
+def test_the_library_snippet_runs(tmp_path, monkeypatch):
+    snippet = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+    snippet = snippet.replace("VariationSettings(seed=20)", "VariationSettings(seed=20, steps=2, width=64, height=64)")
+    monkeypatch.chdir(ROOT)
+    namespace = {}
+    exec(compile(snippet.replace('"variation.png"', repr(str(tmp_path / "variation.png"))), "README", "exec"), namespace)
+    assert (tmp_path / "variation.png").is_file()
