@@ -19,6 +19,7 @@ precision (``sampling.denoise``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -29,6 +30,7 @@ from . import settings
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 AMX_FLAGS = frozenset({"amx_bf16", "amx_tile"})
 AVX512_BF16_FLAG = "avx512_bf16"
+log = logging.getLogger("prompt_free")
 
 
 def cpu_flags(cpuinfo: Optional[str] = None) -> frozenset:
@@ -86,7 +88,24 @@ def resolve(precision: Optional[str], device_type: str, *, tiny: bool = False,
             return "fp32"
         precision = settings.precision(device_type)
     name = settings.check_precision(precision)
-    return auto_precision(device_type, flags, capability) if name == "auto" else name
+    if name == "auto":
+        return auto_precision(device_type, flags, capability)
+    if name == "bf16" and device_type == "cpu":
+        warn_if_emulated(flags, capability)
+    return name
+
+
+def warn_if_emulated(flags: Optional[Iterable[str]] = None, capability: Optional[str] = None) -> bool:
+    """Log a warning when bf16 is asked for on a CPU that emulates it (no AMX, no AVX-512 BF16):
+    there it is many times slower than fp32, not faster (benchmarks/README.md). True if warned."""
+    flags = cpu_flags() if flags is None else flags
+    capability = cpu_capability() if capability is None else capability
+    if has_bf16_hardware(flags, capability):
+        return False
+    log.warning("bf16 was asked for, but this CPU has no bf16 arithmetic in hardware (no AMX, no AVX-512 BF16): "
+                "torch emulates it, which makes every step many times slower than fp32 (a full-size UNet step "
+                "can take minutes). Use --precision fp32 or auto (PFD_PRECISION) here.")
+    return True
 
 
 def name_of(dtype: torch.dtype) -> str:

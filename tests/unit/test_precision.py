@@ -57,6 +57,21 @@ def test_explicit_precision_and_setting(monkeypatch):
     assert resolve("fp32", "cpu") == "fp32"  # the argument wins over the environment
 
 
+def test_explicit_bf16_on_a_cpu_that_emulates_it_warns(caplog):
+    """bf16 asked for on an AVX2-only CPU is a trap (emulated, many times slower): a warning says
+    so; on bf16 hardware, or for fp32, nothing is said."""
+    with caplog.at_level(logging.WARNING, logger="prompt_free"):
+        assert resolve("bf16", "cpu", flags={"avx2", "fma"}, capability="AVX2") == "bf16"
+    assert any("emulates it" in r.getMessage() and "--precision fp32" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="prompt_free"):
+        resolve("bf16", "cpu", flags={"avx512_bf16"}, capability="AVX512")
+        resolve("bf16", "cpu", flags={"avx2"}, capability="AMX")
+        resolve("fp32", "cpu", flags={"avx2"}, capability="AVX2")
+        resolve("auto", "cpu", flags={"avx2"}, capability="AVX2")
+    assert not [r for r in caplog.records if "emulates it" in r.getMessage()]
+
+
 def test_tiny_profile_stays_fp32_under_auto_and_any_setting(monkeypatch):
     monkeypatch.setenv("PFD_PRECISION", "bf16")
     engine = Engine.from_profile("tiny", device="cpu")
