@@ -55,25 +55,29 @@ log = logging.getLogger("prompt_free.ui")
 
 
 def handle_errors(fn):
-    """Library errors become gr.Error messages (and an INFO log line with the request's
-    settings); anything unexpected is logged with its traceback and reported briefly. The
-    server keeps serving either way."""
+    """Library errors become gr.Error messages and one INFO log line with the request's settings;
+    a refusal of the tab's own (a ``gr.Error``) one INFO line; anything unexpected one ERROR line
+    with its traceback and a brief message. Gradio prints none of them again (``print_exception``
+    off: the log already says it). The server keeps serving either way."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as e:
+            log.info("%s refused: %s | request: %s", fn.__name__, e.message, request_summary(args))
+            e.print_exception = False
             raise
         except PromptFreeError as e:
             log.info("%s refused: %s | request: %s", fn.__name__, e, request_summary(args))
-            raise gr.Error(str(e)) from None
+            raise gr.Error(str(e), print_exception=False) from None
         except Exception as e:  # noqa: BLE001 - last line of defence for the server
             if type(e).__name__ == "OutOfMemoryError":
                 log.warning("%s: out of memory | request: %s", fn.__name__, request_summary(args))
-                raise gr.Error("Out of GPU memory: try a smaller size or fewer images.") from None
+                raise gr.Error("Out of GPU memory: try a smaller size or fewer images.", print_exception=False) from None
             log.exception("unexpected error in %s | request: %s", fn.__name__, request_summary(args))
-            raise gr.Error(f"Unexpected error ({type(e).__name__}); details are in the server log.") from None
+            raise gr.Error(f"Unexpected error ({type(e).__name__}); details are in the server log.",
+                           print_exception=False) from None
 
     return wrapper
 

@@ -109,6 +109,36 @@ def test_errors_are_logged_with_the_request_and_no_server_directories(caplog, tm
     assert unexpected and unexpected[0].levelno == logging.ERROR and unexpected[0].exc_info is not None
 
 
+def test_each_refusal_is_one_log_line_and_gradio_prints_no_traceback(caplog):
+    """A refusal (the library's or the tab's own gr.Error) is one INFO line; Gradio is told not to
+    print the exception again (its queue prints a traceback unless ``print_exception`` is off)."""
+    import logging
+
+    from prompt_free.app.endpoint import handle_errors
+    from prompt_free.errors import InvalidSettingError
+
+    @handle_errors
+    def library(pair, label, progress=None):
+        raise InvalidSettingError("steps must be between 1 and 150, got 0")
+
+    @handle_errors
+    def tab(pair, label, progress=None):
+        raise gr.Error("Upload the photo first.")
+
+    @handle_errors
+    def broken(pair, label, progress=None):
+        return {}["missing"]
+
+    caplog.set_level(logging.INFO, logger="prompt_free.ui")
+    for handler in (library, tab, broken):
+        with pytest.raises(gr.Error) as err:
+            handler(Pair(1, 2), "x")
+        assert err.value.print_exception is False, handler.__name__
+        lines = [r for r in caplog.records if handler.__name__ in r.getMessage()]
+        assert len(lines) == 1, (handler.__name__, [r.getMessage() for r in lines])
+    assert [r.levelno for r in caplog.records if "refused" in r.getMessage()] == [logging.INFO, logging.INFO]
+
+
 def test_closing_the_generator_cancels_the_work_at_its_next_step():
     """What Gradio's cancel does (closes the generator) reaches the work as a cancelled token."""
     import threading
