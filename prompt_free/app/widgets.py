@@ -247,9 +247,15 @@ SPEED_PRESETS = {
 }
 
 
+def preset_of(scheduler: str, steps: int) -> Optional[str]:
+    """The Speed preset that is exactly ``scheduler`` and ``steps``, or None (custom)."""
+    return next((name for name, pair in SPEED_PRESETS.items() if pair == (scheduler, int(steps))), None)
+
+
 def speed_preset(steps: gr.Slider, scheduler: gr.Dropdown, **kwargs) -> gr.Radio:
-    """The "Speed" radio: choosing a preset sets ``steps`` and ``scheduler`` (``SPEED_PRESETS``)."""
-    speed = gr.Radio(list(SPEED_PRESETS), value="Paper", label="Speed",
+    """The "Speed" radio: choosing a preset sets ``steps`` and ``scheduler`` (``SPEED_PRESETS``). It
+    starts at the preset the controls start at, or at none (the offline demo's fewer steps)."""
+    speed = gr.Radio(list(SPEED_PRESETS), value=preset_of(scheduler.value, steps.value), label="Speed",
                      info="Paper: DDIM, 50 steps (the paper's). Quick: DPM++ 2M Karras, 20 steps. Both stay editable.",
                      elem_classes=["pfd-speed"], **kwargs)
 

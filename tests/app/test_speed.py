@@ -18,13 +18,21 @@ def test_presets_name_real_schedulers():
     assert all(name in SCHEDULERS for name, _ in SPEED_PRESETS.values())
 
 
+def test_speed_starts_at_the_preset_the_controls_start_at():
+    from prompt_free.app.widgets import preset_of
+
+    assert preset_of("DDIM", 50) == "Paper" and preset_of("DPM++ 2M Karras", 20.0) == "Quick"
+    assert preset_of("DDIM", 20) is None and preset_of("Euler a", 50) is None
+
+
 def test_every_tab_has_the_speed_choice_and_no_endpoint_takes_it(app):
     from prompt_free.app import TABS
 
     engine, demo, url = app
     radios = [b for b in demo.blocks.values() if "pfd-speed" in (getattr(b, "elem_classes", None) or [])]
     assert len(radios) == len(TABS) == 6
-    assert all(r.value == "Paper" and r.choices == [("Paper", "Paper"), ("Quick", "Quick")] for r in radios)
+    # the offline demo starts at 20 DDIM steps: neither preset, so Speed shows none (it agrees with Steps)
+    assert all(r.value is None and r.choices == [("Paper", "Paper"), ("Quick", "Quick")] for r in radios)
     from gradio_client import Client
 
     api = Client(url, verbose=False).view_api(return_format="dict", print_info=False)["named_endpoints"]
