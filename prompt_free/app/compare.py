@@ -245,7 +245,7 @@ def _outputs(ip_names) -> CompareOutputs:
     diff = gr.Markdown(elem_id="compare-differences")
     with gr.Row():
         download = gr.File(label="Download: all results side by side (PNG)", elem_id="compare-download")
-        maps = gr.Gallery(label="Maps used: structure, shuffled reference", format="png", columns=2, height=200,
+        maps = gr.Gallery(object_fit="contain", label="Maps used: structure, shuffled reference", format="png", columns=2, height=200,
                           elem_id="compare-maps")
     return CompareOutputs(images, stats, diff, download, maps)
 

@@ -150,7 +150,7 @@ def build(engine) -> None:
                 live = live_previews(engine, "control", outputs=3)  # the event's outputs
                 _load_png(panel, models, controls, options, last, appended)
             with gr.Column():
-                gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
+                gallery = gr.Gallery(object_fit="contain", label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="control-gallery")
                 info = gr.Markdown(elem_id="control-info")
         size_follows_image(engine, first.image, controls)

@@ -124,9 +124,9 @@ def build(engine) -> None:
                                   elem_id="edit-load-png")
                 mask = hidden_mask("edit")
             with gr.Column():
-                gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="edit-gallery")
+                gallery = gr.Gallery(object_fit="contain", label="Results", format="png", columns=2, elem_id="edit-gallery")
                 info = gr.Markdown(elem_id="edit-info")
-                used = gr.Gallery(label="Mask and reference as used", format="png", columns=2, height=240,
+                used = gr.Gallery(object_fit="contain", label="Mask and reference as used", format="png", columns=2, height=240,
                                   elem_id="edit-used")
 
         example = [EXAMPLES / "coffee.jpg", EXAMPLES / "chelsea.jpg", EXAMPLES / "edit_coffee_mask.png"]

@@ -121,7 +121,7 @@ def build(engine) -> None:
                 live = live_previews(engine, "multi", outputs=3)  # the event's outputs
                 settings_from_png(models, controls, options, last, appended, fields={"blend": blend}, elem_id="multi-load-png")
             with gr.Column():
-                gallery = gr.Gallery(label="Results, then the control maps used", format="png", columns=2,
+                gallery = gr.Gallery(object_fit="contain", label="Results, then the control maps used", format="png", columns=2,
                                      elem_id="multi-gallery")
                 info = gr.Markdown(elem_id="multi-info")
 

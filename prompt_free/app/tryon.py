@@ -174,9 +174,9 @@ def build(engine) -> None:
                                   elem_id="tryon-load-png")
                 mask = hidden_mask("tryon")
             with gr.Column():
-                gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="tryon-gallery")
+                gallery = gr.Gallery(object_fit="contain", label="Results", format="png", columns=2, elem_id="tryon-gallery")
                 info = gr.Markdown(elem_id="tryon-info")
-                used = gr.Gallery(label="Mask, pose and garment as used", format="png", columns=3, height=240,
+                used = gr.Gallery(object_fit="contain", label="Mask, pose and garment as used", format="png", columns=3, height=240,
                                   elem_id="tryon-used")
 
         # each example brings its mask, so it runs without the pose detector's weights (offline)

@@ -39,7 +39,7 @@ def build(engine) -> None:
                 live = live_previews(engine, "variation", outputs=3)  # the event's outputs
                 settings_from_png(models, controls, options, last, appended, elem_id="variation-load-png")
             with gr.Column():
-                gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="variation-gallery")
+                gallery = gr.Gallery(object_fit="contain", label="Results", format="png", columns=2, elem_id="variation-gallery")
                 info = gr.Markdown(elem_id="variation-info")
         examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
         if examples:
