@@ -35,7 +35,7 @@ from . import tasks
 from .errors import InputImageError, PromptFreeError
 from .fingerprints import is_image_like, file_sha256, input_record, model_record, pixels_sha256
 from .catalog import BY_NAME, TASKS
-from .tasks.fields import declared
+from .tasks.fields import declared, notes
 from .version import __version__
 
 PARAMETERS_CHUNK = "parameters"  # A1111's key
@@ -230,14 +230,11 @@ def _setting_notes(rec: Mapping[str, Any]) -> List[Tuple[str, str]]:
     """(key, text) of the recorded settings that are not neutral and say so in the PNG's
     parameters (the ``png_note`` of their declaration, ``tasks.fields``)."""
     spec = BY_NAME.get(str(rec.get("task")))
-    values = rec.get("settings") or {}
-    out = []
-    for name, info in declared(spec.settings_type) if spec is not None else ():
-        value = values.get(name)
-        if info.png_note and value is not None and value != info.neutral:
-            key, text = info.png_note
-            out.append((key, text.format(value=_num(value))))
-    return out
+    if spec is None:
+        return []
+    infos = dict(declared(spec.settings_type))
+    return [(infos[name].png_note[0], text) for name, _, text in
+            notes(spec.settings_type, rec.get("settings") or {}, "png_note")]
 
 
 def pnginfo(img: Image.Image) -> PngImagePlugin.PngInfo:

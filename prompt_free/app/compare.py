@@ -50,6 +50,7 @@ from .widgets import (
     lora_pickers,
     model_pickers,
     preprocessor_dropdown,
+    results_gallery,
     run_buttons,
     sampler_controls,
     settings_from_png,
@@ -245,7 +246,7 @@ def _outputs(ip_names) -> CompareOutputs:
     diff = gr.Markdown(elem_id="compare-differences")
     with gr.Row():
         download = gr.File(label="Download: all results side by side (PNG)", elem_id="compare-download")
-        maps = gr.Gallery(object_fit="contain", label="Maps used: structure, shuffled reference", format="png", columns=2, height=200,
+        maps = results_gallery("Maps used: structure, shuffled reference", height=200,
                           elem_id="compare-maps")
     return CompareOutputs(images, stats, diff, download, maps)
 

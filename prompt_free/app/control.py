@@ -34,6 +34,7 @@ from .widgets import (
     lora_pickers,
     model_pickers,
     preprocessor_dropdown,
+    results_gallery,
     run_buttons,
     sampler_controls,
     settings_from_png,
@@ -150,8 +151,8 @@ def build(engine) -> None:
                 live = live_previews(engine, "control", outputs=3)  # the event's outputs
                 _load_png(panel, models, controls, options, last, appended)
             with gr.Column():
-                gallery = gr.Gallery(object_fit="contain", label="Results, then the control maps used", format="png", columns=2,
-                                     elem_id="control-gallery")
+                gallery = results_gallery("Results, then the control maps used",
+                                        elem_id="control-gallery")
                 info = gr.Markdown(elem_id="control-info")
         size_follows_image(engine, first.image, controls)
         _examples(reference, first, use_second, second)

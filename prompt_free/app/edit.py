@@ -40,7 +40,8 @@ from .masking import (
 from .previews import live_previews
 from .task_endpoint import task_endpoint
 from .uploads import image_input
-from .widgets import EXAMPLES, lora_pickers, run_buttons, sampler_controls, seecoder_picker, settings_from_png, stop_cancels
+from .widgets import (EXAMPLES, lora_pickers, results_gallery, run_buttons, sampler_controls, seecoder_picker,
+                      settings_from_png, stop_cancels)
 
 EDIT_CANVAS = MaskCanvas((640, 480))  # landscape, as most photos; others are letterboxed into it
 
@@ -124,9 +125,9 @@ def build(engine) -> None:
                                   elem_id="edit-load-png")
                 mask = hidden_mask("edit")
             with gr.Column():
-                gallery = gr.Gallery(object_fit="contain", label="Results", format="png", columns=2, elem_id="edit-gallery")
+                gallery = results_gallery("Results", elem_id="edit-gallery")
                 info = gr.Markdown(elem_id="edit-info")
-                used = gr.Gallery(object_fit="contain", label="Mask and reference as used", format="png", columns=2, height=240,
+                used = results_gallery("Mask and reference as used", height=240,
                                   elem_id="edit-used")
 
         example = [EXAMPLES / "coffee.jpg", EXAMPLES / "chelsea.jpg", EXAMPLES / "edit_coffee_mask.png"]

@@ -14,7 +14,7 @@ import gradio as gr
 
 from prompt_free.blocks import PRESET_LABELS
 from prompt_free.settings import Range
-from prompt_free.tasks.fields import APPENDED, LAST, REFERENCE, SettingInfo, declared, in_section
+from prompt_free.tasks.fields import APPENDED, LAST, REFERENCE, SettingInfo, in_section, notes
 from prompt_free.tasks.text_image import CONCAT, STYLE_MODE
 
 from .endpoint import InputGroup
@@ -121,12 +121,7 @@ def section_controls(settings_type, section: str, prefix: str, *, exclude: Seque
 def setting_notes(info: Mapping[str, Any], settings_type) -> List[str]:
     """The info line's notes of the declared settings a run's ``info`` reports at a value that
     is not neutral (e.g. "quick mode N=2 (approximate)", "reference strength 0.5")."""
-    out = []
-    for name, decl in declared(settings_type):
-        value = info.get(name)
-        if decl.note and value is not None and value != decl.neutral:
-            out.append(decl.note.format(value=f"{value:g}" if isinstance(value, float) else value))
-    return out
+    return [text for _, _, text in notes(settings_type, info)]
 
 
 def reference_section(settings_type, prefix: str, *, title: str, open: bool = False,

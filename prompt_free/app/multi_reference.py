@@ -29,6 +29,7 @@ from .widgets import (
     format_info,
     lora_pickers,
     model_pickers,
+    results_gallery,
     run_buttons,
     sampler_controls,
     settings_from_png,
@@ -121,8 +122,8 @@ def build(engine) -> None:
                 live = live_previews(engine, "multi", outputs=3)  # the event's outputs
                 settings_from_png(models, controls, options, last, appended, fields={"blend": blend}, elem_id="multi-load-png")
             with gr.Column():
-                gallery = gr.Gallery(object_fit="contain", label="Results, then the control maps used", format="png", columns=2,
-                                     elem_id="multi-gallery")
+                gallery = results_gallery("Results, then the control maps used",
+                                        elem_id="multi-gallery")
                 info = gr.Markdown(elem_id="multi-info")
 
         pairs = [("chelsea.jpg", "coffee.jpg"), ("astronaut.jpg", "rocket.jpg")]

@@ -46,7 +46,8 @@ from .masking import (
 from .previews import live_previews
 from .task_endpoint import task_endpoint
 from .uploads import image_input
-from .widgets import EXAMPLES, lora_pickers, run_buttons, sampler_controls, seecoder_picker, settings_from_png, stop_cancels
+from .widgets import (EXAMPLES, lora_pickers, results_gallery, run_buttons, sampler_controls, seecoder_picker,
+                      settings_from_png, stop_cancels)
 
 MASK_MODE_CHOICES = [("painted / uploaded mask only", MASK_IMAGE)] + [(m, m) for m in M.MASK_MODES]
 TRYON_CANVAS = MaskCanvas((512, 768))  # portrait: people; photos are letterboxed into it
@@ -174,9 +175,9 @@ def build(engine) -> None:
                                   elem_id="tryon-load-png")
                 mask = hidden_mask("tryon")
             with gr.Column():
-                gallery = gr.Gallery(object_fit="contain", label="Results", format="png", columns=2, elem_id="tryon-gallery")
+                gallery = results_gallery("Results", elem_id="tryon-gallery")
                 info = gr.Markdown(elem_id="tryon-info")
-                used = gr.Gallery(object_fit="contain", label="Mask, pose and garment as used", format="png", columns=3, height=240,
+                used = results_gallery("Mask, pose and garment as used", columns=3, height=240,
                                   elem_id="tryon-used")
 
         # each example brings its mask, so it runs without the pose detector's weights (offline)

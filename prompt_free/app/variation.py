@@ -16,6 +16,7 @@ from .widgets import (
     format_info,
     lora_pickers,
     model_pickers,
+    results_gallery,
     run_buttons,
     sampler_controls,
     settings_from_png,
@@ -39,7 +40,7 @@ def build(engine) -> None:
                 live = live_previews(engine, "variation", outputs=3)  # the event's outputs
                 settings_from_png(models, controls, options, last, appended, elem_id="variation-load-png")
             with gr.Column():
-                gallery = gr.Gallery(object_fit="contain", label="Results", format="png", columns=2, elem_id="variation-gallery")
+                gallery = results_gallery("Results", elem_id="variation-gallery")
                 info = gr.Markdown(elem_id="variation-info")
         examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
         if examples:

@@ -85,6 +85,11 @@ def progress_callback(progress: Optional[gr.Progress], label: str = "Sampling"):
     return report
 
 
+def results_gallery(label: str, **kwargs) -> gr.Gallery:
+    """A gallery of results: PNGs (their metadata kept), whole pictures (not cropped to squares)."""
+    return gr.Gallery(label=label, format="png", object_fit="contain", **{"columns": 2, **kwargs})
+
+
 def run_buttons(label: str, prefix: str):
     """(run, stop): the tab's primary button (elem_id ``<prefix>-run``) and a Stop button next to
     it (``<prefix>-stop``); connect Stop with ``stop_cancels``. Every tab puts them right under

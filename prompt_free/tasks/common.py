@@ -18,7 +18,7 @@ from PIL import Image
 from .. import settings as limits
 from ..errors import WorkLimitError
 from ..sampling import DEFAULT_SCHEDULER, Sampler
-from .fields import LAST, REFERENCE, checked, declared, notes, setting
+from .fields import LAST, REFERENCE, checked, declared, notes, setting, values_of
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -156,7 +156,7 @@ def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:
         "guidance": sampler.guidance, "scheduler": sampler.scheduler,
     }
     reported = {name for name, decl in declared(s) if decl.section == REFERENCE}  # by the reference builder
-    for name, value, _ in notes(s):  # never silent: e.g. quick mode says the run was approximate
+    for name, value, _ in notes(s, values_of(s)):  # never silent: e.g. quick mode says the run was approximate
         if name not in reported:
             info.setdefault(name, getattr(sampler, name, value))
     return {**info, **lora_info(sampler)}

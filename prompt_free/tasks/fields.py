@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ..settings import Range
 
@@ -93,14 +93,21 @@ def checked(settings, skip=()) -> Dict[str, Any]:
             for name, info in declared(settings) if info.range is not None and name not in skip}
 
 
-def notes(settings, fmt: Callable[[SettingInfo], Optional[str]] = lambda i: i.note) -> Iterator[Tuple[str, Any, str]]:
-    """(name, value, text) of each setting whose value is not neutral and that says so
-    (``fmt(info)``: a format with ``{value}``)."""
-    for name, info in declared(settings):
-        value = getattr(settings, name)
-        text = fmt(info)
+def notes(settings_type, values: Mapping[str, Any], kind: str = "note") -> Iterator[Tuple[str, Any, str]]:
+    """(name, value, text) of each setting ``settings_type`` declares whose value in ``values`` (a
+    mapping: a settings instance's fields, a run's info, a PNG record's settings) is not neutral
+    and that says so: its ``note``, or with ``kind="png_note"`` the text of its ``png_note``
+    (``{value}`` filled in). The one rule for the info line, the UI and the PNG's parameters."""
+    for name, info in declared(settings_type):
+        value = values.get(name)
+        text = info.note if kind == "note" else (info.png_note[1] if info.png_note else None)
         if text and value is not None and value != info.neutral:
             yield name, value, text.format(value=_num(value))
+
+
+def values_of(settings) -> Dict[str, Any]:
+    """A settings instance's field values by name (for ``notes``)."""
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
 
 
 def _num(x) -> str:
