@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
+from .errors import InvalidSettingError
+
 UNKNOWN_SIDE = 768  # a size a request leaves to an image (follow the control image, try-on): assume this
 DEFAULT_STEPS = 50
 
@@ -120,11 +122,11 @@ EXTRA_NAMES = {
 
 
 def spec(name: str) -> TaskSpec:
-    """The task called ``name`` (``KeyError`` naming the known ones)."""
+    """The task called ``name`` (``InvalidSettingError`` naming the known ones)."""
     try:
         return BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r}; the tasks are {', '.join(BY_NAME)}") from None
+    except (KeyError, TypeError):
+        raise InvalidSettingError(f"unknown task {name!r}; the tasks are {', '.join(BY_NAME)}") from None
 
 
 def public_names() -> Dict[str, str]:
