@@ -87,6 +87,8 @@ def request_summary(values, limit: int = 2000) -> str:
     server's directories), images and arrays by their size, long texts cut."""
 
     def short(v):
+        if isinstance(v, InputGroup):  # a group of values (a dataclass or declared settings)
+            return {name: short(x) for name, x in v.items() if x is not None}
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
             return {f.name: short(getattr(v, f.name)) for f in dataclasses.fields(v) if getattr(v, f.name) is not None}
         if isinstance(v, (list, tuple)):

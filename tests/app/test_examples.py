@@ -9,14 +9,14 @@ from tests.helpers.app import chromium_page, wait_for_result_or_error
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
-# tab label, elem_id prefix, where the first picture shows
+# tab label, elem_id prefix, where the first picture shows, (where, what) the finished run says
 TABS = [
-    ("Image Variation", "variation", "#variation-gallery img"),
-    ("Reference + ControlNet", "control", "#control-gallery img"),
-    ("Multi-Reference", "multi", "#multi-gallery img"),
-    ("Dual-ControlNet Comparison", "compare", "#compare-image-prompt-free img"),
-    ("Edit with a Reference", "edit", "#edit-gallery img"),
-    ("Virtual Try-On", "tryon", "#tryon-gallery img"),
+    ("Image Variation", "variation", "#variation-gallery img", ("#variation-info", "seeds")),
+    ("Reference + ControlNet", "control", "#control-gallery img", ("#control-info", "seeds")),
+    ("Multi-Reference", "multi", "#multi-gallery img", ("#multi-info", "seeds")),
+    ("Dual-ControlNet Comparison", "compare", "#compare-image-prompt-free img", ("#compare-stats-prompt-free", "wall")),
+    ("Edit with a Reference", "edit", "#edit-gallery img", ("#edit-info", "seeds")),
+    ("Virtual Try-On", "tryon", "#tryon-gallery img", ("#tryon-info", "seeds")),
 ]
 
 
@@ -27,8 +27,15 @@ def _click_first_example(page, prefix: str) -> None:
     cell.click()
 
 
-@pytest.mark.parametrize("label,prefix,result", TABS, ids=[t[1] for t in TABS])
-def test_each_tab_s_first_example_gives_a_picture(app, label, prefix, result):
+def wait_until_finished(page, done) -> None:
+    """A live preview shows a picture too: the run is over when its info says so."""
+    where, text = done
+    page.wait_for_function(f"() => (document.querySelector({where!r}) || {{}}).innerText?.includes({text!r})",
+                           timeout=600_000)
+
+
+@pytest.mark.parametrize("label,prefix,result,done", TABS, ids=[t[1] for t in TABS])
+def test_each_tab_s_first_example_gives_a_picture(app, label, prefix, result, done):
     _, _, url = app
     with chromium_page(url) as page:
         page.get_by_role("tab", name=label).click()
@@ -41,3 +48,4 @@ def test_each_tab_s_first_example_gives_a_picture(app, label, prefix, result):
             steps.press("Enter")
         page.locator(f"#{prefix}-run").click()
         wait_for_result_or_error(page, result, timeout_s=600)
+        wait_until_finished(page, done)
