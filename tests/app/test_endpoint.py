@@ -215,3 +215,14 @@ def test_appended_parameters_follow_previews_and_reach_the_handler():
     assert api.inputs == [a, b, c, live.checkbox, d]
     assert final(api.fn(3, 4, "sum", True, 9, None)) == "sum: 7 9"
     assert seen == {"pair": Pair(3, 4), "label": "sum", "later": 9}
+
+
+def test_the_request_log_names_declared_settings_by_value():
+    from prompt_free.app.endpoint import request_summary
+    from prompt_free.app.fields import SettingsGroup
+    from prompt_free.tasks.common import SamplerSettings
+    from prompt_free.tasks.fields import declared
+
+    infos = dict(declared(SamplerSettings))
+    group = SettingsGroup({"deep_cache": 2}, {"deep_cache": infos["deep_cache"]})
+    assert request_summary([group]) == "[{'deep_cache': 2}]"
