@@ -97,9 +97,10 @@ def recorded_controls(rec: Mapping[str, Any]) -> List[Mapping[str, Any]]:
 def _models(engine, settings, info: Mapping[str, Any], call: Mapping[str, Any],
             settings_rec: Mapping[str, Any]) -> Dict[str, Any]:
     reg = engine.registry
+    seecoder = info.get("seecoder") or getattr(settings, "seecoder", None) or engine.defaults.get("seecoder")
     names = {
-        "seecoder": info.get("seecoder") or getattr(settings, "seecoder", None) or engine.defaults.get("seecoder"),
-        "base_model": info.get("base_model") or getattr(settings, "base_model", None) or engine.defaults.get("base_model"),
+        "seecoder": seecoder,
+        "base_model": info.get("base_model") or getattr(settings, "base_model", None) or reg.base_model_for(seecoder),
     }
     out: Dict[str, Any] = {
         "seecoder": model_record(reg, "seecoders", names["seecoder"]),

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import yaml
 
 from .errors import ChecksumError, ConfigError, ModelUnavailableError, UnknownModelError
+from .lora_entries import LORA_SAMPLER_OPTIONS, NOT_VALIDATED, NOT_VALIDATED_WHY, check_lora_sampler, check_lora_sources
 from .settings import hub_offline
 
 # prompt_free/checkpoints.yaml links to the project's checkpoints.yaml in a checkout (resolved, so that
@@ -31,20 +32,13 @@ KIND_LABEL = {
 }
 SOURCE_KEYS = {"path", "repo", "file", "subfolder", "revision", "repo_type", "sha256"}
 ENTRY_OPTIONS = {
-    "seecoders": {"unconditional", "seed"},
+    "seecoders": {"unconditional", "seed", "base_model"},
     "base_models": {"format", "vae", "inpainting", "seed", "unet_config", "vae_config"},
     "controlnets": {"preprocessor", "kind", "seed", "config"},
     "ip_adapters": {"image_encoder", "seed"},
     "loras": {"scheduler", "steps", "guidance", "validated"},
     "previews": {"seed"},
 }
-# A LoRA entry's sampler settings (few-step LoRAs: LCM-LoRA, TCD, Hyper-SD): choosing the LoRA in a
-# tab sets these controls, and `prompt-free generate --lora` uses them unless given on the command line.
-LORA_SAMPLER_OPTIONS = ("scheduler", "steps", "guidance")
-# Shown beside the picker and printed by the CLI for a LoRA whose entry says `validated: false`.
-NOT_VALIDATED = "not validated with SeeCoder context"
-NOT_VALIDATED_WHY = ("it was distilled with text-prompt context; nobody has compared its pictures with SeeCoder's "
-                     "on real weights yet")
 # The kinds of map a ControlNet takes (``kind:`` of a controlnets entry).
 CONTROL_KINDS = ("openpose", "canny", "depth", "softedge", "mlsd", "normal", "scribble", "lineart",
                  "lineart_anime", "seg", "shuffle")
@@ -56,7 +50,6 @@ TINY_BUILDERS = {
     "loras": set(),
     "previews": {"taesd"},
 }
-NO_LORA = "none"  # the LoRA pickers' "no LoRA" choice, so no entry may take this name
 
 # Built-in full-size builders with random weights (``random:`` in checkpoints.yaml; the
 # ``full-random`` profile, prompt_free/full_random.py). Like tiny ones they need no file.
@@ -266,8 +259,8 @@ def _parse_entry(kind: str, name: str, spec: Any, base_dir: Path) -> Entry:
         if key in options:
             options[key] = _parse_source(options[key], f"{where} {key}", base_dir)
     if kind == "loras":
-        _check_lora_sources(name, sources, where)
-        _check_lora_sampler(options, where)
+        check_lora_sources(name, sources, where)
+        check_lora_sampler(options, where)
     unc = options.get("unconditional")
     if kind == "seecoders":
         if unc is None or unc == "zeros":
@@ -277,48 +270,6 @@ def _parse_entry(kind: str, name: str, spec: Any, base_dir: Path) -> Entry:
         else:
             options["unconditional"] = _parse_source(unc, f"{where} unconditional", base_dir)
     return Entry(kind, name, sources, tiny, options)
-
-
-def _check_lora_sources(name: str, sources: Tuple[Source, ...], where: str) -> None:
-    """A LoRA is one .safetensors file (kohya or diffusers/PEFT keys): pickles are never read."""
-    if name.strip().lower() == NO_LORA:
-        raise ConfigError(f"{where}: '{NO_LORA}' means 'no LoRA' in the pickers; give this LoRA another name")
-    for src in sources:
-        if src.repo is not None and not src.file:
-            raise ConfigError(f"{where}: a hub LoRA is one file of the repo: add `file: <name>.safetensors`")
-        filename = src.file if src.repo is not None else src.path.name
-        if not filename.lower().endswith(".safetensors"):
-            raise ConfigError(f"{where}: LoRA files are read as .safetensors only (pickled .bin/.pt/.ckpt files are "
-                              f"not loaded), got '{filename}'")
-
-
-def _check_lora_sampler(options: Dict[str, Any], where: str) -> None:
-    """A LoRA's ``scheduler`` / ``steps`` / ``guidance`` (checked as a run checks them) and its
-    ``validated`` flag (default: false when it carries sampler settings, else true); in place."""
-    from . import settings
-    from .errors import InvalidSettingError
-    from .sampling import FEW_STEP_SCHEDULERS, SCHEDULERS
-
-    scheduler = options.get("scheduler")
-    if scheduler is not None and scheduler not in SCHEDULERS:
-        raise ConfigError(f"{where}: unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
-    try:
-        if "steps" in options:
-            if isinstance(options["steps"], bool):
-                raise InvalidSettingError(f"steps must be a whole number, got {options['steps']!r}")
-            limit = settings.FEW_STEPS if scheduler in FEW_STEP_SCHEDULERS else settings.STEPS
-            options["steps"] = int(limit.check(options["steps"], f"steps with the {scheduler} sampler" if scheduler
-                                               in FEW_STEP_SCHEDULERS else "steps"))
-        if "guidance" in options:
-            if isinstance(options["guidance"], bool):
-                raise InvalidSettingError(f"guidance must be a number, got {options['guidance']!r}")
-            options["guidance"] = float(settings.GUIDANCE.check(options["guidance"]))
-    except InvalidSettingError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    validated = options.get("validated", not any(k in options for k in LORA_SAMPLER_OPTIONS))
-    if not isinstance(validated, bool):
-        raise ConfigError(f"{where}: validated must be true or false, got {validated!r}")
-    options["validated"] = validated
 
 
 class Registry:
@@ -389,6 +340,11 @@ class Registry:
                 raise ConfigError(f"profile '{profile}': default {key} '{defaults[key]}' is not defined under {kind}")
             if key not in defaults and entries[kind]:
                 defaults[key] = next(iter(entries[kind]))
+        for entry in entries["seecoders"].values():
+            paired = entry.option("base_model")
+            if paired is not None and paired not in entries["base_models"]:
+                raise ConfigError(f"checkpoints.yaml: SeeCoder '{entry.name}': base_model '{paired}' is not defined "
+                                  f"under base_models; defined: {', '.join(entries['base_models'])}")
         annotators = _parse_source(data["annotators"], f"profile '{profile}' annotators", base_dir) if data.get("annotators") else ()
         return cls(profile, entries, defaults, path, annotators)
 
@@ -406,6 +362,14 @@ class Registry:
             raise UnknownModelError(
                 f"unknown {KIND_LABEL[kind]} '{name}'; defined in the '{self.profile}' profile: {known}"
             ) from None
+
+    def base_model_for(self, seecoder: Optional[str]) -> str:
+        """The base model a run with ``seecoder`` and no base model of its own uses: the one the
+        SeeCoder's entry pairs it with (``base_model:``, e.g. SeeCoder-Anime with an anime model),
+        else the profile's default."""
+        entry = self.entries["seecoders"].get(seecoder) if seecoder is not None else None
+        paired = entry.option("base_model") if entry is not None else None
+        return paired or self.defaults["base_model"]
 
     # ------------------------------------------------------------------ resolution
     def resolve_file(self, sources: Tuple[Source, ...], what: str, allow_download: bool = True) -> Path:

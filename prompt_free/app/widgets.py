@@ -18,7 +18,7 @@ from prompt_free import detectors  # the UI's one reach into the detectors
 from prompt_free.blocks import ALL, PRESET_LABELS
 from prompt_free.errors import PromptFreeError
 from prompt_free.sampling import DEFAULT_SCHEDULER, SCHEDULERS
-from prompt_free.registry import NO_LORA
+from prompt_free.lora_entries import NO_LORA
 from prompt_free.settings import (
     FOLLOW_SIZE_HI,
     FOLLOW_SIZE_LO,
@@ -239,9 +239,20 @@ def seecoder_picker(engine) -> gr.Dropdown:
 def model_pickers(engine) -> ModelPickers:
     reg = engine.registry
     seecoder = seecoder_picker(engine)
-    base_model = gr.Dropdown(reg.names("base_models"), value=reg.defaults["base_model"], label="Base model",
-                             info="Any SD 1.x model from checkpoints.yaml.")
+    base_model = gr.Dropdown(reg.names("base_models"), value=reg.base_model_for(reg.defaults["seecoder"]),
+                             label="Base model", info="Any SD 1.x model from checkpoints.yaml.")
+    seecoder.input(lambda name, base: paired_base_model(reg, name, base), inputs=[seecoder, base_model],
+                   outputs=[base_model], queue=False, api_visibility="private")
     return ModelPickers(seecoder, base_model)
+
+
+def paired_base_model(registry, seecoder: str, current: str) -> str:
+    """The base model after picking ``seecoder``: the one its entry pairs it with (SeeCoder-Anime:
+    an anime model); leaving a pairing goes back to the profile's default; else ``current`` stays."""
+    pairing = {n: registry.entry("seecoders", n).option("base_model") for n in registry.names("seecoders")}
+    if pairing.get(seecoder):
+        return pairing[seecoder]
+    return registry.defaults["base_model"] if current in pairing.values() else current
 
 
 # The "Speed" choice of every tab's sampler settings: (scheduler, steps) it puts in the controls,

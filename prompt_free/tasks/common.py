@@ -75,11 +75,9 @@ def holds_models(task):
 
 
 def resolve_defaults(engine, settings: SamplerSettings) -> SamplerSettings:
-    return replace(
-        settings,
-        base_model=settings.base_model or engine.defaults["base_model"],
-        seecoder=settings.seecoder or engine.defaults["seecoder"],
-    )
+    seecoder = settings.seecoder or engine.defaults["seecoder"]
+    return replace(settings, base_model=settings.base_model or engine.registry.base_model_for(seecoder),
+                   seecoder=seecoder)
 
 
 def begin(engine, settings: SamplerSettings) -> SamplerSettings:

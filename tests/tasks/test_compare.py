@@ -294,7 +294,7 @@ def test_real_text_encoder_sources_and_clear_error_offline(monkeypatch):
     assert text.text_encoder_source(e, "Stable Diffusion v1.5") == (
         "stable-diffusion-v1-5/stable-diffusion-v1-5", "text_encoder", "tokenizer", None)
     assert text.text_encoder_source(e, "Deliberate v2 (single file)")[0] == text.SD_CLIP_REPO
-    assert text.text_encoder_source(e, "Deliberate v2 (official PFD UNet)")[0] == text.SD_CLIP_REPO
+    assert text.text_encoder_source(e, "Deliberate-v2")[0] == text.SD_CLIP_REPO
     with pytest.raises(UnknownModelError):
         text.text_encoder_source(e, "SD 9")
     # A repo no cache can hold: offline, loading it is the clear "not available" message.

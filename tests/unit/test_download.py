@@ -136,8 +136,8 @@ def test_plan_detectors_default_preprocessors_and_all():
 
 def test_plan_shares_files_between_entries_once():
     registry = Registry.load(profile="real")
-    needs = download.plan(registry, ["Stable Diffusion v1.5", "Deliberate v2 (official PFD UNet)"], annotators="none")
-    vae = [n for n in needs if n.describe().startswith("stable-diffusion-v1-5/stable-diffusion-v1-5/vae/config.json")]
+    needs = download.plan(registry, ["Anything-v4", "Deliberate-v2"], annotators="none")
+    vae = [n for n in needs if n.describe().startswith("shi-labs/prompt-free-diffusion/pretrained/pfd/vae/sd-v2-0-base-autokl.pth")]
     assert len(vae) == 2 and len(download.unique(vae)) == 1
     a, b = needs[0], needs[1]
     assert download.unique([a, b, a]) == [a, b] and download.unique([b, a, b]) == [b, a]

@@ -43,6 +43,50 @@ def test_shipped_checkpoints_yaml_is_valid_for_both_profiles():
     assert tiny_reg.is_tiny and not real.is_tiny
 
 
+PAPER_BASE_MODELS = ("SD-v1.5", "OpenJourney-v4", "Deliberate-v2", "RealisticVision-v2", "Anything-v4",
+                     "AbyssOrangeMix-v2", "AbyssOrangeMix-v3")
+
+
+def test_real_profile_offers_the_papers_seven_official_unets_and_pairs_the_anime_seecoder():
+    real = Registry.load(DEFAULT_CHECKPOINTS, "real")
+    for name in PAPER_BASE_MODELS:
+        entry = real.entry("base_models", name)
+        assert entry.option("format") == "pfd_unet", name
+        assert entry.sources[0].repo == "shi-labs/prompt-free-diffusion"
+        assert entry.sources[0].file.startswith("pretrained/pfd/diffuser/"), name
+        assert entry.option("vae")[0].file == "pretrained/pfd/vae/sd-v2-0-base-autokl.pth", name
+    assert real.base_model_for("SeeCoder-Anime") == "Anything-v4"
+    assert real.base_model_for("SeeCoder") == real.base_model_for("SeeCoder-PA") == "Stable Diffusion v1.5"
+    assert real.base_model_for(None) == "Stable Diffusion v1.5"
+
+
+def paired_profile() -> dict:
+    return {"seecoders": {"S": {"tiny": "seecoder"}, "Anime": {"tiny": "seecoder", "seed": 7, "base_model": "B2"}},
+            "base_models": {"B1": {"tiny": "sd", "seed": 1}, "B2": {"tiny": "sd", "seed": 11}}}
+
+
+def test_a_seecoder_paired_with_a_base_model_brings_it_when_none_is_given(tmp_path):
+    engine = Engine(Registry.load(write_yaml(tmp_path, paired_profile())), device="cpu")
+    img = Image.fromarray(np.full((64, 64, 3), 120, np.uint8))
+    paired = image_variation(engine, img, VariationSettings(seecoder="Anime", width=64, height=64, steps=2, seed=5))
+    explicit = image_variation(engine, img, VariationSettings(seecoder="Anime", base_model="B2", width=64, height=64,
+                                                               steps=2, seed=5))
+    other = image_variation(engine, img, VariationSettings(seecoder="Anime", base_model="B1", width=64, height=64,
+                                                            steps=2, seed=5))
+    assert paired.info["base_model"] == "B2"
+    assert np.array_equal(np.asarray(paired.images[0]), np.asarray(explicit.images[0]))
+    assert not np.array_equal(np.asarray(paired.images[0]), np.asarray(other.images[0]))
+    plain = image_variation(engine, img, VariationSettings(seecoder="S", width=64, height=64, steps=2, seed=5))
+    assert plain.info["base_model"] == "B1"
+
+
+def test_a_pairing_with_an_unknown_base_model_is_refused(tmp_path):
+    profile = paired_profile()
+    profile["seecoders"]["Anime"]["base_model"] = "Nope"
+    with pytest.raises(ConfigError, match="SeeCoder 'Anime': base_model 'Nope' is not defined under base_models; defined: B1, B2"):
+        Registry.load(write_yaml(tmp_path, profile))
+
+
 @pytest.mark.parametrize(
     "profile, message",
     [
