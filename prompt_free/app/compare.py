@@ -309,7 +309,8 @@ def build(engine) -> None:
                             columns, baselines, controls, strength, text_column, loras, last,
                             present=present, appended=appended,
                             check=check, previews=replace(live, outputs=len(event_outputs)), progress_label="Comparing")
-        event = run.click(api.fn, inputs=api.inputs, outputs=event_outputs, api_name="compare")
+        event = run.click(api.fn, inputs=api.inputs, outputs=event_outputs, api_name="compare",
+                          show_progress_on=outputs.components())
         event.success(lambda values: tuple(values), inputs=[optional_state],
                               outputs=outputs.optional_components(), queue=False, api_visibility="private")
         stop_cancels(stop, event)

@@ -163,7 +163,8 @@ def build(engine) -> None:
         api = task_endpoint(engine, "reference_control", ToCall("reference_image", reference, "reference"), models,
                             panel.to_call(), controls, options, loras, last,
                             present=present, appended=appended, previews=live)
-        event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control")
+        event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="reference_control",
+                          show_progress_on=[gallery, info])
         stop_cancels(stop, event)
 
 

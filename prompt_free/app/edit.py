@@ -146,5 +146,6 @@ def build(engine) -> None:
         taken = run.click(take_mask, inputs=[editor, photo], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="edit_reference",
+            show_progress_on=[gallery, used, info],
         )
         stop_cancels(stop, taken, event)

@@ -143,8 +143,10 @@ def reference_section(settings_type, prefix: str, *, title: str, open: bool = Fa
 
 
 def last_section(settings_type, prefix: str) -> SettingsGroup:
-    """The settings that end every endpoint before its ``previews`` parameter (quick mode)."""
-    return section_controls(settings_type, LAST, prefix)
+    """The settings that end every endpoint before its ``previews`` parameter (quick mode), in an
+    accordion ``<prefix>-quick``, closed (advanced: the neutral value is the exact picture)."""
+    with gr.Accordion("Quick mode", open=False, elem_id=f"{prefix}-quick"):
+        return section_controls(settings_type, LAST, prefix)
 
 
 def appended_section(settings_type, prefix: str) -> SettingsGroup:

@@ -144,7 +144,8 @@ def build(engine) -> None:
         api = task_endpoint(engine, "multi_reference", slots, ("blend", blend), models, *parts, controls, options, loras,
                             last,
                             present=present, appended=appended, previews=live)
-        event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="multi_reference")
+        event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="multi_reference",
+                          show_progress_on=[gallery, info])
         stop_cancels(stop, event)
 
 

@@ -201,6 +201,7 @@ def build(engine) -> None:
         taken = run.click(take_mask, inputs=[editor, person], outputs=[mask], api_visibility="private")
         event = taken.success(
             api.fn, inputs=api.inputs, outputs=[gallery, used, info, controls.seed], api_name="virtual_tryon",
+            show_progress_on=[gallery, used, info],
         )
         stop_cancels(stop, taken, event)
 

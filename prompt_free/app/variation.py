@@ -53,5 +53,6 @@ def build(engine) -> None:
         api = task_endpoint(engine, "image_variation", ToCall("reference_image", reference, "reference"), models,
                             controls, options, loras, last,
                             present=present, appended=appended, previews=live)
-        event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation")
+        event = run.click(api.fn, inputs=api.inputs, outputs=[gallery, info, controls.seed], api_name="image_variation",
+                          show_progress_on=[gallery, info])
         stop_cancels(stop, event)

@@ -93,7 +93,9 @@ def results_gallery(label: str, **kwargs) -> gr.Gallery:
 def run_buttons(label: str, prefix: str):
     """(run, stop): the tab's primary button (elem_id ``<prefix>-run``) and a Stop button next to
     it (``<prefix>-stop``); connect Stop with ``stop_cancels``. Every tab puts them right under
-    its inputs, above the settings, so they are in view with the results beside them."""
+    its inputs, above the settings, so they are in view with the results beside them. The run
+    event gives ``show_progress_on=`` its result outputs: Seed is an input the run writes back, and
+    an "Error" badge on it would stay after a refused run."""
     with gr.Row():
         run = gr.Button(label, variant="primary", elem_id=f"{prefix}-run", scale=3)
         stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop", scale=1, min_width=80)

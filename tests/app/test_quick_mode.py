@@ -54,6 +54,8 @@ def test_browser_load_settings_from_png_sets_the_quick_mode_slider(app, tmp_path
                      "--steps", "3", "--size", "64x64", "--profile", "tiny", "--out", str(tmp_path)])
     assert code == 0
     with chromium_page(app[2]) as page:
+        assert not page.locator("#variation-deep-cache").is_visible()  # advanced: closed at first
+        page.locator("#variation-quick").get_by_text("Quick mode", exact=True).first.click()
         assert "approximate" in page.locator("#variation-deep-cache").inner_text()
         page.get_by_text("Load settings from a PNG").first.click()
         page.locator("#variation-load-png input[type=file]").set_input_files(str(tmp_path / "coffee-s31.png"))
