@@ -1,4 +1,4 @@
-# Sourced by ./run and ./test: make .venv (Python 3.11 or newer) and install the requirements
+# Sourced by ./run and ./test: make .venv (Python 3.10 or newer) and install the requirements
 # file $1 into it, unless the same files were installed already (a stamp of their sha256).
 requirements="$1"
 python="${PYTHON:-python3}"

@@ -45,3 +45,19 @@ def test_the_library_snippet_runs(tmp_path, monkeypatch):
     namespace = {}
     exec(compile(snippet.replace('"variation.png"', repr(str(tmp_path / "variation.png"))), "README", "exec"), namespace)
     assert (tmp_path / "variation.png").is_file()
+
+
+def test_the_usage_guide_s_sizes_and_exit_codes_are_the_code_s(tmp_path):
+    usage = (ROOT / "docs" / "usage.md").read_text()
+    size = settings.SIZE
+    assert f"from {int(size.lo)} to {int(size.hi)} in the library and the CLI" in usage
+    assert f"its API) stops at {int(size.slider_hi)}" in usage
+    from prompt_free import cli
+
+    # "exit code 2 for a usage error (... an input file that does not exist) and 1 for an input the run refuses"
+    assert "exit code 2 for a usage error" in usage and "1 for an input the run refuses" in usage
+    missing = cli.main(["generate", "--reference", str(tmp_path / "nope.png"), "--out", str(tmp_path), "--profile", "tiny"])
+    (tmp_path / "bad.png").write_bytes(b"not a picture")
+    refused = cli.main(["generate", "--reference", str(tmp_path / "bad.png"), "--out", str(tmp_path), "--profile", "tiny",
+                        "--steps", "2", "--size", "64x64"])
+    assert (missing, refused) == (2, 1)
