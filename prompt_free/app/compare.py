@@ -41,6 +41,7 @@ from prompt_free.tasks.fields import REFERENCE
 
 from .endpoint import InputGroup
 from .fields import appended_section, last_section, section_controls, slider
+from .model_pickers import model_pickers
 from .previews import live_previews
 from .task_endpoint import ToCall, task_endpoint
 from .uploads import image_input
@@ -48,7 +49,6 @@ from .widgets import (
     EXAMPLES,
     connect_preprocessor,
     lora_pickers,
-    model_pickers,
     preprocessor_dropdown,
     results_gallery,
     run_buttons,
@@ -271,6 +271,7 @@ def build(engine) -> None:
             with gr.Column():
                 reference, structure = _structure(engine, choices, default_type)
                 run, stop = run_buttons("Compare", "compare")
+                _examples(reference, structure, choices)  # near the inputs (the results are below)
                 models = model_pickers(engine)
                 columns, baselines = _columns_and_baselines(ip_names)
                 strength, text_column = _text_column_inputs()
@@ -282,7 +283,6 @@ def build(engine) -> None:
                 settings_from_png(models, controls, baselines, last, appended, elem_id="compare-load-png")
         outputs = _outputs(ip_names)
         size_follows_image(engine, structure.image, controls)
-        _examples(reference, structure, choices)
 
         def check(request) -> None:
             methods = request.settings["methods"]

@@ -24,6 +24,7 @@ from prompt_free.tasks.control import (
 
 from .endpoint import InputGroup
 from .fields import appended_section, last_section, reference_section, slider
+from .model_pickers import model_pickers
 from .previews import live_previews
 from .task_endpoint import Joined, ToCall, task_endpoint
 from .uploads import image_input
@@ -32,7 +33,6 @@ from .widgets import (
     connect_preprocessor,
     format_info,
     lora_pickers,
-    model_pickers,
     preprocessor_dropdown,
     results_gallery,
     run_buttons,
@@ -154,8 +154,8 @@ def build(engine) -> None:
                 gallery = results_gallery("Results, then the control maps used",
                                         elem_id="control-gallery")
                 info = gr.Markdown(elem_id="control-info")
+                _examples(reference, first, use_second, second)  # beside the inputs, in view
         size_follows_image(engine, first.image, controls)
-        _examples(reference, first, use_second, second)
 
         def present(result, pictures, settings):
             return pictures, _info(result.info), settings.seed

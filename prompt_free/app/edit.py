@@ -37,10 +37,11 @@ from .masking import (
     mask_upload_input,
     max_side_slider,
 )
+from .model_pickers import seecoder_picker
 from .previews import live_previews
 from .task_endpoint import task_endpoint
 from .uploads import image_input
-from .widgets import (EXAMPLES, lora_pickers, results_gallery, run_buttons, sampler_controls, seecoder_picker,
+from .widgets import (EXAMPLES, lora_pickers, results_gallery, run_buttons, sampler_controls,
                       settings_from_png, stop_cancels)
 
 EDIT_CANVAS = MaskCanvas((640, 480))  # landscape, as most photos; others are letterboxed into it
@@ -129,11 +130,10 @@ def build(engine) -> None:
                 info = gr.Markdown(elem_id="edit-info")
                 used = results_gallery("Mask and reference as used", height=240,
                                   elem_id="edit-used")
-
-        example = [EXAMPLES / "coffee.jpg", EXAMPLES / "chelsea.jpg", EXAMPLES / "edit_coffee_mask.png"]
-        if all(p.is_file() for p in example):  # the mask comes with it: one click, then Edit
-            gr.Examples(examples=[[str(p) for p in example]], inputs=[photo, reference, mask_upload],
-                        label="Example photo, reference and mask", elem_id="edit-examples")
+                example = [EXAMPLES / "coffee.jpg", EXAMPLES / "chelsea.jpg", EXAMPLES / "edit_coffee_mask.png"]
+                if all(p.is_file() for p in example):  # the mask comes with it: one click, then Edit
+                    gr.Examples(examples=[[str(p) for p in example]], inputs=[photo, reference, mask_upload],
+                                label="Example photo, reference and mask", elem_id="edit-examples")
         connect_editor(EDIT_CANVAS, photo, editor, mask_upload, load_photo, read_uploaded_mask, "photo")
         take_mask = editor_to_mask(EDIT_CANVAS, load_photo)
 

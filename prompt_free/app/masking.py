@@ -24,7 +24,8 @@ from prompt_free.settings import MASK_PX, TRYON_MAX_SIDE
 from .endpoint import handle_errors
 from .uploads import image_input, mask_editor
 from .fields import slider
-from .widgets import ModelPickers, format_info, ui_defaults
+from .model_pickers import ModelPickers
+from .widgets import format_info, ui_defaults
 
 BRUSH_COLOR = "#ff00ff"
 

@@ -21,6 +21,7 @@ from prompt_free.tasks.control import controlnet_choices
 from .control import control_panel, controls_lines
 from .endpoint import InputGroup
 from .fields import appended_section, last_section, reference_section, slider
+from .model_pickers import model_pickers
 from .previews import live_previews
 from .task_endpoint import Joined, task_endpoint
 from .uploads import image_input
@@ -28,7 +29,6 @@ from .widgets import (
     EXAMPLES,
     format_info,
     lora_pickers,
-    model_pickers,
     results_gallery,
     run_buttons,
     sampler_controls,
@@ -125,12 +125,12 @@ def build(engine) -> None:
                 gallery = results_gallery("Results, then the control maps used",
                                         elem_id="multi-gallery")
                 info = gr.Markdown(elem_id="multi-info")
-
-        pairs = [("chelsea.jpg", "coffee.jpg"), ("astronaut.jpg", "rocket.jpg")]
-        rows = [[str(EXAMPLES / a), str(EXAMPLES / b)] for a, b in pairs if (EXAMPLES / a).is_file() and (EXAMPLES / b).is_file()]
-        if rows:
-            gr.Examples(examples=rows, inputs=[slots.reference_1, slots.reference_2], label="Example references to blend",
-                        elem_id="multi-examples")
+                pairs = [("chelsea.jpg", "coffee.jpg"), ("astronaut.jpg", "rocket.jpg")]
+                rows = [[str(EXAMPLES / a), str(EXAMPLES / b)] for a, b in pairs
+                        if (EXAMPLES / a).is_file() and (EXAMPLES / b).is_file()]
+                if rows:  # beside the inputs, in view
+                    gr.Examples(examples=rows, inputs=[slots.reference_1, slots.reference_2],
+                                label="Example references to blend", elem_id="multi-examples")
 
         def present(result, pictures, settings):
             return pictures, _info(result.info), settings.seed

@@ -43,10 +43,11 @@ from .masking import (
     mask_upload_input,
     max_side_slider,
 )
+from .model_pickers import seecoder_picker
 from .previews import live_previews
 from .task_endpoint import task_endpoint
 from .uploads import image_input
-from .widgets import (EXAMPLES, lora_pickers, results_gallery, run_buttons, sampler_controls, seecoder_picker,
+from .widgets import (EXAMPLES, lora_pickers, results_gallery, run_buttons, sampler_controls,
                       settings_from_png, stop_cancels)
 
 MASK_MODE_CHOICES = [("painted / uploaded mask only", MASK_IMAGE)] + [(m, m) for m in M.MASK_MODES]
@@ -147,6 +148,17 @@ def _mask_editor_events(engine, person, editor, mask_mode, make, mask_upload) ->
     make.click(make_mask, inputs=[person, mask_mode], outputs=[editor], api_visibility="private")
 
 
+def _examples(person, garment, mask_upload) -> None:
+    # each example brings its mask, so it runs without the pose detector's weights (offline)
+    rows = [("tryon_garment_shirt.png", "tryon_person_mask.png"),
+            ("tryon_garment_trousers.png", "tryon_person_mask_lower.png")]
+    examples = [[str(EXAMPLES / "tryon_person.png"), str(EXAMPLES / g), str(EXAMPLES / m)] for g, m in rows
+                if all((EXAMPLES / f).is_file() for f in ("tryon_person.png", g, m))]
+    if examples:
+        gr.Examples(examples=examples, inputs=[person, garment, mask_upload], label="Example person and garments",
+                    elem_id="tryon-examples")
+
+
 def build(engine) -> None:
     inpaint = inpainting_base_model(engine)
 
@@ -179,15 +191,7 @@ def build(engine) -> None:
                 info = gr.Markdown(elem_id="tryon-info")
                 used = results_gallery("Mask, pose and garment as used", columns=3, height=240,
                                   elem_id="tryon-used")
-
-        # each example brings its mask, so it runs without the pose detector's weights (offline)
-        rows = [("tryon_garment_shirt.png", "tryon_person_mask.png"),
-                ("tryon_garment_trousers.png", "tryon_person_mask_lower.png")]
-        examples = [[str(EXAMPLES / "tryon_person.png"), str(EXAMPLES / g), str(EXAMPLES / m)] for g, m in rows
-                    if all((EXAMPLES / f).is_file() for f in ("tryon_person.png", g, m))]
-        if examples:
-            gr.Examples(examples=examples, inputs=[person, garment, mask_upload], label="Example person and garments",
-                        elem_id="tryon-examples")
+                _examples(person, garment, mask_upload)
         _mask_editor_events(engine, person, editor, mask_mode, make, mask_upload)
 
         take_mask = editor_to_mask(TRYON_CANVAS, load_person)

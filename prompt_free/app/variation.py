@@ -8,6 +8,7 @@ from prompt_free.catalog import spec as task_spec
 from prompt_free.tasks import VariationSettings
 
 from .fields import appended_section, last_section, reference_section
+from .model_pickers import model_pickers
 from .previews import live_previews
 from .task_endpoint import ToCall, task_endpoint
 from .uploads import image_input
@@ -15,7 +16,6 @@ from .widgets import (
     EXAMPLES,
     format_info,
     lora_pickers,
-    model_pickers,
     results_gallery,
     run_buttons,
     sampler_controls,
@@ -42,10 +42,10 @@ def build(engine) -> None:
             with gr.Column():
                 gallery = results_gallery("Results", elem_id="variation-gallery")
                 info = gr.Markdown(elem_id="variation-info")
-        examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
-        if examples:
-            gr.Examples(examples=[[p] for p in examples], inputs=[reference], label="Example references",
-                        elem_id="variation-examples")
+                examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
+                if examples:  # beside the inputs, in view (not under the long settings column)
+                    gr.Examples(examples=[[p] for p in examples], inputs=[reference], label="Example references",
+                                elem_id="variation-examples")
 
         def present(result, pictures, settings):
             return pictures, format_info(result.info, VariationSettings), settings.seed

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from prompt_free.app.widgets import model_pickers, paired_base_model
+from prompt_free.app.model_pickers import model_pickers, paired_base_model
 from prompt_free.engine import Engine
 from prompt_free.registry import DEFAULT_CHECKPOINTS, Registry
 
