@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import sys
 
+from prompt_free.extras import MissingExtraError, require
+
+if __name__ == "__main__":
+    try:
+        require("app", "python app.py")
+    except MissingExtraError as e:  # one line and exit status 1, as `prompt-free app` says it
+        sys.exit(f"error: {e}")
+
 from prompt_free.app.main import build_parser, create_app, launch_options, main, parse_args, share_warning
 
 __all__ = ["build_parser", "create_app", "launch_options", "main", "parse_args", "share_warning"]

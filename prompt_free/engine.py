@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from . import layout, memory, previews, settings
+from . import progress as progress_bars
 from .conditioning import Conditioning
 from .errors import InvalidSettingError
 from .cuda_graphs import StepGraphs
@@ -80,7 +81,9 @@ class EngineOptions:
     ``precision``: auto | fp32 | bf16 | fp16 (``PFD_PRECISION``; tiny profile: fp32; the rule is
     in ``prompt_free.precision``); ``dtype``, when given, wins over it. ``previews``: False turns
     live previews off (``PFD_PREVIEWS``). ``channels_last``: auto | on | off on the CPU
-    (``PFD_CHANNELS_LAST``; tiny: contiguous; ``prompt_free.layout``)."""
+    (``PFD_CHANNELS_LAST``; tiny: contiguous; ``prompt_free.layout``). ``progress_bar``: a tqdm bar
+    of the denoising steps on stderr for every run: True on, False off, None on when stderr is a
+    terminal (``Engine.set_progress_bar_config``, ``prompt_free.progress``)."""
 
     device: object = None
     dtype: Optional[torch.dtype] = None
@@ -94,6 +97,7 @@ class EngineOptions:
     precision: Optional[str] = None
     previews: Optional[bool] = None
     channels_last: Optional[str] = None
+    progress_bar: Optional[bool] = None
 
 
 def default_device() -> torch.device:
@@ -125,6 +129,7 @@ class Engine:
         self.fast = FastPath.from_setting(o.fast, self.device)
         self.previews = settings.previews() if o.previews is None else bool(o.previews)
         self._preview_failed = False  # a preview decoder that failed to load is reported once
+        self._progress_bar_config = {"disable": None if o.progress_bar is None else not o.progress_bar}
         budget = parse_size(o.memory_budget) or parse_size(settings.memory_budget(), "PFD_MEMORY_BUDGET")
         ram = parse_size(o.ram_budget, "RAM budget") or parse_size(settings.ram_budget(), "PFD_RAM_BUDGET")
         self.memory = Residency(budget or default_budget(self.device),
@@ -217,6 +222,20 @@ class Engine:
         is "device" or "ram" (the host-memory tier on CUDA), least recently used first."""
         return [{"kind": r.kind, "name": memory.report_name(r.key), "where": r.where, "bytes": r.bytes}
                 for r in self.memory.items()]
+
+    # ------------------------------------------------------------------ progress bars
+    def set_progress_bar_config(self, **kwargs) -> None:
+        """tqdm's keyword arguments for the step bar of every later run, as diffusers' pipelines
+        take them: ``disable=True`` turns the bars off, ``disable=False`` shows them even when
+        stderr is not a terminal, ``disable=None`` only when it is (the default); ``file``,
+        ``desc``, ``leave``, ``position`` ... The keys given replace those set before; an unknown
+        key is an ``InvalidSettingError``."""
+        self._progress_bar_config.update(progress_bars.checked_config(kwargs))
+
+    @property
+    def progress_bar_config(self) -> Dict[str, object]:
+        """A copy of the step bars' tqdm options (``set_progress_bar_config``)."""
+        return dict(self._progress_bar_config)
 
     # ------------------------------------------------------------------ device work
     def on_device(self, fn: Callable, *args, **kwargs):
@@ -314,11 +333,11 @@ class Engine:
                 self._hold_graphs(fast.graphs, base.unet)
             unet = base.unet
             t0 = time.perf_counter()
-            with fused, patch:
+            with fused, patch, progress_bars.step_bar(self._progress_bar_config, progress) as on_step:
                 latents = denoise(
                     unet, make_scheduler(sampler.scheduler), noise, c.context, c.uncond,
                     **sampler.loop_options(), controls=c.controls,
-                    generator=torch.Generator().manual_seed(sampler.seed), progress=progress,
+                    generator=torch.Generator().manual_seed(sampler.seed), progress=on_step,
                     extra_unet_channels=extra, after_step=after_step, fast=fast, preview=show,
                     step_context=c.step_context(sampler.num_images, sampler.guidance != 1.0, unet.device, unet.dtype),
                 )

@@ -26,6 +26,11 @@ def _import_spaces_first() -> None:
 
 _import_spaces_first()
 
+from prompt_free.extras import require  # noqa: E402
+
+require("app", "the app (prompt_free.app)")  # without gradio: one line saying what to install
+
+
 from .build import TABS, build_app  # noqa: E402
 
 __all__ = ["TABS", "build_app"]

@@ -14,6 +14,9 @@ TABS = (variation, control, multi_reference, compare, edit, tryon)
 
 
 def build_app(engine) -> gr.Blocks:
+    """The app over ``engine``; the engine's tqdm step bars are turned off: each tab shows its own
+    progress, and Gradio would track a bar as a second one (and it would fill the server's log)."""
+    engine.set_progress_bar_config(disable=True)
     cache_files.install()  # every output picture a file of its own, tracked for the cleanup
     zerogpu.place_models(engine)  # on ZeroGPU every selectable model is loaded at start; elsewhere nothing
     # Uploads and outputs leave Gradio's cache after settings.cache_max_age(); no analytics unless asked.

@@ -17,8 +17,10 @@
     prompt-free app ...                                         (= python app.py)
 
 Each command calls the library's task functions (``prompt_free.tasks``), writes PNGs with their
-metadata (``prompt_free.metadata``) and prints where they went and how long it took. A problem
-with the input is one line on stderr and exit code 1 (2 for a usage error), never a traceback.
+metadata (``prompt_free.metadata``) and prints where they went and how long it took, with a
+tqdm bar of each run's steps on stderr (``--no-progress``: none). A problem with the input, or a
+missing extra (``prompt-free app`` without gradio), is one line on stderr and exit code 1 (2 for a
+usage error), never a traceback.
 
 File names do not depend on the number of processes: ``<reference stem>-s<seed>.png`` for each
 image (image i of a run has seed + i) and ``<reference stem>-s<seed>-map<k>.png`` for the control
@@ -34,6 +36,7 @@ from typing import Optional, Sequence
 
 from .. import settings
 from ..errors import PromptFreeError
+from ..extras import MissingExtraError
 from .commands import cmd_app, cmd_edit, cmd_generate, cmd_tryon, recorded_inputs
 from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, build_parser, parse_control, parse_lora, parse_size
 from .run import Processes, _engine, lora_sampler, processes
@@ -51,6 +54,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] == "app":
         try:
             return cmd_app(argv[1:])
+        except MissingExtraError as e:  # not a usage error: the installation lacks a part
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAILED
         except PromptFreeError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE

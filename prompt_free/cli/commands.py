@@ -135,7 +135,7 @@ def cmd_generate(args) -> int:
         written += _write(_names(f"{refs[0].stem}-multi", result), out)
         refs = []
     with proc.split(refs) as mine:
-        bar = _progress(mine, proc) if args.reference_dir else mine
+        bar = _progress(mine, proc) if args.reference_dir and not args.no_progress else mine
         for ref in bar:
             try:
                 result, task, s, call = _generate_one(engine, args, str(ref), controls, width, height)
@@ -281,11 +281,11 @@ def _extra_names(stem: str, result) -> List[Tuple[str, object]]:
 
 
 def cmd_app(argv: Sequence[str]) -> int:
-    """``prompt-free app``: the Gradio app (``prompt_free.app``; needs the ``app`` extra)."""
-    try:
-        import gradio  # noqa: F401 - the app extra's one dependency of its own
-    except ImportError:
-        raise UsageError("the app needs the 'app' extra: pip install 'prompt-free-diffusion[app]'") from None
+    """``prompt-free app``: the Gradio app (``prompt_free.app``; needs the ``app`` extra: without
+    it a ``MissingExtraError`` saying how to install it)."""
+    from ..extras import require
+
+    require("app", "prompt-free app")
     from ..app.main import main as app_main
 
     return app_main(list(argv))

@@ -165,6 +165,9 @@ def _engine_options(p: argparse.ArgumentParser, *, profile_default=True) -> None
                    help="the models' precision (env PFD_PRECISION; default auto: fp16 on CUDA, bf16 on a CPU with AMX or AVX-512 BF16, "
                         "else fp32; the tiny profile fp32)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the PNGs into (created when missing)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars on stderr (shown by default: the denoising steps of each run, and the "
+                        "--reference-dir folder's; under accelerate launch only the folder's)")
 
 
 def build_parser() -> argparse.ArgumentParser:

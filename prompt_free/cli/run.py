@@ -63,8 +63,11 @@ def _engine(args, proc: Processes, profile: Optional[str] = None):
     device = args.device
     if device is None and proc.state is not None:
         device = str(proc.state.device)
+    # the steps' bar like diffusers' (also when stderr is not a terminal); one per process would
+    # garble the shared terminal, so several processes show only the folder's bar
+    bar = not args.no_progress and proc.count <= 1
     return Engine.from_profile(profile or args.profile or settings.profile(), args.checkpoints, device=device,
-                               precision=args.precision)
+                               precision=args.precision, progress_bar=bar)
 
 
 def _out_dir(path: str) -> Path:

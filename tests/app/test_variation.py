@@ -118,3 +118,24 @@ def test_browser_upload_and_generate_on_variation_tab(app, tmp_path):
             "() => (document.querySelector('#memory-report') || {}).innerText?.includes('Tiny SD')", timeout=30_000)
         report = page.locator("#memory-report").inner_text()
         assert "base model" in report and "seecoder" in report and "budget on cpu" in report, report
+
+
+def test_the_app_shows_no_step_bar_even_on_a_terminal(app):
+    """The tabs show their own progress: the engine's tqdm bar is off in the app (a bar would be a
+    second progress tracked by Gradio and would fill the server's log)."""
+    import io
+
+    from gradio_client import Client
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    engine, demo, url = app
+    terminal = Terminal()
+    engine.set_progress_bar_config(file=terminal)  # what a bar on a terminal would write to
+    try:
+        Client(url, verbose=False).predict(*variation_args(EXAMPLES / "coffee.jpg"), api_name="/image_variation")
+    finally:
+        engine.set_progress_bar_config(file=None)
+    assert engine.progress_bar_config["disable"] is True and terminal.getvalue() == ""
