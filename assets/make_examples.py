@@ -222,11 +222,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--check", action="store_true", help="only verify that the files match")
     p.add_argument("--out", type=Path, default=HERE)
     args = p.parse_args(argv)
+    sys.path.insert(0, str(HERE.parents[1]))
+    from prompt_free.images import open_lazy  # the project's one Image.open (its allowed formats)
+
     stale = []
     for name, img in build_examples().items():
         path = args.out / name
         if args.check:
-            if not path.is_file() or not np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(img)):
+            if not path.is_file() or not np.array_equal(np.asarray(open_lazy(path).convert("RGB")), np.asarray(img)):
                 stale.append(name)
             continue
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -147,11 +147,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only verify that the files are up to date")
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from prompt_free.images import open_lazy  # the project's one Image.open (its allowed formats)
+
     stale = []
     for name, img in build().items():
         path = HERE / name
         if args.check:
-            if not path.is_file() or not np.array_equal(np.asarray(Image.open(path)), np.asarray(img)):
+            if not path.is_file() or not np.array_equal(np.asarray(open_lazy(path)), np.asarray(img)):
                 stale.append(name)
         else:
             path.write_bytes(_png(img))

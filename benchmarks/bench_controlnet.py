@@ -42,7 +42,7 @@ from PIL import Image  # noqa: E402
 
 from prompt_free.engine import BaseModel, Engine  # noqa: E402
 from prompt_free.formats import SD15_CONTROLNET_CONFIG, SD15_UNET_CONFIG, SD15_VAE_CONFIG  # noqa: E402
-from prompt_free.images import image_to_tensor  # noqa: E402
+from prompt_free.images import image_to_tensor, open_lazy  # noqa: E402
 from prompt_free.registry import Registry  # noqa: E402
 from prompt_free.conditioning import Conditioning  # noqa: E402
 from prompt_free.sampling import ControlInput, Sampler, make_scheduler  # noqa: E402
@@ -110,7 +110,7 @@ def run(args) -> dict:
         dim = base.unet.config.cross_attention_dim
         cond = torch.randn(1, 148, dim, generator=torch.Generator().manual_seed(1)).to(device, dtype)
         uncond = torch.zeros_like(cond)
-        maps = [Image.open(EXAMPLES / m).convert("RGB").resize((w, h), Image.BICUBIC) for m in MAPS]
+        maps = [open_lazy(EXAMPLES / m).convert("RGB").resize((w, h), Image.BICUBIC) for m in MAPS]
         f = base.vae_scale_factor
         noise = torch.randn((1, 4, h // f, w // f), generator=torch.Generator().manual_seed(seed))
 

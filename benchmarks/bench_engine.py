@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from prompt_free.engine import BaseModel, Engine, LoadedSeeCoder  # noqa: E402
+from prompt_free.images import open_lazy  # noqa: E402
 from prompt_free.registry import Registry  # noqa: E402
 from prompt_free.conditioning import Conditioning  # noqa: E402
 from prompt_free.sampling import Sampler, make_scheduler  # noqa: E402
@@ -70,7 +70,7 @@ def run(args):
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     engine = build_engine(args.models, device, dtype)
     base = engine.base_model("Tiny SD")
-    ref = Image.open(ROOT / "assets" / "examples" / "chelsea.jpg").convert("RGB")
+    ref = open_lazy(ROOT / "assets" / "examples" / "chelsea.jpg").convert("RGB")
 
     from diffusers import StableDiffusionPipeline
 

@@ -6,7 +6,11 @@ is checked against ``settings.MAX_IMAGE_PIXELS`` from the header, before any pix
 ``to_rgb`` turns any PIL mode into 8-bit RGB; ``load_image`` is the two together. References,
 control maps, masks, person and garment photos, detector inputs and training data all come
 through here, so an odd image gets the same treatment and the same clear ``InputImageError``
-wherever it is given.
+wherever it is given. ``open_lazy`` is the project's only ``Image.open`` (tests/unit/
+test_one_opener.py keeps it so): a file is read only as one of ``settings.image_formats()``
+(PNG, JPEG, MPO, WebP, GIF, BMP, TIFF, plus ``PFD_IMAGE_FORMATS``), anything else is refused
+before any decoder runs (no EPS, PostScript or PDF ever reaches Ghostscript). EXIF that cannot
+be parsed means no rotation.
 
 Mode rules: transparency (alpha, or a palette/greyscale transparency key) is composited on
 white; 16-bit images are scaled to 8 bits (65535 -> 255); 32-bit integer and float images in
@@ -22,7 +26,7 @@ import warnings
 from typing import Optional, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from . import settings
 from .errors import InputImageError, InvalidSettingError
@@ -31,12 +35,14 @@ ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike, bytes, None]
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def open_image(image: ImageLike, what: str = "image") -> Image.Image:
+def open_image(image: ImageLike, what: str = "image", formats: Optional[Tuple[str, ...]] = None) -> Image.Image:
     """Any supported input -> a decoded PIL image, upright per EXIF, mode kept.
 
     An animation (GIF, APNG, WebP) gives its first frame. Every failure is an
-    ``InputImageError`` naming ``what`` and the reason (empty file, not an image, truncated,
-    too many pixels); a file is named by its base name only, never by a server directory."""
+    ``InputImageError`` naming ``what`` and the reason (empty file, not an image, a format not
+    read, truncated, too many pixels); a file is named by its base name only, never by a server
+    directory. ``formats``: the Pillow formats read (default ``settings.image_formats()``)."""
+    formats = tuple(formats or settings.image_formats())
     if image is None:
         raise InputImageError(f"no {what} given: please upload one")
     try:
@@ -45,15 +51,15 @@ def open_image(image: ImageLike, what: str = "image") -> Image.Image:
                 raise InputImageError(f"{what} file '{os.path.basename(os.fspath(image))}' does not exist")
             if os.path.getsize(image) == 0:
                 raise InputImageError(f"{what} could not be read as an image (empty file)")
-            img = _open(image)
+            img = open_lazy(image, what, formats)
         elif isinstance(image, (bytes, bytearray, memoryview)):
             if len(image) == 0:
                 raise InputImageError(f"{what} could not be read as an image (empty file)")
-            img = _open(io.BytesIO(bytes(image)))
+            img = open_lazy(io.BytesIO(bytes(image)), what, formats)
         elif isinstance(image, np.ndarray):
             img = array_to_image(image, what)
         elif isinstance(image, Image.Image):
-            img = image
+            img = _allowed_pil(image, what, formats)
         else:
             raise InputImageError(f"{what}: unsupported input type {type(image).__name__}")
         if img.width < 1 or img.height < 1:
@@ -63,14 +69,14 @@ def open_image(image: ImageLike, what: str = "image") -> Image.Image:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # an animation: its first frame
         img.load()
-        return ImageOps.exif_transpose(img) or img
+        return _upright(img)
     except InputImageError:
         raise
     except Image.DecompressionBombError:  # PIL's own guard, on a header far beyond ours
         raise InputImageError(_too_many_pixels(what, "its header claims more than "
                                                f"{2 * (Image.MAX_IMAGE_PIXELS or 0) // 1_000_000} megapixels")) from None
-    except UnidentifiedImageError:
-        raise InputImageError(f"{what} could not be read as an image ({_not_an_image(image)})") from None
+    except MemoryError:  # a row Pillow refuses to allocate (a header of 44.7 million 16-bit RGB pixels in one row)
+        raise InputImageError(f"{what} could not be read as an image (too large to decode)") from None
     except (OSError, EOFError, SyntaxError) as e:
         reason = "the file is truncated" if "truncat" in str(e).lower() or isinstance(e, EOFError) else "the file is damaged"
         raise InputImageError(f"{what} could not be read as an image ({reason})") from None
@@ -78,11 +84,45 @@ def open_image(image: ImageLike, what: str = "image") -> Image.Image:
         raise InputImageError(f"{what} could not be read as an image ({type(e).__name__}): is the file a PNG/JPEG/WebP?") from None
 
 
-def _open(fp) -> Image.Image:
-    """``Image.open`` without PIL's bomb warning: our own limit is checked right after."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(fp)
+def open_lazy(source, what: str = "image", formats: Optional[Tuple[str, ...]] = None) -> Image.Image:
+    """The project's one ``Image.open``: ``source`` (a path or a binary file object) read as one of
+    ``formats`` (default ``settings.image_formats()``), nothing decoded yet (size, mode and EXIF
+    come from the header). Any other format is an ``InputImageError`` before its decoder runs:
+    Pillow tries only the listed formats' openers. No bomb warning: our own limit is checked
+    by the caller."""
+    formats = tuple(formats or settings.image_formats())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(source, formats=_openers(formats))
+    except UnidentifiedImageError:
+        raise InputImageError(f"{what} could not be read as an image ({_not_an_image(source, formats)})") from None
+
+
+def _openers(formats: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The allowed names Pillow has an opener for: MPO has none of its own (JPEG's opener gives
+    MPO files), and Pillow's ``formats`` argument fails on a name without one."""
+    Image.init()  # every plugin registered (imports only: nothing is decoded)
+    return tuple(name for name in formats if name in Image.OPEN)
+
+
+def _allowed_pil(img: Image.Image, what: str, formats: Tuple[str, ...]) -> Image.Image:
+    """A PIL image given by a caller: one opened from a file of a format not read is refused too,
+    since decoding it (``load``) would run that format's decoder (EPS: Ghostscript)."""
+    if isinstance(img, ImageFile.ImageFile) and img.format and img.format.upper() not in formats:
+        raise InputImageError(f"{what} could not be read as an image (a {img.format} file; "
+                              f"this app reads {', '.join(formats)})")
+    return img
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The picture turned upright per its EXIF orientation. EXIF that cannot be parsed (Pillow
+    raises struct.error, ValueError ... on a truncated or damaged block) means no rotation: the
+    picture as stored, never a failed request."""
+    try:
+        return ImageOps.exif_transpose(img) or img
+    except Exception:  # noqa: BLE001 - whatever the EXIF parser raises, the pixels are fine
+        return img
 
 
 def _too_many_pixels(what: str, size: str) -> str:
@@ -90,21 +130,25 @@ def _too_many_pixels(what: str, size: str) -> str:
             f"{settings.MAX_IMAGE_PIXELS // 1_000_000} megapixels)")
 
 
-def _not_an_image(image) -> str:
-    """Why PIL found no image format in ``image`` (a path or bytes)."""
+def _not_an_image(source, formats: Tuple[str, ...]) -> str:
+    """Why no allowed format was found in ``source`` (a path or a binary file object)."""
     head = b""
     try:
-        if isinstance(image, (str, os.PathLike)):
-            with open(image, "rb") as f:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
                 head = f.read(512)
-        elif isinstance(image, (bytes, bytearray, memoryview)):
-            head = bytes(image[:512])
-    except OSError:
+        elif hasattr(source, "read"):
+            source.seek(0)
+            head = source.read(512)
+    except (OSError, ValueError):
         pass
     text = head.lstrip().lower()
     if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
         return "an SVG drawing; vector images are not supported: use PNG, JPEG or WebP"
-    return "not an image file, or a format this app does not read: use PNG, JPEG or WebP"
+    if text.startswith((b"%!ps", b"%pdf")) or head.startswith(b"\xc5\xd0\xd3\xc6"):  # DOS EPS header
+        return "a PostScript, EPS or PDF document; documents are not read: use PNG, JPEG or WebP"
+    use = "use a PNG" if formats == ("PNG",) else "use PNG, JPEG or WebP"
+    return f"not an image file, or a format this app does not read: {use}"
 
 
 def load_image(image: ImageLike, what: str = "image") -> Image.Image:

@@ -263,7 +263,8 @@ def read(source) -> Dict[str, Any]:
     ``MetadataError`` when there is none."""
     from .images import open_image
 
-    img = source if isinstance(source, Image.Image) else open_image(source, "settings PNG")
+    # PNG only: the records are PNG text chunks, so no other decoder need ever see this upload
+    img = source if isinstance(source, Image.Image) else open_image(source, "settings PNG", formats=("PNG",))
     raw = img.info.get(JSON_CHUNK)
     name = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "the image"
     if not raw:
@@ -274,12 +275,24 @@ def read(source) -> Dict[str, Any]:
         rec = json.loads(raw)
     except ValueError:
         raise MetadataError(f"'{name}': its '{JSON_CHUNK}' chunk is not valid JSON") from None
-    if not isinstance(rec, dict) or "task" not in rec or "settings" not in rec:
-        raise MetadataError(f"'{name}': its '{JSON_CHUNK}' chunk is not a Prompt-Free record")
+    _check_shape(rec, name)
     if rec.get("format", 0) > FORMAT:
         raise MetadataError(f"'{name}' was written by a newer version ({rec.get('version')}) in record format "
                             f"{rec.get('format')}; this version reads format {FORMAT}")
     return rec
+
+
+def _check_shape(rec, name: str) -> None:
+    """The record's parts have the JSON types their readers expect (redo, the app's "Load
+    settings"), so a crafted chunk is a ``MetadataError`` here and not a TypeError later."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("task"), str) or not isinstance(rec.get("settings"), dict):
+        raise MetadataError(f"'{name}': its '{JSON_CHUNK}' chunk is not a Prompt-Free record")
+    fmt = rec.get("format", 0)
+    if isinstance(fmt, bool) or not isinstance(fmt, int):
+        raise MetadataError(f"'{name}': its record format {fmt!r} is not a whole number")
+    for key in ("call", "models", "output"):
+        if rec.get(key) is not None and not isinstance(rec[key], dict):
+            raise MetadataError(f"'{name}': its record's '{key}' is not a mapping")
 
 
 # ----------------------------------------------------------------------------- redoing
@@ -342,7 +355,7 @@ def _rebuild(value, what: str, overrides: Mapping[str, Any], key: str, types: Ma
                 else f"--input {key}=PATH")
         return _resolve_input(value, what, overrides.get(key), flag)
     if isinstance(value, Mapping) and value.get("__type__"):
-        cls = types.get(value["__type__"])
+        cls = types.get(str(value["__type__"]))
         if cls is None:
             raise MetadataError(f"the record has a {value['__type__']} this version does not know")
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -396,9 +409,12 @@ def redo_call(rec: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = N
         what = name.replace("_", " ") + (" image" if "image" not in name and name != "controls" else "")
         kwargs[name] = _rebuild(value, "control image" if name == "controls" else what, overrides, name, types)
     out = rec.get("output") or {"kind": "images", "index": 0}
-    if out.get("kind") not in OUTPUT_KINDS:
+    index = out.get("index", 0)
+    if not isinstance(out.get("kind"), str) or out["kind"] not in OUTPUT_KINDS:
         raise MetadataError(f"the record names an unknown output '{out.get('kind')}'")
-    return RedoCall(str(task), spec.fn, kwargs, settings, out["kind"], int(out.get("index", 0)), dict(rec))
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise MetadataError(f"the record's output number {index!r} is not a whole number from 0")
+    return RedoCall(str(task), spec.fn, kwargs, settings, out["kind"], index, dict(rec))
 
 
 def check_models(engine, rec: Mapping[str, Any]) -> List[str]:

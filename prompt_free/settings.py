@@ -130,6 +130,10 @@ ZEROGPU_MIN_S, ZEROGPU_MAX_S = 15, 120
 MIN_IMAGE_SIDE = 16  # smaller than this is not a picture to take content from
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
 MAX_REFERENCE_SIDE = 1536  # SeeCoder works at native size; beyond this we downscale (memory)
+# The Pillow formats every image input is read as (issue 28): any other file is refused before
+# a decoder runs, so no upload reaches Ghostscript (EPS, PostScript, PDF) or the rarely used
+# decoders where fuzzers keep finding crashes. Env PFD_IMAGE_FORMATS adds more.
+IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF")
 
 # Live previews (``prompt_free.previews``): a picture of the run so far, decoded with the tiny
 # autoencoder of the profile's ``previews:`` entry, every PREVIEW_EVERY steps (more often in
@@ -377,6 +381,22 @@ def max_upload_size() -> int:
     return int(max_upload_mb() * 1024 * 1024)
 
 
+def image_formats() -> tuple:
+    """``PFD_IMAGE_FORMATS``: Pillow format names (comma-separated, e.g. ``TGA,PPM``) read in
+    addition to PNG, JPEG, MPO, WebP, GIF, BMP and TIFF."""
+    raw = os.environ.get("PFD_IMAGE_FORMATS", "")
+    extra = [name.strip().upper() for name in raw.split(",") if name.strip()]
+    if extra:
+        from PIL import Image  # only here: the names are Pillow's
+
+        Image.init()  # every plugin registered, so every name Pillow can read is known
+        unknown = [name for name in extra if name not in Image.OPEN]
+        if unknown:
+            raise InvalidSettingError(f"environment variable PFD_IMAGE_FORMATS names formats Pillow does not read: "
+                                      f"{', '.join(unknown)} (it reads {', '.join(sorted(Image.OPEN))})")
+    return IMAGE_FORMATS + tuple(dict.fromkeys(n for n in extra if n not in IMAGE_FORMATS))
+
+
 def cache_max_age() -> int:
     """``PFD_CACHE_MAX_AGE``: seconds after which uploads and outputs are deleted from Gradio's
     cache (default 3600); 0 keeps them until the server stops."""
@@ -445,6 +465,7 @@ def check_environment() -> None:
     max_work()
     max_session_requests()
     max_upload_size()
+    image_formats()
     cache_max_age()
     parse_auth(auth())
     server_port()

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError
-from ..images import load_image
+from ..images import load_image, open_lazy
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 INDEX_VERSION = 1
@@ -81,7 +81,7 @@ def _is_image(name: str) -> bool:
 
 def _scan_file(path: str, warnings: List[str]) -> Optional[ImageRecord]:
     try:
-        with Image.open(path) as img:
+        with open_lazy(path, f"training image '{path}'") as img:
             w, h = _oriented_size(img)
     except Exception as e:
         warnings.append(f"skipped '{path}': {e}")
@@ -100,7 +100,7 @@ def _scan_tar(path: str, warnings: List[str]) -> List[ImageRecord]:
                 raw.seek(m.offset_data)
                 data = raw.read(m.size)
                 try:
-                    with Image.open(io.BytesIO(data)) as img:
+                    with open_lazy(io.BytesIO(data), f"training image '{m.name}'") as img:
                         w, h = _oriented_size(img)
                 except Exception as e:
                     warnings.append(f"skipped '{path}::{m.name}': {e}")

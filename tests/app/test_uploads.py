@@ -8,6 +8,8 @@ other image input gets the corrupt, empty and bomb files (``CORE``). Tiny profil
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -126,6 +128,18 @@ def test_every_upload_gets_a_result_or_a_clear_error_naming_the_input(client, fi
 def _one_image(result):
     first = result[0]
     return np.asarray(Image.open(first[0]["image"] if isinstance(first, list) else first).convert("RGB"))
+
+
+@pytest.mark.parametrize("build, arg", [(variation, "reference"), (control, "image1"), (tryon, "mask"),
+                                         (edit, "photo")], ids=lambda b: getattr(b, "__name__", b))
+def test_an_eps_upload_is_refused_at_once_and_never_starts_ghostscript(client, files, build, arg):
+    from tests.helpers import formats as F
+
+    api_name, args = build(files, **{arg: U.write(files[0], "eps")})
+    start = time.monotonic()
+    with F.watching_for_gs() as seen, pytest.raises(Exception, match="PostScript, EPS or PDF document"):
+        client.predict(*args, api_name=api_name)
+    assert seen == [] and time.monotonic() - start < 10  # a refusal, not a run: the tiny app answers in ms
 
 
 @pytest.mark.parametrize("build", [variation, control, multi, compare, tryon, edit], ids=lambda b: b.__name__)

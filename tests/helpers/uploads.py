@@ -13,10 +13,11 @@ from PIL import Image
 from tests.helpers.app import EXAMPLES
 
 # corrupt, empty and bomb files: every image input of every tab gets these
-CORE = ("empty", "text", "truncated_jpeg", "svg", "bomb_header")
+# (and the formats never read, issue 28: an EPS that would loop in Ghostscript, a PDF, a PCX)
+CORE = ("empty", "text", "truncated_jpeg", "svg", "bomb_header", "eps", "pdf", "pcx")
 # readable but odd pictures (and the core set): every file for one endpoint per tab
 ALL = CORE + ("1x1", "8x2000", "10000x10000", "rgba", "transparent", "grey16", "palette", "cmyk_jpeg",
-              "exif_rotated", "animated_gif")
+              "exif_rotated", "damaged_exif", "animated_gif")
 # the files no input may accept: the error must say the input could not be read
 UNREADABLE = CORE + ("10000x10000",)
 
@@ -96,6 +97,11 @@ def make(name: str) -> tuple:
         exif = Image.Exif()
         exif[0x0112] = 6  # rotate 90 CW on display
         return "rotated.jpg", _save(photo((64, 48)), "JPEG", exif=exif)
+    if name in ("eps", "pdf", "pcx", "damaged_exif"):
+        from tests.helpers import formats as F
+
+        return {"eps": ("spin.eps", F.EPS_LOOP), "pdf": ("doc.pdf", F.PDF), "pcx": ("old.pcx", _save(photo(), "PCX")),
+                "damaged_exif": ("damaged_exif.jpg", F.damaged_exif_jpeg(photo((64, 48))))}[name]
     if name == "animated_gif":
         frames = [Image.new("RGB", (64, 64), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
         buf = io.BytesIO()
