@@ -17,14 +17,17 @@ import warnings
 import zlib
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
-from PIL import Image, PngImagePlugin
 
-from prompt_free import metadata
-from prompt_free.errors import PromptFreeError
-from prompt_free.images import load_image
-from tests.helpers import formats as F
+pytest.importorskip("hypothesis", reason='the fuzz tests need hypothesis: pip install -r requirements-dev.txt '
+                                         '(or pip install ".[dev]")')
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from PIL import Image, PngImagePlugin  # noqa: E402
+
+from prompt_free import metadata  # noqa: E402
+from prompt_free.errors import PromptFreeError  # noqa: E402
+from prompt_free.images import load_image  # noqa: E402
+from tests.helpers import formats as F  # noqa: E402
 
 pytestmark = pytest.mark.fuzz
 FUZZ = settings(derandomize=True, max_examples=300, deadline=None, database=None, print_blob=True,
