@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from . import layout, memory, previews, settings
+from . import cancel, layout, memory, previews, settings
 from . import progress as progress_bars
 from .conditioning import Conditioning
 from .errors import InvalidSettingError
@@ -241,7 +241,9 @@ class Engine:
     def on_device(self, fn: Callable, *args, **kwargs):
         """Run ``fn(*args, **kwargs)`` as device work: under the run lock (one request at a time
         on the device) and in inference mode. Every forward pass of a model the engine holds
-        (SeeCoder, text and image encoders, UNet, ControlNets, VAE) goes through here."""
+        (SeeCoder, text and image encoders, UNet, ControlNets, VAE) goes through here; a cancelled
+        (or, before its steps, over-long) request stops here (``prompt_free.cancel``)."""
+        cancel.check()
         with self._run_lock, torch.inference_mode():
             return fn(*args, **kwargs)
 
@@ -254,7 +256,7 @@ class Engine:
             hit = self._encodings.get_and_touch(key)
         if hit is None:
             x = image_to_tensor(img).to(self.device, self.dtype)
-            encode = self.fast.encoder(sc.model, x) if self.fast is not None else sc.model  # compiled at common sizes
+            encode = self.fast.encoder(sc.model, x) if self.fast is not None else cancel.reachable(sc.model)
             hit = self.on_device(lambda: encode(x))
             with self._encodings_lock:
                 self._encodings.put(key, hit)
@@ -382,9 +384,10 @@ class Engine:
         vae = base.vae
 
         def run():
-            decode = self.fast.decoder(vae) if self.fast is not None else vae.decode  # under the run lock
+            decode = self.fast.decoder(vae) if self.fast is not None else cancel.reachable(vae).decode
             out = []
             for z in latents.split(1):
+                cancel.check()  # Stop reaches the decode between two pictures
                 x = decode(z.to(self.device, vae.dtype) / vae.config.scaling_factor).sample
                 out.extend(tensor_to_images((x.float() + 1) / 2))
             return out

@@ -46,4 +46,9 @@ class WorkLimitError(InvalidSettingError):
 
 
 class Cancelled(PromptFreeError):
-    """The request was cancelled (Stop, or a client's ``job.cancel()``); it stopped at a step."""
+    """The request was cancelled (Stop, or a client's ``job.cancel()``); it stopped at a step or
+    at a boundary of the work around the steps (``prompt_free.cancel``)."""
+
+
+class TimeLimitError(PromptFreeError):
+    """The work before sampling took longer than the server allows (``PFD_PREPARE_LIMIT``)."""

@@ -28,7 +28,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from . import settings
+from . import cancel, settings
 from .errors import InputImageError, InvalidSettingError
 
 ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike, bytes, None]
@@ -68,7 +68,9 @@ def open_image(image: ImageLike, what: str = "image", formats: Optional[Tuple[st
             raise InputImageError(_too_many_pixels(what, f"{img.width}x{img.height}"))
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # an animation: its first frame
+        cancel.check()  # before and after the decode: Stop (and the request's time limit) reach uploads
         img.load()
+        cancel.check()
         return _upright(img)
     except InputImageError:
         raise

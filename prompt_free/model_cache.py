@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from . import layout, loading, memory
+from . import cancel, layout, loading, memory
 from .detectors import folders_key, resolve_name
 from .detectors.detector import build as build_detector
 from .loading import BaseModel, LoadedSeeCoder
@@ -151,8 +151,10 @@ class ModelCache:
             self.budget.make_room(known)
         outer = getattr(self._staged, "bytes", 0)  # a build may need other models
         self._staged.bytes = 0
+        cancel.check()  # a cancelled request loads nothing more
         try:
-            value = build()
+            with cancel.paused():  # loading (a download, a first build) does not count towards the limit
+                value = build()
         finally:
             self._staged.bytes = outer
         residency = self.budget.residency

@@ -282,6 +282,7 @@ def denoise(
         parts = DeepCache(deep_cache, parts, unet, ts, fast)
     every = settings.preview_interval(n) if preview is not None else 0
     g = guidance if guided else None
+    cancel.steps_started()  # the limit of the work before the steps ends here (prompt_free.cancel)
     try:
         for i, t in enumerate(ts):
             cancel.check()  # a cancelled request stops here, between two steps (prompt_free.cancel)

@@ -111,6 +111,9 @@ QUEUE_SIZE = 32  # waiting requests; one more is answered "the queue is full, tr
 # Requests one browser session (or gradio_client Client) may have waiting or running at once;
 # more are refused at submission with a message (env PFD_MAX_SESSION_REQUESTS).
 MAX_SESSION_REQUESTS = 3
+# Seconds an app request's work before its first step may take (reading images, preprocessors,
+# encoding the references; model loading not counted): past it the request ends with a message.
+PREPARE_LIMIT_S = 300.0
 
 # Work limit per request, in megapixel-steps: width x height / 1e6 x steps x images x
 # (1 + ControlNets), summed over a comparison's columns. Checked before any model loads.
@@ -362,6 +365,22 @@ def max_session_requests() -> int:
     return value
 
 
+def prepare_limit() -> Optional[float]:
+    """``PFD_PREPARE_LIMIT``: seconds an app request's work before sampling may take (default
+    ``PREPARE_LIMIT_S``; 0: no limit). The library and the CLI have none."""
+    raw = os.environ.get("PFD_PREPARE_LIMIT", "").strip()
+    if not raw:
+        return PREPARE_LIMIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or math.isinf(value):
+        raise InvalidSettingError(f"environment variable PFD_PREPARE_LIMIT must be a number of seconds "
+                                  f"(0: no limit), got {raw!r}")
+    return value or None
+
+
 def max_upload_mb() -> float:
     """``PFD_MAX_UPLOAD_MB``: the largest file an upload may be, in MB (default 25)."""
     raw = os.environ.get("PFD_MAX_UPLOAD_MB", "").strip()
@@ -464,6 +483,7 @@ def check_environment() -> None:
     threads()
     max_work()
     max_session_requests()
+    prepare_limit()
     max_upload_size()
     image_formats()
     cache_max_age()

@@ -43,6 +43,7 @@ from typing import Any, Callable, ClassVar, List, Mapping, Optional, Sequence, T
 
 import gradio as gr
 
+from prompt_free import settings
 from prompt_free.cancel import CancelToken, cancellable
 from prompt_free.errors import PromptFreeError
 from prompt_free.previews import showing
@@ -184,8 +185,9 @@ def run_cancellable(work: Callable[[], Any], pending: Optional[Callable[[], Any]
     """Generator: ``work()`` in a worker thread under a fresh ``CancelToken``; yields ``gr.skip()``
     every ``POLL_S`` while it runs (or ``pending()`` when that gives an update: a live preview),
     then its result (its exception is raised here). Closing the generator (Gradio's cancel)
-    cancels the token; the worker stops at its next denoising step."""
-    token = CancelToken()
+    cancels the token; the worker stops at its next step or boundary (``prompt_free.cancel``; the
+    token also carries the limit of the work before the steps, ``PFD_PREPARE_LIMIT``)."""
+    token = CancelToken(settings.prepare_limit())
     box: "queue.Queue" = queue.Queue(maxsize=1)
     context = contextvars.copy_context()  # gr.Progress and tqdm tracking follow the work
 

@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Mapping
 import numpy as np
 from PIL import Image
 
+from .. import cancel
 from ..errors import CheckpointError, InvalidSettingError, PromptFreeError
 from ..images import load_image
 from ..settings import DETECT_RESOLUTION
@@ -65,6 +66,7 @@ class Detector:
         res = DETECT_RESOLUTION.check(resolution)
         rgb = np.asarray(load_image(image, "control image"), dtype=np.uint8)
         h0, w0 = rgb.shape[:2]
+        cancel.check()  # Stop and the request's time limit reach the preprocessors
         try:
             with torch.no_grad():
                 out = self._run(self.impl, rgb, res, opts)
@@ -77,6 +79,7 @@ class Detector:
                 f"Try another image or resolution, or upload a ready-made {self.spec.map_kind} map and choose "
                 f"'use as-is' instead."
             ) from e
+        cancel.check()
         out = _u8(out)
         if out.shape[:2] != (h0, w0):
             import cv2

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from prompt_free import cancel, settings
 from prompt_free.engine import Engine
-from prompt_free.errors import Cancelled, PromptFreeError, WorkLimitError
+from prompt_free.errors import Cancelled, PromptFreeError, TimeLimitError, WorkLimitError
 from prompt_free.tasks import (
     CompareSettings,
     ControlSettings,
@@ -143,6 +144,43 @@ def test_in_the_app_a_cancelled_job_frees_the_device_for_the_next_request():
         engine._run_lock.release()
 
 
+def test_in_the_app_stop_frees_a_request_stuck_before_sampling_within_a_second(tmp_path):
+    """Four large references: reading and encoding them (SeeCoder at 1536 px) takes seconds before
+    the first step. Stop ends the request's worker within a second (it used to run on to the
+    first step)."""
+    import threading
+
+    import numpy as np
+    from gradio_client import Client, handle_file
+
+    from tests.helpers.app import endpoint_calls, running_app
+
+    y, x = np.mgrid[0:4000, 0:6000]
+    big = tmp_path / "big.jpg"
+    Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)).save(big, quality=90)
+    args = list(endpoint_calls()["/multi_reference"])
+    args[:4] = [handle_file(str(big))] * 4
+
+    def workers():
+        return [t for t in threading.enumerate() if t.name == "pfd-request"]
+
+    with running_app("tiny") as (engine, demo, url):
+        client = Client(url, verbose=False)
+        client.predict(*endpoint_calls()["/multi_reference"], api_name="/multi_reference")  # warm: models loaded
+        job = client.submit(*args, api_name="/multi_reference")
+        deadline = time.monotonic() + 60
+        while not workers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # reading and encoding the references
+        assert workers() and not job.done(), "the request finished before it could be stopped; make it longer"
+        job.cancel()
+        t0 = time.perf_counter()
+        while workers() and time.perf_counter() - t0 < 30:
+            time.sleep(0.02)
+        freed = time.perf_counter() - t0
+        assert freed < 1.0, f"the worker ran on for {freed:.2f} s after Stop"
+
+
 @pytest.mark.browser
 def test_browser_stop_ends_a_running_generation_at_its_next_step():
     from tests.helpers.app import chromium_page, running_app
@@ -272,3 +310,70 @@ def test_browser_a_session_over_its_limit_is_told_why(monkeypatch):
             time.sleep(0.1)
         assert engine._run_lock.acquire(timeout=15)
         engine._run_lock.release()
+
+
+# ----------------------------------------------------------------------------- work around the steps
+def test_the_time_limit_applies_before_the_steps_and_not_to_model_loading():
+    token = cancel.CancelToken(0.2)
+    token.check()
+    with token.paused():
+        time.sleep(0.3)  # loading a model: not counted
+        token.check()
+    token.check()
+    time.sleep(0.3)
+    with pytest.raises(TimeLimitError, match=r"took longer than 0.2 s.*PFD_PREPARE_LIMIT"):
+        token.check()
+    token.steps_started()
+    token.check()  # the steps have no time limit
+    token.cancel()
+    with pytest.raises(Cancelled):
+        token.check()
+    assert cancel.CancelToken().limit_s is None
+
+
+def test_a_request_cancelled_before_its_steps_stops_at_the_first_boundary_and_loads_nothing():
+    fresh = Engine.from_profile("tiny", device="cpu")
+    token = cancel.CancelToken()
+    token.cancel()
+    with cancel.cancellable(token), pytest.raises(Cancelled):
+        image_variation(fresh, REF, VariationSettings(width=64, height=64, steps=2))
+    assert not fresh.load_counts  # stopped at the image read, before any model
+
+
+def test_an_over_long_preparation_ends_with_a_message_and_the_steps_are_not_limited(tmp_path):
+    fresh = Engine.from_profile("tiny", device="cpu")
+    with cancel.cancellable(cancel.CancelToken(1e-9)), pytest.raises(TimeLimitError, match="PFD_PREPARE_LIMIT"):
+        image_variation(fresh, REF, VariationSettings(width=64, height=64, steps=2))
+    assert not fresh.load_counts
+    # a limit the preparation keeps; loading the models and the steps (slowed here) take longer
+    seen = []
+
+    def slow_step(i, n):
+        time.sleep(1.0)
+        seen.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    with cancel.cancellable(cancel.CancelToken(8.0)):
+        r = image_variation(fresh, REF, VariationSettings(width=64, height=64, steps=9), progress=slow_step)
+    assert len(seen) == 9 and seen[-1] > 8.0 and r.images
+
+
+def test_stop_reaches_inside_a_seecoder_encode_and_a_vae_decode(engine):
+    token, reached = cancel.CancelToken(), []
+    sc = engine.seecoder("SeeCoder").model
+    cancel.reachable(sc)
+
+    def stop_in_the_middle(module, args):
+        reached.append(type(module).__name__)
+        token.cancel()
+
+    layer = next(m for m in sc.modules() if isinstance(m, torch.nn.ModuleList))[0]
+    handle = layer.register_forward_pre_hook(stop_in_the_middle)
+    try:
+        with cancel.cancellable(token), pytest.raises(Cancelled):
+            engine.encode_reference(Image.new("RGB", (96, 96), (200, 100, 50)), "SeeCoder")
+    finally:
+        handle.remove()
+    assert reached  # the encode was under way when it stopped
+    assert sum(1 for m in sc.modules() if m._forward_pre_hooks) > 3  # every layer list's layers check
+    # without a token the hooks change nothing: the pinned pictures (tests/pins) hold
