@@ -144,6 +144,21 @@ def test_in_the_app_a_cancelled_job_frees_the_device_for_the_next_request():
         engine._run_lock.release()
 
 
+def test_in_the_app_an_over_long_preparation_is_a_clear_message(app, monkeypatch):
+    from gradio_client import Client
+
+    client = Client(app[2], verbose=False)
+    monkeypatch.setenv("PFD_PREPARE_LIMIT", "0.000001")
+    with pytest.raises(Exception, match=r"took longer than 1e-06 s, this server's limit \(PFD_PREPARE_LIMIT\)"):
+        client.predict(*_variation_args(2), api_name="/image_variation")
+    monkeypatch.setenv("PFD_PREPARE_LIMIT", "0")  # no limit
+    gallery, info, seed = client.predict(*_variation_args(2), api_name="/image_variation")
+    assert len(gallery) == 1
+    monkeypatch.setenv("PFD_PREPARE_LIMIT", "soon")
+    with pytest.raises(PromptFreeError, match="PFD_PREPARE_LIMIT must be a number of seconds"):
+        settings.prepare_limit()
+
+
 def test_in_the_app_stop_frees_a_request_stuck_before_sampling_within_a_second(tmp_path):
     """Four large references: reading and encoding them (SeeCoder at 1536 px) takes seconds before
     the first step. Stop ends the request's worker within a second (it used to run on to the
