@@ -23,7 +23,7 @@ Compiled (CUDA only, ``fast=True`` / ``PFD_FAST=1``; not exact: other kernels):
 
   * SeeCoder's forward (``FastPath.encoder``), for references at ``COMMON_REFERENCE_SIZES``
     only (other sizes run eagerly: references come at their native size). Its shifted-window
-    masks are cached per (size, device, dtype) on every path (``seecoder.swin.window_mask``;
+    masks are cached per (size, device, dtype), 32 MiB at most, on every path (``seecoder.swin.window_mask``;
     exact, the same tensor).
 
 Approximate, opt-in and labelled (quick mode, ``Sampler.approximate``: ``DeepCache``):

@@ -43,7 +43,7 @@ from typing import Any, Callable, ClassVar, List, Mapping, Optional, Sequence, T
 
 import gradio as gr
 
-from prompt_free import settings
+from prompt_free import memory_release, settings
 from prompt_free.cancel import CancelToken, cancellable
 from prompt_free.errors import PromptFreeError
 from prompt_free.previews import showing
@@ -197,6 +197,8 @@ def run_cancellable(work: Callable[[], Any], pending: Optional[Callable[[], Any]
                 box.put((True, work()))
         except BaseException as e:  # noqa: BLE001 - handed to the generator (or dropped after a cancel)
             box.put((False, e))
+        finally:  # after the answer is handed over: what the request freed goes back to the system
+            memory_release.after_request()
 
     thread = threading.Thread(target=context.run, args=(worker,), name="pfd-request", daemon=True)
     thread.start()

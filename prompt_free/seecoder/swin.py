@@ -13,7 +13,8 @@ load without renaming.
 
 from __future__ import annotations
 
-import functools
+import collections
+import threading
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -72,25 +73,75 @@ def shifted_window_mask(Hp: int, Wp: int, ws: int, shift: int, device, dtype) ->
     return torch.zeros_like(diff, dtype=dtype).masked_fill(diff != 0, -100.0)
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_window_mask(Hp: int, Wp: int, ws: int, shift: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    # A plain tensor (not an inference tensor, no autograd history), so an encode under
-    # ``inference_mode`` and a training forward can share it; nobody writes into it.
-    with torch.inference_mode(False), torch.no_grad():
-        return shifted_window_mask(Hp, Wp, ws, shift, device, dtype)
+# Masks kept at most: 32 MiB in all (on the mask's device). One (size, dtype) takes
+# nWindows * ws^4 * itemsize per stage: ~14 MB for a 512x512 reference in fp32, ~28 MB at 768, but
+# ~77 MB at 1536x1024 (what a 42-megapixel upload is scaled to) and 85 MB for the first stage
+# alone at 1536x1536. A count bound (lru_cache(64)) let a stream of reference sizes keep up to
+# 64 such masks for good (issue 28: memory that large work keeps); a mask over the bound is
+# built for its encode only (one build per stage: its shifted blocks still share it).
+MASK_CACHE_BYTES = 32 * 1024 * 1024
+MaskCacheInfo = collections.namedtuple("MaskCacheInfo", "hits misses maxsize currsize")
+
+
+class _MaskCache:
+    """Shifted-window masks by (padded size, window, shift, device, dtype), least recently used
+    first out, bounded by bytes (``MASK_CACHE_BYTES``) rather than by count."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._masks: "collections.OrderedDict[tuple, torch.Tensor]" = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, Hp: int, Wp: int, ws: int, shift: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (Hp, Wp, ws, shift, device, dtype)
+        with self._lock:
+            mask = self._masks.get(key)
+            if mask is not None:
+                self._masks.move_to_end(key)
+                self.hits += 1
+                return mask
+            self.misses += 1
+        # A plain tensor (not an inference tensor, no autograd history), so an encode under
+        # ``inference_mode`` and a training forward can share it; nobody writes into it.
+        with torch.inference_mode(False), torch.no_grad():
+            mask = shifted_window_mask(Hp, Wp, ws, shift, device, dtype)
+        nbytes = mask.numel() * mask.element_size()
+        if nbytes <= self.max_bytes:
+            with self._lock:
+                self._masks[key] = mask
+                while self._bytes() > self.max_bytes:
+                    self._masks.popitem(last=False)
+        return mask
+
+    def _bytes(self) -> int:
+        return sum(m.numel() * m.element_size() for m in self._masks.values())
+
+    def cache_info(self) -> MaskCacheInfo:
+        with self._lock:
+            return MaskCacheInfo(self.hits, self.misses, self.max_bytes, self._bytes())
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._masks.clear()
+            self.hits = self.misses = 0
+
+
+_MASKS = _MaskCache(MASK_CACHE_BYTES)
 
 
 def window_mask(Hp: int, Wp: int, ws: int, shift: int, device, dtype) -> torch.Tensor:
     """``shifted_window_mask``, built once per (padded size, window, shift, device, dtype) and
-    shared by every later forward (the same tensor: the values depend on nothing else). Under
-    ``torch.compile`` it is built in the graph (a constant there)."""
+    shared by every later forward (the same tensor: the values depend on nothing else), while
+    the masks kept stay within ``MASK_CACHE_BYTES``. Under ``torch.compile`` it is built in the
+    graph (a constant there)."""
     if torch.compiler.is_compiling():
         return shifted_window_mask(Hp, Wp, ws, shift, device, dtype)
-    return _cached_window_mask(Hp, Wp, ws, shift, torch.device(device), dtype)
+    return _MASKS.get(Hp, Wp, ws, shift, torch.device(device), dtype)
 
 
-window_mask.cache_clear = _cached_window_mask.cache_clear
-window_mask.cache_info = _cached_window_mask.cache_info
+window_mask.cache_clear = _MASKS.cache_clear
+window_mask.cache_info = _MASKS.cache_info
 
 
 class SwinBlock(nn.Module):

@@ -96,3 +96,18 @@ def test_the_engine_encodes_through_the_compiled_forward_on_the_compile_path():
     assert _encode in compiled.fast._compiled_fn
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
     torch._dynamo.reset()
+
+
+def test_the_mask_cache_is_bounded_by_bytes():
+    """A large reference's masks (77 MB at 1536x1024 in fp32) are not all kept: what stays is
+    within MASK_CACHE_BYTES, and a mask over it is built for its encode only (same values)."""
+    from prompt_free.seecoder import swin
+
+    window_mask.cache_clear()
+    big = window_mask(264, 384, 12, 6, "cpu", torch.float32)  # stage 1 of 1056x1536: 58 MB
+    assert swin.window_mask.cache_info().currsize == 0
+    assert torch.equal(big, shifted_window_mask(264, 384, 12, 6, "cpu", torch.float32))
+    for side in (132, 144, 156, 168, 180, 192):  # stage 1 of references from 528 to 768 pixels
+        window_mask(side, side, 12, 6, "cpu", torch.float32)
+    assert 0 < swin.window_mask.cache_info().currsize <= swin.MASK_CACHE_BYTES
+    window_mask.cache_clear()
