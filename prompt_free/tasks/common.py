@@ -177,7 +177,8 @@ def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:
         "seecoder": s.seecoder, "base_model": s.base_model, "steps": sampler.steps,
         "guidance": sampler.guidance, "scheduler": sampler.scheduler,
     }
-    reported = {name for name, decl in declared(s) if decl.section == REFERENCE}  # by the reference builder
+    # by the reference builder: the reference's options, and image settings (a mask: its share, not its path)
+    reported = {name for name, decl in declared(s) if decl.section == REFERENCE or decl.image}
     for name, value, _ in notes(s, values_of(s)):  # never silent: e.g. quick mode says the run was approximate
         if name not in reported:
             info.setdefault(name, getattr(sampler, name, value))
