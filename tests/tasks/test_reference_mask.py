@@ -210,3 +210,30 @@ def test_png_records_the_mask_by_hash_and_redo_is_bit_for_bit(engine, tmp_path):
     assert "Reference framing: mask" in Image.open(out).info["parameters"]
     _, again = redo_call(rec).run(engine)
     assert np.array_equal(pixels(again), pixels(result.images[0]))
+
+
+def test_edit_with_a_subject_crop_cuts_the_source_mask_alike(engine, tmp_path):
+    """Edit with ``crop_reference``: the reference mask (over the reference as given) is cut to the
+    subject crop with it; the masked run differs from the unmasked one."""
+    from prompt_free.tasks import EditSettings, edit_with_reference
+
+    reference = Image.new("RGB", (96, 64), (255, 255, 255))
+    reference.paste(picture(14, (48, 40)), (24, 12))  # a subject on a plain background
+    photo, region = picture(15, (64, 64)), np.zeros((64, 64), bool)
+    region[16:48, 16:48] = True
+    path = mask_file(tmp_path, left_half())
+    s = dict(steps=2, max_side=64, crop_reference=True)
+    a = edit_with_reference(engine, photo, region, reference, EditSettings(**s))
+    b = edit_with_reference(engine, photo, region, reference, EditSettings(**s, reference_mask=path))
+    assert not np.array_equal(pixels(a.images[0]), pixels(b.images[0]))
+    assert b.info["reference_mask"] == "50% of the reference"
+
+
+def test_a_portable_request_carries_the_mask_as_bytes(tmp_path):
+    from prompt_free.catalog import TaskRequest
+
+    path = mask_file(tmp_path, left_half())
+    request = TaskRequest("image_variation", VariationSettings(reference_mask=path), {"reference": path})
+    portable = request.portable()
+    with open(path, "rb") as f:
+        assert portable.settings.reference_mask == f.read()
