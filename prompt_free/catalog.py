@@ -169,10 +169,15 @@ class TaskRequest:
         settings = self.settings
         if getattr(settings, "controls", None):  # Multi-Reference's ControlSpecs hold images too
             settings = dataclasses.replace(settings, controls=tuple(_as_bytes(c) for c in settings.controls))
+        images = {f.name: _as_bytes(getattr(settings, f.name)) for f in dataclasses.fields(settings)
+                  if getattr(f.metadata.get(SETTING_KEY), "image", False)}  # image settings: the reference mask
+        if images:
+            settings = dataclasses.replace(settings, **images)
         return TaskRequest(self.task, settings, call)
 
 
-IMAGE_FIELDS = ("image", "mask")  # the fields of ControlSpec / Reference that hold images
+IMAGE_FIELDS = ("image", "mask")
+SETTING_KEY = "prompt_free.setting"  # tasks.fields.KEY (not imported: the catalog stays light)  # the fields of ControlSpec / Reference that hold images
 
 
 def _as_bytes(value):

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 from . import cancel, layout, memory, previews, settings
@@ -27,6 +28,7 @@ from .errors import InvalidSettingError
 from .cuda_graphs import StepGraphs
 from .fast import FastPath
 from .images import image_to_tensor, prepare_reference, tensor_to_images
+from .masks import fit_source_mask
 from .loading import BaseModel, LoadedSeeCoder  # noqa: F401 - the engine's model types
 from .lora import LoraPatch, LoraWeights
 from .model_cache import FULL_RANDOM_BANNER, TINY_BANNER, TINY_CHOSEN_BANNER, ModelCache, profile_registry  # noqa: F401
@@ -247,17 +249,30 @@ class Engine:
         with self._run_lock, torch.inference_mode():
             return fn(*args, **kwargs)
 
-    def encode_reference(self, image, seecoder_name: str) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Reference image -> (context (1, 148, C), unconditional context (1, 148, C))."""
+    def encode_reference(self, image, seecoder_name: str, mask=None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Reference image -> (context (1, 148, C), unconditional context (1, 148, C)).
+
+        ``mask``: a source mask, bool (H, W), True = use (fitted to the prepared reference when
+        its size differs; ``masks.source_mask`` reads one from an image), or None: the whole
+        reference. A mask that keeps every pixel is no mask (the same encode, the same cache
+        entry). The cache key holds the mask: the same image with another mask is another encoding."""
         sc = self.seecoder(seecoder_name)
         img = prepare_reference(image)
+        keep = _source_mask(mask, img.size)
         key = (seecoder_name, hashlib.sha1(img.tobytes() + repr(img.size).encode()).hexdigest())
+        if keep is not None:
+            key += (hashlib.sha1(np.packbits(keep).tobytes()).hexdigest(),)
         with self._encodings_lock:
             hit = self._encodings.get_and_touch(key)
         if hit is None:
             x = image_to_tensor(img).to(self.device, self.dtype)
-            encode = self.fast.encoder(sc.model, x) if self.fast is not None else cancel.reachable(sc.model)
-            hit = self.on_device(lambda: encode(x))
+            if keep is None:
+                encode = self.fast.encoder(sc.model, x) if self.fast is not None else cancel.reachable(sc.model)
+                hit = self.on_device(lambda: encode(x))
+            else:  # masked encodes run the model itself (rare: not worth a compiled graph per mask)
+                m = torch.from_numpy(keep)[None].to(self.device)
+                model = cancel.reachable(sc.model) if self.fast is None else sc.model
+                hit = self.on_device(lambda: model(x, m))
             with self._encodings_lock:
                 self._encodings.put(key, hit)
         return hit, sc.unconditional
@@ -404,3 +419,17 @@ class Engine:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _source_mask(mask, size) -> "Optional[np.ndarray]":
+    """A source mask as a bool array at the prepared reference's ``size``; None for none or one
+    that keeps every pixel (so that path is the unmasked encode itself). Empty: refused."""
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise InvalidSettingError(f"a reference mask must be a 2-D (H, W) array, got shape {m.shape}")
+    m = fit_source_mask(m.astype(bool), size)
+    if not m.any():
+        raise InvalidSettingError("the reference mask (reference_mask) is empty: it leaves nothing of the reference to use")
+    return None if m.all() else np.ascontiguousarray(m)

@@ -229,6 +229,74 @@ def prepare_reference(image: ImageLike, what: str = "reference image") -> Image.
     return img
 
 
+# Framing of a reference (``reference_framing``): how it is cut before SeeCoder reads it.
+AS_IS, CROP, PAD, MASK_FRAME = "as-is", "crop", "pad", "mask"
+FRAMINGS = (AS_IS, CROP, PAD, MASK_FRAME)
+PAD_COLOUR = (128, 128, 128)  # mid grey: no colour of its own, the middle of SeeCoder's [0, 1] input
+MASK_MARGIN = 0.10  # "mask" framing: the mask's box grown by 10 % of its width / height on each side
+
+Box = Tuple[int, int, int, int]  # left, top, right, bottom
+
+
+def frame_reference(img: Image.Image, framing: str, aspect: float,
+                    mask: Optional[np.ndarray] = None) -> Tuple[Image.Image, Optional[np.ndarray]]:
+    """(the reference as framed, its source mask cut the same way). ``mask``: bool (H, W) at the
+    image's size (True = use) or None; ``aspect``: the output's width / height.
+    as-is: unchanged (the objects themselves); crop: the centred part of the output's aspect;
+    pad: the whole reference centred on ``PAD_COLOUR`` to the output's aspect (the padding is
+    outside the source mask); mask: the mask's box grown by ``MASK_MARGIN``, clamped."""
+    w, h = img.size
+    if framing == AS_IS:
+        return img, mask
+    if framing == PAD:
+        return _pad_to(img, aspect, mask)
+    if framing == CROP:
+        cw, ch = (max(1, round(h * aspect)), h) if w / h > aspect else (w, max(1, round(w / aspect)))
+        box = ((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch)
+    elif framing == MASK_FRAME:
+        if mask is None:
+            raise InvalidSettingError("reference framing 'mask' crops to the reference mask's box: give a "
+                                      "reference mask (reference_mask), or choose as-is, crop or pad")
+        box = _mask_box(mask)
+    else:
+        raise InvalidSettingError(f"unknown reference framing {framing!r}; choose one of: {', '.join(FRAMINGS)}")
+    if box == (0, 0, w, h):
+        return img, mask
+    return img.crop(box), (None if mask is None else mask[box[1]:box[3], box[0]:box[2]])
+
+
+def _mask_box(mask: np.ndarray) -> Box:
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    mx, my = round(MASK_MARGIN * (x1 - x0)), round(MASK_MARGIN * (y1 - y0))
+    return max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)
+
+
+def _pad_to(img: Image.Image, aspect: float, mask: Optional[np.ndarray]):
+    w, h = img.size
+    pw, ph = (w, max(h, round(w / aspect))) if w / h > aspect else (max(w, round(h * aspect)), h)
+    if (pw, ph) == (w, h):
+        return img, mask
+    left, top = (pw - w) // 2, (ph - h) // 2
+    out = Image.new("RGB", (pw, ph), PAD_COLOUR)
+    out.paste(img.convert("RGB"), (left, top))
+    if mask is None:
+        return out, None
+    m = np.zeros((ph, pw), bool)
+    m[top:top + h, left:left + w] = mask
+    return out, m
+
+
+def limit_side(img: Image.Image, max_side: Optional[int]) -> Image.Image:
+    """The reference scaled down (never up, aspect kept, bicubic as ``prepare_reference``) so
+    its longest side is at most ``max_side`` (``reference_max_side``); None or 0: unchanged."""
+    if not max_side or max(img.size) <= int(max_side):
+        return img
+    scale = int(max_side) / max(img.size)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
+
+
 def check_min_side(img: Image.Image, what: str) -> Image.Image:
     """Refuse pictures too small to take content from (references, person photos)."""
     side = settings.MIN_IMAGE_SIDE

@@ -151,6 +151,48 @@ def mask_overlay(mask: np.ndarray, color=(255, 0, 255), opacity: float = 0.55) -
     return Image.fromarray(out, "RGBA")
 
 
+# ----------------------------------------------------------------------------- source masks (the reference's)
+SOURCE_MASK = "reference mask (reference_mask)"
+
+
+def source_mask(mask, what: str = SOURCE_MASK) -> Optional[np.ndarray]:
+    """A source mask (the part of a reference that informs its tokens; white or painted = use)
+    as a bool (H, W) array, in the reference's own coordinates. None when none is given or it
+    is all white: no mask at all (the unmasked encode, bit for bit). An empty (all black) mask
+    is refused: it would leave nothing to encode."""
+    if mask is None or (isinstance(mask, str) and not mask.strip()):
+        return None
+    m = load_mask(mask, what=what)
+    if not m.any():
+        raise InvalidSettingError(f"the {what} is empty (all black): paint or make white the part of the reference "
+                                  "to use, or give no mask to use the whole reference")
+    return None if m.all() else m
+
+
+def fit_source_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """A source mask at ``size`` (width, height), stretched when its aspect ratio differs. A
+    pixel is kept when at least half of it is under the mask, or, when that leaves nothing (a
+    thin mask shrunk), when any of it is: a non-empty mask stays non-empty."""
+    W, H = int(size[0]), int(size[1])
+    if (mask.shape[1], mask.shape[0]) == (W, H):
+        return mask
+    cover = cv2.resize(mask.astype(np.float32), (W, H), interpolation=cv2.INTER_AREA)
+    out = cover >= 0.5
+    return out if out.any() else cover > 0
+
+
+def crop_mask(mask: np.ndarray, size: Tuple[int, int], box: Optional[Tuple[int, int, int, int]]) -> np.ndarray:
+    """A source mask of an image of ``size`` cut to ``box`` (left, top, right, bottom), as the
+    image is cropped (a subject crop); None box: unchanged. An empty result is refused."""
+    if box is None:
+        return mask
+    m = fit_source_mask(mask, size)[box[1]:box[3], box[0]:box[2]]
+    if not m.any():
+        raise InvalidSettingError(f"the {SOURCE_MASK} lies outside the cropped subject of the reference: "
+                                  "turn the subject crop off or mask a part of the subject")
+    return m
+
+
 # ----------------------------------------------------------------------------- soften, paste back
 def _check_px(v, name: str) -> int:
     return int(round(MASK_PX.check(v, f"{name} (px)")))

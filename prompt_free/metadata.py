@@ -35,7 +35,7 @@ from . import tasks
 from .errors import InputImageError, PromptFreeError
 from .fingerprints import is_image_like, file_sha256, input_record, model_record, pixels_sha256
 from .catalog import BY_NAME, TASKS
-from .tasks.fields import declared, notes
+from .tasks.fields import declared, images_of, notes
 from .version import __version__
 
 PARAMETERS_CHUNK = "parameters"  # A1111's key
@@ -80,7 +80,9 @@ def settings_record(settings, keep_paths: bool = True) -> Dict[str, Any]:
     """Every field of a task's settings dataclass (so new options are recorded automatically).
     Plain strings are names, never files; a field holding dataclasses (Multi-Reference's
     ``controls``: ControlSpecs) is recorded as a call argument, its images as input records."""
-    return {f.name: _plain(getattr(settings, f.name), keep_paths, files=_holds_dataclasses(getattr(settings, f.name)))
+    images = set(images_of(settings))  # image settings (the reference mask): recorded as inputs, by hash
+    return {f.name: _plain(getattr(settings, f.name), keep_paths,
+                           files=f.name in images or _holds_dataclasses(getattr(settings, f.name)))
             for f in dataclasses.fields(settings)}
 
 
@@ -207,8 +209,9 @@ def parameters_text(rec: Mapping[str, Any]) -> str:
     if seecoder.get("sha256"):
         pairs.append(("SeeCoder hash", seecoder["sha256"][:10]))
     ref = (rec.get("call") or {}).get("reference")
-    if isinstance(ref, Mapping) and (ref.get("sha256") or ref.get("pixels_sha256")):
-        pairs.append(("Reference hash", (ref.get("sha256") or ref.get("pixels_sha256"))[:10]))
+    for key, recorded in (("Reference hash", ref), ("Reference mask hash", s.get("reference_mask"))):
+        if isinstance(recorded, Mapping) and (recorded.get("sha256") or recorded.get("pixels_sha256")):
+            pairs.append((key, (recorded.get("sha256") or recorded.get("pixels_sha256"))[:10]))
     for i, c in enumerate(recorded_controls(rec)):
         module = c.get("preprocessor") if c.get("mode") == "preprocess" else "none"
         image = c.get("image") or {}

@@ -133,6 +133,10 @@ ZEROGPU_MIN_S, ZEROGPU_MAX_S = 15, 120
 MIN_IMAGE_SIDE = 16  # smaller than this is not a picture to take content from
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
 MAX_REFERENCE_SIDE = 1536  # SeeCoder works at native size; beyond this we downscale (memory)
+# ``reference_max_side``: 0 = as given (today's); else the longest side the reference is encoded
+# at, at least REFERENCE_MIN_ENCODE_SIDE (two cells of SeeCoder's coarsest level, stride 32).
+REFERENCE_MAX_SIDE = Range("reference max side", 0, MAX_REFERENCE_SIDE, 0, step=64, integer=True)
+REFERENCE_MIN_ENCODE_SIDE = 64
 # The Pillow formats every image input is read as (issue 28): any other file is refused before
 # a decoder runs, so no upload reaches Ghostscript (EPS, PostScript, PDF) or the rarely used
 # decoders where fuzzers keep finding crashes. Env PFD_IMAGE_FORMATS adds more.

@@ -18,6 +18,7 @@ from prompt_free.tasks.fields import APPENDED, LAST, REFERENCE, SettingInfo, in_
 from prompt_free.tasks.text_image import CONCAT, STYLE_MODE
 
 from .endpoint import InputGroup
+from .uploads import image_input
 
 # (label, value) of the values of a choice setting, by field name; a setting not listed shows its values
 CHOICE_LABELS = {
@@ -52,6 +53,9 @@ def setting_control(name: str, decl: SettingInfo, prefix: str, **overrides) -> A
     if text:
         kwargs["info"] = text
     kwargs.update(overrides)
+    if decl.image:  # an upload whose file reaches the project's opener (white or painted = the setting's part)
+        kwargs.pop("info", None)
+        return image_input(sources=["upload", "clipboard"], height=200, format="png", **kwargs)
     if decl.range is not None:
         return slider(decl.range, value=decl.neutral, **kwargs)
     if decl.choices is not None:

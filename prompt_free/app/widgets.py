@@ -445,7 +445,8 @@ def settings_from_png(*groups: InputGroup, fields=None, extra_outputs=(), extra=
         updates = [gr.update(value=values[name]) if name in values else gr.update() for name, _ in targets]
         more = extra(record) if extra else {}
         updates += [gr.update(value=more[c]) if c in more else gr.update() for c in extra_outputs]
-        inputs = [f"'{v['name']}'" for v in _input_records(record.get("call") or {}) if v.get("name")]
+        recorded = [record.get("call") or {}, record.get("settings") or {}]  # image settings: the reference mask
+        inputs = [f"'{v['name']}'" for v in _input_records(recorded) if v.get("name")]
         text = f"Settings loaded from a **{record.get('task', '?').replace('_', ' ')}** picture (seed {record.get('seed', values.get('seed'))})."
         if inputs:
             text += f" Upload its images again: {', '.join(inputs)}."

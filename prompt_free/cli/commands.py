@@ -180,6 +180,8 @@ def _redo_overrides(args, rec) -> Dict[str, str]:
     overrides: Dict[str, str] = {}
     if args.reference:
         overrides["reference"] = _existing_file(args.reference[0], "reference image")
+    if getattr(args, "reference_mask", None):  # the recorded reference mask, when its path is gone
+        overrides["reference_mask"] = _existing_file(args.reference_mask, "reference mask")
     known = set(recorded_inputs(rec.get("call") or {})) | set(recorded_inputs(rec.get("settings") or {}))
     for text in args.input:
         name, sep, path = text.partition("=")

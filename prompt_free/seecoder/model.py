@@ -10,7 +10,7 @@ from torch import nn
 
 from .config import SeeCoderConfig
 from .decoder import SeeCoderDecoder
-from .qtransformer import QueryTransformer
+from .qtransformer import MEMORY_ORDER, QueryTransformer, level_keep
 from .swin import SwinBackbone
 
 
@@ -37,15 +37,39 @@ class SeeCoder(nn.Module):
     def device(self) -> torch.device:
         return self.qtransformer.init_query.weight.device
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``mask`` (B, H, W) bool, True = use (a source mask; None: the whole image, the
+        official model): only the masked part informs the tokens. Its pixels outside are replaced
+        by the mean colour of the masked ones (``fill_outside``), so the backbone's receptive
+        field carries nothing of them into the masked features, and the query transformer's
+        cross-attention reads, at every level, only the cells under the mask (``level_keep``)."""
         if images.ndim != 4 or images.shape[1] != self.config.swin.in_chans:
             raise ValueError(f"SeeCoder expects (B, {self.config.swin.in_chans}, H, W) images, got {tuple(images.shape)}")
-        return self.qtransformer(self.imdecoder(self.imencoder(images)))
+        if mask is None:
+            return self.qtransformer(self.imdecoder(self.imencoder(images)))
+        if mask.shape != (images.shape[0], *images.shape[-2:]) or mask.dtype != torch.bool:
+            raise ValueError(f"a source mask must be (B, H, W) bool like the images, got {tuple(mask.shape)} {mask.dtype}")
+        feats = self.imdecoder(self.imencoder(fill_outside(images, mask)))
+        keep = {lvl: level_keep(mask, feats[lvl].shape[-2:], self.strides[lvl]) for lvl in MEMORY_ORDER}
+        return self.qtransformer(feats, keep)
+
+    @property
+    def strides(self):
+        """Pixels per cell of each memory level: res3 is stage 1 of the backbone (patch x 2), ..."""
+        return {f"res{i + 2}": self.config.swin.patch_size * 2**i for i in range(1, 4)}
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Inference helper: casts/moves the input to the model and runs without gradients."""
-        return self(images.to(self.device, self.dtype))
+        return self(images.to(self.device, self.dtype), None if mask is None else mask.to(self.device))
+
+
+def fill_outside(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``images`` with the pixels outside ``mask`` (B, H, W) set to the mean colour of the pixels
+    inside (per image): the result depends on the masked pixels only."""
+    m = mask[:, None].to(images.dtype)
+    mean = (images * m).sum((2, 3), keepdim=True) / m.sum((2, 3), keepdim=True).clamp_min(1)
+    return torch.where(mask[:, None], images, mean)
 
     def trainable_parameters(self):
         """What the paper trains: decoder and query transformer (the backbone stays frozen)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,31 @@ from torch import nn
 from .config import PositionEncodingConfig, QueryTransformerConfig
 
 MEMORY_ORDER = ("res3", "res4", "res5")  # level i of level_embed; layer j reads level j % 3
+KEEP_COVERAGE = 0.5  # a memory cell is read when at least half of its pixels are under the source mask
+
+KeepMasks = Dict[str, Optional[torch.Tensor]]  # level -> (B, h*w) bool, True = read; None: every cell
+
+
+def level_keep(mask: torch.Tensor, size: Sequence[int], stride: int) -> Optional[torch.Tensor]:
+    """The cells of a (h, w) memory level of ``stride`` pixels that a pixel mask (B, H, W) bool
+    lets the cross-attention read: (B, h*w) bool, or None when it keeps every cell.
+
+    A cell covers the pixels [i*stride, (i+1)*stride) of the image (the backbone pads bottom and
+    right, so the last cells are partly padding, which counts as neither). It is kept when at
+    least ``KEEP_COVERAGE`` of its real pixels are under the mask; at a level where no cell
+    reaches that (a small mask on a coarse level), the cells of the largest coverage are kept,
+    so every level informs the tokens and a non-empty mask never empties a level."""
+    h, w = int(size[0]), int(size[1])
+    H, W = mask.shape[-2:]
+    pad = (0, w * stride - W, 0, h * stride - H)
+    m = F.pad(mask[:, None].float(), pad)
+    real = F.pad(torch.ones_like(mask[:, None], dtype=torch.float32), pad)
+    cover = F.avg_pool2d(m, stride) / F.avg_pool2d(real, stride).clamp_min(1e-12)  # (B, 1, h, w)
+    cover = cover.flatten(1)
+    keep = cover >= KEEP_COVERAGE
+    best = cover.amax(1, keepdim=True)
+    keep = torch.where(keep.any(1, keepdim=True), keep, cover >= best)
+    return None if bool(keep.all()) else keep
 
 
 class PositionEncoding(nn.Module):
@@ -58,9 +83,14 @@ class CrossAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/seecoder.py: CrossAttentionLayer.forward_post
-    def forward(self, q, qpos, mem, mem_pos: Optional[torch.Tensor]):
+    def forward(self, q, qpos, mem, mem_pos: Optional[torch.Tensor], keep: Optional[torch.Tensor] = None):
+        """``keep`` (B, L) bool: the memory cells the queries may read (a source mask); None: all,
+        the official call itself (no mask argument at all, so the unmasked encode is unchanged)."""
         k = mem if mem_pos is None else mem + mem_pos
-        out = self.multihead_attn(q + qpos, k, mem, need_weights=False)[0]
+        if keep is None:
+            out = self.multihead_attn(q + qpos, k, mem, need_weights=False)[0]
+        else:
+            out = self.multihead_attn(q + qpos, k, mem, key_padding_mask=~keep, need_weights=False)[0]
         return self.norm(q + out)
 
 
@@ -102,7 +132,10 @@ class QueryTransformer(nn.Module):
         self.pe_layer = PositionEncoding(pe) if pe is not None else None
 
     # Adapted from Prompt-Free-Diffusion (SHI-Labs, official code), lib/model_zoo/seecoder.py: QueryTransformer.forward
-    def forward(self, feats: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: Dict[str, torch.Tensor], keep: Optional[KeepMasks] = None) -> torch.Tensor:
+        """``keep``: per level, the memory cells the local queries' cross-attention reads
+        (``level_keep``; a source mask); None or a level's None: every cell, as the official model."""
+        keep = keep or {}
         B = feats[MEMORY_ORDER[0]].shape[0]
         mems, mem_pos = [], []
         for i, lvl in enumerate(MEMORY_ORDER):
@@ -119,7 +152,7 @@ class QueryTransformer(nn.Module):
             zip(self.transformer_crossatt_layers, self.transformer_selfatt_layers, self.transformer_feedforward_layers)
         ):
             lvl = j % len(mems)
-            l = cross(l, pos_l, mems[lvl], mem_pos[lvl])  # global queries skip cross-attention
+            l = cross(l, pos_l, mems[lvl], mem_pos[lvl], keep.get(MEMORY_ORDER[lvl]))  # global queries skip it
             t = ffn(selfatt(torch.cat([g, l], 1), qpos))
             g, l = t[:, :g_n], t[:, g_n:]
         return torch.cat([g, l], 1)

@@ -18,7 +18,8 @@ from PIL import Image
 from .. import settings as limits
 from ..errors import WorkLimitError
 from ..sampling import DEFAULT_SCHEDULER, Sampler
-from .fields import LAST, REFERENCE, checked, declared, notes, setting, values_of
+from ..images import AS_IS, FRAMINGS
+from .fields import APPENDED, LAST, REFERENCE, checked, declared, notes, setting, values_of
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -60,6 +61,29 @@ class SamplerSettings:
              f"({int(limits.DEEP_CACHE.lo)}..{int(limits.DEEP_CACHE.hi)})",
         ui_info="1 = off (exact). 2 or 3: faster steps, a slightly different picture (recorded in the PNG)",
         note="quick mode N={value} (approximate)", png_note=("Deep cache", "{value} (approximate)"))
+    # The reference's source mask and framing (tasks.reference: ``_prepare``, ``_encode``).
+    reference_mask: Any = setting(
+        None, image=True, section=APPENDED, cli="--reference-mask", metavar="PATH",
+        label="Reference mask: the part of the reference to use (white = use)",
+        help="a mask image over the reference (white or painted = use): only that part informs SeeCoder's tokens "
+             "(its cross-attention reads only the features under the mask); all white or none: the whole reference",
+        note="source mask: {value}")
+    reference_framing: str = setting(
+        AS_IS, choices=FRAMINGS, section=APPENDED, cli="--reference-framing",
+        label="Reference framing",
+        help="how the reference is framed before SeeCoder reads it: as-is (default), crop (centre crop to the "
+             "output's aspect), pad (padded to the output's aspect with mid grey), mask (cropped to the reference "
+             "mask's box plus a 10 percent margin; needs a reference mask)",
+        note="reference framing {value}", png_note=("Reference framing", "{value}"))
+    reference_max_side: int = setting(
+        int(limits.REFERENCE_MAX_SIDE.default), range=limits.REFERENCE_MAX_SIDE, section=APPENDED,
+        cli="--reference-max-side", metavar="PX",
+        label="Longest side the reference is encoded at (px)",
+        help="scale the reference down (never up) to this longest side before SeeCoder reads it: fewer pixels, a "
+             f"faster encode; default 0: as given (down to {limits.MAX_REFERENCE_SIDE} px when larger)",
+        ui_info=f"0 = as given (larger than {limits.MAX_REFERENCE_SIDE} px: scaled to it). Smaller: a faster encode, "
+                "fewer details",
+        note="reference encoded at most {value} px", png_note=("Reference max side", "{value}"))
 
 
 def holds_models(task):
@@ -153,7 +177,8 @@ def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:
         "seecoder": s.seecoder, "base_model": s.base_model, "steps": sampler.steps,
         "guidance": sampler.guidance, "scheduler": sampler.scheduler,
     }
-    reported = {name for name, decl in declared(s) if decl.section == REFERENCE}  # by the reference builder
+    # by the reference builder: the reference's options, and image settings (a mask: its share, not its path)
+    reported = {name for name, decl in declared(s) if decl.section == REFERENCE or decl.image}
     for name, value, _ in notes(s, values_of(s)):  # never silent: e.g. quick mode says the run was approximate
         if name not in reported:
             info.setdefault(name, getattr(sampler, name, value))

@@ -254,13 +254,14 @@ class _Column:
 
 def _prompt_free(run: _Run, timings: Dict[str, float]) -> _Column:
     built = build(run.engine, run.s, [run.reference], run.options.image_only(), controls=[run.structure],
-                  timings=timings)
+                  timings=timings, size=(run.sampler.width, run.sampler.height))
     return _Column(built.conditioning, f"SeeCoder embedding of the reference image ({run.seecoder_note})",
                    [f"structure: {run.controlnet}"])
 
 
 def _prompt_free_text(run: _Run, timings: Dict[str, float]) -> _Column:
-    built = build(run.engine, run.s, [run.reference], run.options, controls=[run.structure], timings=timings)
+    built = build(run.engine, run.s, [run.reference], run.options, controls=[run.structure], timings=timings,
+                  size=(run.sampler.width, run.sampler.height))
     weight = f", weight {run.options.weight:g}" if run.options.weight != 1.0 else ""
     return _Column(built.conditioning,
                    f"CLIP text ({run.prompt_note}{weight}) + SeeCoder embedding ({run.seecoder_note}), "

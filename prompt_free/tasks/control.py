@@ -77,7 +77,7 @@ def reference_control(
     with timed(timings, "preprocess"):
         maps = [control_map(engine, p, (sampler.width, sampler.height), s.annotator_dir) for p in prepared]
     inputs = [control_input(engine, p, m) for p, m in zip(prepared, maps)]
-    built = build(engine, s, [ref], options, controls=inputs, timings=timings)
+    built = build(engine, s, [ref], options, controls=inputs, timings=timings, size=(sampler.width, sampler.height))
     gen = engine.generate(s.base_model, built.conditioning, sampler, progress=progress)
     info = {
         **sampler_info(s, sampler),

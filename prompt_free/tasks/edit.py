@@ -116,14 +116,18 @@ def check_edit_work(s: FillSettings, photo: Image.Image, max_side: int, controln
     check_work([(sampler_for(s, *generation_size(*photo.size, max_side)), controlnets)])
 
 
-def reference_as_encoded(img: Image.Image, crop: bool, notes: List[str], what: str = "reference image") -> Image.Image:
-    """The reference as SeeCoder sees it: cropped to its subject (plain background) when asked."""
+def reference_as_encoded(img: Image.Image, crop: bool, notes: List[str], what: str = "reference image",
+                         options: Optional[ReferenceOptions] = None):
+    """The reference as SeeCoder sees it: cropped to its subject (plain background) when asked.
+    With ``options``: (the reference, ``options`` with the source mask cut to the same crop)."""
+    size, box = img.size, None
     if crop:
         img, box = M.crop_garment(img)
         if box is None:
             name = what.split()[0]  # "garment", "reference"
             notes.append(f"{name} crop: no plain background found, the whole {name} photo was used")
-    return prepare_reference(img, what)
+    img = prepare_reference(img, what)
+    return img if options is None else (img, options.within(size, box))
 
 
 def edit_mask(mask, size: Tuple[int, int], notes: List[str]) -> np.ndarray:
@@ -240,16 +244,19 @@ def fill_masked_region(
     timings: Dict[str, float],
     controls: Optional[ControlsAt] = None,
     progress: Progress = None,
+    options: Optional[ReferenceOptions] = None,
 ) -> FilledRegion:
     """The region ``mask`` (bool, photo size) of ``photo`` filled with the content of
     ``reference`` (as encoded), one ``Engine.generate`` call; every input already checked.
-    ``requested_base`` None: the inpainting model when configured (see ``resolve_base``)."""
+    ``requested_base`` None: the inpainting model when configured (see ``resolve_base``);
+    ``options``: the reference's (default: ``ReferenceOptions.of(s)``)."""
     alpha = M.soften_mask(mask, s.dilation, s.feather)
     (gw, gh), photo_gen, gen_mask = generation_inputs(photo, alpha, max_side, notes)
     sampler = sampler_for(s, gw, gh)
     base = resolve_base(engine, requested_base, notes)
     control_inputs = list(controls((gw, gh))) if controls is not None else []
-    built = build(engine, s, [reference], ReferenceOptions.of(s), controls=control_inputs, timings=timings)
+    options = ReferenceOptions.of(s) if options is None else options
+    built = build(engine, s, [reference], options, controls=control_inputs, timings=timings, size=(gw, gh))
     with timed(timings, "encode_image"):
         method, inpainting = inpainting_hook(engine, base, photo_gen, gen_mask)
     conditioning = replace(built.conditioning, inpainting=inpainting)
@@ -301,10 +308,11 @@ def edit_with_reference(
 
     t_start = time.perf_counter()
     timings: Dict[str, float] = {}
-    reference_used = reference_as_encoded(reference_img, s.crop_reference, notes)
+    reference_used, options = reference_as_encoded(reference_img, s.crop_reference, notes,
+                                                   options=ReferenceOptions.of(s))
     filled = fill_masked_region(
         engine, s, photo_img, mask_bool, reference_used, requested_base=requested.base_model,
-        max_side=max_side, notes=notes, timings=timings, progress=progress,
+        max_side=max_side, notes=notes, timings=timings, progress=progress, options=options,
     )
     timings["total"] = time.perf_counter() - t_start
     info = {**region_info(s, photo_img, filled, notes), "mask": MASK_IMAGE}

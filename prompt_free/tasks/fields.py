@@ -22,6 +22,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+
 from ..settings import Range
 
 REFERENCE = "reference"  # the reference's options (strength, text, blocks)
@@ -49,17 +51,20 @@ class SettingInfo:
     note: Optional[str] = None  # the info line's note for a non-neutral value, e.g. "quick mode N={value} (approximate)"
     png_note: Optional[Tuple[str, str]] = None  # (key, "{value} ...") of the PNG's parameters for a non-neutral value
     neutral: Any = None  # the value that changes nothing (the default unless given)
+    image: bool = False  # an image input (a path, bytes, PIL, array): an upload in the UI, a PATH option, recorded by hash
 
 
 def setting(default, *, label: str, help: str = "", range: Optional[Range] = None, choices: Sequence[Any] = None,
             cli: Optional[str] = None, metavar: Optional[str] = None, section: Optional[str] = None,
             ui_label: Optional[str] = None, ui_id: Optional[str] = None, ui_info: Optional[str] = None,
-            note: Optional[str] = None, png_note: Optional[Tuple[str, str]] = None, neutral: Any = dataclasses.MISSING) -> dataclasses.Field:
+            note: Optional[str] = None, png_note: Optional[Tuple[str, str]] = None, neutral: Any = dataclasses.MISSING,
+            image: bool = False) -> dataclasses.Field:
     """A settings dataclass field with its ``SettingInfo`` (see the module docstring)."""
     if section is not None and section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}; one of {SECTIONS}")
     info = SettingInfo(label, help, range, tuple(choices) if choices is not None else None, cli, metavar, section,
-                       ui_label, ui_id, ui_info, note, png_note, default if neutral is dataclasses.MISSING else neutral)
+                       ui_label, ui_id, ui_info, note, png_note, default if neutral is dataclasses.MISSING else neutral,
+                       image)
     return dataclasses.field(default=default, metadata={KEY: info})
 
 
@@ -101,8 +106,22 @@ def notes(settings_type, values: Mapping[str, Any], kind: str = "note") -> Itera
     for name, info in declared(settings_type):
         value = values.get(name)
         text = info.note if kind == "note" else (info.png_note[1] if info.png_note else None)
-        if text and value is not None and value != info.neutral:
+        if text and value is not None and _differs(value, info.neutral):
             yield name, value, text.format(value=_num(value))
+
+
+def images_of(settings) -> List[str]:
+    """The names of the image settings (``image=True``) of ``settings`` (a class or an instance)."""
+    return [name for name, info in declared(settings) if info.image]
+
+
+def _differs(value, neutral) -> bool:
+    """``value != neutral`` for any value (an image setting may hold an array: not neutral unless None)."""
+    if neutral is None:
+        return value is not None
+    if isinstance(value, (np.ndarray, bytes, bytearray)) or hasattr(value, "mode"):
+        return True
+    return value != neutral
 
 
 def values_of(settings) -> Dict[str, Any]:

@@ -165,7 +165,7 @@ def multi_reference(engine, references: Sequence[Any], settings: Optional[MultiR
     inputs = [control_input(engine, p, m) for p, m in zip(prepared, maps)]
     # the blend in the chosen blocks (the unconditional context in the others), or per region
     built = build(engine, s, refs, options, controls=inputs, weights=[sl.weight for sl in slots], regions=masks,
-                  timings=timings)
+                  timings=timings, size=size)
     gen = engine.generate(s.base_model, built.conditioning, sampler, progress=progress)
     info = {
         **sampler_info(s, sampler),

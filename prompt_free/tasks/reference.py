@@ -28,7 +28,12 @@ window: ``_finish``, where the run's context is made):
 
 1. ``_text``: the prompt's tokens. The text encoder loads only with a prompt; a prompt over its
    77 tokens is refused (``TextEncoder.check_length``) before the reference is encoded.
-2. ``_encode``: each reference through ``engine.encode_reference`` (timed as "encode").
+2. ``_prepare``: the framing (``reference_framing``: ``images.frame_reference`` to the output's
+   aspect, or to the source mask's box) and the encode size (``reference_max_side``:
+   ``images.limit_side``), the source mask cut with the image; ``_encode``: each reference
+   through ``engine.encode_reference`` (timed as "encode"), the first with its source mask
+   (``reference_mask``: the query transformer reads only the features under it; one mask, for
+   the first reference: Multi-Reference's others are used whole).
 3. ``_blend``: several references mixed; one reference is used as encoded.
 4. strength (``mixing.with_strength``).
 5. ``_place``: text, blocks or regions; ``_finish``: the ``Conditioning``.
@@ -39,7 +44,7 @@ arithmetic), no text encoder without a prompt, no patch for "all blocks".
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -48,6 +53,9 @@ import torch
 from ..blocks import ALL, STYLE, normalise_preset, route
 from ..conditioning import Conditioning
 from ..errors import InvalidSettingError
+from ..images import AS_IS, FRAMINGS, MASK_FRAME, check_min_side, frame_reference, limit_side
+from ..masks import crop_mask, fit_source_mask, source_mask
+from ..settings import REFERENCE_MIN_ENCODE_SIDE
 from ..mixing import AVERAGE, BLENDS, REGIONS, blend_contexts, concat_text_image, weighted_text, with_strength
 from ..regions import RegionalAttention
 from ..text import check_prompt, text_encoder
@@ -84,6 +92,9 @@ class ReferenceOptions:
     weight: float = 1.0
     blocks: Optional[str] = None
     blend: Optional[str] = None  # None: one reference
+    mask: Optional[np.ndarray] = field(default=None, compare=False)  # the source mask (bool, True = use); None: whole
+    framing: str = AS_IS
+    max_side: int = 0  # 0: as given
 
     @classmethod
     def of(cls, s) -> "ReferenceOptions":
@@ -102,7 +113,15 @@ class ReferenceOptions:
                 "(both need their own cross-attention processors); choose all blocks or another blend")
         if blend == REGIONS and prompt:
             raise InvalidSettingError("the regions blend takes no prompt (its spans are the references' tokens)")
-        return cls(s.reference_strength, prompt, mode, weight, blocks, blend)
+        mask, framing, max_side = _source_options(s)
+        return cls(s.reference_strength, prompt, mode, weight, blocks, blend, mask, framing, max_side)
+
+    def within(self, size: Tuple[int, int], box) -> "ReferenceOptions":
+        """These options for the reference of ``size`` cut to ``box`` (a subject crop, ``box``
+        None: uncut): the source mask cut the same way."""
+        if self.mask is None or box is None:
+            return self
+        return replace(self, mask=crop_mask(self.mask, size, box))
 
     def image_only(self) -> "ReferenceOptions":
         """These options without the text and the blocks (the comparison's Prompt-Free column)."""
@@ -118,6 +137,10 @@ class ReferenceOptions:
                        prompt_weight=self.weight if self.prompt else None)
         if self.blocks is not None:
             out["blocks"] = self.blocks
+        if self.framing != AS_IS:
+            out["reference_framing"] = self.framing
+        if self.max_side:
+            out["reference_max_side"] = self.max_side
         return out
 
     def notes(self) -> List[str]:
@@ -143,18 +166,20 @@ def build(
     weights: Optional[Sequence[float]] = None,
     regions: Optional[np.ndarray] = None,
     timings: Optional[Dict[str, float]] = None,
+    size: Optional[Tuple[int, int]] = None,
 ) -> BuiltReference:
     """The conditioning of ``references`` (prepared images, encoded with ``s.seecoder``; the text
     with ``s.base_model``'s encoder) under ``options``. ``controls``: the run's ControlInputs;
     ``weights``: one per reference (a blend); ``regions``: (K, H, W) masks at the output size
-    (the regions blend)."""
+    (the regions blend); ``size``: the output's (width, height) (the crop and pad framings)."""
     timings = {} if timings is None else timings
     text = _text(engine, s.base_model, options, timings) if options.prompt else None
-    encoded = _encode(engine, s.seecoder, references, timings)
+    prepared = _prepare(options, references, size)
+    encoded = _encode(engine, s.seecoder, prepared, timings)
     context, uncond, spans = _blend(encoded, options.blend, weights)
     image = (with_strength(context, uncond, options.strength), uncond)
     conditioning = _finish(_place(options, text, image, list(controls), weights, spans, regions))
-    info = options.info()
+    info = {**options.info(), **_prepared_info(options, references, prepared)}
     if options.blend is not None:
         info["tokens"] = int(conditioning.context.shape[1])
     return BuiltReference(conditioning, info)
@@ -175,10 +200,65 @@ def _text(engine, base_model: str, options: ReferenceOptions, timings: Dict[str,
     return encode_text(engine, base_model, options.prompt, options.weight, timings)
 
 
-def _encode(engine, seecoder: str, references: Sequence, timings: Dict[str, float]) -> List[Pair]:
-    """(context, unconditional context) of each reference, as the engine encodes (and caches) it."""
+def _source_options(s) -> Tuple[Optional[np.ndarray], str, int]:
+    """(source mask or None, framing, max side) of settings ``s``, checked; the mask image is
+    read here (an empty one refused before any model loads)."""
+    given = getattr(s, "reference_mask", None)
+    mask = source_mask(given)
+    framing = str(getattr(s, "reference_framing", None) or AS_IS).strip().lower()
+    if framing not in FRAMINGS:
+        raise InvalidSettingError(f"unknown reference framing {framing!r}; choose one of: {', '.join(FRAMINGS)}")
+    if framing == MASK_FRAME and (given is None or (isinstance(given, str) and not given.strip())):
+        raise InvalidSettingError("reference framing 'mask' crops the reference to its mask's box: give a reference "
+                                  "mask (reference_mask), or choose as-is, crop or pad")
+    max_side = int(getattr(s, "reference_max_side", 0) or 0)  # in range: checked by ``begin``
+    if 0 < max_side < REFERENCE_MIN_ENCODE_SIDE:
+        raise InvalidSettingError(f"reference max side must be 0 (as given) or at least {REFERENCE_MIN_ENCODE_SIDE} px, "
+                                  f"got {max_side}")
+    return mask, framing, max_side
+
+
+Prepared = Tuple[Any, Optional[np.ndarray]]  # (the reference as encoded, its source mask or None)
+
+
+def _prepare(options: ReferenceOptions, references: Sequence, size: Optional[Tuple[int, int]]) -> List[Prepared]:
+    """Each reference framed and sized for SeeCoder; the first with the source mask, cut alike.
+    Neutral options: the references themselves, no mask."""
+    return [_prepare_one(r, options.mask if i == 0 else None, options, size) for i, r in enumerate(references)]
+
+
+def _prepare_one(img, mask: Optional[np.ndarray], options: ReferenceOptions, size) -> Prepared:
+    if mask is not None:
+        mask = fit_source_mask(mask, img.size)
+    framing = options.framing if (options.framing != MASK_FRAME or mask is not None) else AS_IS  # the unmasked ones
+    if framing == AS_IS and not options.max_side:
+        return img, mask
+    if framing != AS_IS and size is None:
+        raise ValueError(f"reference framing {framing!r} needs the output size")
+    out, mask = frame_reference(img, framing, size[0] / size[1] if size else 1.0, mask)
+    out = limit_side(out, options.max_side)
+    if out is not img:
+        check_min_side(out, f"the reference as framed ({framing}, at most {options.max_side or 'any'} px)")
+    return out, mask
+
+
+def _prepared_info(options: ReferenceOptions, references: Sequence, prepared: Sequence[Prepared]) -> Dict[str, Any]:
+    """What the preparation changed, for the info line: the source mask's share, the encoded size."""
+    out: Dict[str, Any] = {}
+    img, mask = prepared[0]
+    if mask is not None:
+        out["reference_mask"] = f"{100 * float(fit_source_mask(mask, img.size).mean()):.0f}% of the reference"
+    if img is not references[0]:
+        out["reference_size"] = list(img.size)
+    return out
+
+
+def _encode(engine, seecoder: str, prepared: Sequence[Prepared], timings: Dict[str, float]) -> List[Pair]:
+    """(context, unconditional context) of each prepared reference, as the engine encodes (and
+    caches) it; no mask: the unmasked call itself."""
     with timed(timings, "encode"):
-        return [engine.encode_reference(r, seecoder) for r in references]
+        return [engine.encode_reference(r, seecoder) if m is None else engine.encode_reference(r, seecoder, mask=m)
+                for r, m in prepared]
 
 
 def _blend(encoded: Sequence[Pair], blend: Optional[str], weights: Optional[Sequence[float]]):

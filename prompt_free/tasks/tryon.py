@@ -32,6 +32,7 @@ from ..images import image_to_tensor, load_image
 from ..sampling import ControlInput
 from .common import Progress, TaskResult, begin, holds_models, timed
 from .controls import control_kind
+from .reference import ReferenceOptions
 from .edit import (  # noqa: F401 - generation_size, inpainting_base_model, METHOD_*: try-on's public names too
     DEFAULT_MAX_SIDE,
     MASK_IMAGE,
@@ -181,7 +182,8 @@ def virtual_tryon(
     if controlnet is not None and M.pick_person(people) is None:
         notes.append("no person was found by the pose detector: generated without pose control")
         controlnet = None
-    garment_used = reference_as_encoded(garment_img, s.crop_garment, notes, "garment image")
+    garment_used, options = reference_as_encoded(garment_img, s.crop_garment, notes, "garment image",
+                                                 ReferenceOptions.of(s))
 
     # ---- the shared edit, with the pose ControlNet made at the generation size
     hints: List[Image.Image] = []
@@ -195,7 +197,7 @@ def virtual_tryon(
     filled = fill_masked_region(
         engine, s, person_img, mask_bool, garment_used, requested_base=requested.base_model,
         max_side=max_side, notes=notes, timings=timings,
-        controls=pose_control, progress=progress,
+        controls=pose_control, progress=progress, options=options,
     )
     timings["total"] = time.perf_counter() - t_start
 

@@ -25,7 +25,8 @@ def image_variation(engine, reference, settings: Optional[SamplerSettings] = Non
     sampler = sampler_for(s)
     check_work([(sampler, 0)])
     timings = {}
-    built = build(engine, s, [prepare_reference(reference)], options, timings=timings)
+    built = build(engine, s, [prepare_reference(reference)], options, timings=timings,
+                  size=(sampler.width, sampler.height))
     gen = engine.generate(s.base_model, built.conditioning, sampler, progress=progress)
     return TaskResult(gen.images, [], {**sampler_info(s, sampler), **built.info,
                                        "timings": {**timings, **gen.timings}})
