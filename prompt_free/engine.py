@@ -259,20 +259,16 @@ class Engine:
         sc = self.seecoder(seecoder_name)
         img = prepare_reference(image)
         keep = _source_mask(mask, img.size)
-        key = (seecoder_name, hashlib.sha1(img.tobytes() + repr(img.size).encode()).hexdigest())
-        if keep is not None:
-            key += (hashlib.sha1(np.packbits(keep).tobytes()).hexdigest(),)
+        key = _encoding_key(seecoder_name, img, keep)
         with self._encodings_lock:
             hit = self._encodings.get_and_touch(key)
         if hit is None:
             x = image_to_tensor(img).to(self.device, self.dtype)
-            if keep is None:
-                encode = self.fast.encoder(sc.model, x) if self.fast is not None else cancel.reachable(sc.model)
-                hit = self.on_device(lambda: encode(x))
-            else:  # masked encodes run the model itself (rare: not worth a compiled graph per mask)
-                m = torch.from_numpy(keep)[None].to(self.device)
-                model = cancel.reachable(sc.model) if self.fast is None else sc.model
-                hit = self.on_device(lambda: model(x, m))
+            m = None if keep is None else torch.from_numpy(keep)[None].to(self.device)
+            # compiled at common sizes; a masked encode runs the model itself (rare: no graph per mask)
+            model = sc.model if self.fast is not None else cancel.reachable(sc.model)
+            encode = self.fast.encoder(sc.model, x) if self.fast is not None and m is None else model
+            hit = self.on_device(lambda: encode(x) if m is None else encode(x, m))
             with self._encodings_lock:
                 self._encodings.put(key, hit)
         return hit, sc.unconditional
@@ -414,6 +410,12 @@ class Engine:
         vae = base.vae
         z = self.on_device(lambda: vae.encode(image.to(self.device, vae.dtype) * 2 - 1).latent_dist.mean)
         return z.float() * vae.config.scaling_factor
+
+
+def _encoding_key(seecoder_name: str, img, keep) -> Tuple:
+    """The encodings cache's key: the SeeCoder, the prepared reference's pixels and the source mask."""
+    key = (seecoder_name, hashlib.sha1(img.tobytes() + repr(img.size).encode()).hexdigest())
+    return key if keep is None else key + (hashlib.sha1(np.packbits(keep).tobytes()).hexdigest(),)
 
 
 def _sync(device: torch.device) -> None:
