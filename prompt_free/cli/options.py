@@ -190,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--reference-dir", metavar="DIR", help="every image of a folder (with a progress bar; split across "
                                                             "processes under accelerate launch)")
     src.add_argument("--from-png", metavar="PNG", help="redo a picture from its metadata (settings, models, inputs)")
+    src.add_argument("--embedding", metavar="E", help="a saved embedding (prompt-free embed) used instead of encoding "
+                                                      "a reference (then --reference is optional: the init image)")
+    g.add_argument("--init-image", metavar="IMG", help="what --denoise-strength below 1 starts from (default: the "
+                                                       "reference)")
     g.add_argument("--control", action="append", default=[], metavar="NAME=MAP",
                    help="a ControlNet of checkpoints.yaml and its control image, e.g. canny=edges.png (at most "
                         f"{settings.MAX_CONTROLS}); with --from-png: the control images when their recorded paths are gone")
@@ -246,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     _sampler_options(e, EditSettings, size=False)
     _engine_options(e)
 
+    from .embed import add_embed_parser
+
+    add_embed_parser(sub)
     sub.add_parser("download", help="pre-fetch model files (python -m prompt_free.download; --help there)", add_help=False)
     sub.add_parser("app", help="start the Gradio app (python app.py; --help there)", add_help=False)
     return p

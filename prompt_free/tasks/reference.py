@@ -28,7 +28,9 @@ window: ``_finish``, where the run's context is made):
 
 1. ``_text``: the prompt's tokens. The text encoder loads only with a prompt; a prompt over its
    77 tokens is refused (``TextEncoder.check_length``) before the reference is encoded.
-2. ``_encode``: each reference through ``engine.encode_reference`` (timed as "encode").
+2. ``_encode``: each reference through ``engine.encode_reference`` (timed as "encode"), or a
+   saved embedding (``prompt_free.embeddings``) in its place: the saved tensors themselves (no
+   encoding; its width checked against the base model's), so saved-then-loaded = encoded.
 3. ``_blend``: several references mixed; one reference is used as encoded.
 4. strength (``mixing.with_strength``).
 5. ``_place``: text, blocks or regions; ``_finish``: the ``Conditioning``.
@@ -48,6 +50,7 @@ import torch
 from ..blocks import ALL, STYLE, normalise_preset, route
 from ..conditioning import Conditioning
 from ..errors import InvalidSettingError
+from ..images import prepare_reference
 from ..mixing import AVERAGE, BLENDS, REGIONS, blend_contexts, concat_text_image, weighted_text, with_strength
 from ..regions import RegionalAttention
 from ..text import check_prompt, text_encoder
@@ -143,21 +146,43 @@ def build(
     weights: Optional[Sequence[float]] = None,
     regions: Optional[np.ndarray] = None,
     timings: Optional[Dict[str, float]] = None,
+    embedding=None,
 ) -> BuiltReference:
     """The conditioning of ``references`` (prepared images, encoded with ``s.seecoder``; the text
     with ``s.base_model``'s encoder) under ``options``. ``controls``: the run's ControlInputs;
     ``weights``: one per reference (a blend); ``regions``: (K, H, W) masks at the output size
-    (the regions blend)."""
+    (the regions blend); ``embedding``: a loaded ``embeddings.Embedding`` used instead of
+    encoding (then ``references`` is empty)."""
     timings = {} if timings is None else timings
     text = _text(engine, s.base_model, options, timings) if options.prompt else None
-    encoded = _encode(engine, s.seecoder, references, timings)
+    notes: List[str] = []
+    if embedding is not None:
+        encoded = [_saved(engine, s, embedding, notes)]
+    else:
+        encoded = _encode(engine, s.seecoder, references, timings)
     context, uncond, spans = _blend(encoded, options.blend, weights)
     image = (with_strength(context, uncond, options.strength), uncond)
     conditioning = _finish(_place(options, text, image, list(controls), weights, spans, regions))
     info = options.info()
     if options.blend is not None:
         info["tokens"] = int(conditioning.context.shape[1])
+    if embedding is not None:
+        info["embedding"] = embedding.name
+    if notes:
+        info["notes"] = notes
     return BuiltReference(conditioning, info)
+
+
+def reference_or_saved(reference, embedding) -> Tuple[list, Any]:
+    """(the prepared references to encode, the loaded embedding or None) of a one-reference task:
+    a saved embedding (a file, its bytes, or an ``embeddings.Embedding``) is used instead of
+    encoding the reference, which is then optional (it may still be the init image); without
+    one, the reference as today (its own "no reference image" message)."""
+    if embedding is None:
+        return [prepare_reference(reference)], None
+    from ..embeddings import Embedding, load
+
+    return [], embedding if isinstance(embedding, Embedding) else load(embedding, "embedding")
 
 
 def encode_text(engine, base_model: str, prompt: str, weight: float, timings: Dict[str, float]) -> Pair:
@@ -179,6 +204,15 @@ def _encode(engine, seecoder: str, references: Sequence, timings: Dict[str, floa
     """(context, unconditional context) of each reference, as the engine encodes (and caches) it."""
     with timed(timings, "encode"):
         return [engine.encode_reference(r, seecoder) for r in references]
+
+
+def _saved(engine, s, embedding, notes: List[str]) -> Pair:
+    """A saved embedding's (context, uncond) as the run uses them: the base model's context width
+    checked, on the engine's device and dtype (``embeddings.for_run``)."""
+    from ..embeddings import for_run
+
+    width = engine.base_model(s.base_model).unet.config.cross_attention_dim
+    return for_run(embedding, width, s.seecoder, s.base_model, engine.device, engine.dtype, notes)
 
 
 def _blend(encoded: Sequence[Pair], blend: Optional[str], weights: Optional[Sequence[float]]):
@@ -223,4 +257,5 @@ def _finish(placed) -> Conditioning:
 
 
 __all__ = ["BuiltReference", "CONCAT", "PROMPT_MODES", "ReferenceOptions", "STYLE_MODE", "build", "encode_text",
+           "reference_or_saved",
            "normalise_blend", "normalise_mode"]
