@@ -305,16 +305,7 @@ def denoise(
         step_context = StepContext(cond, uncond, noise.shape[0], guided, device, dtype)
     elif step_context.guided != guided:
         raise ValueError(f"the step context is {'' if step_context.guided else 'un'}guided, the run is not")
-    if timesteps is not None:
-        scheduler.set_timesteps(timesteps=list(timesteps), device=device)
-    else:
-        scheduler.set_timesteps(steps, device=device)
-    if start is None:
-        ts = scheduler.timesteps
-        latents = noise.to(device, torch.float32) * scheduler.init_noise_sigma
-    else:  # every strategy below sees only the timesteps run (controls' windows, quick mode, previews)
-        planned = steps if timesteps is None else len(timesteps)  # diffusers' num_inference_steps
-        ts, latents = start.begin(scheduler, planned, noise.to(device, torch.float32))
+    ts, latents = _first_latents(scheduler, noise.to(device, torch.float32), steps, timesteps, start)
     n = len(ts)
     batch = 2 * noise.shape[0] if guided else noise.shape[0]
     extra = None if extra_unet_channels is None else batched(extra_unet_channels.to(device, dtype), batch)
@@ -344,6 +335,20 @@ def denoise(
     finally:
         parts.finish()
     return latents
+
+
+def _first_latents(scheduler, noise: torch.Tensor, steps: int, timesteps, start: Optional[Start]):
+    """(the timesteps the run makes, its first latents): the scheduler's spacing (or
+    ``timesteps``) from pure noise, or from ``start``'s image part way in (every strategy then
+    sees only the timesteps run: the controls' windows, quick mode, previews)."""
+    if timesteps is not None:
+        scheduler.set_timesteps(timesteps=list(timesteps), device=noise.device)
+    else:
+        scheduler.set_timesteps(steps, device=noise.device)
+    if start is None:
+        return scheduler.timesteps, noise * scheduler.init_noise_sigma
+    planned = steps if timesteps is None else len(timesteps)  # diffusers' num_inference_steps
+    return start.begin(scheduler, planned, noise)
 
 
 def _strategy(unet, scheduler, ts, controls: Sequence[ControlInput], batch: int, kwargs: dict, fast, deep_cache: int):

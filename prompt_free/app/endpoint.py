@@ -263,8 +263,13 @@ def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] =
         yield from run_cancellable(work, pending if latest is not None else None)
 
     positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    first_appended = len(names) - sum(len(_split(part)[0]) for part in appended)
+    # appended parameters default to None in the signature: Gradio then makes an upload whose
+    # component starts empty (an embedding, an init image) optional for clients, like the rest
+    # of the appended parameters (their components' values are their defaults)
     call.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, positional) for n in names]
+        [inspect.Parameter(n, positional, **({"default": None} if i >= first_appended else {}))
+         for i, n in enumerate(names)]
         + [inspect.Parameter("progress", positional, default=gr.Progress(track_tqdm=True))]  # downloads' bars too
     )
     call.__name__ = call.__qualname__ = handler.__name__

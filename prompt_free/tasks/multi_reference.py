@@ -49,6 +49,7 @@ from .controls import (
     output_size,
 )
 from .reference import ReferenceOptions, build, normalise_blend  # noqa: F401 - normalise_blend: this task's name too
+from .start import StartSettings, check_steps, start_from, start_info
 from .text_image import blocks_setting
 
 
@@ -63,7 +64,7 @@ class Reference:
 
 
 @dataclass
-class MultiReferenceSettings(SamplerSettings):
+class MultiReferenceSettings(StartSettings, SamplerSettings):
     """Sampler settings plus the blend and optional ControlNets. With ControlNets, a size left
     None follows the first control image (as Reference + ControlNet)."""
 
