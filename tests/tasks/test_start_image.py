@@ -131,3 +131,20 @@ def test_cli_png_metadata_and_redo_bit_for_bit(ref, tmp_path, capsys):
     assert np.array_equal(pixels(png), pixels(tmp_path / "redo" / png.name))
     code, _, err = run(["generate", "--reference", ref, "--denoise-strength", "0", *TINY, "--out", out], capsys)
     assert code == 1 and "denoise strength must be between 0.01 and 1" in err
+
+
+def test_control_and_multi_reference_take_it(engine, ref, tmp_path):
+    from prompt_free import embeddings
+    from prompt_free.tasks import ControlSettings, ControlSpec, MultiReferenceSettings, multi_reference, reference_control
+
+    pose = "assets/examples/pose_standing.png"
+    cs = dict(width=64, height=64, steps=4, seed=3)
+    spec = [ControlSpec("openpose", pose, "use as-is", check_map=False)]
+    today = reference_control(engine, ref, spec, ControlSettings(**cs))
+    saved = reference_control(engine, None, spec, ControlSettings(**cs), embedding=embeddings.encode(engine, ref))
+    assert np.array_equal(px(today), px(saved))
+    low = reference_control(engine, ref, spec, ControlSettings(**cs, denoise_strength=0.5))
+    assert not np.array_equal(px(today), px(low)) and low.info["denoise_strength"] == 0.5
+    m_today = multi_reference(engine, [ref], MultiReferenceSettings(**cs))
+    m_low = multi_reference(engine, [ref], MultiReferenceSettings(**cs, denoise_strength=0.5))
+    assert not np.array_equal(px(m_today), px(m_low)) and m_low.info["start_from"] == "reference"
