@@ -96,13 +96,15 @@ class TaskSpec:
 
 
 TASKS: Tuple[TaskSpec, ...] = (
-    TaskSpec("image_variation", "variation", "VariationSettings", ("reference",), "Image Variation",
+    TaskSpec("image_variation", "variation", "VariationSettings", ("reference", "embedding", "init_image"), "Image Variation",
              "image_variation"),
-    TaskSpec("reference_control", "control", "ControlSettings", ("reference", "controls"), "Reference + ControlNet",
+    TaskSpec("reference_control", "control", "ControlSettings", ("reference", "controls", "embedding", "init_image"),
+             "Reference + ControlNet",
              "reference_control", types=("ControlSpec",), controlnets=_listed_controls),
-    TaskSpec("multi_reference", "multi_reference", "MultiReferenceSettings", ("references",), "Multi-Reference",
+    TaskSpec("multi_reference", "multi_reference", "MultiReferenceSettings", ("references", "init_image"), "Multi-Reference",
              "multi_reference", types=("Reference", "ControlSpec"), controlnets=_listed_controls),
-    TaskSpec("compare", "compare", "CompareSettings", ("reference", "structure"), "Dual-ControlNet Comparison", "compare",
+    TaskSpec("compare", "compare", "CompareSettings", ("reference", "structure", "init_image"), "Dual-ControlNet Comparison",
+             "compare",
              controlnets=_one_structure, runs=_methods),
     TaskSpec("edit_with_reference", "edit", "EditSettings", ("photo", "mask", "reference"), "Edit with a Reference",
              "edit_reference"),

@@ -36,7 +36,7 @@ from .precision import DTYPES, name_of
 from .precision import resolve as resolve_precision
 from .memory import Budget, Residency, default_budget, default_ram_budget, parse_size
 from .registry import Registry
-from .sampling import Sampler, denoise, initial_noise, make_scheduler
+from .sampling import Sampler, Start, denoise, initial_noise, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class Engine:
 
     def generate(self, base_model: str, conditioning: Conditioning, sampler: Sampler, *,
                  progress: Optional[Callable[[int, int], None]] = None, decode: bool = True,
-                 preview: Optional[previews.PreviewCallback] = None) -> Generation:
+                 preview: Optional[previews.PreviewCallback] = None, start: Optional[Start] = None) -> Generation:
         """The one call that samples: ``conditioning`` with ``sampler`` on ``base_model``.
 
         ``sampler`` is checked here unless it was made by ``Sampler.checked()`` (a task checks
@@ -287,7 +287,10 @@ class Engine:
 
         ``preview``: called with a ``previews.Preview`` every few steps (None: the callback of
         ``previews.showing``, if any; none with ``decode=False``). Previews never change the
-        pictures; a preview decoder that cannot be loaded is logged once and the run goes on."""
+        pictures; a preview decoder that cannot be loaded is logged once and the run goes on.
+
+        ``start``: begin from an image's latents part way into the schedule (img2img,
+        ``sampling.Start``; its latents at the run's latent size); None: from pure noise."""
         sampler = sampler.checked()
         with self.request():
             base = self.base_model(base_model)
@@ -303,9 +306,10 @@ class Engine:
             sampler.check_unet(base.unet, f"'{base_model}'")
             f = base.vae_scale_factor
             noise = initial_noise(sampler.seeds, (4, sampler.height // f, sampler.width // f))
+            _check_start(start, noise, conditioning)
             fast, graphed = self._run_path(conditioning, sampler, loras)
             return self.budget.run_with_retry(
-                lambda: self._sample(base, conditioning, sampler, noise, progress, decode, loras, show, fast, graphed),
+                lambda: self._sample(base, conditioning, sampler, noise, progress, decode, loras, show, fast, graphed, start),
                 self._reserve(base, sampler, loras, fast.graphs if graphed else None),
                 f"sampling {sampler.num_images} image(s) at {sampler.width}x{sampler.height}",
                 fast.graphs.drop_steps if graphed else None)  # the captures' pool is working memory too
@@ -331,7 +335,8 @@ class Engine:
         return fast, fast is not None and not sampler.approximate and fast.graphs_apply(c.controls)
 
     def _sample(self, base: BaseModel, c: Conditioning, sampler: Sampler, noise: torch.Tensor, progress, decode: bool,
-                loras: LoraPatch, show=None, fast: Optional[FastPath] = None, graphed: bool = False):
+                loras: LoraPatch, show=None, fast: Optional[FastPath] = None, graphed: bool = False,
+                start: Optional[Start] = None):
         timings = {}
         with self._run_lock, torch.inference_mode():
             extra = after_step = None
@@ -353,6 +358,7 @@ class Engine:
                     generator=torch.Generator().manual_seed(sampler.seed), progress=on_step,
                     extra_unet_channels=extra, after_step=after_step, fast=fast, preview=show,
                     step_context=c.step_context(sampler.num_images, sampler.guidance != 1.0, unet.device, unet.dtype),
+                    start=start,
                 )
             if graphed:
                 self._hold_graphs(fast.graphs, base.unet)  # counts the new steps' fixed tensors too
@@ -416,6 +422,17 @@ def _encoding_key(seecoder_name: str, img, keep) -> Tuple:
     """The encodings cache's key: the SeeCoder, the prepared reference's pixels and the source mask."""
     key = (seecoder_name, hashlib.sha1(img.tobytes() + repr(img.size).encode()).hexdigest())
     return key if keep is None else key + (hashlib.sha1(np.packbits(keep).tobytes()).hexdigest(),)
+
+
+def _check_start(start: Optional[Start], noise: torch.Tensor, c: Conditioning) -> None:
+    """A run from an image: its latents at the run's latent size; not with inpainting (its hooks
+    follow the whole schedule from pure noise)."""
+    if start is None:
+        return
+    if tuple(start.latents.shape[1:]) != tuple(noise.shape[1:]) or start.latents.shape[0] != 1:
+        raise ValueError(f"the start latents are {tuple(start.latents.shape)}, the run's are (1, {', '.join(map(str, noise.shape[1:]))})")
+    if c.inpainting is not None:
+        raise ValueError("a run from an image (start) cannot inpaint: inpainting starts from its own latents")
 
 
 def _sync(device: torch.device) -> None:

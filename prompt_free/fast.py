@@ -75,9 +75,10 @@ class DDIMSteps:
         self.coefficients = coefficients  # (steps, 4) float32 on the device
 
     @classmethod
-    def for_scheduler(cls, scheduler, device) -> Optional["DDIMSteps"]:
-        """The exact replacement of ``scheduler.step`` (after ``set_timesteps``), or None when
-        the scheduler is not a DDIM this class reproduces (then its own step is used)."""
+    def for_scheduler(cls, scheduler, device, timesteps=None) -> Optional["DDIMSteps"]:
+        """The exact replacement of ``scheduler.step`` (after ``set_timesteps``) over ``timesteps``
+        (None: all of the scheduler's; a run from an image makes only the last ones), or None
+        when the scheduler is not a DDIM this class reproduces (then its own step is used)."""
         if type(scheduler).__name__ != "DDIMScheduler":
             return None
         cfg = scheduler.config
@@ -86,7 +87,7 @@ class DDIMSteps:
         n = scheduler.num_inference_steps
         ac = scheduler.alphas_cumprod  # float32 on the CPU, as diffusers keeps it
         rows = []
-        for t in scheduler.timesteps.tolist():  # once per run, before the loop
+        for t in (scheduler.timesteps if timesteps is None else timesteps).tolist():  # once per run, before the loop
             prev = t - cfg.num_train_timesteps // n
             a_t = ac[t]
             a_prev = ac[prev] if prev >= 0 else scheduler.final_alpha_cumprod
@@ -274,7 +275,7 @@ class FastParts(EagerParts):
     def __init__(self, fast: FastPath, unet, scheduler, ts, controls, hints, step_kwargs):
         super().__init__(unet, scheduler, ts, controls, hints, step_kwargs)
         self.fast = fast
-        self.ddim = DDIMSteps.for_scheduler(scheduler, ts.device)
+        self.ddim = DDIMSteps.for_scheduler(scheduler, ts.device, ts)
         self.unet = self._unet_forward(fast, unet)
         device = ts.device
         self._controls: List[tuple] = []

@@ -409,7 +409,7 @@ def redo_call(rec: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = N
     settings = _settings_from(settings_cls, rec.get("settings") or {}, rec.get("version"), overrides, types)
     kwargs = {}
     for name, value in (rec.get("call") or {}).items():
-        what = name.replace("_", " ") + (" image" if "image" not in name and name != "controls" else "")
+        what = name.replace("_", " ") + (" image" if "image" not in name and name not in ("controls", "embedding") else "")
         kwargs[name] = _rebuild(value, "control image" if name == "controls" else what, overrides, name, types)
     out = rec.get("output") or {"kind": "images", "index": 0}
     index = out.get("index", 0)

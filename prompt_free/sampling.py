@@ -182,6 +182,44 @@ def initial_noise(seeds: Sequence[int], shape: Tuple[int, int, int]) -> torch.Te
     return torch.cat([torch.randn((1, *shape), generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
+@dataclass(frozen=True)
+class Start:
+    """Start from an image instead of pure noise (img2img): ``latents`` (1, 4, h, w) float32, the
+    image's scaled VAE latents at the run's size; ``strength`` in (0, 1]: the part of the
+    schedule that is run (1 would be pure noise: a task makes no ``Start`` then, so today's
+    loop runs unchanged). The run's own seeded initial noise is added to the latents at the
+    first timestep run (``begin``)."""
+
+    latents: torch.Tensor
+    strength: float
+
+    def begin(self, scheduler, steps: int, noise: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(the timesteps to run, the noised latents), after ``scheduler.set_timesteps``."""
+        # Adapted from diffusers 0.42.1, src/diffusers/pipelines/stable_diffusion/
+        # pipeline_stable_diffusion_img2img.py: get_timesteps (skip the first 1 - strength of the
+        # timesteps, set_begin_index for the schedulers that keep a step index) and
+        # prepare_latents (scheduler.add_noise at the first timestep run, no init_noise_sigma).
+        first = start_index(steps, self.strength) * scheduler.order
+        ts = scheduler.timesteps[first:]
+        if len(ts) == 0:
+            raise InvalidSettingError(no_step_message(steps, self.strength))
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(first)
+        z0 = self.latents.to(noise.device, torch.float32).expand(noise.shape[0], -1, -1, -1)
+        return ts, scheduler.add_noise(z0, noise, ts[:1].repeat(noise.shape[0]))
+
+
+def start_index(steps: int, strength: float) -> int:
+    """The first of ``steps`` a run from an image at ``strength`` makes (diffusers' img2img rule:
+    ``steps - min(int(steps * strength), steps)``)."""
+    return max(steps - min(int(steps * strength), steps), 0)
+
+
+def no_step_message(steps: int, strength: float) -> str:
+    return (f"denoise strength {strength:g} with {steps} steps leaves no step to run (int({steps} x {strength:g}) = 0): "
+            f"raise the denoise strength to at least {1 / steps:.3g} or use more steps")
+
+
 @dataclass
 class ControlInput:
     """One ControlNet in the loop: its model, hint in [0, 1] RGB (1 or B, 3, H, W), scale and
@@ -241,6 +279,7 @@ def denoise(
     preview: Optional[PreviewHook] = None,
     deep_cache: int = 1,
     step_context: Optional[StepContext] = None,
+    start: Optional[Start] = None,
 ) -> torch.Tensor:
     """Run the sampler from initial ``noise`` (scaled by the scheduler's init sigma) and return
     the final latents (before the VAE).
@@ -257,7 +296,8 @@ def denoise(
     scheduler returns one (DDIM, Euler), else the new latents (the multistep schedulers return
     no x0); the hook reads those tensors and must not change them, and without a hook the loop
     does no preview work. ``deep_cache`` N > 1: quick mode, approximate
-    (``prompt_free.deep_cache``); 1 (off) is the exact loop.
+    (``prompt_free.deep_cache``); 1 (off) is the exact loop. ``start``: begin from an image's
+    latents part way into the schedule (img2img, ``Start``); None: from pure noise.
     """
     device, dtype = unet.device, unet.dtype
     guided = guidance != 1.0
@@ -265,12 +305,8 @@ def denoise(
         step_context = StepContext(cond, uncond, noise.shape[0], guided, device, dtype)
     elif step_context.guided != guided:
         raise ValueError(f"the step context is {'' if step_context.guided else 'un'}guided, the run is not")
-    if timesteps is not None:
-        scheduler.set_timesteps(timesteps=list(timesteps), device=device)
-    else:
-        scheduler.set_timesteps(steps, device=device)
-    ts, n = scheduler.timesteps, len(scheduler.timesteps)
-    latents = noise.to(device, torch.float32) * scheduler.init_noise_sigma
+    ts, latents = _first_latents(scheduler, noise.to(device, torch.float32), steps, timesteps, start)
+    n = len(ts)
     batch = 2 * noise.shape[0] if guided else noise.shape[0]
     extra = None if extra_unet_channels is None else batched(extra_unet_channels.to(device, dtype), batch)
     parts = _strategy(unet, scheduler, ts, controls, batch, step_kwargs(scheduler, generator), fast, deep_cache)
@@ -300,6 +336,20 @@ def denoise(
     finally:
         parts.finish()
     return latents
+
+
+def _first_latents(scheduler, noise: torch.Tensor, steps: int, timesteps, start: Optional[Start]):
+    """(the timesteps the run makes, its first latents): the scheduler's spacing (or
+    ``timesteps``) from pure noise, or from ``start``'s image part way in (every strategy then
+    sees only the timesteps run: the controls' windows, quick mode, previews)."""
+    if timesteps is not None:
+        scheduler.set_timesteps(timesteps=list(timesteps), device=noise.device)
+    else:
+        scheduler.set_timesteps(steps, device=noise.device)
+    if start is None:
+        return scheduler.timesteps, noise * scheduler.init_noise_sigma
+    planned = steps if timesteps is None else len(timesteps)  # diffusers' num_inference_steps
+    return start.begin(scheduler, planned, noise)
 
 
 def _strategy(unet, scheduler, ts, controls: Sequence[ControlInput], batch: int, kwargs: dict, fast, deep_cache: int):

@@ -79,6 +79,12 @@ REFERENCE_STRENGTH = Range("reference strength", 0.0, 2.0, 1.0, step=0.05)
 # Text + image (Image Variation, Reference + ControlNet, the comparison's Prompt-Free + text
 # column): the text part = empty + w * (prompt - empty) in CLIP embedding space.
 PROMPT_WEIGHT = Range("text weight", 0.0, 2.0, 1.0, step=0.05)
+# Start from the reference (img2img): the part of the schedule run from the image's noised
+# latents, in (0, 1] (0.01: the slider's step; 0 would run nothing). 1 is pure noise, today's picture.
+DENOISE_STRENGTH = Range("denoise strength", 0.01, 1.0, 1.0, step=0.01)
+# Saved embeddings (prompt_free.embeddings): the largest file read, and the most tokens a context may have.
+MAX_EMBEDDING_BYTES = 64 * 1024 * 1024
+MAX_EMBEDDING_TOKENS = 148 * 8
 
 # ControlNets.
 MAX_CONTROLS = 2

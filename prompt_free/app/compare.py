@@ -278,7 +278,7 @@ def build(engine) -> None:
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
                 loras = lora_pickers(engine, "compare", controls)
                 last = last_section(CompareSettings, "compare")
-                appended = appended_section(CompareSettings, "compare")  # settings added since the API was published
+                appended = appended_section(CompareSettings, "compare", init_image=True)  # settings added since the API was published
                 live = live_previews(engine, "compare", outputs=0, show=_column_preview)  # outputs: below
                 settings_from_png(models, controls, baselines, last, appended, elem_id="compare-load-png")
         outputs = _outputs(ip_names)

@@ -268,11 +268,11 @@ def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] =
 
     positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
     first_appended = len(names) - sum(len(_split(part)[0]) for part in appended)
+    # appended: optional in the API even where the component starts empty (an image, an embedding:
+    # Gradio then takes the signature's None as the default), so calls that leave them out still work
     call.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, positional) for n in names[:first_appended]]
-        # appended: optional in the API even where the component starts empty (an image: Gradio
-        # then takes the signature's None as the default), so calls that leave them out still work
-        + [inspect.Parameter(n, positional, default=None) for n in names[first_appended:]]
+        [inspect.Parameter(n, positional, **({"default": None} if i >= first_appended else {}))
+         for i, n in enumerate(names)]
         + [inspect.Parameter("progress", positional, default=gr.Progress(track_tqdm=True))]  # downloads' bars too
     )
     call.__name__ = call.__qualname__ = handler.__name__

@@ -153,7 +153,44 @@ def last_section(settings_type, prefix: str) -> SettingsGroup:
         return section_controls(settings_type, LAST, prefix)
 
 
-def appended_section(settings_type, prefix: str) -> SettingsGroup:
+class AppendedInputs(InputGroup):
+    """The appended section: its declared settings, then inputs that are arguments of the task
+    call (``embedding``, ``init_image``: files), public parameters in that order. A file left
+    empty is not passed (the task's default)."""
+
+    def __init__(self, declared: SettingsGroup, files: Mapping[str, Any]):
+        self.declared, self.files = declared, dict(files)
+
+    def items(self) -> List[Tuple[str, Any]]:
+        return self.declared.items() + list(self.files.items())
+
+    def with_values(self, values: Sequence[Any]) -> "AppendedInputs":
+        n = len(self.declared.items())
+        if len(values) != n + len(self.files):
+            raise ValueError(f"AppendedInputs: {n + len(self.files)} values expected, got {len(values)}")
+        return AppendedInputs(self.declared.with_values(values[:n]), dict(zip(self.files, values[n:])))
+
+    def settings(self) -> Dict[str, Any]:
+        return self.declared.settings()
+
+    def contribute(self, request) -> None:
+        request.settings.update(self.settings())
+        request.call.update({name: value for name, value in self.files.items() if value is not None})
+
+
+def appended_section(settings_type, prefix: str, *, files: Optional[Mapping[str, Any]] = None,
+                     init_image: bool = False):
     """The settings added since the endpoints were published (``APPENDED``): their parameters
-    follow ``previews`` (``task_endpoint(..., appended=...)``). Empty when a task has none."""
-    return section_controls(settings_type, APPENDED, prefix)
+    follow ``previews`` (``task_endpoint(..., appended=...)``). Empty when a task has none.
+    ``files``: upload components made elsewhere (the ``embedding`` of the Saved embeddings
+    accordion), by parameter name; ``init_image``: an image upload for what a denoise strength
+    below 1 starts from. Their parameters follow the settings'."""
+    group = section_controls(settings_type, APPENDED, prefix)
+    files = dict(files or {})
+    if init_image:
+        from .uploads import image_input
+
+        files["init_image"] = image_input(label="Init image (optional): what a denoise strength below 1 starts from; "
+                                                "default: the reference", sources=["upload", "clipboard"],
+                                          elem_id=f"{prefix}-init-image")
+    return AppendedInputs(group, files) if files else group

@@ -118,7 +118,7 @@ def build(engine) -> None:
                                             open=False, others="the other blocks get nothing (not with the regions blend)")
                 loras = lora_pickers(engine, "multi", controls)
                 last = last_section(MultiReferenceSettings, "multi")
-                appended = appended_section(MultiReferenceSettings, "multi")  # settings added since the API was published
+                appended = appended_section(MultiReferenceSettings, "multi", init_image=True)  # settings added since the API was published
                 live = live_previews(engine, "multi", outputs=3)  # the event's outputs
                 settings_from_png(models, controls, options, last, appended, fields={"blend": blend}, elem_id="multi-load-png")
             with gr.Column():

@@ -10,6 +10,7 @@ from prompt_free.tasks import VariationSettings
 from .fields import appended_section, last_section, reference_section
 from .model_pickers import model_pickers
 from .previews import live_previews
+from .saved_embeddings import saved_embeddings
 from .task_endpoint import ToCall, task_endpoint
 from .uploads import image_input
 from .widgets import (
@@ -36,7 +37,9 @@ def build(engine) -> None:
                 options = reference_section(VariationSettings, "variation", title="Reference strength and text")
                 loras = lora_pickers(engine, "variation", controls)
                 last = last_section(VariationSettings, "variation")
-                appended = appended_section(VariationSettings, "variation")  # settings added since the API was published
+                saved = saved_embeddings(engine, "variation", reference, models.seecoder)
+                # settings added since the API was published, then the embedding and init image uploads
+                appended = appended_section(VariationSettings, "variation", files=saved, init_image=True)
                 live = live_previews(engine, "variation", outputs=3)  # the event's outputs
                 settings_from_png(models, controls, options, last, appended, elem_id="variation-load-png")
             with gr.Column():

@@ -11,6 +11,10 @@
     prompt-free generate ... [--reference-strength S] [--prompt TEXT --prompt-mode concat|style
                          --prompt-weight W] [--blocks all|style|layout] [--lora NAME[=SCALE] ...]
                          (a few-step LoRA's entry sets --steps/--sampler/--guidance not given)
+    prompt-free generate --embedding E.safetensors [--reference IMG] ...  (a saved embedding instead of
+                         encoding the reference; --denoise-strength S [--init-image IMG]: start from an image)
+    prompt-free embed --reference IMG [--seecoder NAME] --out E.safetensors     (save an embedding)
+    prompt-free embed --combine E1 E2 ... [--weights W ...] [--mode average|add|subtract|norm_average] --out E.safetensors
     prompt-free edit --photo P --mask M --reference R --out DIR  (Edit with a reference)
     prompt-free tryon --person P --garment G [--mask M|upper body|...] --out DIR
     prompt-free download ...                                    (= python -m prompt_free.download)
@@ -38,6 +42,7 @@ from .. import settings
 from ..errors import PromptFreeError
 from ..extras import MissingExtraError
 from .commands import cmd_app, cmd_edit, cmd_generate, cmd_tryon, recorded_inputs
+from .embed import cmd_embed
 from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, build_parser, parse_control, parse_lora, parse_size
 from .run import Processes, _engine, lora_sampler, processes
 
@@ -67,7 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     try:
         settings.check_environment()
-        return {"generate": cmd_generate, "tryon": cmd_tryon, "edit": cmd_edit}[args.command](args)
+        return {"generate": cmd_generate, "tryon": cmd_tryon, "edit": cmd_edit, "embed": cmd_embed}[args.command](args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -49,12 +49,26 @@ def _generate_one(engine, args, reference: str, controls, width, height):
     name, settings, call) for the metadata."""
     from ..tasks import ControlSettings, VariationSettings
 
+    given = {"reference": reference} if reference is not None else {}
+    given.update({k: getattr(args, k) for k in ("embedding", "init_image") if getattr(args, k, None)})
     if controls:
         s = _settings(ControlSettings, args, engine, width=width, height=height)
-        return _run(engine, "reference_control", s, {"reference": reference, "controls": _control_specs(args, controls)})
+        return _run(engine, "reference_control", s, {**given, "controls": _control_specs(args, controls)})
     size = (width, height) if width is not None else (512, 512)
     s = _settings(VariationSettings, args, engine, width=size[0], height=size[1])
-    return _run(engine, "image_variation", s, {"reference": reference})
+    return _run(engine, "image_variation", s, given)
+
+
+def _check_embedding(args) -> None:
+    """--embedding: with at most one --reference (then the init image's default), not with a
+    folder or several references; its SeeCoder becomes --seecoder when that is not given."""
+    if args.reference_dir or len(args.reference) > 1:
+        raise UsageError("--embedding takes the place of one reference: not with --reference-dir or several --reference")
+    from ..embeddings import load
+
+    saved = load(_existing_file(args.embedding, "embedding"), "embedding")
+    if args.seecoder is None and saved.seecoder:
+        args.seecoder = saved.seecoder  # the base model that goes with it, and no mismatch note
 
 
 def multi_reference_inputs(args) -> list:
@@ -90,7 +104,8 @@ def _generate_multi(engine, args, references, controls, width, height):
 
     s = _settings(MultiReferenceSettings, args, engine, width=width, height=height, blend=args.blend,
                   controls=_control_specs(args, controls))
-    return _run(engine, "multi_reference", s, {"references": references})
+    init = {"init_image": args.init_image} if args.init_image else {}
+    return _run(engine, "multi_reference", s, {"references": references, **init})
 
 
 def cmd_generate(args) -> int:
@@ -101,8 +116,12 @@ def cmd_generate(args) -> int:
             raise UsageError("with --from-png, --reference replaces the one recorded reference; for the references "
                              "of a Multi-Reference picture use --input references[K].image=PATH (K from 0)")
         return cmd_redo(args)
-    if bool(args.reference) == bool(args.reference_dir):
-        raise UsageError("give one of --reference IMG, --reference-dir DIR or --from-png PNG")
+    if args.embedding:
+        _check_embedding(args)
+    elif bool(args.reference) == bool(args.reference_dir):
+        raise UsageError("give one of --reference IMG, --reference-dir DIR, --embedding E or --from-png PNG")
+    if args.init_image:
+        _existing_file(args.init_image, "init image")
     multi = len(args.reference) > 1
     if not multi and (args.weight or args.mask or args.blend != "average"):
         raise UsageError("--weight, --mask and --blend blend several references: give two or more --reference")
@@ -116,6 +135,8 @@ def cmd_generate(args) -> int:
     references = multi_reference_inputs(args) if multi else None
     if multi:
         refs = [Path(references[0].image)]
+    elif args.embedding and not args.reference:
+        refs = [None]
     else:
         refs = [Path(_existing_file(args.reference[0], "reference image"))] if args.reference else list_references(args.reference_dir)
     out = _out_dir(args.out)
@@ -138,14 +159,15 @@ def cmd_generate(args) -> int:
         bar = _progress(mine, proc) if args.reference_dir and not args.no_progress else mine
         for ref in bar:
             try:
-                result, task, s, call = _generate_one(engine, args, str(ref), controls, width, height)
+                result, task, s, call = _generate_one(engine, args, None if ref is None else str(ref), controls, width,
+                                                      height)
             except PromptFreeError as e:
                 if not args.reference_dir:
                     raise
                 failures.append(f"{ref.name}: {e}")
                 continue
             tag(engine, result, task, s, call, keep_paths=True)
-            written += _write(_names(ref.stem, result), out)
+            written += _write(_names(Path(args.embedding).stem if ref is None else ref.stem, result), out)
     _report(written, out, time.perf_counter() - t0, proc, list_files=not args.reference_dir)
     for f in failures:
         print(f"skipped {f}", file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 from .. import settings
 from ..errors import PromptFreeError
 from ..tasks.fields import APPENDED, LAST, REFERENCE, in_section, with_cli
+from .embed_options import add_embed_parser, add_generate_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--reference-dir", metavar="DIR", help="every image of a folder (with a progress bar; split across "
                                                             "processes under accelerate launch)")
     src.add_argument("--from-png", metavar="PNG", help="redo a picture from its metadata (settings, models, inputs)")
+    add_generate_options(src, g)  # --embedding, --init-image
     g.add_argument("--control", action="append", default=[], metavar="NAME=MAP",
                    help="a ControlNet of checkpoints.yaml and its control image, e.g. canny=edges.png (at most "
                         f"{settings.MAX_CONTROLS}); with --from-png: the control images when their recorded paths are gone")
@@ -211,8 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a region mask (white = where the reference applies) for the --reference given just "
                             "before it, or for reference K; used by --blend regions, where every reference after "
                             "the first needs one")
-    multi.add_argument("--blend", choices=list(BLENDS), default=BLENDS[0],
-                       help="how the references are blended (default average)")
+    multi.add_argument("--blend", choices=list(BLENDS), default=BLENDS[0], help="how the references are blended (default average)")
     _sampler_options(g, ControlSettings)
     _engine_options(g, profile_default=False)
 
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     _reference_options(e, EditSettings)
     _sampler_options(e, EditSettings, size=False)
     _engine_options(e)
+    add_embed_parser(sub)
 
     sub.add_parser("download", help="pre-fetch model files (python -m prompt_free.download; --help there)", add_help=False)
     sub.add_parser("app", help="start the Gradio app (python app.py; --help there)", add_help=False)

@@ -47,11 +47,12 @@ from ..conditioning import AttentionProcessors, Conditioning
 from ..errors import ConfigError, InputImageError, InvalidSettingError
 from ..images import image_to_tensor, prepare_reference, side_by_side
 from ..ip_adapter import TextTokensOnly, image_tokens, load_ip_adapter
-from ..sampling import ControlInput, Sampler
+from ..sampling import ControlInput, Sampler, Start
 from ..blocks import ALL
 from ..text import check_prompt, text_encoder
 from .common import TaskResult, begin, check_work, holds_models, lora_info, sampler_for, timed
 from .reference import CONCAT, ReferenceOptions, build
+from .start import check_steps, start_from, start_info, wanted
 from .control import ControlSettings
 from .controls import (
     MODE_AS_IS,
@@ -225,6 +226,7 @@ class _Run:
     content_controlnet: Optional[str]
     ip_adapter: Optional[str]
     options: ReferenceOptions  # the reference's: column 4's as they are, column 1's without the text
+    start: Optional[Start] = None  # every column starts from the same image (denoise_strength < 1)
 
     def text(self, timings: Dict[str, float]) -> Tuple[torch.Tensor, torch.Tensor]:
         """CLIP text contexts of the prompt and the negative prompt (the text columns)."""
@@ -366,12 +368,14 @@ def compare(
     preprocessor: Optional[str] = None,
     settings: Optional[CompareSettings] = None,
     progress: ColumnProgress = None,
+    init_image=None,
 ) -> CompareResult:
     """Run the switched-on methods with the same inputs and settings.
 
     reference: the content/style image. structure: the structure ControlNet's image, a picture
     (``mode="preprocess"``, detector ``preprocessor`` or the entry's default) or a ready map
     (``mode="use as-is"``). controlnet: structure ControlNet name (None: the profile default).
+    init_image: what every column starts from at a ``denoise_strength`` below 1 (default the reference).
     """
     s = begin(engine, settings or CompareSettings())
     methods = normalise_methods(s.methods)
@@ -395,6 +399,7 @@ def compare(
     width, height, _ = output_size(s.width, s.height, p.image)
     sampler = sampler_for(s, width, height, num_images=1)
     check_work([(sampler, COLUMN_CONTROLNETS[m]) for m in methods])
+    check_steps(s, sampler)
 
     # ---- shared by every column: base model (UNet, VAE), structure ControlNet and its map
     t0 = time.perf_counter()
@@ -404,9 +409,10 @@ def compare(
     structure_in = ControlInput(engine.controlnet(controlnet), image_to_tensor(structure_map), p.spec.scale)
     if PROMPT_FREE_TEXT in methods:  # a prompt too long for CLIP is refused before any column runs
         text_encoder(engine, s.base_model).check_length(checked.prompt.strip())
+    start = start_from(engine, s, sampler, init_image if init_image is not None else reference)
     shared_s = time.perf_counter() - t0
     run = _Run(engine, s, sampler, ref, controlnet, structure_in, checked.prompt, checked.negative,
-               checked.content, checked.ip, checked.options)
+               checked.content, checked.ip, checked.options, start)
     columns = {m: _run_column(run, m, k, len(methods), progress) for k, m in enumerate(methods)}
 
     images = [c.image for c in columns.values()]
@@ -417,6 +423,7 @@ def compare(
         "preprocessor": preprocessor, "control_scale": p.spec.scale, "content_controlnet": checked.content,
         "ip_adapter": checked.ip, "prompt": checked.prompt, "negative_prompt": checked.negative,
         **checked.options.image_only().info(),
+        **({"denoise_strength": s.denoise_strength, **start_info(s, init_image)} if wanted(s) else {}),
         "methods": list(methods), "device": str(engine.device),
         "timings": {"shared": shared_s, **{m: c.timings["wall"] for m, c in columns.items()}},
         **lora_info(sampler),
@@ -434,7 +441,7 @@ def _run_column(run: _Run, method: str, k: int, n_columns: int, progress: Column
     with _metered(run.engine, record):
         col = STRATEGIES[method](run, timings)
         gen = run.engine.generate(run.s.base_model, col.conditioning, run.sampler, progress=column_progress,
-                                  preview=previews.labelled(previews.current(), method))  # the column's previews
+                                  preview=previews.labelled(previews.current(), method), start=run.start)  # the column's previews
     timings.update(gen.timings)
     return ColumnResult(method, METHOD_LABELS[method], gen.images[0], col.described, col.controlnets,
                         text_encoder=col.text_encoder, image_encoder=col.image_encoder,

@@ -37,14 +37,14 @@ from .controls import (  # noqa: F401 - the names this tab's users import from h
     output_size,
 )
 from ..map_check import map_problem, map_stats  # noqa: F401
-from ..images import prepare_reference
 from ..settings import MAX_CONTROLS  # noqa: F401
-from .reference import ReferenceOptions, build
+from .reference import ReferenceOptions, build, reference_or_saved
+from .start import StartSettings, check_steps, start_from, start_info
 from .text_image import TextImageSettings
 
 
 @dataclass
-class ControlSettings(TextImageSettings, SamplerSettings):
+class ControlSettings(StartSettings, TextImageSettings, SamplerSettings):
     """Sampler settings, the reference's strength and the optional prompt / blocks
     (``tasks.reference``); width/height None: follow the first control image (official)."""
 
@@ -60,9 +60,12 @@ def reference_control(
     controls: Sequence[ControlSpec],
     settings: Optional[ControlSettings] = None,
     progress: Progress = None,
+    embedding=None,
+    init_image=None,
 ) -> TaskResult:
     """Generate from ``reference`` (content/style) under ``controls`` (structure). Returns the
-    images, the control maps used as ``extras`` (at the output size) and run info."""
+    images, the control maps used as ``extras`` (at the output size) and run info.
+    ``embedding`` / ``init_image``: as ``image_variation``'s."""
     s = begin(engine, settings or ControlSettings())
     options = ReferenceOptions.of(s)
     prepared = check_specs(engine, controls)
@@ -71,17 +74,21 @@ def reference_control(
     sampler = sampler_for(s, width, height)
     check_work([(sampler, len(prepared))])
     check_maps(prepared, (sampler.width, sampler.height), followed=followed)
-    ref = prepare_reference(reference)
+    check_steps(s, sampler)
+    refs, saved = reference_or_saved(reference, embedding)
 
     timings = {}
     with timed(timings, "preprocess"):
         maps = [control_map(engine, p, (sampler.width, sampler.height), s.annotator_dir) for p in prepared]
     inputs = [control_input(engine, p, m) for p, m in zip(prepared, maps)]
-    built = build(engine, s, [ref], options, controls=inputs, timings=timings, size=(sampler.width, sampler.height))
-    gen = engine.generate(s.base_model, built.conditioning, sampler, progress=progress)
+    built = build(engine, s, refs, options, controls=inputs, timings=timings, embedding=saved,
+                  size=(sampler.width, sampler.height))
+    start = start_from(engine, s, sampler, init_image if init_image is not None else reference)
+    gen = engine.generate(s.base_model, built.conditioning, sampler, progress=progress, start=start)
     info = {
         **sampler_info(s, sampler),
         **built.info,
+        **start_info(s, init_image),
         "size_from": "control image 1" if followed else "settings",
         "controls": controls_info(prepared),
         "timings": {**timings, **gen.timings},

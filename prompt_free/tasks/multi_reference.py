@@ -49,6 +49,7 @@ from .controls import (
     output_size,
 )
 from .reference import ReferenceOptions, build, normalise_blend  # noqa: F401 - normalise_blend: this task's name too
+from .start import StartSettings, check_steps, start_from, start_info
 from .text_image import blocks_setting
 
 
@@ -63,7 +64,7 @@ class Reference:
 
 
 @dataclass
-class MultiReferenceSettings(SamplerSettings):
+class MultiReferenceSettings(StartSettings, SamplerSettings):
     """Sampler settings plus the blend and optional ControlNets. With ControlNets, a size left
     None follows the first control image (as Reference + ControlNet)."""
 
@@ -137,10 +138,11 @@ def region_masks(slots: Sequence[_Slot], size: Tuple[int, int], notes: List[str]
 
 @holds_models
 def multi_reference(engine, references: Sequence[Any], settings: Optional[MultiReferenceSettings] = None,
-                    progress: Progress = None) -> TaskResult:
+                    progress: Progress = None, init_image=None) -> TaskResult:
     """Generate from several references blended by ``settings.blend``. ``references``: up to four
     ``Reference``s or images (weight 1, no mask); None marks an empty slot. Returns the images,
-    the control maps used as ``extras`` and run info (blend, references, notes)."""
+    the control maps used as ``extras`` and run info (blend, references, notes). ``init_image``:
+    what a ``denoise_strength`` below 1 starts from (default: the first reference used)."""
     s = begin(engine, settings or MultiReferenceSettings())
     options = ReferenceOptions.of(s)  # the blend, the blocks and the strength, checked
     blend = options.blend
@@ -155,6 +157,7 @@ def multi_reference(engine, references: Sequence[Any], settings: Optional[MultiR
     sampler = sampler_for(s, width, height)
     check_work([(sampler, len(prepared))])
     check_maps(prepared, (sampler.width, sampler.height), followed=followed)
+    check_steps(s, sampler)
     refs = [prepare_reference(sl.image, f"reference image {sl.index}") for sl in slots]
     size = (sampler.width, sampler.height)
     masks = region_masks(slots, size, notes) if blend == REGIONS else None
@@ -166,10 +169,12 @@ def multi_reference(engine, references: Sequence[Any], settings: Optional[MultiR
     # the blend in the chosen blocks (the unconditional context in the others), or per region
     built = build(engine, s, refs, options, controls=inputs, weights=[sl.weight for sl in slots], regions=masks,
                   timings=timings, size=size)
-    gen = engine.generate(s.base_model, built.conditioning, sampler, progress=progress)
+    start = start_from(engine, s, sampler, init_image if init_image is not None else slots[0].image)
+    gen = engine.generate(s.base_model, built.conditioning, sampler, progress=progress, start=start)
     info = {
         **sampler_info(s, sampler),
         **built.info,  # blend, strength, blocks, tokens
+        **start_info(s, init_image),
         "references": [{"reference": sl.index, "weight": sl.weight, "mask": sl.mask is not None and blend == REGIONS}
                        for sl in slots],
         "notes": notes,

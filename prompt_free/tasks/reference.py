@@ -33,7 +33,9 @@ window: ``_finish``, where the run's context is made):
    ``images.limit_side``), the source mask cut with the image; ``_encode``: each reference
    through ``engine.encode_reference`` (timed as "encode"), the first with its source mask
    (``reference_mask``: the query transformer reads only the features under it; one mask, for
-   the first reference: Multi-Reference's others are used whole).
+   the first reference: Multi-Reference's others are used whole); or a saved embedding
+   (``prompt_free.embeddings``) in its place: the saved tensors themselves (no encoding; its
+   width checked against the base model's), so saved-then-loaded = encoded.
 3. ``_blend``: several references mixed; one reference is used as encoded.
 4. strength (``mixing.with_strength``).
 5. ``_place``: text, blocks or regions; ``_finish``: the ``Conditioning``.
@@ -53,7 +55,7 @@ import torch
 from ..blocks import ALL, STYLE, normalise_preset, route
 from ..conditioning import Conditioning
 from ..errors import InvalidSettingError
-from ..images import AS_IS, FRAMINGS, MASK_FRAME, check_min_side, frame_reference, limit_side
+from ..images import AS_IS, FRAMINGS, MASK_FRAME, check_min_side, frame_reference, limit_side, prepare_reference
 from ..masks import crop_mask, fit_source_mask, source_mask
 from ..settings import REFERENCE_MIN_ENCODE_SIDE
 from ..mixing import AVERAGE, BLENDS, REGIONS, blend_contexts, concat_text_image, weighted_text, with_strength
@@ -167,22 +169,48 @@ def build(
     regions: Optional[np.ndarray] = None,
     timings: Optional[Dict[str, float]] = None,
     size: Optional[Tuple[int, int]] = None,
+    embedding=None,
 ) -> BuiltReference:
     """The conditioning of ``references`` (prepared images, encoded with ``s.seecoder``; the text
     with ``s.base_model``'s encoder) under ``options``. ``controls``: the run's ControlInputs;
     ``weights``: one per reference (a blend); ``regions``: (K, H, W) masks at the output size
-    (the regions blend); ``size``: the output's (width, height) (the crop and pad framings)."""
+    (the regions blend); ``size``: the output's (width, height) (the crop and pad framings);
+    ``embedding``: a loaded ``embeddings.Embedding`` used instead of encoding (then
+    ``references`` is empty)."""
     timings = {} if timings is None else timings
     text = _text(engine, s.base_model, options, timings) if options.prompt else None
+    notes: List[str] = []
     prepared = _prepare(options, references, size)
-    encoded = _encode(engine, s.seecoder, prepared, timings)
+    if embedding is not None:
+        if options.mask is not None:
+            raise InvalidSettingError("reference_mask applies to a reference image, not to a saved embedding "
+                                      "(make the embedding with the mask: prompt-free embed --reference-mask)")
+        encoded = [_saved(engine, s, embedding, notes)]
+    else:
+        encoded = _encode(engine, s.seecoder, prepared, timings)
     context, uncond, spans = _blend(encoded, options.blend, weights)
     image = (with_strength(context, uncond, options.strength), uncond)
     conditioning = _finish(_place(options, text, image, list(controls), weights, spans, regions))
-    info = {**options.info(), **_prepared_info(options, references, prepared)}
+    info = {**options.info(), **(_prepared_info(options, references, prepared) if prepared else {})}
     if options.blend is not None:
         info["tokens"] = int(conditioning.context.shape[1])
+    if embedding is not None:
+        info["embedding"] = embedding.name
+    if notes:
+        info["notes"] = notes
     return BuiltReference(conditioning, info)
+
+
+def reference_or_saved(reference, embedding) -> Tuple[list, Any]:
+    """(the prepared references to encode, the loaded embedding or None) of a one-reference task:
+    a saved embedding (a file, its bytes, or an ``embeddings.Embedding``) is used instead of
+    encoding the reference, which is then optional (it may still be the init image); without
+    one, the reference as today (its own "no reference image" message)."""
+    if embedding is None:
+        return [prepare_reference(reference)], None
+    from ..embeddings import Embedding, load
+
+    return [], embedding if isinstance(embedding, Embedding) else load(embedding, "embedding")
 
 
 def encode_text(engine, base_model: str, prompt: str, weight: float, timings: Dict[str, float]) -> Pair:
@@ -261,6 +289,15 @@ def _encode(engine, seecoder: str, prepared: Sequence[Prepared], timings: Dict[s
                 for r, m in prepared]
 
 
+def _saved(engine, s, embedding, notes: List[str]) -> Pair:
+    """A saved embedding's (context, uncond) as the run uses them: the base model's context width
+    checked, on the engine's device and dtype (``embeddings.for_run``)."""
+    from ..embeddings import for_run
+
+    width = engine.base_model(s.base_model).unet.config.cross_attention_dim
+    return for_run(embedding, width, s.seecoder, s.base_model, engine.device, engine.dtype, notes)
+
+
 def _blend(encoded: Sequence[Pair], blend: Optional[str], weights: Optional[Sequence[float]]):
     """(context, uncond, spans): one reference as encoded (the tensors themselves), several blended."""
     if blend is None:
@@ -303,4 +340,5 @@ def _finish(placed) -> Conditioning:
 
 
 __all__ = ["BuiltReference", "CONCAT", "PROMPT_MODES", "ReferenceOptions", "STYLE_MODE", "build", "encode_text",
+           "reference_or_saved",
            "normalise_blend", "normalise_mode"]
