@@ -227,11 +227,9 @@ class Engine:
 
     # ------------------------------------------------------------------ progress bars
     def set_progress_bar_config(self, **kwargs) -> None:
-        """tqdm's keyword arguments for the step bar of every later run, as diffusers' pipelines
-        take them: ``disable=True`` turns the bars off, ``disable=False`` shows them even when
-        stderr is not a terminal, ``disable=None`` only when it is (the default); ``file``,
-        ``desc``, ``leave``, ``position`` ... The keys given replace those set before; an unknown
-        key is an ``InvalidSettingError``."""
+        """tqdm's options for the step bar of later runs, as diffusers' pipelines take them
+        (``disable=True``: off; ``False``: always; ``None``, the default: when stderr is a terminal;
+        ``file``, ``desc``, ``leave`` ...); they replace those set before (unknown: an error)."""
         self._progress_bar_config.update(progress_bars.checked_config(kwargs))
 
     @property
@@ -242,20 +240,16 @@ class Engine:
     # ------------------------------------------------------------------ device work
     def on_device(self, fn: Callable, *args, **kwargs):
         """Run ``fn(*args, **kwargs)`` as device work: under the run lock (one request at a time
-        on the device) and in inference mode. Every forward pass of a model the engine holds
-        (SeeCoder, text and image encoders, UNet, ControlNets, VAE) goes through here; a cancelled
+        on the device) and in inference mode: every forward pass of the engine's models; a cancelled
         (or, before its steps, over-long) request stops here (``prompt_free.cancel``)."""
         cancel.check()
         with self._run_lock, torch.inference_mode():
             return fn(*args, **kwargs)
 
     def encode_reference(self, image, seecoder_name: str, mask=None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Reference image -> (context (1, 148, C), unconditional context (1, 148, C)).
-
-        ``mask``: a source mask, bool (H, W), True = use (fitted to the prepared reference when
-        its size differs; ``masks.source_mask`` reads one from an image), or None: the whole
-        reference. A mask that keeps every pixel is no mask (the same encode, the same cache
-        entry). The cache key holds the mask: the same image with another mask is another encoding."""
+        """Reference image -> (context (1, 148, C), unconditional context (1, 148, C)). ``mask``: a
+        source mask, bool (H, W), True = use (fitted to the prepared reference), or None; one that
+        keeps every pixel is no mask (the same encode and cache entry); the cache key holds it."""
         sc = self.seecoder(seecoder_name)
         img = prepare_reference(image)
         keep = _source_mask(mask, img.size)

@@ -378,9 +378,7 @@ def max_session_requests() -> int:
 def prepare_limit() -> Optional[float]:
     """``PFD_PREPARE_LIMIT``: seconds an app request's work before sampling may take (default
     ``PREPARE_LIMIT_S``; 0: no limit). The library and the CLI have none."""
-    raw = os.environ.get("PFD_PREPARE_LIMIT", "").strip()
-    if not raw:
-        return PREPARE_LIMIT_S
+    raw = os.environ.get("PFD_PREPARE_LIMIT", "").strip() or str(PREPARE_LIMIT_S)
     try:
         value = float(raw)
     except ValueError:
