@@ -100,20 +100,22 @@ def reference_sha256(reference) -> str:
     return rec.get("sha256") or rec.get("pixels_sha256") or ""
 
 
-def encode(engine, reference, seecoder: Optional[str] = None) -> Embedding:
+def encode(engine, reference, seecoder: Optional[str] = None, mask=None) -> Embedding:
     """The embedding of ``reference`` (a path, bytes, PIL ...) by ``seecoder`` (default: the
-    engine's), as the reference builder encodes it (``Engine.encode_reference``).
-
-    A source mask (``reference_mask``) of the reference plugs in here: its encoding is the
-    reference builder's ``_encode`` with the mask, and ``settings`` records it."""
+    engine's), as the reference builder encodes it (``Engine.encode_reference``); ``mask``: a
+    source mask (``reference_mask``: an image, white = use; all white = none), recorded by hash."""
     from .images import prepare_reference
+    from .masks import source_mask
 
     name = seecoder or engine.defaults["seecoder"]
     engine.registry.entry("seecoders", name)
+    keep = source_mask(mask)
     image = prepare_reference(reference)
     with engine.request():
-        context, uncond = engine.encode_reference(image, name)
+        context, uncond = engine.encode_reference(image, name, mask=keep)
     settings = {"made_by": "encode", "reference_size": list(image.size)}
+    if keep is not None:
+        settings["reference_mask_sha256"] = reference_sha256(mask)
     return Embedding(context, uncond, name, reference_sha256(reference), settings)
 
 

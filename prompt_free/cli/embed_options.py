@@ -25,8 +25,8 @@ def add_embed_parser(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--reference", metavar="IMG", help="the reference image to encode")
     src.add_argument("--combine", nargs="+", metavar="E", help="two or more embedding files to combine")
-    # A source mask (issue 26, control 3) plugs in here: --reference-mask M, handed to
-    # embeddings.encode with the reference and recorded in the file's settings.
+    p.add_argument("--reference-mask", metavar="M", help="with --reference: a source mask (white = the part of the "
+                   "reference to use), as generate's --reference-mask")
     p.add_argument("--weights", nargs="+", type=float, default=None, metavar="W",
                    help="with --combine: one weight per file, in their order (default 1 each)")
     p.add_argument("--mode", choices=list(MODES), default=AVERAGE,

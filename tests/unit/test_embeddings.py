@@ -57,6 +57,27 @@ def test_embed_then_generate_embedding_equals_generate_reference(ref, tmp_path, 
     assert np.array_equal(pixels(b), pixels(tmp_path / "redo" / b.name))
 
 
+def test_embed_with_a_source_mask_equals_generate_with_the_mask(ref, tmp_path, capsys):
+    mask = np.zeros((80, 96), np.uint8)
+    mask[:, :48] = 255  # the left half of the reference
+    m = tmp_path / "left.png"
+    Image.fromarray(mask).save(m)
+    e = tmp_path / "left.safetensors"
+    code, _, err = run(["embed", "--reference", ref, "--reference-mask", m, "--profile", "tiny", "--out", e], capsys)
+    assert code == 0, err
+    assert E.load(e).settings["reference_mask_sha256"]
+    code, _, err = run(["generate", "--reference", ref, "--reference-mask", m, *TINY, "--out", tmp_path / "a"], capsys)
+    assert code == 0, err
+    code, _, err = run(["generate", "--embedding", e, *TINY, "--out", tmp_path / "b"], capsys)
+    assert code == 0, err
+    code, _, err = run(["generate", "--reference", ref, *TINY, "--out", tmp_path / "whole"], capsys)
+    assert code == 0, err
+    (a,), (b,), (w,) = (sorted((tmp_path / d).glob("*.png")) for d in ("a", "b", "whole"))
+    assert np.array_equal(pixels(a), pixels(b)) and not np.array_equal(pixels(a), pixels(w))
+    code, _, err = run(["embed", "--combine", e, e, "--reference-mask", m, "--out", tmp_path / "c.safetensors"], capsys)
+    assert code == 2 and "--reference-mask are for --reference" in err
+
+
 def test_cli_combine_and_bad_file(ref, tmp_path, capsys):
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     emb(1).save(a)
