@@ -79,6 +79,12 @@ REFERENCE_STRENGTH = Range("reference strength", 0.0, 2.0, 1.0, step=0.05)
 # Text + image (Image Variation, Reference + ControlNet, the comparison's Prompt-Free + text
 # column): the text part = empty + w * (prompt - empty) in CLIP embedding space.
 PROMPT_WEIGHT = Range("text weight", 0.0, 2.0, 1.0, step=0.05)
+# Reference window (every tab): the fractions of the run during which the reference acts
+# (outside it the reference is replaced by SeeCoder's unconditional tokens). 0 and 1: always.
+REFERENCE_START = Range("reference start", 0.0, 1.0, 0.0, step=0.01)
+REFERENCE_END = Range("reference end", 0.0, 1.0, 1.0, step=0.01)
+# Negative reference (every tab): uncond' = uncond + s * (negative - uncond); 0: no negative.
+NEGATIVE_STRENGTH = Range("negative strength", 0.0, 2.0, 1.0, step=0.05)
 
 # ControlNets.
 MAX_CONTROLS = 2

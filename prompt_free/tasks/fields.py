@@ -49,17 +49,22 @@ class SettingInfo:
     note: Optional[str] = None  # the info line's note for a non-neutral value, e.g. "quick mode N={value} (approximate)"
     png_note: Optional[Tuple[str, str]] = None  # (key, "{value} ...") of the PNG's parameters for a non-neutral value
     neutral: Any = None  # the value that changes nothing (the default unless given)
+    image: bool = False  # an image input (a path, bytes or a PIL image; None: none), not a scalar
 
 
 def setting(default, *, label: str, help: str = "", range: Optional[Range] = None, choices: Sequence[Any] = None,
             cli: Optional[str] = None, metavar: Optional[str] = None, section: Optional[str] = None,
             ui_label: Optional[str] = None, ui_id: Optional[str] = None, ui_info: Optional[str] = None,
-            note: Optional[str] = None, png_note: Optional[Tuple[str, str]] = None, neutral: Any = dataclasses.MISSING) -> dataclasses.Field:
-    """A settings dataclass field with its ``SettingInfo`` (see the module docstring)."""
+            note: Optional[str] = None, png_note: Optional[Tuple[str, str]] = None, neutral: Any = dataclasses.MISSING,
+            image: bool = False) -> dataclasses.Field:
+    """A settings dataclass field with its ``SettingInfo`` (see the module docstring). ``image``:
+    the setting is an image (default None): an image upload in the UI, a file option in the CLI,
+    recorded in the PNG by name and sha256 like the call's images (``image_fields``)."""
     if section is not None and section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}; one of {SECTIONS}")
     info = SettingInfo(label, help, range, tuple(choices) if choices is not None else None, cli, metavar, section,
-                       ui_label, ui_id, ui_info, note, png_note, default if neutral is dataclasses.MISSING else neutral)
+                       ui_label, ui_id, ui_info, note, png_note, default if neutral is dataclasses.MISSING else neutral,
+                       image)
     return dataclasses.field(default=default, metadata={KEY: info})
 
 
@@ -74,6 +79,11 @@ def declared(cls) -> Iterator[Tuple[str, SettingInfo]]:
         info = info_of(f)
         if info is not None:
             yield f.name, info
+
+
+def image_fields(cls) -> List[str]:
+    """The names of the settings of ``cls`` that are images (``setting(..., image=True)``)."""
+    return [name for name, info in declared(cls) if info.image]
 
 
 def in_section(cls, section: str) -> List[Tuple[str, SettingInfo]]:
