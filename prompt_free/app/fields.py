@@ -18,6 +18,7 @@ from prompt_free.tasks.fields import APPENDED, LAST, REFERENCE, SettingInfo, in_
 from prompt_free.tasks.text_image import CONCAT, STYLE_MODE
 
 from .endpoint import InputGroup
+from .uploads import image_input
 
 # (label, value) of the values of a choice setting, by field name; a setting not listed shows its values
 CHOICE_LABELS = {
@@ -52,6 +53,8 @@ def setting_control(name: str, decl: SettingInfo, prefix: str, **overrides) -> A
     if text:
         kwargs["info"] = text
     kwargs.update(overrides)
+    if decl.image:  # an upload that reaches the tasks' one opener (its path, undecoded)
+        return image_input(sources=["upload", "clipboard"], height=kwargs.pop("height", 200), **kwargs)
     if decl.range is not None:
         return slider(decl.range, value=decl.neutral, **kwargs)
     if decl.choices is not None:
@@ -151,5 +154,10 @@ def last_section(settings_type, prefix: str) -> SettingsGroup:
 
 def appended_section(settings_type, prefix: str) -> SettingsGroup:
     """The settings added since the endpoints were published (``APPENDED``): their parameters
-    follow ``previews`` (``task_endpoint(..., appended=...)``). Empty when a task has none."""
-    return section_controls(settings_type, APPENDED, prefix)
+    follow ``previews`` (``task_endpoint(..., appended=...)``). Empty when a task has none;
+    else in an accordion ``<prefix>-more``, closed (advanced: their neutral values change nothing)."""
+    if not in_section(settings_type, APPENDED):
+        return section_controls(settings_type, APPENDED, prefix)
+    with gr.Accordion("More reference controls: window, negative", open=False, elem_id=f"{prefix}-more"):
+        return section_controls(settings_type, APPENDED, prefix, layout=[("reference_start", "reference_end"),
+                                                                          ("negative_strength", "negative_mode")])

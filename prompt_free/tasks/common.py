@@ -90,9 +90,9 @@ class SamplerSettings:
         note="negative strength {value}", png_note=("Negative strength", "{value}"))
     negative_mode: str = setting(
         "none", choices=NEGATIVE_MODES, section=APPENDED, cli="--negative-mode", label="Negative from the reference",
-        help="none: no negative from the reference; noise: the reference with its layout destroyed (shuffled in "
-             "blocks) as the negative, so guidance keeps its content and layout rather than its colours and "
-             "textures alone (not with a negative image) (default none)",
+        help="noise: the reference shuffled in blocks (its layout destroyed, its colours kept) as the negative, so "
+             "guidance follows the reference's content and layout more than its colours and textures; not with a "
+             "negative image (default none)",
         note="{value} negative", png_note=("Negative mode", "{value}"))
 
 
