@@ -239,6 +239,7 @@ def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] =
     at = len(inputs) if previews is not None else None  # the previews checkbox's place
     if previews is not None:
         add(["previews"], [previews.checkbox])
+    optional = len(names)  # the appended parameters: a call may leave each out, an empty image too
     for part in appended:
         add(*_split(part))
     if len(set(names)) != len(names):
@@ -263,8 +264,10 @@ def endpoint(handler: Callable, *parts: Part, previews: Optional[LivePreviews] =
         yield from run_cancellable(work, pending if latest is not None else None)
 
     positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    # Gradio makes a parameter whose component starts empty (an image) optional when its default
+    # here is None; the others take their component's value as their default anyway.
     call.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, positional) for n in names]
+        [inspect.Parameter(n, positional, **({"default": None} if i >= optional else {})) for i, n in enumerate(names)]
         + [inspect.Parameter("progress", positional, default=gr.Progress(track_tqdm=True))]  # downloads' bars too
     )
     call.__name__ = call.__qualname__ = handler.__name__

@@ -53,7 +53,8 @@ def setting_control(name: str, decl: SettingInfo, prefix: str, **overrides) -> A
     if text:
         kwargs["info"] = text
     kwargs.update(overrides)
-    if decl.image:  # an upload that reaches the tasks' one opener (its path, undecoded)
+    if decl.image:  # an upload that reaches the tasks' one opener (its path, undecoded); gr.Image has no info
+        kwargs.pop("info", None)
         return image_input(sources=["upload", "clipboard"], height=kwargs.pop("height", 200), **kwargs)
     if decl.range is not None:
         return slider(decl.range, value=decl.neutral, **kwargs)
