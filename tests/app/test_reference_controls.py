@@ -54,3 +54,14 @@ def test_a_window_that_ends_before_it_starts_is_a_clear_message(client):
     with pytest.raises(Exception, match=r"reference_start \(0.8\) must be below reference_end \(0.2\)"):
         client.predict(*endpoint_calls()["/image_variation"], api_name="/image_variation",
                        reference_start=0.8, reference_end=0.2)
+
+
+@pytest.mark.parametrize("endpoint", ["/" + t.endpoint for t in TASKS if t.endpoint != "image_variation"])
+def test_every_other_endpoint_applies_them(client, endpoint):
+    """A window with the noise negative changes every tab's picture (the comparison: its
+    Prompt-Free column; try-on: the garment's context)."""
+    args = endpoint_calls()[endpoint]
+    plain = pictures(client.predict(*args, api_name=endpoint))
+    changed = pictures(client.predict(*args, api_name=endpoint, reference_end=0.5, negative_mode="noise"))
+    assert len(changed) == len(plain)
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(changed, plain))
