@@ -14,7 +14,10 @@ profile's), with its context given three ways, interleaved round by round:
 
 Printed and written to benchmarks/results/reference_controls.json: seconds per step of each
 (median over rounds) and the per-round ratios to ``today`` (median and best: on a loaded machine
-the best is the steadier figure). Expected ~1.0x: a step only picks a ready tensor.
+the best is the steadier figure). Expected ~1.0x: a step only picks a ready tensor. As the
+whole-step ratio drowns in a shared machine's noise, the script also times what the window adds
+to a step by itself, ``StepContext.at`` over many calls (microseconds), and gives the ratio it
+implies: (step + its extra) / step.
 """
 
 from __future__ import annotations
@@ -87,6 +90,22 @@ def measure(unet, size: int, steps: int, repeats: int) -> dict:
     return out
 
 
+def context_pick_seconds(conditioning: Conditioning, steps: int, calls: int = 20000) -> float:
+    """Seconds of one ``StepContext.at`` (the loop's per-step context pick), over ``calls`` calls."""
+    ctx = conditioning.step_context(1, True, torch.device("cpu"), torch.float32)
+    t0 = time.perf_counter()
+    for k in range(calls):
+        ctx.at(k % steps, steps)
+    return (time.perf_counter() - t0) / calls
+
+
+def pick_rows(unet, steps: int, s_per_step: float) -> dict:
+    runs = variants(unet)
+    picks = {name: statistics.median(context_pick_seconds(c, steps) for _ in range(5)) for name, c in runs.items()}
+    return {name: {"pick_s": t, "extra_s_per_step": t - picks["today"],
+                   "implied_step_ratio": (s_per_step + t - picks["today"]) / s_per_step} for name, t in picks.items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--unet", choices=["full", "tiny"], default="full")
@@ -100,11 +119,16 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     result = {"unet": a.unet, "size": a.size, "steps": a.steps, "repeats": a.repeats,
               "threads": torch.get_num_threads(), "load_before": os.getloadavg()}
-    result["rows"] = measure(_unet(a.unet), a.size, a.steps, a.repeats)
+    unet = _unet(a.unet)
+    result["rows"] = measure(unet, a.size, a.steps, a.repeats)
+    result["picks"] = pick_rows(unet, a.steps, result["rows"]["today"]["s_per_step"])
     result["load_after"] = os.getloadavg()
-    print("| context | s / step | ratio to today (median) | ratio (best) |\n| --- | ---: | ---: | ---: |")
+    print("| context | s / step | ratio to today (median) | ratio (best) | context pick (us) | implied step ratio |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, row in result["rows"].items():
-        print(f"| {name} | {row['s_per_step']:.4f} | {row['ratio_median']:.3f} | {row['ratio_best']:.3f} |")
+        pick = result["picks"][name]
+        print(f"| {name} | {row['s_per_step']:.4f} | {row['ratio_median']:.3f} | {row['ratio_best']:.3f} | "
+              f"{pick['pick_s'] * 1e6:.2f} | {pick['implied_step_ratio']:.6f} |")
     print(json.dumps({k: v for k, v in result.items() if k.startswith("load")}))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))

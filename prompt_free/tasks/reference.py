@@ -202,10 +202,11 @@ def build(
     ``weights``: one per reference (a blend); ``regions``: (K, H, W) masks at the output size
     (the regions blend)."""
     timings = {} if timings is None else timings
+    negatives = _negative_images(options, references)  # opened first: a bad file fails before any model work
     text = _text(engine, s.base_model, options, timings) if options.prompt else None
     encoded = _encode(engine, s.seecoder, references, timings)
     context, uncond, spans = _blend(encoded, options.blend, weights)
-    negative = _negative(engine, s.seecoder, references, options, uncond, weights, timings)
+    negative = _negative(engine, s.seecoder, negatives, options, uncond, weights, len(references), timings)
     image = (with_strength(context, uncond, options.strength), uncond if negative is None else negative)
     placed = _place(options, text, image, list(controls), weights, spans, regions, null=uncond)
     outside = _outside_window(options, text, uncond, weights, spans, regions) if options.windowed else None
@@ -249,22 +250,28 @@ def _blend(encoded: Sequence[Pair], blend: Optional[str], weights: Optional[Sequ
     return blend_contexts([c for c, _ in encoded], encoded[0][1], weights, blend)
 
 
-def _negative(engine, seecoder: str, references: Sequence, options: ReferenceOptions, uncond: torch.Tensor,
-              weights: Optional[Sequence[float]], timings: Dict[str, float]) -> Optional[torch.Tensor]:
-    """The reference's unconditional tokens moved to the negative's, ``uncond + s (neg - uncond)``
-    (None: no negative, nothing encoded). ``noise``: each reference shuffled in blocks, blended as
-    the references are; a negative image: its context, in every reference's slot."""
+def _negative_images(options: ReferenceOptions, references: Sequence) -> list:
+    """The images to encode as the negative: none (no negative, or strength 0), the negative
+    image, or (``noise``) each reference shuffled in blocks."""
     if not options.has_negative:
-        return None
+        return []
     if options.negative is not None:
-        images = [prepare_reference(options.negative, "negative image")]
-    else:
-        images = [shuffled_blocks(prepare_reference(r)) for r in references]
+        return [prepare_reference(options.negative, "negative image")]
+    return [shuffled_blocks(prepare_reference(r)) for r in references]
+
+
+def _negative(engine, seecoder: str, images: Sequence, options: ReferenceOptions, uncond: torch.Tensor,
+              weights: Optional[Sequence[float]], slots: int, timings: Dict[str, float]) -> Optional[torch.Tensor]:
+    """The reference's unconditional tokens moved to the negative's, ``uncond + s (neg - uncond)``
+    (None: no negative, nothing encoded). Several shuffled references are blended as the
+    references are; one negative image goes to every reference's slot (``slots``)."""
+    if not images:
+        return None
     negatives = [c for c, _ in _encode(engine, seecoder, images, timings)]
     if options.blend in (None, AVERAGE):
         tokens = negatives[0] if len(negatives) == 1 else blend_contexts(negatives, uncond, weights, AVERAGE)[0]
     else:  # concatenate / regions: one unconditional slot per reference, so one negative per slot
-        tokens = torch.cat(negatives * len(references) if len(negatives) == 1 else negatives, dim=1)
+        tokens = torch.cat(negatives * slots if len(negatives) == 1 else negatives, dim=1)
     return lerp_from(uncond.to(tokens.device), tokens, options.negative_strength)
 
 

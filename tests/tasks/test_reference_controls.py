@@ -74,6 +74,15 @@ def test_a_window_changes_the_picture_and_outside_it_the_reference_is_unconditio
     assert torch.equal(off, uncond) and torch.equal(off_uncond, uncond)
 
 
+def test_the_window_pairs_are_batched_once_and_a_step_only_picks_one(engine):
+    c = built(engine, reference_start=0.5)
+    ctx = c.step_context(1, True, torch.device("cpu"), torch.float32)
+    first = [ctx.at(i, 6) for i in range(6)]
+    again = [ctx.at(i, 6) for i in range(6)]  # the next run of the same context: the same tensors
+    assert all(a is b for a, b in zip(first, again))
+    assert first[0] is first[2] and first[3] is first[5] and first[0] is not first[3]
+
+
 def test_outside_the_window_a_prompt_stays(engine):
     c = built(engine, reference_end=0.5, prompt="a red car")
     (inside, inside_uncond), (outside, outside_uncond) = c.schedule.pairs
