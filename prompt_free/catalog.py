@@ -171,8 +171,9 @@ class TaskRequest:
         settings = self.settings
         if getattr(settings, "controls", None):  # Multi-Reference's ControlSpecs hold images too
             settings = dataclasses.replace(settings, controls=tuple(_as_bytes(c) for c in settings.controls))
-        images = {f.name: _as_bytes(getattr(settings, f.name)) for f in dataclasses.fields(settings)
-                  if getattr(f.metadata.get(SETTING_KEY), "image", False)}  # image settings: the reference mask
+        from .tasks.fields import image_fields  # the image settings (e.g. the negative reference image)
+
+        images = {name: _as_bytes(getattr(settings, name)) for name in image_fields(settings)}
         if images:
             settings = dataclasses.replace(settings, **images)
         return TaskRequest(self.task, settings, call)

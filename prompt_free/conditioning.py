@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Protocol, Sequence
+from typing import Dict, Iterator, Optional, Protocol, Sequence, Tuple
 
 import torch
 
 from .sampling import ControlInput, Sampler, StepHook, make_scheduler
-from .steps import ContextSchedule, StepContext
+from .steps import ContextPair, ContextSchedule, StepContext, in_window
 
 
 class UNetPatch(Protocol):
@@ -55,6 +55,27 @@ class Conditioning:
         """The context of every step of a run of ``num_images`` (guided: with the unconditional
         half), on the UNet's device and dtype (``sampling.denoise(step_context=)``)."""
         return StepContext(self.context, self.uncond, num_images, guided, device, dtype, self.schedule)
+
+
+@dataclass(frozen=True)
+class ReferenceWindow:
+    """A ``Conditioning.schedule``: the pair ``inside`` at the steps within the fractions [start,
+    end) of the run (``steps.in_window``, the ControlNets' rule), ``outside`` at the others. Both
+    pairs are made before the run (``pairs``: ``StepContext`` batches them once), so a step only
+    picks one; a change of pair is a full step in quick mode (``deep_cache``: the kept deep
+    features were computed with the other context)."""
+
+    start: float
+    end: float
+    inside: ContextPair
+    outside: ContextPair
+
+    @property
+    def pairs(self) -> Tuple[ContextPair, ContextPair]:
+        return self.inside, self.outside
+
+    def __call__(self, i: int, total: int) -> ContextPair:
+        return self.inside if in_window(i, total, self.start, self.end) else self.outside
 
 
 # ----------------------------------------------------------------------------- UNet patches

@@ -297,6 +297,26 @@ def limit_side(img: Image.Image, max_side: Optional[int]) -> Image.Image:
     return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
 
 
+def shuffled_blocks(img: Image.Image, blocks: int = 16, seed: int = 0) -> Image.Image:
+    """``img`` (RGB) cut into a ``blocks`` x ``blocks`` grid of tiles, the tiles put back in an order
+    fixed by ``seed`` (the strips of the right and bottom edges narrower than a tile stay): its
+    colours and local textures kept exactly, its layout and objects destroyed. The negative
+    reference's ``noise`` mode (adapted from IPAdapter_plus's noised negative: there an elastic
+    warp, flips and Gaussian noise; a shuffle needs no torchvision and keeps the colour statistics
+    exactly, so pushing away from it leaves the reference's palette alone). Deterministic: the
+    same image always gives the same pixels, whatever the run's seed."""
+    a = np.asarray(img.convert("RGB"))
+    h, w = a.shape[0] // blocks, a.shape[1] // blocks
+    if h == 0 or w == 0:
+        return img.convert("RGB")
+    grid = a[: h * blocks, : w * blocks].reshape(blocks, h, blocks, w, 3).swapaxes(1, 2).reshape(-1, h, w, 3)
+    order = np.random.default_rng(seed).permutation(len(grid))
+    out = a.copy()
+    out[: h * blocks, : w * blocks] = grid[order].reshape(blocks, blocks, h, w, 3).swapaxes(1, 2).reshape(
+        blocks * h, blocks * w, 3)
+    return Image.fromarray(out)
+
+
 def check_min_side(img: Image.Image, what: str) -> Image.Image:
     """Refuse pictures too small to take content from (references, person photos)."""
     side = settings.MIN_IMAGE_SIDE

@@ -35,7 +35,7 @@ from . import tasks
 from .errors import InputImageError, PromptFreeError
 from .fingerprints import is_image_like, file_sha256, input_record, model_record, pixels_sha256
 from .catalog import BY_NAME, TASKS
-from .tasks.fields import declared, images_of, notes
+from .tasks.fields import declared, image_fields, notes
 from .version import __version__
 
 PARAMETERS_CHUNK = "parameters"  # A1111's key
@@ -79,8 +79,9 @@ def _holds_dataclasses(value) -> bool:
 def settings_record(settings, keep_paths: bool = True) -> Dict[str, Any]:
     """Every field of a task's settings dataclass (so new options are recorded automatically).
     Plain strings are names, never files; a field holding dataclasses (Multi-Reference's
-    ``controls``: ControlSpecs) is recorded as a call argument, its images as input records."""
-    images = set(images_of(settings))  # image settings (the reference mask): recorded as inputs, by hash
+    ``controls``: ControlSpecs) is recorded as a call argument, its images as input records, and
+    so is an image setting (``setting(..., image=True)``, e.g. the negative reference image)."""
+    images = set(image_fields(settings))
     return {f.name: _plain(getattr(settings, f.name), keep_paths,
                            files=f.name in images or _holds_dataclasses(getattr(settings, f.name)))
             for f in dataclasses.fields(settings)}

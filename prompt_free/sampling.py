@@ -32,7 +32,7 @@ from .fast import FastPath
 from .images import snap_size
 from .steps import (  # noqa: F401 - the loop's helpers, importable from here as before
     STEP_ETA, ContextSchedule, EagerParts, StepContext, batched, guidance_context, guide, guided_eps, step_kwargs,
-    step_outputs, summed_residuals, unet_input,
+    in_window, step_outputs, summed_residuals, unet_input,
 )
 
 # The official sampler as a diffusers scheduler config.
@@ -232,8 +232,7 @@ class ControlInput:
     end: float = 1.0
 
     def active(self, step: int, num_steps: int) -> bool:
-        frac_lo, frac_hi = step / num_steps, (step + 1) / num_steps
-        return self.scale != 0 and frac_hi > self.start and frac_lo < self.end
+        return self.scale != 0 and in_window(step, num_steps, self.start, self.end)
 
 
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -76,15 +76,18 @@ FOLLOW_SIZE_LO, FOLLOW_SIZE_HI = 512, 1536
 # The reference's pull (every tab): context = uncond + s * (cond - uncond), applied to the
 # conditioning itself, before and apart from guidance. 1 is today's picture (no arithmetic).
 REFERENCE_STRENGTH = Range("reference strength", 0.0, 2.0, 1.0, step=0.05)
-# Text + image (Image Variation, Reference + ControlNet, the comparison's Prompt-Free + text
-# column): the text part = empty + w * (prompt - empty) in CLIP embedding space.
+# Text + image: the text part = empty + w * (prompt - empty) in CLIP embedding space.
 PROMPT_WEIGHT = Range("text weight", 0.0, 2.0, 1.0, step=0.05)
-# Start from the reference (img2img): the part of the schedule run from the image's noised
-# latents, in (0, 1] (0.01: the slider's step; 0 would run nothing). 1 is pure noise, today's picture.
+# img2img: the part of the schedule run from the image's noised latents (1: pure noise, today's).
 DENOISE_STRENGTH = Range("denoise strength", 0.01, 1.0, 1.0, step=0.01)
 # Saved embeddings (prompt_free.embeddings): the largest file read, and the most tokens a context may have.
 MAX_EMBEDDING_BYTES = 64 * 1024 * 1024
 MAX_EMBEDDING_TOKENS = 148 * 8
+# Reference window: the fractions of the run where the reference acts (0 and 1: always).
+REFERENCE_START = Range("reference start", 0.0, 1.0, 0.0, step=0.01)
+REFERENCE_END = Range("reference end", 0.0, 1.0, 1.0, step=0.01)
+# Negative reference (every tab): uncond' = uncond + s * (negative - uncond); 0: no negative.
+NEGATIVE_STRENGTH = Range("negative strength", 0.0, 2.0, 1.0, step=0.05)
 
 # ControlNets.
 MAX_CONTROLS = 2
@@ -117,8 +120,7 @@ QUEUE_SIZE = 32  # waiting requests; one more is answered "the queue is full, tr
 # Requests one browser session (or gradio_client Client) may have waiting or running at once;
 # more are refused at submission with a message (env PFD_MAX_SESSION_REQUESTS).
 MAX_SESSION_REQUESTS = 3
-# Seconds an app request's work before its first step may take (reading images, preprocessors,
-# encoding the references; model loading not counted): past it the request ends with a message.
+# Seconds an app request's work before its first step may take (model loading not counted).
 PREPARE_LIMIT_S = 300.0
 
 # Work limit per request, in megapixel-steps: width x height / 1e6 x steps x images x

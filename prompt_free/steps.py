@@ -27,6 +27,13 @@ ContextPair = Tuple[torch.Tensor, Optional[torch.Tensor]]
 ContextSchedule = Callable[[int, int], ContextPair]
 
 
+def in_window(step: int, num_steps: int, start: float, end: float) -> bool:
+    """Whether step ``step`` of ``num_steps`` acts in the window [start, end) of the run's
+    fractions: its own span [step / n, (step + 1) / n) overlaps it (the ControlNets' windows and
+    the reference window share this rule)."""
+    return (step + 1) / num_steps > start and step / num_steps < end
+
+
 def guidance_context(cond: torch.Tensor, uncond: Optional[torch.Tensor], B: int, device, dtype) -> torch.Tensor:
     """The UNet's context for a batch of ``B`` images: ``cond`` (1 or B rows, repeated per image)
     alone, or, with an unconditional context (guided runs), [uncond x B, cond]: the official order."""
@@ -46,7 +53,10 @@ class StepContext:
     step: the one place a context that changes during the run (a reference window, a negative
     reference) is written, and then every strategy runs it. A pair is batched only when it is not
     the previous step's (compared by identity), so an unchanged context is the same tensor object
-    at every step, made once: a strategy keeping a copy (the graphed step) copies on change only."""
+    at every step, made once: a strategy keeping a copy (the graphed step) copies on change only.
+    A schedule with ``pairs`` (the pairs it picks from, e.g. ``conditioning.ReferenceWindow``) has
+    them batched here, before the loop; each pair is batched once per run however often it
+    returns, so a step only picks a ready tensor."""
 
     def __init__(self, cond: torch.Tensor, uncond: Optional[torch.Tensor], batch: int, guided: bool, device, dtype,
                  schedule: Optional[ContextSchedule] = None):
@@ -54,6 +64,16 @@ class StepContext:
         self._batch, self._device, self._dtype = batch, device, dtype
         self._pair: ContextPair = (cond, uncond)
         self._context = self._batched(cond, uncond)  # before the loop: a missing uncond fails before any work
+        # batched pairs by the identity of their tensors (kept alive here, so an id is never reused)
+        self._made = {(id(cond), id(uncond)): (cond, uncond, self._context)}
+        for pair in getattr(schedule, "pairs", ()):
+            self._made_for(*pair)
+
+    def _made_for(self, cond: torch.Tensor, uncond: Optional[torch.Tensor]) -> torch.Tensor:
+        key = (id(cond), id(uncond))
+        if key not in self._made:
+            self._made[key] = (cond, uncond, self._batched(cond, uncond))
+        return self._made[key][2]
 
     def _batched(self, cond: torch.Tensor, uncond: Optional[torch.Tensor]) -> torch.Tensor:
         if self.guided and uncond is None:
@@ -64,7 +84,7 @@ class StepContext:
         if self.schedule is not None:
             cond, uncond = self.schedule(i, total)
             if cond is not self._pair[0] or uncond is not self._pair[1]:
-                self._context = self._batched(cond, uncond)
+                self._context = self._made_for(cond, uncond)
                 self._pair = (cond, uncond)
         return self._context
 

@@ -53,9 +53,9 @@ def setting_control(name: str, decl: SettingInfo, prefix: str, **overrides) -> A
     if text:
         kwargs["info"] = text
     kwargs.update(overrides)
-    if decl.image:  # an upload whose file reaches the project's opener (white or painted = the setting's part)
+    if decl.image:  # an upload that reaches the tasks' one opener (its path, undecoded); gr.Image has no info
         kwargs.pop("info", None)
-        return image_input(sources=["upload", "clipboard"], height=200, format="png", **kwargs)
+        return image_input(sources=["upload", "clipboard"], height=kwargs.pop("height", 200), **kwargs)
     if decl.range is not None:
         return slider(decl.range, value=decl.neutral, **kwargs)
     if decl.choices is not None:
@@ -181,16 +181,21 @@ class AppendedInputs(InputGroup):
 def appended_section(settings_type, prefix: str, *, files: Optional[Mapping[str, Any]] = None,
                      init_image: bool = False):
     """The settings added since the endpoints were published (``APPENDED``): their parameters
-    follow ``previews`` (``task_endpoint(..., appended=...)``). Empty when a task has none.
+    follow ``previews`` (``task_endpoint(..., appended=...)``). Empty when a task has none; else
+    in an accordion ``<prefix>-more``, closed (advanced: their neutral values change nothing).
     ``files``: upload components made elsewhere (the ``embedding`` of the Saved embeddings
     accordion), by parameter name; ``init_image``: an image upload for what a denoise strength
     below 1 starts from. Their parameters follow the settings'."""
-    group = section_controls(settings_type, APPENDED, prefix)
     files = dict(files or {})
-    if init_image:
-        from .uploads import image_input
+    if not in_section(settings_type, APPENDED) and not files and not init_image:
+        return section_controls(settings_type, APPENDED, prefix)
+    with gr.Accordion("More reference controls", open=False, elem_id=f"{prefix}-more"):
+        group = section_controls(settings_type, APPENDED, prefix, layout=[("reference_start", "reference_end"),
+                                                                          ("negative_strength", "negative_mode")])
+        if init_image:
+            from .uploads import image_input
 
-        files["init_image"] = image_input(label="Init image (optional): what a denoise strength below 1 starts from; "
-                                                "default: the reference", sources=["upload", "clipboard"],
-                                          elem_id=f"{prefix}-init-image")
+            files["init_image"] = image_input(label="Init image (optional): what a denoise strength below 1 starts "
+                                                    "from; default: the reference", sources=["upload", "clipboard"],
+                                              elem_id=f"{prefix}-init-image")
     return AppendedInputs(group, files) if files else group

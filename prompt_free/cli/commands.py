@@ -12,7 +12,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from .. import settings
 from ..errors import PromptFreeError
-from ..catalog import spec
+from ..catalog import BY_NAME, spec
 from .options import (
     EXIT_FAILED,
     EXIT_OK,
@@ -198,6 +198,7 @@ def recorded_inputs(value, key: str = ""):
 
 def _redo_overrides(args, rec) -> Dict[str, str]:
     from ..metadata import recorded_controls
+    from ..tasks.fields import image_fields
 
     overrides: Dict[str, str] = {}
     if args.reference:
@@ -205,6 +206,14 @@ def _redo_overrides(args, rec) -> Dict[str, str]:
     if getattr(args, "reference_mask", None):  # the recorded reference mask, when its path is gone
         overrides["reference_mask"] = _existing_file(args.reference_mask, "reference mask")
     known = set(recorded_inputs(rec.get("call") or {})) | set(recorded_inputs(rec.get("settings") or {}))
+    task = BY_NAME.get(str(rec.get("task")))
+    for name in image_fields(task.settings_type) if task is not None else ():
+        given = getattr(args, name, None)  # an image setting's own option (--negative-image PATH) names its file again
+        if given and name not in known:
+            raise UsageError(f"the picture was made without a {name.replace('_', ' ')}; --from-png redoes it as "
+                             "recorded")
+        if given:
+            overrides[name] = _existing_file(given, name.replace("_", " "))
     for text in args.input:
         name, sep, path = text.partition("=")
         if not sep or not name.strip() or not path.strip():

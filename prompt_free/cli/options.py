@@ -146,8 +146,9 @@ def add_declared(p, settings_type, section: str) -> None:
         if not info.cli:
             continue
         default = info.neutral
-        kind = (int if info.range.integer else float) if info.range is not None else (
-            str if default is None else type(default))  # None: a path (an image setting)
+        kind = (int if info.range.integer else float) if info.range is not None else type(default)
+        if info.image:  # a file, opened by the task (a missing one is its clear InputImageError)
+            kind = str
         p.add_argument(info.cli, dest=name, type=kind, default=default, metavar=info.metavar,
                        choices=list(info.choices) if info.choices else None, help=info.help)
 

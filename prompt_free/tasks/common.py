@@ -8,6 +8,7 @@ registry (nothing is loaded, no image decoded), the task then checks its own inp
 from __future__ import annotations
 
 import functools
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -19,9 +20,10 @@ from .. import settings as limits
 from ..errors import WorkLimitError
 from ..sampling import DEFAULT_SCHEDULER, Sampler
 from ..images import AS_IS, FRAMINGS
-from .fields import APPENDED, LAST, REFERENCE, checked, declared, notes, setting, values_of
+from .fields import APPENDED, LAST, REFERENCE, checked, declared, image_fields, notes, setting, values_of
 
 Progress = Optional[Callable[[int, int], None]]
+NEGATIVE_MODES = ("none", "noise")  # negative_mode: none, or the reference with its layout destroyed
 
 
 @dataclass
@@ -84,6 +86,38 @@ class SamplerSettings:
         ui_info=f"0 = as given (larger than {limits.MAX_REFERENCE_SIDE} px: scaled to it). Smaller: a faster encode, "
                 "fewer details",
         note="reference encoded at most {value} px", png_note=("Reference max side", "{value}"))
+    # Issue 26: the reference window and the negative reference (the reference builder applies them,
+    # tasks.reference: ReferenceOptions, _negative, _finish).
+    reference_start: float = setting(
+        limits.REFERENCE_START.default, range=limits.REFERENCE_START, section=APPENDED, cli="--reference-start",
+        metavar="F", label="Reference from (fraction of the steps)",
+        help="the fraction of the run where the reference starts acting; before it the reference is replaced by "
+             "SeeCoder's unconditional tokens (a prompt stays) (default 0: from the first step)",
+        note="reference from {value}", png_note=("Reference start", "{value}"))
+    reference_end: float = setting(
+        limits.REFERENCE_END.default, range=limits.REFERENCE_END, section=APPENDED, cli="--reference-end",
+        metavar="F", label="Reference until (fraction of the steps)",
+        help="the fraction of the run where the reference stops acting (after it: as before the start) "
+             "(default 1: to the last step)",
+        note="reference until {value}", png_note=("Reference end", "{value}"))
+    negative_image: Any = setting(
+        None, image=True, section=APPENDED, cli="--negative-image", metavar="IMG",
+        label="Negative reference image (optional)",
+        help="an image whose SeeCoder context replaces the unconditional context, so guidance pushes away from it "
+             "(default none)",
+        note="negative reference image", png_note=("Negative reference", "image"))
+    negative_strength: float = setting(
+        limits.NEGATIVE_STRENGTH.default, range=limits.NEGATIVE_STRENGTH, section=APPENDED,
+        cli="--negative-strength", metavar="S", label="Negative strength",
+        help="how far the unconditional context moves to the negative: uncond + s * (negative - uncond); 0: no "
+             "negative (default 1.0)",
+        note="negative strength {value}", png_note=("Negative strength", "{value}"))
+    negative_mode: str = setting(
+        "none", choices=NEGATIVE_MODES, section=APPENDED, cli="--negative-mode", label="Negative from the reference",
+        help="noise: the reference shuffled in blocks (its layout destroyed, its colours kept) as the negative, so "
+             "guidance follows the reference's content and layout more than its colours and textures; not with a "
+             "negative image (default none)",
+        note="{value} negative", png_note=("Negative mode", "{value}"))
 
 
 def holds_models(task):
@@ -177,12 +211,18 @@ def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:
         "seecoder": s.seecoder, "base_model": s.base_model, "steps": sampler.steps,
         "guidance": sampler.guidance, "scheduler": sampler.scheduler,
     }
-    # by the reference builder: the reference's options, and image settings (a mask: its share, not its path)
-    reported = {name for name, decl in declared(s) if decl.section == REFERENCE or decl.image}
+    # by the reference builder: the reference's options (and the source mask's share, in its info)
+    reported = {name for name, decl in declared(s) if decl.section == REFERENCE}
+    images = set(image_fields(s))
     for name, value, _ in notes(s, values_of(s)):  # never silent: e.g. quick mode says the run was approximate
         if name not in reported:
-            info.setdefault(name, getattr(sampler, name, value))
+            info.setdefault(name, image_name(value) if name in images else getattr(sampler, name, value))
     return {**info, **lora_info(sampler)}
+
+
+def image_name(value) -> str:
+    """How a run's info names an image setting: a file by its name (never a server's path), else "image"."""
+    return os.path.basename(os.fspath(value)) if isinstance(value, (str, os.PathLike)) else "image"
 
 
 def lora_info(sampler: Sampler) -> Dict[str, Any]:

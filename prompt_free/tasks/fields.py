@@ -51,7 +51,7 @@ class SettingInfo:
     note: Optional[str] = None  # the info line's note for a non-neutral value, e.g. "quick mode N={value} (approximate)"
     png_note: Optional[Tuple[str, str]] = None  # (key, "{value} ...") of the PNG's parameters for a non-neutral value
     neutral: Any = None  # the value that changes nothing (the default unless given)
-    image: bool = False  # an image input (a path, bytes, PIL, array): an upload in the UI, a PATH option, recorded by hash
+    image: bool = False  # an image input (a path, bytes or a PIL image; None: none), not a scalar
 
 
 def setting(default, *, label: str, help: str = "", range: Optional[Range] = None, choices: Sequence[Any] = None,
@@ -59,7 +59,9 @@ def setting(default, *, label: str, help: str = "", range: Optional[Range] = Non
             ui_label: Optional[str] = None, ui_id: Optional[str] = None, ui_info: Optional[str] = None,
             note: Optional[str] = None, png_note: Optional[Tuple[str, str]] = None, neutral: Any = dataclasses.MISSING,
             image: bool = False) -> dataclasses.Field:
-    """A settings dataclass field with its ``SettingInfo`` (see the module docstring)."""
+    """A settings dataclass field with its ``SettingInfo`` (see the module docstring). ``image``:
+    the setting is an image (default None): an image upload in the UI, a file option in the CLI,
+    recorded in the PNG by name and sha256 like the call's images (``image_fields``)."""
     if section is not None and section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}; one of {SECTIONS}")
     info = SettingInfo(label, help, range, tuple(choices) if choices is not None else None, cli, metavar, section,
@@ -79,6 +81,11 @@ def declared(cls) -> Iterator[Tuple[str, SettingInfo]]:
         info = info_of(f)
         if info is not None:
             yield f.name, info
+
+
+def image_fields(cls) -> List[str]:
+    """The names of the settings of ``cls`` that are images (``setting(..., image=True)``)."""
+    return [name for name, info in declared(cls) if info.image]
 
 
 def in_section(cls, section: str) -> List[Tuple[str, SettingInfo]]:
@@ -108,11 +115,6 @@ def notes(settings_type, values: Mapping[str, Any], kind: str = "note") -> Itera
         text = info.note if kind == "note" else (info.png_note[1] if info.png_note else None)
         if text and value is not None and _differs(value, info.neutral):
             yield name, value, text.format(value=_num(value))
-
-
-def images_of(settings) -> List[str]:
-    """The names of the image settings (``image=True``) of ``settings`` (a class or an instance)."""
-    return [name for name, info in declared(settings) if info.image]
 
 
 def _differs(value, neutral) -> bool:

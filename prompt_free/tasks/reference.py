@@ -19,12 +19,22 @@ without a prompt, blocks or blend simply has none: none is applied, none reporte
 * ``blocks`` ("all" | "style" | "layout", ``prompt_free.blocks``): the blocks the reference goes
   to; the others get the text (with a prompt) or the unconditional context;
 * ``blend`` (several references, ``mixing.blend_contexts``): average, concatenate, or regions
-  (``regions.RegionalAttention``, the masks at the output size).
+  (``regions.RegionalAttention``, the masks at the output size);
+* ``reference_start`` / ``reference_end`` (every task): the reference window. Outside it the
+  run's conditional context is the one built with the reference replaced by SeeCoder's
+  unconditional tokens (a prompt's part stays) and the unconditional context is today's (no
+  negative): both pairs are built here once and ``conditioning.ReferenceWindow`` picks one per
+  step (``Conditioning.schedule``); the window (0, 1) builds no schedule at all;
+* ``negative_image`` / ``negative_mode`` + ``negative_strength`` (every task): the negative's
+  SeeCoder context replaces the reference's unconditional tokens, ``uncond + s (neg - uncond)``
+  (``_negative``); ``noise`` encodes each reference shuffled in blocks (``images.shuffled_blocks``).
+  The reference strength stays relative to SeeCoder's own unconditional tokens, and the blocks
+  that do not get the reference keep them in both guidance halves.
 
 ``build`` runs the steps in this order, one function each; each next control is its option in
 ``ReferenceOptions`` plus one of them (a source mask or saved embeddings: ``_encode``; a
-negative reference: its encoding as the unconditional context handed to ``_place``; a reference
-window: ``_finish``, where the run's context is made):
+negative reference: ``_negative``, its encoding as the unconditional context handed to
+``_place``; the reference window: ``_finish``, where the run's context is made):
 
 1. ``_text``: the prompt's tokens. The text encoder loads only with a prompt; a prompt over its
    77 tokens is refused (``TextEncoder.check_length``) before the reference is encoded.
@@ -37,11 +47,12 @@ window: ``_finish``, where the run's context is made):
    (``prompt_free.embeddings``) in its place: the saved tensors themselves (no encoding; its
    width checked against the base model's), so saved-then-loaded = encoded.
 3. ``_blend``: several references mixed; one reference is used as encoded.
-4. strength (``mixing.with_strength``).
-5. ``_place``: text, blocks or regions; ``_finish``: the ``Conditioning``.
+4. strength (``mixing.with_strength``); ``_negative``: the unconditional tokens the negative replaces.
+5. ``_place``: text, blocks or regions; ``_finish``: the ``Conditioning`` (with the window's schedule).
 
 Neutral values build exactly today's conditioning: at strength 1 the encoded tensor itself (no
-arithmetic), no text encoder without a prompt, no patch for "all blocks".
+arithmetic), no text encoder without a prompt, no patch for "all blocks", no schedule for the
+window (0, 1), nothing encoded without a negative (or at negative strength 0).
 """
 
 from __future__ import annotations
@@ -53,18 +64,21 @@ import numpy as np
 import torch
 
 from ..blocks import ALL, STYLE, normalise_preset, route
-from ..conditioning import Conditioning
+from ..conditioning import Conditioning, ReferenceWindow
 from ..errors import InvalidSettingError
-from ..images import AS_IS, FRAMINGS, MASK_FRAME, check_min_side, frame_reference, limit_side, prepare_reference
+from ..images import (AS_IS, FRAMINGS, MASK_FRAME, check_min_side, frame_reference, limit_side, prepare_reference,
+                      shuffled_blocks)
 from ..masks import crop_mask, fit_source_mask, source_mask
+from ..mixing import (AVERAGE, BLENDS, REGIONS, blend_contexts, concat_text_image, lerp_from, weighted_text,
+                      with_strength)
 from ..settings import REFERENCE_MIN_ENCODE_SIDE
-from ..mixing import AVERAGE, BLENDS, REGIONS, blend_contexts, concat_text_image, weighted_text, with_strength
 from ..regions import RegionalAttention
 from ..text import check_prompt, text_encoder
 from .common import timed
 
 CONCAT, STYLE_MODE = "concat", "style"
 PROMPT_MODES = (CONCAT, STYLE_MODE)
+NO_NEGATIVE, NOISE = "none", "noise"  # negative_mode's values (tasks.common.NEGATIVE_MODES)
 
 Pair = Tuple[torch.Tensor, torch.Tensor]  # (context, unconditional context), each (1, N, C)
 
@@ -74,6 +88,22 @@ def normalise_mode(mode) -> str:
     if key not in PROMPT_MODES:
         raise InvalidSettingError(f"unknown prompt mode {mode!r}; choose one of: {', '.join(PROMPT_MODES)}")
     return key
+
+
+def normalise_negative_mode(mode) -> str:
+    key = str(mode if mode is not None else NO_NEGATIVE).strip().lower()
+    if key not in (NO_NEGATIVE, NOISE):
+        raise InvalidSettingError(f"unknown negative mode {mode!r}; choose one of: {NO_NEGATIVE}, {NOISE}")
+    return key
+
+
+def check_window(start, end) -> Tuple[float, float]:
+    """The reference window (each in [0, 1]: ``begin`` checked its range) with start < end."""
+    start, end = float(start), float(end)
+    if not start < end:
+        raise InvalidSettingError(f"the reference window must start before it ends: reference_start ({start:g}) "
+                                  f"must be below reference_end ({end:g})")
+    return start, end
 
 
 def normalise_blend(blend: Optional[str]) -> str:
@@ -97,6 +127,21 @@ class ReferenceOptions:
     mask: Optional[np.ndarray] = field(default=None, compare=False)  # the source mask (bool, True = use); None: whole
     framing: str = AS_IS
     max_side: int = 0  # 0: as given
+    start: float = 0.0  # the reference window (fractions of the run)
+    end: float = 1.0
+    negative: Any = None  # the negative image (None: none)
+    negative_mode: str = NO_NEGATIVE
+    negative_strength: float = 1.0
+
+    @property
+    def windowed(self) -> bool:
+        """Whether the reference acts in part of the run only (the window (0, 1): no schedule)."""
+        return not (self.start == 0.0 and self.end == 1.0)
+
+    @property
+    def has_negative(self) -> bool:
+        """Whether a negative replaces the unconditional tokens (nothing is encoded otherwise)."""
+        return float(self.negative_strength) != 0.0 and (self.negative is not None or self.negative_mode == NOISE)
 
     @classmethod
     def of(cls, s) -> "ReferenceOptions":
@@ -115,8 +160,16 @@ class ReferenceOptions:
                 "(both need their own cross-attention processors); choose all blocks or another blend")
         if blend == REGIONS and prompt:
             raise InvalidSettingError("the regions blend takes no prompt (its spans are the references' tokens)")
+        start, end = check_window(getattr(s, "reference_start", 0.0), getattr(s, "reference_end", 1.0))
+        negative = getattr(s, "negative_image", None)
+        negative = None if isinstance(negative, str) and not negative.strip() else negative
+        negative_mode = normalise_negative_mode(getattr(s, "negative_mode", NO_NEGATIVE))
+        if negative is not None and negative_mode == NOISE:
+            raise InvalidSettingError("choose one negative: a negative image, or negative mode 'noise' (the reference "
+                                      "with its layout destroyed), not both")
         mask, framing, max_side = _source_options(s)
-        return cls(s.reference_strength, prompt, mode, weight, blocks, blend, mask, framing, max_side)
+        return cls(s.reference_strength, prompt, mode, weight, blocks, blend, mask, framing, max_side, start, end,
+                   negative, negative_mode, float(getattr(s, "negative_strength", 1.0)))
 
     def within(self, size: Tuple[int, int], box) -> "ReferenceOptions":
         """These options for the reference of ``size`` cut to ``box`` (a subject crop, ``box``
@@ -178,19 +231,23 @@ def build(
     ``embedding``: a loaded ``embeddings.Embedding`` used instead of encoding (then
     ``references`` is empty)."""
     timings = {} if timings is None else timings
+    negatives = _negative_images(options, references)  # opened first: a bad file fails before any model work
     text = _text(engine, s.base_model, options, timings) if options.prompt else None
     notes: List[str] = []
     prepared = _prepare(options, references, size)
     if embedding is not None:
-        if options.mask is not None:
-            raise InvalidSettingError("reference_mask applies to a reference image, not to a saved embedding "
-                                      "(make the embedding with the mask: prompt-free embed --reference-mask)")
+        if options.mask is not None or (options.has_negative and options.negative is None):
+            raise InvalidSettingError("reference_mask and negative mode 'noise' need the reference image, not a saved "
+                                      "embedding (make the embedding with the mask: prompt-free embed --reference-mask)")
         encoded = [_saved(engine, s, embedding, notes)]
     else:
         encoded = _encode(engine, s.seecoder, prepared, timings)
     context, uncond, spans = _blend(encoded, options.blend, weights)
-    image = (with_strength(context, uncond, options.strength), uncond)
-    conditioning = _finish(_place(options, text, image, list(controls), weights, spans, regions))
+    negative = _negative(engine, s.seecoder, negatives, options, uncond, weights, len(encoded), timings)
+    image = (with_strength(context, uncond, options.strength), uncond if negative is None else negative)
+    placed = _place(options, text, image, list(controls), weights, spans, regions, null=uncond)
+    outside = _outside_window(options, text, uncond, weights, spans, regions) if options.windowed else None
+    conditioning = _finish(placed, options, outside)
     info = {**options.info(), **(_prepared_info(options, references, prepared) if prepared else {})}
     if options.blend is not None:
         info["tokens"] = int(conditioning.context.shape[1])
@@ -310,12 +367,39 @@ def _blend(encoded: Sequence[Pair], blend: Optional[str], weights: Optional[Sequ
     return blend_contexts([c for c, _ in encoded], encoded[0][1], weights, blend)
 
 
+def _negative_images(options: ReferenceOptions, references: Sequence) -> list:
+    """The images to encode as the negative: none (no negative, or strength 0), the negative
+    image, or (``noise``) each reference shuffled in blocks."""
+    if not options.has_negative:
+        return []
+    if options.negative is not None:
+        return [prepare_reference(options.negative, "negative image")]
+    return [shuffled_blocks(prepare_reference(r)) for r in references]
+
+
+def _negative(engine, seecoder: str, images: Sequence, options: ReferenceOptions, uncond: torch.Tensor,
+              weights: Optional[Sequence[float]], slots: int, timings: Dict[str, float]) -> Optional[torch.Tensor]:
+    """The reference's unconditional tokens moved to the negative's, ``uncond + s (neg - uncond)``
+    (None: no negative, nothing encoded). Several shuffled references are blended as the
+    references are; one negative image goes to every reference's slot (``slots``)."""
+    if not images:
+        return None
+    negatives = [c for c, _ in _encode(engine, seecoder, [(im, None) for im in images], timings)]
+    if options.blend in (None, AVERAGE):
+        tokens = negatives[0] if len(negatives) == 1 else blend_contexts(negatives, uncond, weights, AVERAGE)[0]
+    else:  # concatenate / regions: one unconditional slot per reference, so one negative per slot
+        tokens = torch.cat(negatives * slots if len(negatives) == 1 else negatives, dim=1)
+    return lerp_from(uncond.to(tokens.device), tokens, options.negative_strength)
+
+
 def _place(options: ReferenceOptions, text: Optional[Pair], image: Pair, controls: list,
-           weights, spans, regions) -> Tuple[torch.Tensor, torch.Tensor, list, Any]:
+           weights, spans, regions, null: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, list, Any]:
     """(run context, run unconditional context, controls, UNet patch or None): where the
-    reference (and the text) go."""
+    reference (and the text) go. ``null``: SeeCoder's unconditional tokens, which the blocks
+    without the reference get in both halves (default: ``image``'s, which a negative replaces)."""
     blocks = options.blocks or ALL
     context, uncond = image
+    null = uncond if null is None else null
     if options.blend == REGIONS:
         extra = [getattr(c.controlnet, "controlnet", c.controlnet) for c in controls]  # they see the regions too
         return context, uncond, controls, RegionalAttention(regions, weights, spans, extra)
@@ -323,7 +407,7 @@ def _place(options: ReferenceOptions, text: Optional[Pair], image: Pair, control
         if blocks == ALL:
             return context, uncond, controls, None
         # no text: the other blocks get the unconditional context in both guidance halves
-        segments, chosen, other = [image, (uncond, uncond)], (0, 1), (1, 2)
+        segments, chosen, other = [image, (null, null)], (0, 1), (1, 2)
     elif options.mode == CONCAT:
         if blocks == ALL:
             return (*concat_text_image(text, image), controls, None)
@@ -334,11 +418,23 @@ def _place(options: ReferenceOptions, text: Optional[Pair], image: Pair, control
     return ctx, unc, patch.for_controls(controls), patch
 
 
-def _finish(placed) -> Conditioning:
+def _outside_window(options: ReferenceOptions, text: Optional[Pair], null: torch.Tensor, weights, spans,
+                    regions) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The run's (context, unconditional context) outside the reference window: placed as the
+    reference's, with the reference (and its negative) replaced by SeeCoder's unconditional
+    tokens, so a prompt's part stays; built once, before the run."""
+    if options.blend == REGIONS:  # the regions' spans over unconditional tokens only: no reference anywhere
+        return null, null
+    context, uncond, _, _ = _place(options, text, (null, null), [], weights, spans, regions)
+    return context, uncond
+
+
+def _finish(placed, options: ReferenceOptions, outside: Optional[Tuple[torch.Tensor, torch.Tensor]]) -> Conditioning:
     context, uncond, controls, patch = placed
-    return Conditioning(context, uncond, controls, unet_patch=patch)
+    schedule = None if outside is None else ReferenceWindow(options.start, options.end, (context, uncond), outside)
+    return Conditioning(context, uncond, controls, unet_patch=patch, schedule=schedule)
 
 
-__all__ = ["BuiltReference", "CONCAT", "PROMPT_MODES", "ReferenceOptions", "STYLE_MODE", "build", "encode_text",
-           "reference_or_saved",
-           "normalise_blend", "normalise_mode"]
+__all__ = ["BuiltReference", "CONCAT", "NOISE", "NO_NEGATIVE", "PROMPT_MODES", "ReferenceOptions", "STYLE_MODE", "build",
+           "check_window", "encode_text", "normalise_blend", "normalise_mode", "normalise_negative_mode",
+           "reference_or_saved"]
