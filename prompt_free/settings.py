@@ -117,9 +117,7 @@ MASK_PX = Range("mask dilation/feathering (px)", 0, 256, 8, ui_hi=64)  # pixels,
 # load models, decode uploads or wait, so a download never freezes the other tabs.
 CONCURRENT_REQUESTS = 8
 QUEUE_SIZE = 32  # waiting requests; one more is answered "the queue is full, try again"
-# Requests one browser session (or gradio_client Client) may have waiting or running at once;
-# more are refused at submission with a message (env PFD_MAX_SESSION_REQUESTS).
-MAX_SESSION_REQUESTS = 3
+MAX_SESSION_REQUESTS = 3  # waiting or running at once per session; more are refused (PFD_MAX_SESSION_REQUESTS)
 # Seconds an app request's work before its first step may take (model loading not counted).
 PREPARE_LIMIT_S = 300.0
 
