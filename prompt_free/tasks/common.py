@@ -211,8 +211,8 @@ def sampler_info(s: SamplerSettings, sampler: Sampler) -> Dict[str, Any]:
         "seecoder": s.seecoder, "base_model": s.base_model, "steps": sampler.steps,
         "guidance": sampler.guidance, "scheduler": sampler.scheduler,
     }
-    # by the reference builder: the reference's options (and the source mask's share, in its info)
-    reported = {name for name, decl in declared(s) if decl.section == REFERENCE}
+    # by the reference builder: the reference's options, and the source mask (its share, only when it masks)
+    reported = {name for name, decl in declared(s) if decl.section == REFERENCE} | {"reference_mask"}
     images = set(image_fields(s))
     for name, value, _ in notes(s, values_of(s)):  # never silent: e.g. quick mode says the run was approximate
         if name not in reported:
