@@ -19,7 +19,12 @@ without a prompt, blocks or blend simply has none: none is applied, none reporte
 * ``blocks`` ("all" | "style" | "layout", ``prompt_free.blocks``): the blocks the reference goes
   to; the others get the text (with a prompt) or the unconditional context;
 * ``blend`` (several references, ``mixing.blend_contexts``): average, concatenate, or regions
-  (``regions.RegionalAttention``, the masks at the output size).
+  (``regions.RegionalAttention``, the masks at the output size);
+* ``reference_weight_down`` / ``_mid`` / ``_up``: the reference's weight per block group (each
+  group's cross-attention context is ``uncond + w (cond - uncond)``): one copy of the placement per
+  distinct weight, each group routed to its copy (``blocks.GroupCopies``); 1, 1, 1: no copy, no patch;
+* ``layout_image``: a second image; the reference goes to the style blocks, the layout image to
+  the layout blocks, the others get the unconditional context (``blocks.route`` with ``extra``).
 
 ``build`` runs the steps in this order, one function each; each next control is its option in
 ``ReferenceOptions`` plus one of them (a source mask or saved embeddings: ``_encode``; a
@@ -52,7 +57,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..blocks import ALL, STYLE, normalise_preset, route
+from ..blocks import ALL, LAYOUT, STYLE, GroupCopies, normalise_preset, route
 from ..conditioning import Conditioning
 from ..errors import InvalidSettingError
 from ..images import AS_IS, FRAMINGS, MASK_FRAME, check_min_side, frame_reference, limit_side, prepare_reference
@@ -64,6 +69,8 @@ from ..text import check_prompt, text_encoder
 from .common import timed
 
 CONCAT, STYLE_MODE = "concat", "style"
+NEUTRAL_WEIGHTS = (1.0, 1.0, 1.0)
+WEIGHT_NAMES = ("reference_weight_down", "reference_weight_mid", "reference_weight_up")
 PROMPT_MODES = (CONCAT, STYLE_MODE)
 
 Pair = Tuple[torch.Tensor, torch.Tensor]  # (context, unconditional context), each (1, N, C)
@@ -97,6 +104,8 @@ class ReferenceOptions:
     mask: Optional[np.ndarray] = field(default=None, compare=False)  # the source mask (bool, True = use); None: whole
     framing: str = AS_IS
     max_side: int = 0  # 0: as given
+    weights: Tuple[float, float, float] = NEUTRAL_WEIGHTS  # the reference's weight in the down, mid, up blocks
+    layout: Any = field(default=None, compare=False)  # the layout image (PIL), or None
 
     @classmethod
     def of(cls, s) -> "ReferenceOptions":
@@ -116,7 +125,8 @@ class ReferenceOptions:
         if blend == REGIONS and prompt:
             raise InvalidSettingError("the regions blend takes no prompt (its spans are the references' tokens)")
         mask, framing, max_side = _source_options(s)
-        return cls(s.reference_strength, prompt, mode, weight, blocks, blend, mask, framing, max_side)
+        weights, layout = _block_options(s, prompt, blocks, blend)
+        return cls(s.reference_strength, prompt, mode, weight, blocks, blend, mask, framing, max_side, weights, layout)
 
     def within(self, size: Tuple[int, int], box) -> "ReferenceOptions":
         """These options for the reference of ``size`` cut to ``box`` (a subject crop, ``box``
@@ -127,7 +137,7 @@ class ReferenceOptions:
 
     def image_only(self) -> "ReferenceOptions":
         """These options without the text and the blocks (the comparison's Prompt-Free column)."""
-        return replace(self, prompt=None, mode=CONCAT, weight=1.0, blocks=None)
+        return replace(self, prompt=None, mode=CONCAT, weight=1.0, blocks=None, weights=NEUTRAL_WEIGHTS, layout=None)
 
     def info(self) -> Dict[str, Any]:
         """The entries a task's ``info`` reports about the reference (the UI and the PNG
@@ -143,6 +153,10 @@ class ReferenceOptions:
             out["reference_framing"] = self.framing
         if self.max_side:
             out["reference_max_side"] = self.max_side
+        if self.weights != NEUTRAL_WEIGHTS:
+            out.update(zip(WEIGHT_NAMES, self.weights))
+        if self.layout is not None:
+            out["layout_image"] = "{}x{}".format(*self.layout.size)
         return out
 
     def notes(self) -> List[str]:
@@ -190,7 +204,8 @@ def build(
         encoded = _encode(engine, s.seecoder, prepared, timings)
     context, uncond, spans = _blend(encoded, options.blend, weights)
     image = (with_strength(context, uncond, options.strength), uncond)
-    conditioning = _finish(_place(options, text, image, list(controls), weights, spans, regions))
+    layout = _layout(engine, s.seecoder, options, size, timings)
+    conditioning = _finish(_place(options, text, image, list(controls), weights, spans, regions, layout))
     info = {**options.info(), **(_prepared_info(options, references, prepared) if prepared else {})}
     if options.blend is not None:
         info["tokens"] = int(conditioning.context.shape[1])
@@ -310,15 +325,65 @@ def _blend(encoded: Sequence[Pair], blend: Optional[str], weights: Optional[Sequ
     return blend_contexts([c for c, _ in encoded], encoded[0][1], weights, blend)
 
 
+def _block_options(s, prompt, blocks, blend) -> Tuple[Tuple[float, float, float], Any]:
+    """(weights per block group, layout image or None) of settings ``s``, checked (the weights'
+    ranges by ``begin``); the layout image is read here."""
+    weights = tuple(float(getattr(s, name, 1.0)) for name in WEIGHT_NAMES)
+    given = getattr(s, "layout_image", None)
+    layout = None if given is None or (isinstance(given, str) and not given.strip()) else prepare_reference(
+        given, "layout image")
+    if blend == REGIONS and (weights != NEUTRAL_WEIGHTS or layout is not None):
+        raise InvalidSettingError("block weights and a layout image work with the average and concatenate blends, "
+                                  "not with regions")
+    if layout is not None and (prompt or blocks not in (None, ALL)):
+        raise InvalidSettingError("a layout image splits the blocks itself (the reference to the style blocks, the "
+                                  "layout image to the layout blocks): give no prompt and keep blocks 'all'")
+    return weights, layout
+
+
+def _layout(engine, seecoder: str, options: ReferenceOptions, size, timings: Dict[str, float]) -> Optional[Pair]:
+    """The layout image's (context, uncond), framed and sized as the reference; None without one."""
+    if options.layout is None:
+        return None
+    img, _ = _prepare_one(options.layout, None, options, size)
+    with timed(timings, "encode"):
+        return engine.encode_reference(img, seecoder)
+
+
 def _place(options: ReferenceOptions, text: Optional[Pair], image: Pair, controls: list,
-           weights, spans, regions) -> Tuple[torch.Tensor, torch.Tensor, list, Any]:
+           weights, spans, regions, layout: Optional[Pair] = None) -> Tuple[torch.Tensor, torch.Tensor, list, Any]:
     """(run context, run unconditional context, controls, UNet patch or None): where the
-    reference (and the text) go."""
+    reference (and the text) go; with per-group weights, one copy of that placement per distinct
+    weight (the reference and the layout image at that weight, ``mixing.with_strength``), each
+    block group routed to its copy (``blocks.GroupCopies``)."""
+    if options.weights == NEUTRAL_WEIGHTS:
+        return _route(options, text, image, controls, weights, spans, regions, layout)
+    distinct = list(dict.fromkeys(options.weights))
+    copies = [_route(options, text, _at(image, w), [], weights, spans, regions,
+                     None if layout is None else _at(layout, w))
+              for w in distinct]
+    width = copies[0][0].shape[1]
+    offsets = tuple(distinct.index(w) * width for w in options.weights)
+    patch = GroupCopies(copies[0][3], width, offsets, control_offset=offsets[0])  # ControlNets: the down blocks' copy
+    context = torch.cat([c for c, _, _, _ in copies], dim=1)
+    uncond = torch.cat([u for _, u, _, _ in copies], dim=1)
+    return context, uncond, patch.for_controls(controls), patch
+
+
+def _at(pair: Pair, weight: float) -> Pair:
+    return with_strength(pair[0], pair[1], weight), pair[1]
+
+
+def _route(options: ReferenceOptions, text: Optional[Pair], image: Pair, controls: list,
+           weights, spans, regions, layout: Optional[Pair]) -> Tuple[torch.Tensor, torch.Tensor, list, Any]:
     blocks = options.blocks or ALL
     context, uncond = image
     if options.blend == REGIONS:
         extra = [getattr(c.controlnet, "controlnet", c.controlnet) for c in controls]  # they see the regions too
         return context, uncond, controls, RegionalAttention(regions, weights, spans, extra)
+    if layout is not None:  # style from the reference, layout from the layout image, the others unconditional
+        ctx, unc, patch = route(STYLE, [image, layout, (uncond, uncond)], (0, 1), (2, 3), extra=[(LAYOUT, (1, 2))])
+        return ctx, unc, patch.for_controls(controls), patch
     if text is None:
         if blocks == ALL:
             return context, uncond, controls, None
