@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers.app import EXAMPLES, variation_args
+from tests.helpers.app import EXAMPLES, control_args, variation_args
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -33,3 +33,18 @@ def test_block_weights_and_layout_image_through_the_endpoint(app):
     assert not np.array_equal(laid, today) and "layout from the layout image" in info
     with pytest.raises(Exception, match="maximum"):  # the slider refuses it first
         picture(reference_weight_mid=3.0)
+
+
+def test_block_weights_on_reference_control(app):
+    from gradio_client import Client, handle_file
+
+    client = Client(app[2], verbose=False)
+
+    def picture(**kw):
+        gallery = client.predict(*control_args(), api_name="/reference_control", **kw)[0]
+        return np.asarray(Image.open(gallery[0]["image"]).convert("RGB"))
+
+    today = picture()
+    assert np.array_equal(picture(reference_weight_down=1.0, layout_image=None), today)
+    assert not np.array_equal(picture(reference_weight_down=0.0), today)
+    assert not np.array_equal(picture(layout_image=handle_file(str(EXAMPLES / "coffee.jpg"))), today)

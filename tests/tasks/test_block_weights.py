@@ -194,3 +194,19 @@ def test_png_records_weights_and_the_layout_image_and_redo_is_bit_for_bit(engine
     assert "Reference weight up: 0.5" in params and "Layout image hash: " in params
     _, again = redo_call(rec).run(engine)
     assert np.array_equal(np.asarray(again.convert("RGB")), px(result))
+
+
+# ----------------------------------------------------------------------------- the comparison
+def test_comparison_weights_reach_the_text_column_only(engine):
+    from prompt_free.tasks import CompareSettings, compare
+    from prompt_free.tasks.compare import DUAL_CONTROLNET, PROMPT_FREE, PROMPT_FREE_TEXT
+    from tests.helpers.app import EXAMPLES
+
+    ref, pose = picture(14), EXAMPLES / "pose_standing.png"
+    s = dict(**RUN, prompt="a cat", methods=(PROMPT_FREE, DUAL_CONTROLNET, PROMPT_FREE_TEXT))
+    plain = compare(engine, ref, pose, "openpose", settings=CompareSettings(**s))
+    up0 = compare(engine, ref, pose, "openpose", settings=CompareSettings(**s, reference_weight_up=0.0))
+    for m in (PROMPT_FREE, DUAL_CONTROLNET):
+        assert np.array_equal(np.asarray(up0.columns[m].image), np.asarray(plain.columns[m].image)), m
+    assert not np.array_equal(np.asarray(up0.columns[PROMPT_FREE_TEXT].image),
+                              np.asarray(plain.columns[PROMPT_FREE_TEXT].image))
