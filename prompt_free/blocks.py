@@ -23,6 +23,10 @@ layout, so every block's unconditional half is its own context's unconditional c
 Blocks may see different numbers of tokens (cross-attention takes any number). ControlNets
 get the chosen blocks' range (``ContextSlice``): the context they see without routing.
 
+Per block group weights (down, mid, up: ``GroupCopies``) reuse the same processors: the run's
+context holds one copy of the layout per distinct weight and each group reads its own copy. A
+layout image is one more routed range (``BlockRouting.extra``: the layout blocks).
+
 "all blocks" installs no patch at all (today's run, bit for bit).
 """
 
