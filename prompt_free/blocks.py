@@ -23,6 +23,10 @@ layout, so every block's unconditional half is its own context's unconditional c
 Blocks may see different numbers of tokens (cross-attention takes any number). ControlNets
 get the chosen blocks' range (``ContextSlice``): the context they see without routing.
 
+Per block group weights (down, mid, up: ``GroupCopies``) reuse the same processors: the run's
+context holds one copy of the layout per distinct weight and each group reads its own copy. A
+layout image is one more routed range (``BlockRouting.extra``: the layout blocks).
+
 "all blocks" installs no patch at all (today's run, bit for bit).
 """
 
@@ -95,21 +99,23 @@ class ContextSlice:
 @dataclass(frozen=True)
 class BlockRouting:
     """A ``UNetPatch``: the cross-attention of the blocks of ``preset`` sees tokens ``chosen``
-    (lo, hi) of the run's context, every other cross-attention tokens ``other``."""
+    (lo, hi) of the run's context, every other cross-attention tokens ``other``. ``extra``:
+    further (preset, (lo, hi)) pairs, each checked before ``preset`` (the layout image's blocks)."""
 
     preset: str
     chosen: Tuple[int, int]
     other: Tuple[int, int]
+    extra: Tuple[Tuple[str, Tuple[int, int]], ...] = ()
+
+    def ranges(self, unet) -> Dict[str, Tuple[int, int]]:
+        """Each cross-attention processor's token range (by processor name)."""
+        rules = [(block_prefixes(unet.config, p), r) for p, r in self.extra]
+        rules.append((block_prefixes(unet.config, self.preset), self.chosen))
+        return {name: next((r for prefixes, r in rules if name.startswith(prefixes)), self.other)
+                for name in unet.attn_processors if name.endswith(CROSS_ATTENTION)}
 
     def processors(self, unet) -> Dict[str, object]:
-        prefixes = block_prefixes(unet.config, self.preset)
-        out = {}
-        for name, proc in unet.attn_processors.items():
-            if name.endswith(CROSS_ATTENTION):
-                lo, hi = self.chosen if name.startswith(prefixes) else self.other
-                proc = _RangeProcessor(proc, lo, hi)
-            out[name] = proc
-        return out
+        return ranged_processors(unet, self.ranges(unet))
 
     @contextlib.contextmanager
     def applied(self, unet) -> Iterator[None]:
@@ -121,15 +127,62 @@ class BlockRouting:
         return [dataclasses.replace(c, controlnet=ContextSlice(c.controlnet, *self.chosen)) for c in controls]
 
 
+def ranged_processors(unet, ranges: Dict[str, Tuple[int, int]]) -> Dict[str, object]:
+    """The UNet's processors, each cross-attention named in ``ranges`` cut to its token range."""
+    return {name: _RangeProcessor(proc, *ranges[name]) if name in ranges else proc
+            for name, proc in unet.attn_processors.items()}
+
+
+# Block groups of the per-group reference weights (``reference_weight_down`` ...): module prefixes.
+GROUPS = ("down", "mid", "up")
+GROUP_PREFIXES = {"down": "down_blocks.", "mid": "mid_block.", "up": "up_blocks."}
+
+
+@dataclass(frozen=True)
+class GroupCopies:
+    """A ``UNetPatch`` for per-group weights: the run's context holds one copy of a layout of
+    ``width`` tokens per distinct weight, side by side; every cross-attention of block group g
+    (down, mid, up) sees its usual range of that layout (``inner``'s routing, or all ``width``
+    tokens) in the copy at ``offsets[g]``. ControlNets see the copy at ``control_offset``."""
+
+    inner: Optional[BlockRouting]
+    width: int
+    offsets: Tuple[int, int, int]
+    control_offset: int
+
+    def ranges(self, unet) -> Dict[str, Tuple[int, int]]:
+        base = self.inner.ranges(unet) if self.inner is not None else {
+            name: (0, self.width) for name in unet.attn_processors if name.endswith(CROSS_ATTENTION)}
+        out = {}
+        for name, (lo, hi) in base.items():
+            shift = next(o for g, o in zip(GROUPS, self.offsets) if name.startswith(GROUP_PREFIXES[g]))
+            out[name] = (lo + shift, hi + shift)
+        return out
+
+    def processors(self, unet) -> Dict[str, object]:
+        return ranged_processors(unet, self.ranges(unet))
+
+    @contextlib.contextmanager
+    def applied(self, unet) -> Iterator[None]:
+        with AttentionProcessors(self.processors(unet)).applied(unet):
+            yield
+
+    def for_controls(self, controls: Sequence) -> list:
+        lo, hi = self.inner.chosen if self.inner is not None else (0, self.width)
+        off = self.control_offset
+        return [dataclasses.replace(c, controlnet=ContextSlice(c.controlnet, lo + off, hi + off)) for c in controls]
+
+
 Pair = Tuple[torch.Tensor, torch.Tensor]  # (context, unconditional context), each (1, N, C)
 
 
 def route(preset: str, segments: Sequence[Pair], chosen: Tuple[int, int], other: Tuple[int, int],
+          extra: Sequence[Tuple[str, Tuple[int, int]]] = (),
           ) -> Tuple[torch.Tensor, torch.Tensor, Optional[BlockRouting]]:
     """(run context, run unconditional context, patch) for contexts ``segments`` laid side by
     side: the blocks of ``preset`` see segments ``chosen`` = (first, end) (a contiguous run of
-    segment indices), the other blocks segments ``other``. ``preset == "all"``: no patch, the
-    context of ``chosen`` alone."""
+    segment indices), the other blocks segments ``other``; ``extra``: (preset, segments) pairs
+    routed first. ``preset == "all"``: no patch, the context of ``chosen`` alone."""
     preset = normalise_preset(preset)
     sizes = [c.shape[1] for c, _ in segments]
     if any(u.shape[1] != n for (_, u), n in zip(segments, sizes)):
@@ -139,11 +192,12 @@ def route(preset: str, segments: Sequence[Pair], chosen: Tuple[int, int], other:
     def tokens(seg: Tuple[int, int]) -> Tuple[int, int]:
         return starts[seg[0]], starts[seg[1]]
 
-    if preset == ALL:
+    if preset == ALL and not extra:
         used = segments[chosen[0]:chosen[1]]
         return _cat([c for c, _ in used]), _cat([u for _, u in used]), None
     ctx, unc = _cat([c for c, _ in segments]), _cat([u for _, u in segments])
-    return ctx, unc, BlockRouting(preset, tokens(chosen), tokens(other))
+    routed = tuple((normalise_preset(p), tokens(seg)) for p, seg in extra)
+    return ctx, unc, BlockRouting(preset, tokens(chosen), tokens(other), routed)
 
 
 def _cat(parts: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -154,5 +208,5 @@ def _cat(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.to(device, dtype).expand(batch, -1, -1) for p in parts], dim=1)
 
 
-__all__ = ["ALL", "LAYOUT", "PRESETS", "PRESET_LABELS", "STYLE", "BlockRouting", "ContextSlice", "block_prefixes",
-           "normalise_preset", "route"]
+__all__ = ["ALL", "GROUPS", "GROUP_PREFIXES", "LAYOUT", "PRESETS", "PRESET_LABELS", "STYLE", "BlockRouting",
+           "ContextSlice", "GroupCopies", "block_prefixes", "normalise_preset", "ranged_processors", "route"]

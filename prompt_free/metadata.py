@@ -210,7 +210,8 @@ def parameters_text(rec: Mapping[str, Any]) -> str:
     if seecoder.get("sha256"):
         pairs.append(("SeeCoder hash", seecoder["sha256"][:10]))
     ref = (rec.get("call") or {}).get("reference")
-    for key, recorded in (("Reference hash", ref), ("Reference mask hash", s.get("reference_mask"))):
+    for key, recorded in (("Reference hash", ref), ("Reference mask hash", s.get("reference_mask")),
+                          ("Layout image hash", s.get("layout_image"))):
         if isinstance(recorded, Mapping) and (recorded.get("sha256") or recorded.get("pixels_sha256")):
             pairs.append((key, (recorded.get("sha256") or recorded.get("pixels_sha256"))[:10]))
     for i, c in enumerate(recorded_controls(rec)):

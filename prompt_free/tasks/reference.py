@@ -30,6 +30,11 @@ without a prompt, blocks or blend simply has none: none is applied, none reporte
   (``_negative``); ``noise`` encodes each reference shuffled in blocks (``images.shuffled_blocks``).
   The reference strength stays relative to SeeCoder's own unconditional tokens, and the blocks
   that do not get the reference keep them in both guidance halves.
+* ``reference_weight_down`` / ``_mid`` / ``_up``: the reference's weight per block group (each
+  group's cross-attention context is ``uncond + w (cond - uncond)``): one copy of the placement per
+  distinct weight, each group routed to its copy (``blocks.GroupCopies``); 1, 1, 1: no copy, no patch;
+* ``layout_image``: a second image; the reference goes to the style blocks, the layout image to
+  the layout blocks, the others get the unconditional context (``blocks.route`` with ``extra``).
 
 ``build`` runs the steps in this order, one function each; each next control is its option in
 ``ReferenceOptions`` plus one of them (a source mask or saved embeddings: ``_encode``; a
@@ -63,20 +68,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..blocks import ALL, STYLE, normalise_preset, route
+from ..blocks import ALL, LAYOUT, STYLE, GroupCopies, normalise_preset, route
 from ..conditioning import Conditioning, ReferenceWindow
 from ..errors import InvalidSettingError
-from ..images import (AS_IS, FRAMINGS, MASK_FRAME, check_min_side, frame_reference, limit_side, prepare_reference,
-                      shuffled_blocks)
-from ..masks import crop_mask, fit_source_mask, source_mask
+from ..images import AS_IS, prepare_reference, shuffled_blocks
+from ..masks import crop_mask
 from ..mixing import (AVERAGE, BLENDS, REGIONS, blend_contexts, concat_text_image, lerp_from, weighted_text,
                       with_strength)
-from ..settings import REFERENCE_MIN_ENCODE_SIDE
 from ..regions import RegionalAttention
 from ..text import check_prompt, text_encoder
 from .common import timed
+from .reference_prep import Prepared, prepare, prepare_one, prepared_info, source_options
 
 CONCAT, STYLE_MODE = "concat", "style"
+NEUTRAL_WEIGHTS = (1.0, 1.0, 1.0)
+WEIGHT_NAMES = ("reference_weight_down", "reference_weight_mid", "reference_weight_up")
 PROMPT_MODES = (CONCAT, STYLE_MODE)
 NO_NEGATIVE, NOISE = "none", "noise"  # negative_mode's values (tasks.common.NEGATIVE_MODES)
 
@@ -142,6 +148,8 @@ class ReferenceOptions:
     def has_negative(self) -> bool:
         """Whether a negative replaces the unconditional tokens (nothing is encoded otherwise)."""
         return float(self.negative_strength) != 0.0 and (self.negative is not None or self.negative_mode == NOISE)
+    weights: Tuple[float, float, float] = NEUTRAL_WEIGHTS  # the reference's weight in the down, mid, up blocks
+    layout: Any = field(default=None, compare=False)  # the layout image (PIL), or None
 
     @classmethod
     def of(cls, s) -> "ReferenceOptions":
@@ -167,9 +175,10 @@ class ReferenceOptions:
         if negative is not None and negative_mode == NOISE:
             raise InvalidSettingError("choose one negative: a negative image, or negative mode 'noise' (the reference "
                                       "with its layout destroyed), not both")
-        mask, framing, max_side = _source_options(s)
+        mask, framing, max_side = source_options(s)
+        weights, layout = _block_options(s, prompt, blocks, blend)
         return cls(s.reference_strength, prompt, mode, weight, blocks, blend, mask, framing, max_side, start, end,
-                   negative, negative_mode, float(getattr(s, "negative_strength", 1.0)))
+                   negative, negative_mode, float(getattr(s, "negative_strength", 1.0)), weights, layout)
 
     def within(self, size: Tuple[int, int], box) -> "ReferenceOptions":
         """These options for the reference of ``size`` cut to ``box`` (a subject crop, ``box``
@@ -180,7 +189,7 @@ class ReferenceOptions:
 
     def image_only(self) -> "ReferenceOptions":
         """These options without the text and the blocks (the comparison's Prompt-Free column)."""
-        return replace(self, prompt=None, mode=CONCAT, weight=1.0, blocks=None)
+        return replace(self, prompt=None, mode=CONCAT, weight=1.0, blocks=None, weights=NEUTRAL_WEIGHTS, layout=None)
 
     def info(self) -> Dict[str, Any]:
         """The entries a task's ``info`` reports about the reference (the UI and the PNG
@@ -196,6 +205,10 @@ class ReferenceOptions:
             out["reference_framing"] = self.framing
         if self.max_side:
             out["reference_max_side"] = self.max_side
+        if self.weights != NEUTRAL_WEIGHTS:
+            out.update(zip(WEIGHT_NAMES, self.weights))
+        if self.layout is not None:
+            out["layout_image"] = "{}x{}".format(*self.layout.size)
         return out
 
     def notes(self) -> List[str]:
@@ -234,7 +247,7 @@ def build(
     negatives = _negative_images(options, references)  # opened first: a bad file fails before any model work
     text = _text(engine, s.base_model, options, timings) if options.prompt else None
     notes: List[str] = []
-    prepared = _prepare(options, references, size)
+    prepared = prepare(options, references, size)
     if embedding is not None:
         if options.mask is not None or (options.has_negative and options.negative is None):
             raise InvalidSettingError("reference_mask and negative mode 'noise' need the reference image, not a saved "
@@ -245,10 +258,11 @@ def build(
     context, uncond, spans = _blend(encoded, options.blend, weights)
     negative = _negative(engine, s.seecoder, negatives, options, uncond, weights, len(encoded), timings)
     image = (with_strength(context, uncond, options.strength), uncond if negative is None else negative)
-    placed = _place(options, text, image, list(controls), weights, spans, regions, null=uncond)
+    layout = _layout(engine, s.seecoder, options, size, timings)
+    placed = _place(options, text, image, list(controls), weights, spans, regions, layout, null=uncond)
     outside = _outside_window(options, text, uncond, weights, spans, regions) if options.windowed else None
     conditioning = _finish(placed, options, outside)
-    info = {**options.info(), **(_prepared_info(options, references, prepared) if prepared else {})}
+    info = {**options.info(), **(prepared_info(options, references, prepared) if prepared else {})}
     if options.blend is not None:
         info["tokens"] = int(conditioning.context.shape[1])
     if embedding is not None:
@@ -283,59 +297,6 @@ def encode_text(engine, base_model: str, prompt: str, weight: float, timings: Di
 
 def _text(engine, base_model: str, options: ReferenceOptions, timings: Dict[str, float]) -> Pair:
     return encode_text(engine, base_model, options.prompt, options.weight, timings)
-
-
-def _source_options(s) -> Tuple[Optional[np.ndarray], str, int]:
-    """(source mask or None, framing, max side) of settings ``s``, checked; the mask image is
-    read here (an empty one refused before any model loads)."""
-    given = getattr(s, "reference_mask", None)
-    mask = source_mask(given)
-    framing = str(getattr(s, "reference_framing", None) or AS_IS).strip().lower()
-    if framing not in FRAMINGS:
-        raise InvalidSettingError(f"unknown reference framing {framing!r}; choose one of: {', '.join(FRAMINGS)}")
-    if framing == MASK_FRAME and (given is None or (isinstance(given, str) and not given.strip())):
-        raise InvalidSettingError("reference framing 'mask' crops the reference to its mask's box: give a reference "
-                                  "mask (reference_mask), or choose as-is, crop or pad")
-    max_side = int(getattr(s, "reference_max_side", 0) or 0)  # in range: checked by ``begin``
-    if 0 < max_side < REFERENCE_MIN_ENCODE_SIDE:
-        raise InvalidSettingError(f"reference max side must be 0 (as given) or at least {REFERENCE_MIN_ENCODE_SIDE} px, "
-                                  f"got {max_side}")
-    return mask, framing, max_side
-
-
-Prepared = Tuple[Any, Optional[np.ndarray]]  # (the reference as encoded, its source mask or None)
-
-
-def _prepare(options: ReferenceOptions, references: Sequence, size: Optional[Tuple[int, int]]) -> List[Prepared]:
-    """Each reference framed and sized for SeeCoder; the first with the source mask, cut alike.
-    Neutral options: the references themselves, no mask."""
-    return [_prepare_one(r, options.mask if i == 0 else None, options, size) for i, r in enumerate(references)]
-
-
-def _prepare_one(img, mask: Optional[np.ndarray], options: ReferenceOptions, size) -> Prepared:
-    if mask is not None:
-        mask = fit_source_mask(mask, img.size)
-    framing = options.framing if (options.framing != MASK_FRAME or mask is not None) else AS_IS  # the unmasked ones
-    if framing == AS_IS and not options.max_side:
-        return img, mask
-    if framing != AS_IS and size is None:
-        raise ValueError(f"reference framing {framing!r} needs the output size")
-    out, mask = frame_reference(img, framing, size[0] / size[1] if size else 1.0, mask)
-    out = limit_side(out, options.max_side)
-    if out is not img:
-        check_min_side(out, f"the reference as framed ({framing}, at most {options.max_side or 'any'} px)")
-    return out, mask
-
-
-def _prepared_info(options: ReferenceOptions, references: Sequence, prepared: Sequence[Prepared]) -> Dict[str, Any]:
-    """What the preparation changed, for the info line: the source mask's share, the encoded size."""
-    out: Dict[str, Any] = {}
-    img, mask = prepared[0]
-    if mask is not None:
-        out["reference_mask"] = f"{100 * float(fit_source_mask(mask, img.size).mean()):.0f}% of the reference"
-    if img is not references[0]:
-        out["reference_size"] = list(img.size)
-    return out
 
 
 def _encode(engine, seecoder: str, prepared: Sequence[Prepared], timings: Dict[str, float]) -> List[Pair]:
@@ -392,17 +353,69 @@ def _negative(engine, seecoder: str, images: Sequence, options: ReferenceOptions
     return lerp_from(uncond.to(tokens.device), tokens, options.negative_strength)
 
 
-def _place(options: ReferenceOptions, text: Optional[Pair], image: Pair, controls: list,
-           weights, spans, regions, null: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, list, Any]:
+def _block_options(s, prompt, blocks, blend) -> Tuple[Tuple[float, float, float], Any]:
+    """(weights per block group, layout image or None) of settings ``s``, checked (the weights'
+    ranges by ``begin``); the layout image is read here."""
+    weights = tuple(float(getattr(s, name, 1.0)) for name in WEIGHT_NAMES)
+    given = getattr(s, "layout_image", None)
+    layout = None if given is None or (isinstance(given, str) and not given.strip()) else prepare_reference(
+        given, "layout image")
+    if blend == REGIONS and (weights != NEUTRAL_WEIGHTS or layout is not None):
+        raise InvalidSettingError("block weights and a layout image work with the average and concatenate blends, "
+                                  "not with regions")
+    if layout is not None and (prompt or blocks not in (None, ALL)):
+        raise InvalidSettingError("a layout image splits the blocks itself (the reference to the style blocks, the "
+                                  "layout image to the layout blocks): give no prompt and keep blocks 'all'")
+    return weights, layout
+
+
+def _layout(engine, seecoder: str, options: ReferenceOptions, size, timings: Dict[str, float]) -> Optional[Pair]:
+    """The layout image's (context, uncond), framed and sized as the reference; None without one."""
+    if options.layout is None:
+        return None
+    img, _ = prepare_one(options.layout, None, options, size)
+    with timed(timings, "encode"):
+        return engine.encode_reference(img, seecoder)
+
+
+def _place(options: ReferenceOptions, text: Optional[Pair], image: Pair, controls: list, weights, spans, regions,
+           layout: Optional[Pair] = None, null: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, list, Any]:
     """(run context, run unconditional context, controls, UNet patch or None): where the
-    reference (and the text) go. ``null``: SeeCoder's unconditional tokens, which the blocks
-    without the reference get in both halves (default: ``image``'s, which a negative replaces)."""
+    reference (and the text) go; with per-group weights, one copy of that placement per distinct
+    weight (the reference and the layout image at that weight, ``mixing.with_strength``), each
+    block group routed to its copy (``blocks.GroupCopies``). ``null``: SeeCoder's unconditional
+    tokens, which the blocks without the reference get in both halves and the weights are
+    measured from (default: ``image``'s, which a negative replaces)."""
+    if options.weights == NEUTRAL_WEIGHTS:
+        return _route(options, text, image, controls, weights, spans, regions, layout, null)
+    distinct = list(dict.fromkeys(options.weights))
+    copies = [_route(options, text, _at(image, w, null), [], weights, spans, regions,
+                     None if layout is None else _at(layout, w, null), null)
+              for w in distinct]
+    width = copies[0][0].shape[1]
+    offsets = tuple(distinct.index(w) * width for w in options.weights)
+    patch = GroupCopies(copies[0][3], width, offsets, control_offset=offsets[0])  # ControlNets: the down blocks' copy
+    context = torch.cat([c for c, _, _, _ in copies], dim=1)
+    uncond = torch.cat([u for _, u, _, _ in copies], dim=1)
+    return context, uncond, patch.for_controls(controls), patch
+
+
+def _at(pair: Pair, weight: float, null: Optional[torch.Tensor]) -> Pair:
+    """``pair`` at ``weight`` from SeeCoder's unconditional tokens (``null``; default: its own)."""
+    return with_strength(pair[0], pair[1] if null is None else null, weight), pair[1]
+
+
+def _route(options: ReferenceOptions, text: Optional[Pair], image: Pair, controls: list, weights, spans, regions,
+           layout: Optional[Pair], null: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, list, Any]:
     blocks = options.blocks or ALL
     context, uncond = image
     null = uncond if null is None else null
     if options.blend == REGIONS:
         extra = [getattr(c.controlnet, "controlnet", c.controlnet) for c in controls]  # they see the regions too
         return context, uncond, controls, RegionalAttention(regions, weights, spans, extra)
+    if layout is not None:  # style from the reference, layout from the layout image, the others unconditional
+        ctx, unc, patch = route(STYLE, [image, layout, (null, null)], (0, 1), (2, 3), extra=[(LAYOUT, (1, 2))])
+        return ctx, unc, patch.for_controls(controls), patch
     if text is None:
         if blocks == ALL:
             return context, uncond, controls, None
@@ -425,7 +438,8 @@ def _outside_window(options: ReferenceOptions, text: Optional[Pair], null: torch
     tokens, so a prompt's part stays; built once, before the run."""
     if options.blend == REGIONS:  # the regions' spans over unconditional tokens only: no reference anywhere
         return null, null
-    context, uncond, _, _ = _place(options, text, (null, null), [], weights, spans, regions)
+    layout = None if options.layout is None else (null, null)  # the same shape: the patch stays the run's
+    context, uncond, _, _ = _place(options, text, (null, null), [], weights, spans, regions, layout, null)
     return context, uncond
 
 

@@ -10,10 +10,12 @@ Neutral values change nothing: an empty (or blank) prompt and "all blocks" build
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .. import settings as limits
-from ..blocks import ALL, PRESETS
-from .fields import REFERENCE, setting
+from ..blocks import ALL, GROUPS, PRESETS
+from ..settings import Range
+from .fields import APPENDED, REFERENCE, setting
 from .reference import CONCAT, PROMPT_MODES, STYLE_MODE, normalise_mode
 
 BLOCKS_HELP = "the UNet blocks the reference goes to (default all)"
@@ -42,5 +44,38 @@ class TextImageSettings:
     blocks: str = blocks_setting()
 
 
-__all__ = ["BLOCKS_HELP", "CONCAT", "PROMPT_MODES", "STYLE_MODE", "TextImageSettings", "blocks_setting",
+# Per block group: the reference's context in that group's cross-attention is uncond + w (cond - uncond).
+BLOCK_WEIGHTS = {g: Range(f"reference weight {g}", 0.0, 2.0, 1.0, step=0.05) for g in GROUPS}
+
+
+def _group_weight(group: str):
+    where = {"down": "down blocks (the encoder: coarse layout)", "mid": "middle block",
+             "up": "up blocks (the decoder: style, detail)"}[group]
+    return setting(
+        1.0, range=BLOCK_WEIGHTS[group], section=APPENDED, cli=f"--reference-weight-{group}", metavar="W",
+        label=f"Reference weight, {group} blocks",
+        help=f"the reference's weight in the {where}: their cross-attention context is uncond + W * (reference - "
+             "uncond) (0: none, 1: as elsewhere; default 1)",
+        ui_info=f"The reference's weight in the {where}: 0 none, 1 as elsewhere (default), up to 2 exaggerated",
+        note=f"{group} blocks weight {{value}}", png_note=(f"Reference weight {group}", "{value}"))
+
+
+@dataclass
+class BlockWeightSettings:
+    """Mixed in first (``class X(BlockWeightSettings, StartSettings, ...)``: appended after the
+    existing settings): the reference's weight per block group and the optional layout image
+    (``tasks.reference``: ``_place``). Neutral (1, 1, 1, no layout image): no patch, today's run."""
+
+    reference_weight_down: float = _group_weight("down")
+    reference_weight_mid: float = _group_weight("mid")
+    reference_weight_up: float = _group_weight("up")
+    layout_image: Any = setting(
+        None, image=True, section=APPENDED, cli="--layout-image", metavar="PATH",
+        label="Layout image (optional): the composition; the reference gives the style",
+        help="a second image whose SeeCoder context goes to the layout blocks while the reference's goes to the "
+             "style blocks (InstantStyle's split); the other blocks get the unconditional context; default none",
+        note="layout from the layout image ({value})")
+
+
+__all__ = ["BLOCKS_HELP", "BLOCK_WEIGHTS", "BlockWeightSettings", "CONCAT", "PROMPT_MODES", "STYLE_MODE", "TextImageSettings", "blocks_setting",
            "normalise_mode"]
