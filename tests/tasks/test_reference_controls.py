@@ -152,3 +152,25 @@ def test_a_missing_negative_image_file_is_named(engine, tmp_path):
     with pytest.raises(Exception, match="negative image"):
         image_variation(engine, REF, VariationSettings(width=64, height=64, steps=2,
                                                        negative_image=str(tmp_path / "gone.png")))
+
+
+@pytest.mark.parametrize("combo", [
+    dict(reference_start=0.5, reference_weight_up=0.5, negative_mode="noise"),
+    dict(reference_end=0.5, layout_image="coffee.jpg", negative_image="coffee.jpg", reference_weight_down=0.0),
+    dict(reference_start=0.25, layout_image="coffee.jpg", deep_cache=2),
+])
+def test_the_controls_combine_window_negative_block_weights_and_layout(engine, combo):
+    """Built by three helpers in parallel: together the window's outside context keeps the shape
+    the block-weight copies and the layout route give the inside one (the run's one patch)."""
+    from tests.helpers.app import EXAMPLES
+
+    ref = EXAMPLES / "chelsea.jpg"
+    combo = {k: str(EXAMPLES / v) if k.endswith("_image") else v for k, v in combo.items()}
+    run = dict(width=64, height=64, steps=4, seed=3)
+    today = np.asarray(image_variation(engine, ref, VariationSettings(**run)).images[0], float)
+    built = build(engine, begin(engine, VariationSettings(**run, **combo)), [Image.open(ref).convert("RGB")],
+                  ReferenceOptions.of(begin(engine, VariationSettings(**run, **combo))), size=(64, 64))
+    inside, outside = built.conditioning.schedule.inside, built.conditioning.schedule.outside
+    assert inside[0].shape == outside[0].shape and inside[1].shape == outside[1].shape
+    got = np.asarray(image_variation(engine, ref, VariationSettings(**run, **combo)).images[0], float)
+    assert np.abs(got - today).mean() > 0.5
