@@ -47,11 +47,13 @@ def preview_galleries(outputs) -> list:
 
 
 def test_every_generating_endpoint_takes_previews_last_with_default_on(client):
+    """``previews`` ends the published parameters; only optional ones appended since follow it."""
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     for name in ENDPOINTS:
-        last = api[name]["parameters"][-1]
-        assert last["parameter_name"] == "previews", name
-        assert last["parameter_has_default"] and last["parameter_default"] is True, name
+        params = api[name]["parameters"]
+        at = [p["parameter_name"] for p in params].index("previews")
+        assert params[at]["parameter_has_default"] and params[at]["parameter_default"] is True, name
+        assert all(p["parameter_has_default"] for p in params[at + 1:]), name
 
 
 def test_previews_show_in_the_gallery_and_never_change_the_final_pictures(app, client):
