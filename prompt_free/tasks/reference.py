@@ -52,6 +52,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..balance import Balance, check_balance
 from ..blocks import ALL, STYLE, normalise_preset, route
 from ..conditioning import Conditioning
 from ..errors import InvalidSettingError
@@ -97,6 +98,7 @@ class ReferenceOptions:
     mask: Optional[np.ndarray] = field(default=None, compare=False)  # the source mask (bool, True = use); None: whole
     framing: str = AS_IS
     max_side: int = 0  # 0: as given
+    balance: Optional[float] = None  # text vs reference attention (``prompt_free.balance``); None: off
 
     @classmethod
     def of(cls, s) -> "ReferenceOptions":
@@ -116,7 +118,8 @@ class ReferenceOptions:
         if blend == REGIONS and prompt:
             raise InvalidSettingError("the regions blend takes no prompt (its spans are the references' tokens)")
         mask, framing, max_side = _source_options(s)
-        return cls(s.reference_strength, prompt, mode, weight, blocks, blend, mask, framing, max_side)
+        balance = check_balance(getattr(s, "balance", None), prompt, mode, blocks, blend)
+        return cls(s.reference_strength, prompt, mode, weight, blocks, blend, mask, framing, max_side, balance)
 
     def within(self, size: Tuple[int, int], box) -> "ReferenceOptions":
         """These options for the reference of ``size`` cut to ``box`` (a subject crop, ``box``
@@ -127,7 +130,7 @@ class ReferenceOptions:
 
     def image_only(self) -> "ReferenceOptions":
         """These options without the text and the blocks (the comparison's Prompt-Free column)."""
-        return replace(self, prompt=None, mode=CONCAT, weight=1.0, blocks=None)
+        return replace(self, prompt=None, mode=CONCAT, weight=1.0, blocks=None, balance=None)
 
     def info(self) -> Dict[str, Any]:
         """The entries a task's ``info`` reports about the reference (the UI and the PNG
@@ -143,6 +146,8 @@ class ReferenceOptions:
             out["reference_framing"] = self.framing
         if self.max_side:
             out["reference_max_side"] = self.max_side
+        if self.balance is not None:
+            out["balance"] = self.balance  # and "balance_bias", written by the run (``balance.Balance``)
         return out
 
     def notes(self) -> List[str]:
@@ -192,6 +197,8 @@ def build(
     image = (with_strength(context, uncond, options.strength), uncond)
     conditioning = _finish(_place(options, text, image, list(controls), weights, spans, regions))
     info = {**options.info(), **(_prepared_info(options, references, prepared) if prepared else {})}
+    if isinstance(conditioning.unet_patch, Balance):
+        conditioning.unet_patch.report = info  # the run reports its calibrated bias here
     if options.blend is not None:
         info["tokens"] = int(conditioning.context.shape[1])
     if embedding is not None:
@@ -326,7 +333,8 @@ def _place(options: ReferenceOptions, text: Optional[Pair], image: Pair, control
         segments, chosen, other = [image, (uncond, uncond)], (0, 1), (1, 2)
     elif options.mode == CONCAT:
         if blocks == ALL:
-            return (*concat_text_image(text, image), controls, None)
+            balance = None if options.balance is None else Balance(options.balance, text[0].shape[1])
+            return (*concat_text_image(text, image), controls, balance)
         segments, chosen, other = [text, image], (0, 2), (0, 1)  # chosen: [text | image], others: text
     else:
         segments, chosen, other = [image, text], (0, 1), (1, 2)

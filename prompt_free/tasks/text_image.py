@@ -10,10 +10,12 @@ Neutral values change nothing: an empty (or blank) prompt and "all blocks" build
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from .. import settings as limits
+from ..balance import BALANCE
 from ..blocks import ALL, PRESETS
-from .fields import REFERENCE, setting
+from .fields import APPENDED, REFERENCE, setting
 from .reference import CONCAT, PROMPT_MODES, STYLE_MODE, normalise_mode
 
 BLOCKS_HELP = "the UNet blocks the reference goes to (default all)"
@@ -42,5 +44,21 @@ class TextImageSettings:
     blocks: str = blocks_setting()
 
 
-__all__ = ["BLOCKS_HELP", "CONCAT", "PROMPT_MODES", "STYLE_MODE", "TextImageSettings", "blocks_setting",
+@dataclass
+class BalanceSettings:
+    """The text/reference balance (``prompt_free.balance``), mixed in first (``class
+    X(BalanceSettings, StartSettings, TextImageSettings, SamplerSettings)``) so its endpoint
+    parameter follows the appended settings already published."""
+
+    balance: Optional[float] = setting(
+        None, range=BALANCE, neutral=None, section=APPENDED, cli="--balance", metavar="B",
+        label="Balance: text vs reference (empty: off)",
+        help="with a prompt in concat mode: the text tokens' share of the cross-attention, measured on the first "
+             "step (0.5: text and reference equal; 0: the reference only; 1: the text only); default none: off",
+        ui_info="Empty = off (as without it). Needs a prompt (concat mode, all blocks). 0 = reference only, "
+                "0.5 = equal attention, 1 = text only",
+        note="balance {value}", png_note=("Balance", "{value}"))
+
+
+__all__ = ["BLOCKS_HELP", "BalanceSettings", "CONCAT", "PROMPT_MODES", "STYLE_MODE", "TextImageSettings", "blocks_setting",
            "normalise_mode"]

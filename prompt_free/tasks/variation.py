@@ -9,11 +9,11 @@ from typing import Optional
 from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, sampler_info
 from .reference import ReferenceOptions, build, reference_or_saved
 from .start import StartSettings, check_steps, start_from, start_info
-from .text_image import TextImageSettings
+from .text_image import BalanceSettings, TextImageSettings
 
 
 @dataclass
-class VariationSettings(StartSettings, TextImageSettings, SamplerSettings):
+class VariationSettings(BalanceSettings, StartSettings, TextImageSettings, SamplerSettings):
     """Sampler settings, the reference's strength, the optional prompt / blocks and where the
     run starts (``denoise_strength``)."""
 
