@@ -42,7 +42,7 @@ def variation(engine, reference, **kw):
 
 
 def px(result):
-    return np.asarray(result.images[0], dtype=np.int16)
+    return np.asarray(result.images[0] if hasattr(result, "images") else result, dtype=np.int16)
 
 
 def measured_share(engine, reference, **kw) -> float:
@@ -176,3 +176,26 @@ def test_the_patch_puts_the_processors_back(engine, reference):
     variation(engine, reference, balance=0.5)
     assert {k: type(v) for k, v in unet.attn_processors.items()} == before
     assert Balance(0.5, 77).bias() is None
+
+
+# ----------------------------------------------------------------------------- the other tabs
+POSE = EXAMPLES / "pose_standing.png"
+
+
+def test_reference_control_and_the_comparisons_text_column_take_the_balance(engine, reference):
+    from prompt_free.tasks import CompareSettings, ControlSpec, compare, reference_control
+    from prompt_free.tasks.compare import PROMPT_FREE, PROMPT_FREE_TEXT
+
+    def control(**kw):
+        return reference_control(engine, reference, [ControlSpec("openpose", POSE, "use as-is", scale=0.9)],
+                                 ControlSettings(**{**RUN, **kw}))
+
+    plain, off, half = control(), control(balance=None), control(balance=0.5)
+    assert np.array_equal(px(plain), px(off)) and not np.array_equal(px(plain), px(half))
+    assert isinstance(half.info["balance_bias"], float)
+    s = dict(RUN, control_scale=0.9)
+    col = compare(engine, reference, POSE, "openpose", settings=CompareSettings(
+        **s, methods=(PROMPT_FREE, PROMPT_FREE_TEXT), balance=0.5)).columns[PROMPT_FREE_TEXT]
+    assert "balance 0.5" in col.conditioning and np.array_equal(px(col.image), px(control(balance=0.5)))
+    with pytest.raises(InvalidSettingError, match="switch it on"):
+        compare(engine, reference, POSE, "openpose", settings=CompareSettings(**s, methods=(PROMPT_FREE,), balance=0.5))
