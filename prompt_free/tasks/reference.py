@@ -15,7 +15,8 @@ without a prompt, blocks or blend simply has none: none is applied, none reporte
 * ``prompt`` + ``prompt_mode`` + ``prompt_weight``: ``concat`` puts the prompt's 77 CLIP tokens
   (weighted from the empty prompt, ``mixing.weighted_text``) before the SeeCoder tokens
   (``mixing.concat_text_image``); ``style`` sends the reference to the style blocks and the text
-  to the others ("all" blocks become "style" then);
+  to the others ("all" blocks become "style" then); ``balance`` (concat, all blocks, one
+  reference): the text tokens' attention share, a ``balance.Balance`` patch calibrated by the run;
 * ``blocks`` ("all" | "style" | "layout", ``prompt_free.blocks``): the blocks the reference goes
   to; the others get the text (with a prompt) or the unconditional context;
 * ``blend`` (several references, ``mixing.blend_contexts``): average, concatenate, or regions

@@ -1,6 +1,7 @@
 """The text + image options of the tasks with one reference (Image Variation, Reference +
 ControlNet, the comparison), declared once (``tasks.fields``): an optional prompt, how it mixes
-with the reference, and the blocks the reference goes to. What they do, and the reference's
+with the reference, and the blocks the reference goes to; and (``BalanceSettings``, appended) the
+text/reference balance of attention (``prompt_free.balance``). What they do, and the reference's
 conditioning that applies them, is the reference builder's (``tasks.reference``).
 
 Neutral values change nothing: an empty (or blank) prompt and "all blocks" build exactly today's
