@@ -145,7 +145,8 @@ def describe(engine, task: str, settings, call: Mapping[str, Any], info: Mapping
         "call": plain_call,
         "profile": engine.profile,
         "models": _models(engine, settings, info, plain_call, settings_rec),
-        "run": {k: info[k] for k in ("seeds", "width", "height", "steps", "guidance", "scheduler") if k in info},
+        "run": {k: info[k] for k in ("seeds", "width", "height", "steps", "guidance", "scheduler", "balance_bias")
+                if k in info},
         "device": engine.device.type,
         "precision": getattr(engine, "precision", None),
         "torch": torch_version,
@@ -223,6 +224,7 @@ def parameters_text(rec: Mapping[str, Any]) -> str:
                                            ("Guidance Start", c.get("start")), ("Guidance End", c.get("end")),
                                            ("Map hash", h)) if v not in (None, "")) + '"'))
     pairs += _setting_notes(rec)  # e.g. quick mode is never silent: an approximate picture says so
+    pairs.append(("Balance bias", run.get("balance_bias")))  # the balance's calibration (``balance``)
     pairs += [("Task", rec.get("task")), ("Profile", rec.get("profile")),
               ("Version", f"prompt-free-diffusion {rec.get('version')}")]
     line = ", ".join(f"{k}: {_num(v)}" for k, v in pairs if v not in (None, ""))

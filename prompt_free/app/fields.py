@@ -56,6 +56,9 @@ def setting_control(name: str, decl: SettingInfo, prefix: str, **overrides) -> A
     if decl.image:  # an upload that reaches the tasks' one opener (its path, undecoded); gr.Image has no info
         kwargs.pop("info", None)
         return image_input(sources=["upload", "clipboard"], height=kwargs.pop("height", 200), **kwargs)
+    if decl.range is not None and decl.neutral is None:  # optional (empty: off), so not a slider
+        r = decl.range
+        return gr.Number(value=None, minimum=bound(r.lo), maximum=bound(r.hi), step=bound(r.step), **kwargs)
     if decl.range is not None:
         return slider(decl.range, value=decl.neutral, **kwargs)
     if decl.choices is not None:

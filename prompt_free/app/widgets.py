@@ -394,6 +394,8 @@ def reference_notes(info: dict) -> list:
         notes.append(f"prompt ({info['prompt_mode']}" + (f", weight {weight:g})" if weight not in (None, 1.0) else ")"))
     if info.get("blocks") not in (None, ALL):
         notes.append(f"reference in the {PRESET_LABELS[info['blocks']].replace(' only', '')} blocks only")
+    if info.get("balance_bias") is not None:  # the balance's calibrated text bias (``prompt_free.balance``)
+        notes.append(f"text bias {info['balance_bias']}")
     return notes
 
 

@@ -265,6 +265,7 @@ def _prompt_free_text(run: _Run, timings: Dict[str, float]) -> _Column:
     built = build(run.engine, run.s, [run.reference], run.options, controls=[run.structure], timings=timings,
                   size=(run.sampler.width, run.sampler.height))
     weight = f", weight {run.options.weight:g}" if run.options.weight != 1.0 else ""
+    weight += f", balance {run.options.balance:g}" if run.options.balance is not None else ""
     return _Column(built.conditioning,
                    f"CLIP text ({run.prompt_note}{weight}) + SeeCoder embedding ({run.seecoder_note}), "
                    "tokens concatenated", [f"structure: {run.controlnet}"], text_encoder=True)
@@ -354,6 +355,9 @@ def _check(engine, s: CompareSettings, methods) -> _Checked:
         if not out.prompt.strip():
             raise InvalidSettingError(f"the '{METHOD_LABELS[PROMPT_FREE_TEXT]}' column needs a prompt: enter one, "
                                       "or switch that column off")
+    elif out.options.balance is not None:  # the balance acts on that column only
+        raise InvalidSettingError(f"balance applies to the '{METHOD_LABELS[PROMPT_FREE_TEXT]}' column: switch it on, "
+                                  "or leave balance empty")
     return out
 
 

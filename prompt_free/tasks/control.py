@@ -40,11 +40,11 @@ from ..map_check import map_problem, map_stats  # noqa: F401
 from ..settings import MAX_CONTROLS  # noqa: F401
 from .reference import ReferenceOptions, build, reference_or_saved
 from .start import StartSettings, check_steps, start_from, start_info
-from .text_image import BlockWeightSettings, TextImageSettings
+from .text_image import BalanceSettings, BlockWeightSettings, TextImageSettings
 
 
 @dataclass
-class ControlSettings(BlockWeightSettings, StartSettings, TextImageSettings, SamplerSettings):
+class ControlSettings(BalanceSettings, BlockWeightSettings, StartSettings, TextImageSettings, SamplerSettings):
     """Sampler settings, the reference's strength and the optional prompt / blocks
     (``tasks.reference``); width/height None: follow the first control image (official)."""
 

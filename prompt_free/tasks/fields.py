@@ -102,7 +102,8 @@ def checked(settings, skip=()) -> Dict[str, Any]:
     """{name: value in range} for every ranged setting of ``settings`` (an instance) but those in
     ``skip`` (checked elsewhere); ``InvalidSettingError`` naming the first out of range."""
     return {name: info.range.check(getattr(settings, name), info.range.what)
-            for name, info in declared(settings) if info.range is not None and name not in skip}
+            for name, info in declared(settings) if info.range is not None and name not in skip
+            and not (info.neutral is None and getattr(settings, name) is None)}  # None: an optional setting off
 
 
 def notes(settings_type, values: Mapping[str, Any], kind: str = "note") -> Iterator[Tuple[str, Any, str]]:

@@ -15,7 +15,8 @@ without a prompt, blocks or blend simply has none: none is applied, none reporte
 * ``prompt`` + ``prompt_mode`` + ``prompt_weight``: ``concat`` puts the prompt's 77 CLIP tokens
   (weighted from the empty prompt, ``mixing.weighted_text``) before the SeeCoder tokens
   (``mixing.concat_text_image``); ``style`` sends the reference to the style blocks and the text
-  to the others ("all" blocks become "style" then);
+  to the others ("all" blocks become "style" then); ``balance`` (concat, all blocks, one
+  reference): the text tokens' attention share, a ``balance.Balance`` patch calibrated by the run;
 * ``blocks`` ("all" | "style" | "layout", ``prompt_free.blocks``): the blocks the reference goes
   to; the others get the text (with a prompt) or the unconditional context;
 * ``blend`` (several references, ``mixing.blend_contexts``): average, concatenate, or regions
@@ -68,6 +69,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..balance import Balance, check_balance
 from ..blocks import ALL, LAYOUT, STYLE, GroupCopies, normalise_preset, route
 from ..conditioning import Conditioning, ReferenceWindow
 from ..errors import InvalidSettingError
@@ -138,6 +140,9 @@ class ReferenceOptions:
     negative: Any = None  # the negative image (None: none)
     negative_mode: str = NO_NEGATIVE
     negative_strength: float = 1.0
+    weights: Tuple[float, float, float] = NEUTRAL_WEIGHTS  # the reference's weight in the down, mid, up blocks
+    layout: Any = field(default=None, compare=False)  # the layout image (PIL), or None
+    balance: Optional[float] = None  # text vs reference attention (``prompt_free.balance``); None: off
 
     @property
     def windowed(self) -> bool:
@@ -148,8 +153,6 @@ class ReferenceOptions:
     def has_negative(self) -> bool:
         """Whether a negative replaces the unconditional tokens (nothing is encoded otherwise)."""
         return float(self.negative_strength) != 0.0 and (self.negative is not None or self.negative_mode == NOISE)
-    weights: Tuple[float, float, float] = NEUTRAL_WEIGHTS  # the reference's weight in the down, mid, up blocks
-    layout: Any = field(default=None, compare=False)  # the layout image (PIL), or None
 
     @classmethod
     def of(cls, s) -> "ReferenceOptions":
@@ -177,8 +180,12 @@ class ReferenceOptions:
                                       "with its layout destroyed), not both")
         mask, framing, max_side = source_options(s)
         weights, layout = _block_options(s, prompt, blocks, blend)
+        balance = check_balance(getattr(s, "balance", None), prompt, mode, blocks, blend)
+        if balance is not None and (weights != NEUTRAL_WEIGHTS or layout is not None or start > 0.0):
+            raise InvalidSettingError("balance calibrates the text against the one reference on the first step: not "
+                                      "with block weights, a layout image or a reference window starting after 0")
         return cls(s.reference_strength, prompt, mode, weight, blocks, blend, mask, framing, max_side, start, end,
-                   negative, negative_mode, float(getattr(s, "negative_strength", 1.0)), weights, layout)
+                   negative, negative_mode, float(getattr(s, "negative_strength", 1.0)), weights, layout, balance)
 
     def within(self, size: Tuple[int, int], box) -> "ReferenceOptions":
         """These options for the reference of ``size`` cut to ``box`` (a subject crop, ``box``
@@ -189,7 +196,8 @@ class ReferenceOptions:
 
     def image_only(self) -> "ReferenceOptions":
         """These options without the text and the blocks (the comparison's Prompt-Free column)."""
-        return replace(self, prompt=None, mode=CONCAT, weight=1.0, blocks=None, weights=NEUTRAL_WEIGHTS, layout=None)
+        return replace(self, prompt=None, mode=CONCAT, weight=1.0, blocks=None, weights=NEUTRAL_WEIGHTS, layout=None,
+                       balance=None)
 
     def info(self) -> Dict[str, Any]:
         """The entries a task's ``info`` reports about the reference (the UI and the PNG
@@ -209,6 +217,8 @@ class ReferenceOptions:
             out.update(zip(WEIGHT_NAMES, self.weights))
         if self.layout is not None:
             out["layout_image"] = "{}x{}".format(*self.layout.size)
+        if self.balance is not None:
+            out["balance"] = self.balance  # and "balance_bias", written by the run (``balance.Balance``)
         return out
 
     def notes(self) -> List[str]:
@@ -263,6 +273,8 @@ def build(
     outside = _outside_window(options, text, uncond, weights, spans, regions) if options.windowed else None
     conditioning = _finish(placed, options, outside)
     info = {**options.info(), **(prepared_info(options, references, prepared) if prepared else {})}
+    if isinstance(conditioning.unet_patch, Balance):
+        conditioning.unet_patch.report = info  # the run reports its calibrated bias here
     if options.blend is not None:
         info["tokens"] = int(conditioning.context.shape[1])
     if embedding is not None:
@@ -423,7 +435,8 @@ def _route(options: ReferenceOptions, text: Optional[Pair], image: Pair, control
         segments, chosen, other = [image, (null, null)], (0, 1), (1, 2)
     elif options.mode == CONCAT:
         if blocks == ALL:
-            return (*concat_text_image(text, image), controls, None)
+            balance = None if options.balance is None else Balance(options.balance, text[0].shape[1])
+            return (*concat_text_image(text, image), controls, balance)
         segments, chosen, other = [text, image], (0, 2), (0, 1)  # chosen: [text | image], others: text
     else:
         segments, chosen, other = [image, text], (0, 1), (1, 2)

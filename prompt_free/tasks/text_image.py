@@ -1,6 +1,7 @@
 """The text + image options of the tasks with one reference (Image Variation, Reference +
 ControlNet, the comparison), declared once (``tasks.fields``): an optional prompt, how it mixes
-with the reference, and the blocks the reference goes to. What they do, and the reference's
+with the reference, and the blocks the reference goes to; and (``BalanceSettings``, appended) the
+text/reference balance of attention (``prompt_free.balance``). What they do, and the reference's
 conditioning that applies them, is the reference builder's (``tasks.reference``).
 
 Neutral values change nothing: an empty (or blank) prompt and "all blocks" build exactly today's
@@ -10,9 +11,10 @@ Neutral values change nothing: an empty (or blank) prompt and "all blocks" build
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from .. import settings as limits
+from ..balance import BALANCE
 from ..blocks import ALL, GROUPS, PRESETS
 from ..settings import Range
 from .fields import APPENDED, REFERENCE, setting
@@ -77,5 +79,21 @@ class BlockWeightSettings:
         note="layout from the layout image ({value})")
 
 
-__all__ = ["BLOCKS_HELP", "BLOCK_WEIGHTS", "BlockWeightSettings", "CONCAT", "PROMPT_MODES", "STYLE_MODE", "TextImageSettings", "blocks_setting",
+@dataclass
+class BalanceSettings:
+    """The text/reference balance (``prompt_free.balance``), mixed in first (``class
+    X(BalanceSettings, StartSettings, TextImageSettings, SamplerSettings)``) so its endpoint
+    parameter follows the appended settings already published."""
+
+    balance: Optional[float] = setting(
+        None, range=BALANCE, neutral=None, section=APPENDED, cli="--balance", metavar="B",
+        label="Balance: text vs reference (empty: off)",
+        help="with a prompt in concat mode: the text tokens' share of the cross-attention, measured on the first "
+             "step (0.5: text and reference equal; 0: the reference only; 1: the text only); default none: off",
+        ui_info="Empty = off (as without it). Needs a prompt (concat mode, all blocks). 0 = reference only, "
+                "0.5 = equal attention, 1 = text only",
+        note="balance {value}", png_note=("Balance", "{value}"))
+
+
+__all__ = ["BLOCKS_HELP", "BLOCK_WEIGHTS", "BalanceSettings", "BlockWeightSettings", "CONCAT", "PROMPT_MODES", "STYLE_MODE", "TextImageSettings", "blocks_setting",
            "normalise_mode"]

@@ -9,11 +9,11 @@ from typing import Optional
 from .common import Progress, SamplerSettings, TaskResult, begin, check_work, holds_models, sampler_for, sampler_info
 from .reference import ReferenceOptions, build, reference_or_saved
 from .start import StartSettings, check_steps, start_from, start_info
-from .text_image import BlockWeightSettings, TextImageSettings
+from .text_image import BalanceSettings, BlockWeightSettings, TextImageSettings
 
 
 @dataclass
-class VariationSettings(BlockWeightSettings, StartSettings, TextImageSettings, SamplerSettings):
+class VariationSettings(BalanceSettings, BlockWeightSettings, StartSettings, TextImageSettings, SamplerSettings):
     """Sampler settings, the reference's strength, the optional prompt / blocks and where the
     run starts (``denoise_strength``)."""
 
