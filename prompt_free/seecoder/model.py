@@ -63,6 +63,10 @@ class SeeCoder(nn.Module):
         """Inference helper: casts/moves the input to the model and runs without gradients."""
         return self(images.to(self.device, self.dtype), None if mask is None else mask.to(self.device))
 
+    def trainable_parameters(self):
+        """What the paper trains: decoder and query transformer (the backbone stays frozen)."""
+        return [p for m in (self.imdecoder, self.qtransformer) for p in m.parameters()]
+
 
 def fill_outside(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``images`` with the pixels outside ``mask`` (B, H, W) set to the mean colour of the pixels
@@ -70,10 +74,6 @@ def fill_outside(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask[:, None].to(images.dtype)
     mean = (images * m).sum((2, 3), keepdim=True) / m.sum((2, 3), keepdim=True).clamp_min(1)
     return torch.where(mask[:, None], images, mean)
-
-    def trainable_parameters(self):
-        """What the paper trains: decoder and query transformer (the backbone stays frozen)."""
-        return [p for m in (self.imdecoder, self.qtransformer) for p in m.parameters()]
 
 
 def init_seecoder_weights(model: SeeCoder, seed: int = 0) -> SeeCoder:
