@@ -156,11 +156,12 @@ def test_browser_new_controls_exist_and_a_run_with_a_prompt_works(app, small_ref
         page.locator("#compare-use-prompt-free-text input").check()
         page.get_by_text("Baseline settings (text-based columns)").click()
         page.locator("#compare-prompt textarea").fill("a cat")
+        page.locator("#compare-prompt textarea").press("Tab")  # the value reaches Gradio before the run (slow machines)
         for elem in ("compare-steps", "compare-width", "compare-height"):
             box = page.locator(f"#{elem} input[type=number]")
             box.fill("2" if elem == "compare-steps" else "64")
             box.press("Enter")
-        page.wait_for_timeout(300)
+        page.wait_for_timeout(1000)
         page.locator("#compare-run").click()
         wait_for_result_or_error(page, "#compare-image-prompt-free-text img")
         page.wait_for_function(
