@@ -34,8 +34,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
-from .regions import CROSS_ATTENTION
+from .regions import CROSS_ATTENTION, check_plain_cross_attention
 from .settings import Range
 
 BALANCE = Range("balance", 0.0, 1.0, 0.5, step=0.05)
@@ -89,11 +88,7 @@ class BalancedCrossAttention:
         return torch.cat([self.bias.to(query.dtype).expand(t), zeros]).view(1, 1, 1, n)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
-        if encoder_hidden_states is None or hidden_states.ndim != 3 or attention_mask is not None:
-            raise ConfigError("the balance works on SD-1.x cross-attention only (3-D tokens, no attention mask)")
-        if attn.spatial_norm is not None or attn.group_norm is not None or attn.norm_cross or \
-                attn.norm_q is not None or attn.norm_k is not None:
-            raise ConfigError("the balance does not support this base model's attention layers (extra norms)")
+        check_plain_cross_attention(attn, hidden_states, encoder_hidden_states, attention_mask, "the balance")
         batch = hidden_states.shape[0]
         residual = hidden_states
         query, key, value = attn.to_q(hidden_states), attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)

@@ -96,8 +96,20 @@ class ContextSlice:
         return self.controlnet(x, t, encoder_hidden_states=encoder_hidden_states[:, self.lo:self.hi], **kwargs)
 
 
+class _RangedPatch:
+    """A ``UNetPatch`` whose cross-attention processors each see a token range (``ranges``)."""
+
+    def processors(self, unet) -> Dict[str, object]:
+        return ranged_processors(unet, self.ranges(unet))
+
+    @contextlib.contextmanager
+    def applied(self, unet) -> Iterator[None]:
+        with AttentionProcessors(self.processors(unet)).applied(unet):
+            yield
+
+
 @dataclass(frozen=True)
-class BlockRouting:
+class BlockRouting(_RangedPatch):
     """A ``UNetPatch``: the cross-attention of the blocks of ``preset`` sees tokens ``chosen``
     (lo, hi) of the run's context, every other cross-attention tokens ``other``. ``extra``:
     further (preset, (lo, hi)) pairs, each checked before ``preset`` (the layout image's blocks)."""
@@ -113,14 +125,6 @@ class BlockRouting:
         rules.append((block_prefixes(unet.config, self.preset), self.chosen))
         return {name: next((r for prefixes, r in rules if name.startswith(prefixes)), self.other)
                 for name in unet.attn_processors if name.endswith(CROSS_ATTENTION)}
-
-    def processors(self, unet) -> Dict[str, object]:
-        return ranged_processors(unet, self.ranges(unet))
-
-    @contextlib.contextmanager
-    def applied(self, unet) -> Iterator[None]:
-        with AttentionProcessors(self.processors(unet)).applied(unet):
-            yield
 
     def for_controls(self, controls: Sequence) -> list:
         """The run's ControlInputs with each ControlNet fed the chosen blocks' tokens."""
@@ -139,7 +143,7 @@ GROUP_PREFIXES = {"down": "down_blocks.", "mid": "mid_block.", "up": "up_blocks.
 
 
 @dataclass(frozen=True)
-class GroupCopies:
+class GroupCopies(_RangedPatch):
     """A ``UNetPatch`` for per-group weights: the run's context holds one copy of a layout of
     ``width`` tokens per distinct weight, side by side; every cross-attention of block group g
     (down, mid, up) sees its usual range of that layout (``inner``'s routing, or all ``width``
@@ -158,14 +162,6 @@ class GroupCopies:
             shift = next(o for g, o in zip(GROUPS, self.offsets) if name.startswith(GROUP_PREFIXES[g]))
             out[name] = (lo + shift, hi + shift)
         return out
-
-    def processors(self, unet) -> Dict[str, object]:
-        return ranged_processors(unet, self.ranges(unet))
-
-    @contextlib.contextmanager
-    def applied(self, unet) -> Iterator[None]:
-        with AttentionProcessors(self.processors(unet)).applied(unet):
-            yield
 
     def for_controls(self, controls: Sequence) -> list:
         lo, hi = self.inner.chosen if self.inner is not None else (0, self.width)

@@ -77,6 +77,16 @@ def region_alphas(masks: np.ndarray, weights: Sequence[float], size: Tuple[int, 
     return alphas
 
 
+
+def check_plain_cross_attention(attn, hidden_states, encoder_hidden_states, attention_mask, what: str) -> None:
+    """The layers our own cross-attention processors (regions, balance) compute: SD-1.x's (3-D
+    tokens, no attention mask, no extra norms); anything else is a ``ConfigError`` naming ``what``."""
+    if encoder_hidden_states is None or hidden_states.ndim != 3 or attention_mask is not None:
+        raise ConfigError(f"{what} works on SD-1.x cross-attention only (3-D tokens, no attention mask)")
+    if attn.spatial_norm is not None or attn.group_norm is not None or attn.norm_cross or \
+            attn.norm_q is not None or attn.norm_k is not None:
+        raise ConfigError(f"{what} does not support this base model's attention layers (extra norms)")
+
 class RegionalCrossAttention:
     """A cross-attention processor that attends to each reference's tokens separately and mixes
     the outputs per position (see the module docstring). ``alphas``: sequence length -> (K, 1, L, 1)
@@ -87,11 +97,7 @@ class RegionalCrossAttention:
         self.alphas = alphas
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
-        if encoder_hidden_states is None or hidden_states.ndim != 3 or attention_mask is not None:
-            raise ConfigError("the regions blend works on SD-1.x cross-attention only (3-D tokens, no attention mask)")
-        if attn.spatial_norm is not None or attn.group_norm is not None or attn.norm_cross or \
-                attn.norm_q is not None or attn.norm_k is not None:
-            raise ConfigError("the regions blend does not support this base model's attention layers (extra norms)")
+        check_plain_cross_attention(attn, hidden_states, encoder_hidden_states, attention_mask, "the regions blend")
         batch, length, _ = hidden_states.shape
         alphas = self.alphas.get(length)
         if alphas is None:
