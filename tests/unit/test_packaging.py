@@ -29,6 +29,7 @@ def test_package_pins_are_requirements_txt():
     dev_own = [r for r in extras["dev"] if not r.startswith("prompt-free-diffusion")]
     assert _norm(dev_own) == _norm(_requirements("requirements-dev.txt"))
     assert "prompt-free-diffusion[app,train]" in extras["dev"]
+    assert set(_norm(extras["serve"])) <= set(_norm(dev_own))  # the tests run the Ray tier (issue 27)
     assert not any(r.lower().startswith("gradio") for r in project["dependencies"])  # the library runs without the app
 
 
