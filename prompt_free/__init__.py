@@ -23,6 +23,10 @@ Models, lower level
     load_unet, load_controlnet                                  SD-1.x UNets / ControlNets from any supported layout
     sample_latents                                              the paper's DDIM sampler
 
+With diffusers (``prompt_free.diffusers_prior``, docs/diffusers.md; ``prompt-free export`` writes the folders)
+    PromptFreePriorPipeline    reference image(s) -> ``prompt_embeds`` for any SD 1.x diffusers pipeline
+    SeeCoderModel              SeeCoder as a diffusers model (``from_pretrained``, ``from_single_file``)
+
 Errors (every one a user can cause; the message says how to fix it)
     PromptFreeError and its subclasses CheckpointError, ConfigError, UnknownModelError,
     ModelUnavailableError, InputImageError, InvalidSettingError, MetadataError
@@ -51,6 +55,8 @@ _PUBLIC = {
     "load_unet": ".formats",
     "load_controlnet": ".formats",
     "sample_latents": ".sampling",
+    "PromptFreePriorPipeline": ".diffusers_prior",
+    "SeeCoderModel": ".diffusers_prior",
     "PromptFreeError": ".errors",
     "CheckpointError": ".errors",
     "ConfigError": ".errors",

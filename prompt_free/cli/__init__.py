@@ -15,6 +15,9 @@
                          encoding the reference; --denoise-strength S [--init-image IMG]: start from an image)
     prompt-free embed --reference IMG [--seecoder NAME] --out E.safetensors     (save an embedding)
     prompt-free embed --combine E1 E2 ... [--weights W ...] [--mode average|add|subtract|norm_average] --out E.safetensors
+    prompt-free export [--seecoder NAME] [--base-model NAME] [--controlnet NAME ...] --out DIR
+                         (diffusers folders: DIR/prior, a PromptFreePriorPipeline; DIR/base, the base model
+                         without text encoder; docs/diffusers.md)
     prompt-free edit --photo P --mask M --reference R --out DIR  (Edit with a reference)
     prompt-free tryon --person P --garment G [--mask M|upper body|...] --out DIR
     prompt-free download ...                                    (= python -m prompt_free.download)
@@ -43,6 +46,7 @@ from ..errors import PromptFreeError
 from ..extras import MissingExtraError
 from .commands import cmd_app, cmd_edit, cmd_generate, cmd_tryon, recorded_inputs
 from .embed import cmd_embed
+from .export import cmd_export
 from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, build_parser, parse_control, parse_lora, parse_size
 from .run import Processes, _engine, lora_sampler, processes
 
@@ -72,7 +76,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     try:
         settings.check_environment()
-        return {"generate": cmd_generate, "tryon": cmd_tryon, "edit": cmd_edit, "embed": cmd_embed}[args.command](args)
+        return {"generate": cmd_generate, "tryon": cmd_tryon, "edit": cmd_edit, "embed": cmd_embed,
+                "export": cmd_export}[args.command](args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -15,6 +15,7 @@ from .. import settings
 from ..errors import PromptFreeError
 from ..tasks.fields import APPENDED, LAST, REFERENCE, in_section, with_cli
 from .embed_options import add_embed_parser, add_generate_options
+from .export_options import add_export_parser
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -248,8 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     _reference_options(e, EditSettings)
     _sampler_options(e, EditSettings, size=False)
     _engine_options(e)
-    add_embed_parser(sub)
+    _other_commands(sub)
+    return p
 
+
+def _other_commands(sub) -> None:
+    """The commands with parsers of their own: embed, export, and download / app (their own --help)."""
+    add_embed_parser(sub)
+    add_export_parser(sub)
     sub.add_parser("download", help="pre-fetch model files (python -m prompt_free.download; --help there)", add_help=False)
     sub.add_parser("app", help="start the Gradio app (python app.py; --help there)", add_help=False)
-    return p

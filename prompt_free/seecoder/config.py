@@ -181,6 +181,27 @@ class SeeCoderConfig:
             raise ConfigError(f"official SeeCoder config is missing the field {e}") from None
         return cls(swin, decoder, qtrans, pe).validate()
 
+    def to_official_dict(self) -> dict:
+        """The official config fields (JSON-ready), the inverse of ``from_official_dict``: what
+        ``prompt_free.diffusers_door.SeeCoderModel`` keeps in its ``config.json``."""
+        s, d, q, p = self.swin, self.decoder, self.qtransformer, self.position_encoding
+        out = {
+            "swin": {"embed_dim": s.embed_dim, "depths": list(s.depths), "num_heads": list(s.num_heads),
+                     "window_size": s.window_size, "mlp_ratio": s.mlp_ratio, "qkv_bias": s.qkv_bias,
+                     "patch_size": s.patch_size, "in_chans": s.in_chans, "drop_path_rate": s.drop_path_rate},
+            "decoder": {"inchannels": dict(d.in_channels), "trans_dim": d.dim, "trans_nheads": d.num_heads,
+                        "trans_feedforward_dim": d.ffn_dim, "trans_num_layers": d.num_layers,
+                        "trans_dropout": d.dropout},
+            "qtransformer": {"hidden_dim": q.dim, "nheads": q.num_heads, "num_layers": q.num_layers,
+                             "feedforward_dim": q.ffn_dim, "num_queries": list(q.num_queries),
+                             "num_feature_levels": q.num_levels},
+            "pa_pe_layer": None,
+        }
+        if p is not None:
+            out["pa_pe_layer"] = {"freq_num": p.freq_num, "freq_max": p.freq_max, "out_channel": p.out_channels,
+                                  "mlp_layer": p.mlp_layers}
+        return out
+
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, Any]) -> "SeeCoderConfig":
         """Read the sizes of a SeeCoder from its (prefix-free) state dict's shapes.
