@@ -61,3 +61,27 @@ def test_the_usage_guide_s_sizes_and_exit_codes_are_the_code_s(tmp_path):
     refused = cli.main(["generate", "--reference", str(tmp_path / "bad.png"), "--out", str(tmp_path), "--profile", "tiny",
                         "--steps", "2", "--size", "64x64"])
     assert (missing, refused) == (2, 1)
+
+
+def test_the_use_with_diffusers_section_is_short_and_runs(tmp_path, monkeypatch):
+    """The section's export command and snippet, run in a fresh folder on the tiny profile (64x64,
+    2 steps instead of the snippet's 50 at the model's size: the rest as written)."""
+    import shlex
+    import shutil
+
+    from prompt_free import cli
+    from tests.helpers.app import EXAMPLES
+
+    section = re.search(r"^## Use with diffusers\n(.*?)(?=^## )", README, re.S | re.M).group(0).rstrip()
+    assert len(section.splitlines()) <= 10
+    command = re.search(r"`(prompt-free export [^`]*)`", section).group(1)
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "num_inference_steps=50" in snippet
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PFD_PROFILE", "tiny")
+    assert cli.main(shlex.split(command)[1:]) == 0
+    shutil.copy(EXAMPLES / "coffee.jpg", tmp_path / "reference.jpg")
+    exec(compile(snippet.replace("num_inference_steps=50", "num_inference_steps=2, height=64, width=64"), "README", "exec"), {})
+    from PIL import Image
+
+    assert Image.open(tmp_path / "picture.png").size == (64, 64)
