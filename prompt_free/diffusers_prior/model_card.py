@@ -14,7 +14,7 @@ from diffusers import StableDiffusionPipeline
 from prompt_free import PromptFreePriorPipeline
 
 prior = PromptFreePriorPipeline.from_pretrained("{prior}")
-pipe = StableDiffusionPipeline.from_pretrained("{base}")
+pipe = StableDiffusionPipeline.from_pretrained("{base}", text_encoder=None, tokenizer=None)
 embeds = prior("reference.jpg")  # or a list of images with reference_weights=[...]
 image = pipe(prompt_embeds=embeds.prompt_embeds, negative_prompt_embeds=embeds.negative_prompt_embeds,
              guidance_scale=2.0, num_inference_steps=50, generator=torch.Generator().manual_seed(20)).images[0]

@@ -31,7 +31,7 @@ EXAMPLE_DOC_STRING = """
 
         >>> # folders written by `prompt-free export --out pfd-export`
         >>> prior = PromptFreePriorPipeline.from_pretrained("pfd-export/prior")
-        >>> pipe = StableDiffusionPipeline.from_pretrained("pfd-export/base")
+        >>> pipe = StableDiffusionPipeline.from_pretrained("pfd-export/base", text_encoder=None, tokenizer=None)
         >>> embeds = prior("reference.jpg")
         >>> image = pipe(prompt_embeds=embeds.prompt_embeds, negative_prompt_embeds=embeds.negative_prompt_embeds,
         ...              guidance_scale=2.0, generator=torch.Generator().manual_seed(20)).images[0]

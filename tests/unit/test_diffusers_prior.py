@@ -5,22 +5,27 @@ their input checks, and ``prompt-free export`` (the folders it writes, its error
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 from diffusers import ControlNetModel, StableDiffusionPipeline
+from PIL import Image
 from safetensors.torch import load_file
 
 from prompt_free import Engine, InvalidSettingError, PromptFreePriorPipeline, SeeCoderModel, tiny
 from prompt_free.mixing import AVERAGE, blend_contexts, with_strength
 from prompt_free.seecoder import load_seecoder, load_unconditional_embedding, save_seecoder
 from prompt_free.seecoder.config import SeeCoderConfig
-from tests.helpers.app import EXAMPLES
 from tests.helpers.cli import run
-from tests.helpers.diffusers_export import base_pipeline, export_tiny
+from tests.helpers.diffusers_export import small_references, base_pipeline, export_tiny
 from tests.helpers.shared import shared_file
 
-A, B = EXAMPLES / "coffee.jpg", EXAMPLES / "chelsea.jpg"
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory):
+    return small_references(tmp_path_factory.mktemp("refs"))
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +35,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    return export_tiny(tmp_path_factory.mktemp("export") / "pfd", "--seecoder", "SeeCoder-Anime",
+    return export_tiny(tmp_path_factory.mktemp("export") / "pfd-export", "--seecoder", "SeeCoder-Anime",
                        "--base-model", "Tiny SD", "--controlnet", "canny")
 
 
@@ -61,8 +66,22 @@ def test_export_writes_a_prior_a_base_without_text_encoder_and_controlnets(expor
     assert all(torch.equal(v, cn.state_dict()[k]) for k, v in engine.controlnet("canny").state_dict().items())
 
 
-def test_the_prior_encodes_as_the_engine_does(prior, engine):
+def test_the_model_card_s_usage_runs(exported, refs, monkeypatch):
+    """The card's snippet as written, from the export's parent folder (64x64, 2 steps instead of 50)."""
+    card = (exported / "prior" / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    assert "num_inference_steps=50" in snippet
+    monkeypatch.chdir(exported.parent)
+    Image.open(refs[0]).save(exported.parent / "reference.jpg")
+    namespace = {}
+    exec(compile(snippet.replace("num_inference_steps=50", "num_inference_steps=2, height=64, width=64"), "card", "exec"),
+         namespace)
+    assert namespace["image"].size == (64, 64)
+
+
+def test_the_prior_encodes_as_the_engine_does(prior, engine, refs):
     """The same encoder, preprocessing, unconditional context and arithmetic: bit for bit."""
+    A, B = refs
     ctx, uncond = engine.encode_reference(A, "SeeCoder-Anime")
     out = prior(A)
     assert torch.equal(out.prompt_embeds, ctx) and torch.equal(out.negative_prompt_embeds, uncond)
@@ -77,11 +96,11 @@ def test_the_prior_encodes_as_the_engine_does(prior, engine):
     assert two[0].shape == (2, 148, tiny.TINY_CONTEXT_DIM) and torch.equal(two[0][1:], ctx)
 
 
-def test_save_pretrained_then_from_pretrained_gives_the_same_embeddings(prior, tmp_path):
+def test_save_pretrained_then_from_pretrained_gives_the_same_embeddings(prior, refs, tmp_path):
     prior.save_pretrained(tmp_path / "again")
     again = PromptFreePriorPipeline.from_pretrained(tmp_path / "again")
     for kwargs in ({}, {"reference_strength": 0.3}):
-        first, second = prior([A, B], **kwargs), again([A, B], **kwargs)
+        first, second = prior(list(refs), **kwargs), again(list(refs), **kwargs)
         assert torch.equal(first.prompt_embeds, second.prompt_embeds)
         assert torch.equal(first.negative_prompt_embeds, second.negative_prompt_embeds)
     model = SeeCoderModel.from_pretrained(tmp_path / "again" / "seecoder")
@@ -144,15 +163,15 @@ def test_an_unconditional_embedding_file_becomes_the_buffer(tmp_path):
     (dict(reference_strength=2.5), "reference strength"),
     (dict(num_images_per_prompt=0), "num_images_per_prompt"),
 ])
-def test_bad_arguments_are_refused_before_any_encoding(prior, kwargs, message):
-    with pytest.raises(InvalidSettingError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        prior(A, **kwargs)
+def test_bad_arguments_are_refused_before_any_encoding(prior, refs, kwargs, message):
+    with pytest.raises(InvalidSettingError, match=re.escape(message)):
+        prior(refs[0], **kwargs)
 
 
-@pytest.mark.parametrize("image", [[], None, [A] * 5])
-def test_no_or_too_many_references_are_refused(prior, image):
+@pytest.mark.parametrize("count", [0, None, 5])
+def test_no_or_too_many_references_are_refused(prior, refs, count):
     with pytest.raises(InvalidSettingError):
-        prior(image)
+        prior(None if count is None else [refs[0]] * count)
 
 
 def test_export_errors_are_one_line(tmp_path, capsys):
