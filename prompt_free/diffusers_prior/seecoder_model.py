@@ -79,7 +79,7 @@ class SeeCoderModel(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_single_file(cls, path: Union[str, Path], *, unconditional: Union[None, str, Path, torch.Tensor] = None,
-                         torch_dtype: Optional[torch.dtype] = None) -> "SeeCoderModel":
+                         dtype: Optional[torch.dtype] = None) -> "SeeCoderModel":
         """An official SeeCoder / SeeCoder-PA / SeeCoder-Anime file (``ctx.image.*`` keys, safetensors
         or a weights-only pickle), read by ``prompt_free.seecoder.load_seecoder``.
 
@@ -87,9 +87,9 @@ class SeeCoderModel(ModelMixin, ConfigMixin):
             path: the file.
             unconditional: None (zeros: SeeCoder, SeeCoder-PA), an unconditional embedding file
                 (SeeCoder-Anime's `anime_ug.pth`, (77, 768), zero-padded to 148 rows) or a (1, 148, C) tensor.
-            torch_dtype: the weights' dtype (default: float32 on the CPU).
+            dtype: the weights' dtype (default: float32 on the CPU), as diffusers 0.42's `from_pretrained(dtype=...)`.
         """
-        encoder = load_seecoder(path, dtype=torch_dtype)
+        encoder = load_seecoder(path, dtype=dtype)
         if isinstance(unconditional, (str, Path)):
             cfg = encoder.config
             unconditional = load_unconditional_embedding(unconditional, cfg.num_tokens, cfg.out_dim)

@@ -153,6 +153,8 @@ def test_an_unconditional_embedding_file_becomes_the_buffer(tmp_path):
     model = SeeCoderModel.from_single_file(tmp_path / "sc.safetensors", unconditional=tmp_path / "anime_ug.pth")
     expected = load_unconditional_embedding(tmp_path / "anime_ug.pth", 148, tiny.TINY_CONTEXT_DIM)
     assert torch.equal(model.unconditional, expected) and model.config.unconditional_kind == "embedding"
+    half = SeeCoderModel.from_single_file(tmp_path / "sc.safetensors", unconditional=expected, dtype=torch.float16)
+    assert half.dtype == torch.float16 and torch.equal(half.unconditional, expected.half())
 
 
 @pytest.mark.parametrize("kwargs, message", [
