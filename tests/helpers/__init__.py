@@ -8,6 +8,8 @@
 - ``models``: tiny model files and registries (IP-Adapter, few-step LoRAs, fake detector weights,
   two ControlNets, a UNet that runs out of memory).
 - ``cli``: in-process runs of the command line (``TINY``, ``run``, ``pixels``).
+- ``diffusers_export``: ``prompt-free export`` on the tiny profile (``export_tiny``), diffusers'
+  pipelines loaded from its base folder (``base_pipeline``), ``small_references``.
 - ``tensors``: ``one_thread`` (an autouse fixture to import) and ``rel``.
 - ``lora_files``: LoRA files in the kohya and PEFT layouts.
 - ``uploads``: odd and broken image files for the upload tests.
