@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,9 @@ pytestmark = pytest.mark.timeout(600)
 
 ARGS = ["--profile", "tiny", "--steps", "2", "--size", "64x64", "--seed", "3", "--no-progress"]
 NAMES = ["astronaut", "chelsea", "coffee", "rocket"]
+# options that must travel to the actors: a ControlNet and its map, a setting, an image setting
+OPTIONS = ["--control", f"canny={EXAMPLES / 'canny_house.png'}", "--reference-strength", "0.8",
+           "--negative-image", EXAMPLES / "rocket.jpg", "--negative-strength", "0.5"]
 
 
 @pytest.fixture(scope="module")
@@ -51,24 +55,23 @@ def _mtimes(folder):
 @pytest.mark.slow
 def test_two_actors_write_each_output_once_as_the_one_process_run_and_a_rerun_finishes_the_rest(
         ray_batch_cluster, reference_folder, tmp_path, capsys):
-    code, out, err = run(["generate", "--reference-dir", reference_folder, *ARGS, "--out", tmp_path / "one"], capsys)
+    folder = ["generate", "--reference-dir", reference_folder, *ARGS, *OPTIONS]
+    code, out, err = run([*folder, "--out", tmp_path / "one"], capsys)
     assert code == 0, err
     here = _mtimes(tmp_path / "one")  # one rule for both: a run again here skips what is done too
-    code, out, err = run(["generate", "--reference-dir", reference_folder, *ARGS, "--out", tmp_path / "one"], capsys)
+    code, out, err = run([*folder, "--out", tmp_path / "one"], capsys)
     assert code == 0 and "wrote 0 file(s)" in out and _mtimes(tmp_path / "one") == here, err
     first = {n: pixels(tmp_path / "one" / n) for n in here}
-    code, out, err = run(["generate", "--reference-dir", reference_folder, *ARGS, "--out", tmp_path / "one",
-                          "--overwrite"], capsys)
-    assert code == 0 and "wrote 4 file(s)" in out, err
+    code, out, err = run([*folder, "--out", tmp_path / "one", "--overwrite"], capsys)
+    assert code == 0 and "wrote 8 file(s)" in out, err
     assert all(t > here[n] for n, t in _mtimes(tmp_path / "one").items())
     assert all(np.array_equal(pixels(tmp_path / "one" / n), first[n]) for n in here)  # same process and threads
 
-    code, out, err = run(["generate", "--reference-dir", reference_folder, *ARGS, "--out", tmp_path / "ray",
-                          "--ray", "--ray-actors", "2"], capsys)
+    code, out, err = run([*folder, "--out", tmp_path / "ray", "--ray", "--ray-actors", "2"], capsys)
     assert code == 0, err
-    want = sorted(f"{n}-s3.png" for n in NAMES)
+    want = sorted(f"{n}-s3{kind}.png" for n in NAMES for kind in ("", "-map1"))
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == want
-    assert "wrote 4 file(s)" in out  # four writes for four files: none written twice
+    assert "wrote 8 file(s)" in out  # eight writes for eight files: none written twice
     assert "ray: 4 reference(s) on 2 actor(s)" in err, err  # both actors served
     assert "Traceback" not in err
     for name in want:
@@ -78,10 +81,12 @@ def test_two_actors_write_each_output_once_as_the_one_process_run_and_a_rerun_fi
         # the same record: inputs by path and hash as here, the same models, settings and seed
         assert a.info[metadata.JSON_CHUNK] == b.info[metadata.JSON_CHUNK], name
         assert a.info[metadata.PARAMETERS_CHUNK] == b.info[metadata.PARAMETERS_CHUNK], name
+    rec = metadata.read(tmp_path / "ray" / "coffee-s3.png")
+    assert rec["settings"]["negative_image"]["path"] == str(EXAMPLES / "rocket.jpg")
+    assert rec["settings"]["reference_strength"] == 0.8 and rec["call"]["controls"][0]["controlnet"] == "canny"
 
     before = _mtimes(tmp_path / "ray")
-    code, out, err = run(["generate", "--reference-dir", reference_folder, *ARGS, "--out", tmp_path / "ray",
-                          "--ray", "--ray-actors", "2"], capsys)
+    code, out, err = run([*folder, "--out", tmp_path / "ray", "--ray", "--ray-actors", "2"], capsys)
     assert code == 0, err
     assert "wrote 0 file(s)" in out and "4 of 4 reference(s) already done" in err
     assert _mtimes(tmp_path / "ray") == before
@@ -89,13 +94,12 @@ def test_two_actors_write_each_output_once_as_the_one_process_run_and_a_rerun_fi
     # a batch stopped before its end: the run again does what is missing, and only that
     first = pixels(tmp_path / "ray" / "coffee-s3.png")
     (tmp_path / "ray" / "coffee-s3.png").unlink()
-    code, out, err = run(["generate", "--reference-dir", reference_folder, *ARGS, "--out", tmp_path / "ray",
-                          "--ray", "--ray-actors", "1"], capsys)
+    code, out, err = run([*folder, "--out", tmp_path / "ray", "--ray", "--ray-actors", "1"], capsys)
     assert code == 0, err
-    assert "wrote 1 file(s)" in out and "3 of 4 reference(s) already done" in err
+    assert "wrote 2 file(s)" in out and "3 of 4 reference(s) already done" in err  # the picture and its map
+    redone = {"coffee-s3.png", "coffee-s3-map1.png"}
     after = _mtimes(tmp_path / "ray")
-    assert {k: v for k, v in after.items() if k != "coffee-s3.png"} == {k: v for k, v in before.items()
-                                                                         if k != "coffee-s3.png"}
+    assert {k: v for k, v in after.items() if k not in redone} == {k: v for k, v in before.items() if k not in redone}
     assert np.array_equal(pixels(tmp_path / "ray" / "coffee-s3.png"), first)  # one thread per actor both times
 
 
@@ -184,3 +188,17 @@ def test_actor_plan(nodes, gpus, requested, device, want):
 def test_actor_plan_that_cannot_fit(nodes, gpus, requested, device, message):
     with pytest.raises(BatchError, match=re.escape(message)):
         plan_actors(nodes, gpus, requested, device)
+
+
+@pytest.mark.parametrize("page", ["docs/scale-out.md", "docs/usage.md"])
+def test_the_docs_batch_commands_are_the_cli_s(page):
+    """Every ``prompt-free generate ... --ray`` line of the pages' shell blocks parses."""
+    from prompt_free.cli import build_parser
+
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / page).read_text(), re.S)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    commands = [shlex.split(line)[1:] for line in lines if line.startswith("prompt-free generate") and "--ray" in line]
+    assert commands, page
+    for argv in commands:
+        args = build_parser().parse_args(argv)
+        assert args.ray and args.reference_dir, argv
