@@ -142,7 +142,10 @@ def run_batch(requests: Sequence[Tuple[int, TaskRequest]], engine_options: Mappi
     that this call started is shut down at the end. ``engine_options``: ``Engine.from_profile``'s
     arguments but the device, which the plan gives."""
     started = not _ray_initialized()
-    ray = cluster.connect(address, what=WHAT)
+    try:
+        ray = cluster.connect(address, what=WHAT)
+    except ConnectionError as e:  # no cluster at that address
+        raise BatchError(f"--ray-address {address}: {e}") from None
     try:
         plan = cluster_plan(ray, actors, device)
         jobs = jobs_of(requests)
