@@ -12,7 +12,7 @@ import importlib
 from .errors import PromptFreeError
 
 # The modules each extra brings that the package imports (pyproject.toml's lists).
-EXTRAS = {"app": ("gradio", "gradio_client"), "serve": ("ray", "ray.serve")}
+EXTRAS = {"app": ("gradio", "gradio_client"), "serve": ("ray", "ray.serve", "ray.data")}
 
 
 class MissingExtraError(PromptFreeError, ImportError):

@@ -122,13 +122,23 @@ def _models(engine, settings, info: Mapping[str, Any], call: Mapping[str, Any],
 
 
 # ----------------------------------------------------------------------------- records
+def input_records(settings, call: Mapping[str, Any], keep_paths: bool = True) -> Dict[str, Any]:
+    """The ``settings`` and ``call`` parts of a run's record (image inputs as ``input_record``s).
+    Computed where the files are, they let a run elsewhere on the files' bytes
+    (``TaskRequest.portable``, the Ray batch) record its inputs as a run here does."""
+    return {"settings": settings_record(settings, keep_paths),
+            "call": {k: _plain(v, keep_paths) for k, v in call.items()}}
+
+
 def describe(engine, task: str, settings, call: Mapping[str, Any], info: Mapping[str, Any], *,
-             keep_paths: bool = True) -> Dict[str, Any]:
+             keep_paths: bool = True, inputs: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The record of one run of ``task`` (a function name in ``prompt_free.tasks``) with
     ``settings`` (its dataclass) and the call's other arguments ``call`` (e.g. ``reference``,
-    ``controls``); ``info`` is the result's info. The picture's own place is added by ``attach``."""
-    plain_call = {k: _plain(v, keep_paths) for k, v in call.items()}
-    settings_rec = settings_record(settings, keep_paths)
+    ``controls``); ``info`` is the result's info. ``inputs``: the ``input_records`` of the request
+    as made where its files are (default: of ``settings`` and ``call``). The picture's own place
+    is added by ``attach``."""
+    inputs = inputs if inputs is not None else input_records(settings, call, keep_paths)
+    plain_call, settings_rec = inputs["call"], inputs["settings"]
     try:
         import torch
 
@@ -180,9 +190,10 @@ def attach(result, record: Mapping[str, Any]) -> list:
     return pictures
 
 
-def tag(engine, result, task: str, settings, call: Mapping[str, Any], *, keep_paths: bool = True) -> list:
+def tag(engine, result, task: str, settings, call: Mapping[str, Any], *, keep_paths: bool = True,
+        inputs: Optional[Mapping[str, Any]] = None) -> list:
     """``attach(result, describe(...))``: the one call a caller makes after a task."""
-    return attach(result, describe(engine, task, settings, call, result.info, keep_paths=keep_paths))
+    return attach(result, describe(engine, task, settings, call, result.info, keep_paths=keep_paths, inputs=inputs))
 
 
 def _num(x) -> str:

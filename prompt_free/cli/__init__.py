@@ -4,7 +4,10 @@
                          [--guidance G] [--size WxH] [--num-images N] [--base-model NAME]
                          [--seecoder NAME] [--profile tiny|real|auto] --out DIR
     prompt-free generate --reference-dir DIR --out OUT ...      (a folder, with a progress bar;
-                         under ``accelerate launch`` the references are split across processes)
+                         under ``accelerate launch`` the references are split across processes;
+                         references whose pictures are in OUT already are skipped: --overwrite)
+    prompt-free generate --reference-dir DIR --out OUT --ray [--ray-address A] [--ray-actors N] ...
+                         (the folder on a Ray cluster, one engine per actor; the serve extra)
     prompt-free generate --from-png OUT.png --out DIR           (redo a picture from its metadata)
     prompt-free generate --reference A --reference B [--weight W ...] [--mask K=MASK ...]
                          [--blend average|concatenate|regions] ...   (Multi-Reference, up to 4)
@@ -26,7 +29,7 @@
 Each command calls the library's task functions (``prompt_free.tasks``), writes PNGs with their
 metadata (``prompt_free.metadata``) and prints where they went and how long it took, with a
 tqdm bar of each run's steps on stderr (``--no-progress``: none). A problem with the input, or a
-missing extra (``prompt-free app`` without gradio), is one line on stderr and exit code 1 (2 for a
+missing extra (``prompt-free app`` without gradio, ``--ray`` without Ray), is one line on stderr and exit code 1 (2 for a
 usage error), never a traceback.
 
 File names do not depend on the number of processes: ``<reference stem>-s<seed>.png`` for each

@@ -8,11 +8,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import settings
 from ..errors import PromptFreeError
-from ..catalog import BY_NAME, spec
+from ..catalog import BY_NAME, TaskRequest, spec
 from .options import (
     EXIT_FAILED,
     EXIT_OK,
@@ -24,6 +24,7 @@ from .options import (
     parse_control,
     parse_size,
 )
+from .folder import check_ray_options, generate_on_ray, still_to_do
 from .run import Processes, _engine, _names, _out_dir, _print_lora_notes, _report, _sampler_settings, _write, processes
 
 def _settings(settings_type, args, engine, **given):
@@ -36,6 +37,11 @@ def _run(engine, task: str, settings, call: dict):
     return spec(task).run(engine, settings, call), task, settings, call
 
 
+def _run_request(engine, request):
+    """(result, task, settings, call): one run of a ``TaskRequest``."""
+    return request.run(engine), request.task, request.settings, request.call
+
+
 def _control_specs(args, controls):
     from ..tasks import ControlSpec
 
@@ -44,19 +50,19 @@ def _control_specs(args, controls):
             for name, path in controls]
 
 
-def _generate_one(engine, args, reference: str, controls, width, height):
-    """One reference through Image Variation or Reference + ControlNet; returns (result, task
-    name, settings, call) for the metadata."""
+def _request_one(engine, args, reference: Optional[str], controls, width, height) -> TaskRequest:
+    """The request of one reference: Image Variation, or Reference + ControlNet with controls
+    (run here, or on a Ray actor with --ray)."""
     from ..tasks import ControlSettings, VariationSettings
 
     given = {"reference": reference} if reference is not None else {}
     given.update({k: getattr(args, k) for k in ("embedding", "init_image") if getattr(args, k, None)})
     if controls:
         s = _settings(ControlSettings, args, engine, width=width, height=height)
-        return _run(engine, "reference_control", s, {**given, "controls": _control_specs(args, controls)})
+        return TaskRequest("reference_control", s, {**given, "controls": _control_specs(args, controls)})
     size = (width, height) if width is not None else (512, 512)
     s = _settings(VariationSettings, args, engine, width=size[0], height=size[1])
-    return _run(engine, "image_variation", s, given)
+    return TaskRequest("image_variation", s, given)
 
 
 def _check_embedding(args) -> None:
@@ -109,6 +115,9 @@ def _generate_multi(engine, args, references, controls, width, height):
 
 
 def cmd_generate(args) -> int:
+    check_ray_options(args)
+    if args.overwrite and not args.reference_dir:
+        raise UsageError("--overwrite goes with --reference-dir (other runs always write their pictures)")
     if args.from_png:
         if args.reference_dir:
             raise UsageError("--from-png and --reference-dir cannot be used together")
@@ -140,34 +149,34 @@ def cmd_generate(args) -> int:
     else:
         refs = [Path(_existing_file(args.reference[0], "reference image"))] if args.reference else list_references(args.reference_dir)
     out = _out_dir(args.out)
+    if args.reference_dir:
+        refs = still_to_do(refs, args, out, note=proc.main)
+        proc.wait()  # every process has its list before any writes a picture
     t0 = time.perf_counter()
-    engine = _engine(args, proc)
+    engine = _engine(args, proc, device="cpu" if args.ray else None)
     if engine.registry.is_tiny and proc.main:
         print(f"profile {engine.profile}: small random-weight models, the pictures are not meaningful", file=sys.stderr)
     _print_lora_notes(engine, args, proc)
 
-    from ..metadata import tag
-
     written: List[Path] = []
-    failures: List[str] = []
     if multi:  # one run for all the references; named after the first
+        from ..metadata import tag
+
         result, task, s, call = _generate_multi(engine, args, references, controls, width, height)
         tag(engine, result, task, s, call, keep_paths=True)
         written += _write(_names(f"{refs[0].stem}-multi", result), out)
         refs = []
-    with proc.split(refs) as mine:
-        bar = _progress(mine, proc) if args.reference_dir and not args.no_progress else mine
-        for ref in bar:
-            try:
-                result, task, s, call = _generate_one(engine, args, None if ref is None else str(ref), controls, width,
-                                                      height)
-            except PromptFreeError as e:
-                if not args.reference_dir:
-                    raise
-                failures.append(f"{ref.name}: {e}")
-                continue
-            tag(engine, result, task, s, call, keep_paths=True)
-            written += _write(_names(Path(args.embedding).stem if ref is None else ref.stem, result), out)
+
+    def request_of(ref):
+        return _request_one(engine, args, None if ref is None else str(ref), controls, width, height)
+
+    bar = bool(args.reference_dir) and not args.no_progress
+    if args.ray:
+        done, failures = generate_on_ray(engine, args, refs, request_of, out,
+                                         lambda items, total: _progress(items, proc, total, bar=bar))
+    else:
+        done, failures = _generate_here(engine, args, proc, refs, request_of, out, bar)
+    written += done
     _report(written, out, time.perf_counter() - t0, proc, list_files=not args.reference_dir)
     for f in failures:
         print(f"skipped {f}", file=sys.stderr)
@@ -175,11 +184,35 @@ def cmd_generate(args) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def _progress(items, proc: Processes):
+def _generate_here(engine, args, proc: Processes, refs, request_of, out: Path, bar: bool):
+    """The references in this process (its share of them under accelerate). Returns (written
+    paths, "name: problem" lines of a folder's references that failed)."""
+    from ..metadata import tag
+
+    written: List[Path] = []
+    failures: List[str] = []
+    with proc.split(refs) as mine:
+        for ref in _progress(mine, proc, bar=bar):
+            try:
+                result, task, s, call = _run_request(engine, request_of(ref))
+            except PromptFreeError as e:
+                if not args.reference_dir:
+                    raise
+                failures.append(f"{ref.name}: {e}")
+                continue
+            tag(engine, result, task, s, call, keep_paths=True)
+            written += _write(_names(Path(args.embedding).stem if ref is None else ref.stem, result), out)
+    return written, failures
+
+
+def _progress(items, proc: Processes, total=None, *, bar: bool = True):
+    """``items`` with the folder's bar on stderr (``total``: for an iterator), or as they are."""
+    if not bar:
+        return items
     from tqdm.auto import tqdm
 
     desc = f"process {proc.index + 1}/{proc.count}" if proc.count > 1 else "references"
-    return tqdm(items, desc=desc, unit="image", position=proc.index, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(items, desc=desc, unit="image", position=proc.index, file=sys.stderr, dynamic_ncols=True, total=total)
 
 
 def recorded_inputs(value, key: str = ""):

@@ -174,6 +174,26 @@ def _engine_options(p: argparse.ArgumentParser, *, profile_default=True) -> None
                         "--reference-dir folder's; under accelerate launch only the folder's)")
 
 
+def _folder_options(src, p: argparse.ArgumentParser) -> None:
+    """--reference-dir (in the group ``src``) and its own options: redo what is done, or run the
+    folder on a Ray cluster."""
+    src.add_argument("--reference-dir", metavar="DIR", help="every image of a folder (with a progress bar; split across "
+                                                            "processes under accelerate launch or Ray actors with --ray)")
+    folder = p.add_argument_group("a folder (--reference-dir)")
+    folder.add_argument("--overwrite", action="store_true",
+                        help="redo the references whose pictures are already in --out (default: skip them, so a run "
+                             "again after a stop finishes the rest)")
+    folder.add_argument("--ray", action="store_true",
+                        help="run the folder on a Ray cluster with Ray Data, one engine per actor (needs the serve "
+                             "extra; docs/scale-out.md)")
+    folder.add_argument("--ray-address", metavar="ADDR",
+                        help="with --ray: join the Ray cluster at ADDR ('auto': the one 'ray start' runs on this "
+                             "machine; default: start one on this machine)")
+    folder.add_argument("--ray-actors", type=int, metavar="N",
+                        help="with --ray: how many engines (Ray actors) share the folder (default: one per GPU of "
+                             "the cluster on CUDA, one per machine on the CPU, each with an equal share of its CPUs)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # the choices and defaults are the library's (these imports load torch: only when parsing)
     from ..tasks import ControlSettings, EditSettings, TryOnSettings
@@ -191,8 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the reference image; give it up to "
                           f"{settings.MAX_REFERENCES} times to blend several (Multi-Reference); with --from-png: the "
                           "reference when its recorded path is gone")
-    src.add_argument("--reference-dir", metavar="DIR", help="every image of a folder (with a progress bar; split across "
-                                                            "processes under accelerate launch)")
+    _folder_options(src, g)  # --reference-dir and its own options
     src.add_argument("--from-png", metavar="PNG", help="redo a picture from its metadata (settings, models, inputs)")
     add_generate_options(src, g)  # --embedding, --init-image
     g.add_argument("--control", action="append", default=[], metavar="NAME=MAP",

@@ -53,14 +53,16 @@ def processes() -> Processes:
 
 
 # ----------------------------------------------------------------------------- commands
-def _engine(args, proc: Processes, profile: Optional[str] = None):
+def _engine(args, proc: Processes, profile: Optional[str] = None, device: Optional[str] = None):
+    """The engine of this process (``device``: instead of --device, e.g. the CPU for a --ray run,
+    whose models load in the actors)."""
     from .. import threads
     from ..engine import Engine
 
     if proc.count <= 1:  # under accelerate each process shares the cores; torch's default is kept
         threads.configure()
 
-    device = args.device
+    device = device or args.device
     if device is None and proc.state is not None:
         device = str(proc.state.device)
     # the steps' bar like diffusers' (also when stderr is not a terminal); one per process would
@@ -132,9 +134,14 @@ def _write(pictures_by_name: Sequence[Tuple[str, object]], out: Path) -> List[Pa
     return [save_png(img, out / name) for name, img in pictures_by_name]
 
 
+def picture_name(stem: str, seed: int) -> str:
+    """The file of the picture of seed ``seed`` made from ``<stem>``: ``<stem>-s<seed>.png``."""
+    return f"{stem}-s{seed}.png"
+
+
 def _names(stem: str, result) -> List[Tuple[str, object]]:
     seeds = result.info.get("seeds") or []
-    named = [(f"{stem}-s{seeds[i] if i < len(seeds) else i}.png", img) for i, img in enumerate(result.images)]
+    named = [(picture_name(stem, seeds[i] if i < len(seeds) else i), img) for i, img in enumerate(result.images)]
     base = seeds[0] if seeds else 0
     named += [(f"{stem}-s{base}-map{k + 1}.png", img) for k, img in enumerate(result.extras)]
     return named
