@@ -8,7 +8,7 @@ that a tab adds to its endpoint. Labels of a choice's values are UI wording (``C
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import gradio as gr
 
@@ -182,19 +182,22 @@ class AppendedInputs(InputGroup):
 
 
 def appended_section(settings_type, prefix: str, *, files: Optional[Mapping[str, Any]] = None,
-                     init_image: bool = False):
+                     init_image: bool = False, inside: Optional[Callable[[SettingsGroup], Any]] = None):
     """The settings added since the endpoints were published (``APPENDED``): their parameters
     follow ``previews`` (``task_endpoint(..., appended=...)``). Empty when a task has none; else
     in an accordion ``<prefix>-more``, closed (advanced: their neutral values change nothing).
     ``files``: upload components made elsewhere (the ``embedding`` of the Saved embeddings
     accordion), by parameter name; ``init_image``: an image upload for what a denoise strength
-    below 1 starts from. Their parameters follow the settings'."""
+    below 1 starts from. Their parameters follow the settings'. ``inside(group)``: more components
+    made in the accordion after the settings' controls (the source-mask painter of ``source_mask``)."""
     files = dict(files or {})
     if not in_section(settings_type, APPENDED) and not files and not init_image:
         return section_controls(settings_type, APPENDED, prefix)
     with gr.Accordion("More reference controls", open=False, elem_id=f"{prefix}-more"):
         group = section_controls(settings_type, APPENDED, prefix, layout=[("reference_start", "reference_end"),
                                                                           ("negative_strength", "negative_mode")])
+        if inside is not None:
+            inside(group)
         if init_image:
             from .uploads import image_input
 
