@@ -56,9 +56,8 @@ def setting_control(name: str, decl: SettingInfo, prefix: str, **overrides) -> A
     if decl.image:  # an upload that reaches the tasks' one opener (its path, undecoded); gr.Image has no info
         kwargs.pop("info", None)
         return image_input(sources=["upload", "clipboard"], height=kwargs.pop("height", 200), **kwargs)
-    if decl.range is not None and decl.neutral is None:  # optional (empty: off), so not a slider
-        r = decl.range
-        return gr.Number(value=None, minimum=bound(r.lo), maximum=bound(r.hi), step=bound(r.step), **kwargs)
+    if decl.range is not None and decl.neutral is None:  # optional (empty: off)
+        return optional_number(decl.range, **kwargs)
     if decl.range is not None:
         return slider(decl.range, value=decl.neutral, **kwargs)
     if decl.choices is not None:
@@ -68,6 +67,29 @@ def setting_control(name: str, decl: SettingInfo, prefix: str, **overrides) -> A
     if isinstance(decl.neutral, bool):
         return gr.Checkbox(decl.neutral, **kwargs)
     return gr.Textbox(decl.neutral, max_lines=3, **kwargs)
+
+
+def optional_number(r: Range, *, label: str, elem_id: str, info: Optional[str] = None) -> gr.Number:
+    """An optional setting over ``r`` (None: off). Its parameter is a hidden ``gr.Number``: a
+    rendered one shows and sends 0 for an empty value (Gradio 6.31), which would turn the setting
+    on at 0. Users set it with a checkbox ``<elem_id>-on`` and a slider ``<elem_id>-value`` that
+    write the number (None when unchecked); a value set on the number (a PNG's settings) sets them."""
+    number = gr.Number(value=None, minimum=bound(r.lo), maximum=bound(r.hi), step=bound(r.step), label=label,
+                       visible=False, elem_id=elem_id)
+    with gr.Row():
+        on = gr.Checkbox(False, label=f"{label}: on", elem_id=f"{elem_id}-on", scale=1)
+        value = slider(r, label, info=info, elem_id=f"{elem_id}-value", scale=3)
+
+    def write(enabled, v):
+        return v if enabled else None
+
+    def show(n):
+        return gr.update(value=n is not None), (gr.update() if n is None else gr.update(value=n))
+
+    for event in (on.change, value.change):
+        event(write, inputs=[on, value], outputs=[number], queue=False, api_visibility="private")
+    number.change(show, inputs=[number], outputs=[on, value], queue=False, api_visibility="private")
+    return number
 
 
 class SettingsGroup(InputGroup):

@@ -1,9 +1,9 @@
 """Painting the source mask on the reference (issue 26, control 3) in the app: the Edit tab's
 mask editor in "More reference controls" fills the ``reference_mask`` upload (the endpoint's
 parameter stays as published); in real Chromium a stroke on the left of the reference becomes a
-mask that is white there and black on the right, at the reference's own size (what the endpoint
-then receives is tested through gradio_client in test_reference_mask.py); an uploaded mask goes
-into the editor as its painted layer and comes back out unchanged."""
+mask that is white there and black on the right, at the reference's own size, and the run with
+the accordion open reports it (and no balance: an optional number left empty stays off); an
+uploaded mask goes into the editor as its painted layer and comes back out unchanged."""
 
 from __future__ import annotations
 
@@ -83,4 +83,15 @@ def test_browser_paint_the_source_mask_on_the_reference(app, tmp_path):
         ys, xs = np.nonzero(mask)
         assert 0.02 < mask.mean() < 0.5, mask.mean()
         assert xs.max() < ref.width / 2 and abs(ys.mean() - ref.height / 2) < ref.height * 0.2  # where it was painted
+        # then a run with the painted mask (the accordion open: every control in it rendered at its neutral value)
+        for field, value in (("steps", "2"), ("width", "64"), ("height", "64")):
+            number = page.locator(f"#variation-{field} input[type=number]")
+            number.fill(value)
+            number.press("Enter")
+        page.locator("#variation-run").click()
+        page.wait_for_function(
+            "() => (document.querySelector('#variation-info') || {}).innerText?.includes('source mask')",
+            timeout=240_000)
+        info = page.locator("#variation-info").inner_text()
+        assert "balance" not in info and page.locator("#variation-gallery img").count() >= 1, info
         page.screenshot(path=str(tmp_path / "painted.png"))
