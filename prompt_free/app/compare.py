@@ -41,6 +41,7 @@ from prompt_free.tasks.fields import REFERENCE
 
 from .endpoint import InputGroup
 from .fields import appended_section, last_section, section_controls, slider
+from .source_mask import paint_on
 from .model_pickers import model_pickers
 from .previews import live_previews
 from .task_endpoint import ToCall, task_endpoint
@@ -278,7 +279,8 @@ def build(engine) -> None:
                 controls = sampler_controls(engine, num_images=False, elem_prefix="compare")
                 loras = lora_pickers(engine, "compare", controls)
                 last = last_section(CompareSettings, "compare")
-                appended = appended_section(CompareSettings, "compare", init_image=True)  # settings added since the API was published
+                appended = appended_section(CompareSettings, "compare", init_image=True,
+                                            inside=paint_on(reference, "compare"))  # settings added since the API was published
                 live = live_previews(engine, "compare", outputs=0, show=_column_preview)  # outputs: below
                 settings_from_png(models, controls, baselines, last, appended, elem_id="compare-load-png")
         outputs = _outputs(ip_names)

@@ -25,6 +25,7 @@ from prompt_free.tasks.control import (
 from .endpoint import InputGroup
 from .saved_embeddings import embedding_upload
 from .fields import appended_section, last_section, reference_section, slider
+from .source_mask import paint_on
 from .model_pickers import model_pickers
 from .previews import live_previews
 from .task_endpoint import Joined, ToCall, task_endpoint
@@ -148,7 +149,8 @@ def build(engine) -> None:
                 options = reference_section(ControlSettings, "control", title="Reference strength and text")
                 loras = lora_pickers(engine, "control", controls)
                 last = last_section(ControlSettings, "control")
-                appended = appended_section(ControlSettings, "control", files={"embedding": embedding_upload("control")}, init_image=True)  # settings added since the API was published
+                appended = appended_section(ControlSettings, "control", files={"embedding": embedding_upload("control")}, init_image=True,
+                                            inside=paint_on(reference, "control"))  # settings added since the API was published
                 live = live_previews(engine, "control", outputs=3)  # the event's outputs
                 _load_png(panel, models, controls, options, last, appended)
             with gr.Column():

@@ -25,6 +25,7 @@ from prompt_free.tasks.fields import REFERENCE
 
 from .endpoint import InputGroup
 from .fields import appended_section, last_section, section_controls
+from .source_mask import paint_on
 from .masking import (
     AutoBaseModels,
     MaskCanvas,
@@ -120,7 +121,7 @@ def build(engine) -> None:
                 reference_options = section_controls(EditSettings, REFERENCE, "edit")  # the reference's strength
                 loras = lora_pickers(engine, "edit", controls)
                 last = last_section(EditSettings, "edit")
-                appended = appended_section(EditSettings, "edit")  # settings added since the API was published
+                appended = appended_section(EditSettings, "edit", inside=paint_on(reference, "edit"))  # settings added since the API was published
                 live = live_previews(engine, "edit", outputs=4)  # the event's outputs
                 settings_from_png(models, controls, options, reference_options, last, appended, fields={"max_side": max_side},
                                   elem_id="edit-load-png")

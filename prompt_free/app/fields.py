@@ -8,7 +8,7 @@ that a tab adds to its endpoint. Labels of a choice's values are UI wording (``C
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import gradio as gr
 
@@ -56,9 +56,8 @@ def setting_control(name: str, decl: SettingInfo, prefix: str, **overrides) -> A
     if decl.image:  # an upload that reaches the tasks' one opener (its path, undecoded); gr.Image has no info
         kwargs.pop("info", None)
         return image_input(sources=["upload", "clipboard"], height=kwargs.pop("height", 200), **kwargs)
-    if decl.range is not None and decl.neutral is None:  # optional (empty: off), so not a slider
-        r = decl.range
-        return gr.Number(value=None, minimum=bound(r.lo), maximum=bound(r.hi), step=bound(r.step), **kwargs)
+    if decl.range is not None and decl.neutral is None:  # optional (empty: off)
+        return optional_number(decl.range, **kwargs)
     if decl.range is not None:
         return slider(decl.range, value=decl.neutral, **kwargs)
     if decl.choices is not None:
@@ -68,6 +67,29 @@ def setting_control(name: str, decl: SettingInfo, prefix: str, **overrides) -> A
     if isinstance(decl.neutral, bool):
         return gr.Checkbox(decl.neutral, **kwargs)
     return gr.Textbox(decl.neutral, max_lines=3, **kwargs)
+
+
+def optional_number(r: Range, *, label: str, elem_id: str, info: Optional[str] = None) -> gr.Number:
+    """An optional setting over ``r`` (None: off). Its parameter is a hidden ``gr.Number``: a
+    rendered one shows and sends 0 for an empty value (Gradio 6.31), which would turn the setting
+    on at 0. Users set it with a checkbox ``<elem_id>-on`` and a slider ``<elem_id>-value`` that
+    write the number (None when unchecked); a value set on the number (a PNG's settings) sets them."""
+    number = gr.Number(value=None, minimum=bound(r.lo), maximum=bound(r.hi), step=bound(r.step), label=label,
+                       visible=False, elem_id=elem_id)
+    with gr.Row():
+        on = gr.Checkbox(False, label=f"{label}: on", elem_id=f"{elem_id}-on", scale=1)
+        value = slider(r, label, info=info, elem_id=f"{elem_id}-value", scale=3)
+
+    def write(enabled, v):
+        return v if enabled else None
+
+    def show(n):
+        return gr.update(value=n is not None), (gr.update() if n is None else gr.update(value=n))
+
+    for event in (on.change, value.change):
+        event(write, inputs=[on, value], outputs=[number], queue=False, api_visibility="private")
+    number.change(show, inputs=[number], outputs=[on, value], queue=False, api_visibility="private")
+    return number
 
 
 class SettingsGroup(InputGroup):
@@ -182,19 +204,22 @@ class AppendedInputs(InputGroup):
 
 
 def appended_section(settings_type, prefix: str, *, files: Optional[Mapping[str, Any]] = None,
-                     init_image: bool = False):
+                     init_image: bool = False, inside: Optional[Callable[[SettingsGroup], Any]] = None):
     """The settings added since the endpoints were published (``APPENDED``): their parameters
     follow ``previews`` (``task_endpoint(..., appended=...)``). Empty when a task has none; else
     in an accordion ``<prefix>-more``, closed (advanced: their neutral values change nothing).
     ``files``: upload components made elsewhere (the ``embedding`` of the Saved embeddings
     accordion), by parameter name; ``init_image``: an image upload for what a denoise strength
-    below 1 starts from. Their parameters follow the settings'."""
+    below 1 starts from. Their parameters follow the settings'. ``inside(group)``: more components
+    made in the accordion after the settings' controls (the source-mask painter of ``source_mask``)."""
     files = dict(files or {})
     if not in_section(settings_type, APPENDED) and not files and not init_image:
         return section_controls(settings_type, APPENDED, prefix)
     with gr.Accordion("More reference controls", open=False, elem_id=f"{prefix}-more"):
         group = section_controls(settings_type, APPENDED, prefix, layout=[("reference_start", "reference_end"),
                                                                           ("negative_strength", "negative_mode")])
+        if inside is not None:
+            inside(group)
         if init_image:
             from .uploads import image_input
 

@@ -11,7 +11,7 @@ reliably only when both are exactly canvas-sized, hence the fixed canvas.)
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import gradio as gr
 import numpy as np
@@ -85,11 +85,14 @@ class MaskCanvas:
 
 def connect_editor(canvas: MaskCanvas, photo: gr.Image, editor: gr.ImageEditor, mask_upload: gr.Image,
                    load_photo: Callable[[str], Image.Image],
-                   read_mask: Callable[[str, Tuple[int, int]], np.ndarray], photo_name: str) -> None:
+                   read_mask: Callable[[str, Tuple[int, int]], np.ndarray], photo_name: str,
+                   mask_refills: Sequence[str] = ("change",)) -> None:
     """The photo fills the editor, with the uploaded mask (read by ``read_mask(path, photo size)``,
-    a bool mask at the photo's size) as its painted layer when there is one. Both changes fill it
-    the same way, so an example that sets the photo and the mask together paints the mask
-    whichever change comes last."""
+    a bool mask at the photo's size) as its painted layer when there is one. The photo's change
+    and the mask input's ``mask_refills`` events fill it the same way, so an example that sets the
+    photo and the mask together paints the mask whichever change comes last. (An input that the
+    editor itself writes refills only on ``upload``/``clear``: a refill on its own change would
+    race the strokes painted meanwhile.)"""
 
     def fill(path, mask_path):
         if not path:
@@ -114,7 +117,7 @@ def connect_editor(canvas: MaskCanvas, photo: gr.Image, editor: gr.ImageEditor, 
         img = load_photo(path)
         return canvas.editor_value(img, read_mask(mask_path, img.size))
 
-    for change in (photo.change, mask_upload.change):
+    for change in (photo.change, *(getattr(mask_upload, event) for event in mask_refills)):
         change(fill, inputs=[photo, mask_upload], outputs=[editor], queue=False, api_visibility="private")
     mask_upload.upload(upload_mask, inputs=[photo, mask_upload], outputs=[editor], api_visibility="private")
 

@@ -21,6 +21,7 @@ from prompt_free.tasks.control import controlnet_choices
 from .control import control_panel, controls_lines
 from .endpoint import InputGroup
 from .fields import appended_section, last_section, reference_section, slider
+from .source_mask import paint_on
 from .model_pickers import model_pickers
 from .previews import live_previews
 from .task_endpoint import Joined, task_endpoint
@@ -118,7 +119,8 @@ def build(engine) -> None:
                                             open=False, others="the other blocks get nothing (not with the regions blend)")
                 loras = lora_pickers(engine, "multi", controls)
                 last = last_section(MultiReferenceSettings, "multi")
-                appended = appended_section(MultiReferenceSettings, "multi", init_image=True)  # settings added since the API was published
+                appended = appended_section(MultiReferenceSettings, "multi", init_image=True,
+                                            inside=paint_on(images[0], "multi"))  # the mask is the first reference's  # settings added since the API was published
                 live = live_previews(engine, "multi", outputs=3)  # the event's outputs
                 settings_from_png(models, controls, options, last, appended, fields={"blend": blend}, elem_id="multi-load-png")
             with gr.Column():

@@ -31,6 +31,7 @@ from prompt_free.tasks.tryon import (
 
 from .endpoint import InputGroup, handle_errors
 from .fields import appended_section, last_section, section_controls
+from .source_mask import paint_on
 from .masking import (
     AutoBaseModels,
     MaskCanvas,
@@ -181,7 +182,7 @@ def build(engine) -> None:
                 controls = sampler_controls(engine, size=False)
                 loras = lora_pickers(engine, "tryon", controls)
                 last = last_section(TryOnSettings, "tryon")
-                appended = appended_section(TryOnSettings, "tryon")  # settings added since the API was published
+                appended = appended_section(TryOnSettings, "tryon", inside=paint_on(garment, "tryon"))  # settings added since the API was published
                 live = live_previews(engine, "tryon", outputs=4)  # the event's outputs
                 settings_from_png(models, controls, options, reference, last, appended, fields={"max_side": max_side},
                                   elem_id="tryon-load-png")

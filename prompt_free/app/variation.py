@@ -8,6 +8,7 @@ from prompt_free.catalog import spec as task_spec
 from prompt_free.tasks import VariationSettings
 
 from .fields import appended_section, last_section, reference_section
+from .source_mask import paint_on
 from .model_pickers import model_pickers
 from .previews import live_previews
 from .saved_embeddings import saved_embeddings
@@ -39,7 +40,8 @@ def build(engine) -> None:
                 last = last_section(VariationSettings, "variation")
                 saved = saved_embeddings(engine, "variation", reference, models.seecoder)
                 # settings added since the API was published, then the embedding and init image uploads
-                appended = appended_section(VariationSettings, "variation", files=saved, init_image=True)
+                appended = appended_section(VariationSettings, "variation", files=saved, init_image=True,
+                                            inside=paint_on(reference, "variation"))
                 live = live_previews(engine, "variation", outputs=3)  # the event's outputs
                 settings_from_png(models, controls, options, last, appended, elem_id="variation-load-png")
             with gr.Column():

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from prompt_free.catalog import TASKS
@@ -42,12 +39,9 @@ from prompt_free.tasks import (
 )
 from tests.helpers.app import EXAMPLES, endpoint_calls, pictures
 from tests.helpers.models import IP_NAME, tiny_profile_with, write_tiny_ip_adapter
+from tests.helpers.pins import MANIFEST, PINS, assert_endpoint_pins, assert_same, capability
 
-PINS = Path(__file__).resolve().parent  # the pinned PNGs and JSON lie beside this file
-MANIFEST = PINS / "pins.json"
 RECORD = os.environ.get("PFD_RECORD_PINS") == "1"
-OTHER_CPU_MAX_LEVELS = 3  # largest per-value difference (of 255) allowed on another CPU kind
-OTHER_CPU_MAX_FRACTION = 0.01  # share of values allowed to differ at all on another CPU kind
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -121,14 +115,10 @@ def run_tab(engine, tab: str):
     raise ValueError(tab)
 
 
-def _capability() -> str:
-    return torch.backends.cpu.get_cpu_capability()
-
-
 def _record(tab: str, images) -> None:
     PINS.mkdir(exist_ok=True)
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
-    manifest["cpu_capability"] = _capability()
+    manifest["cpu_capability"] = capability()
     manifest.setdefault("tabs", {})[tab] = sorted(images)
     MANIFEST.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     for name, img in images.items():
@@ -152,21 +142,9 @@ def test_same_seed_same_settings_give_the_pinned_pngs(engine, tab):
         pytest.skip("pins recorded")
     manifest = json.loads(MANIFEST.read_text())
     assert sorted(images) == manifest["tabs"][tab]
-    same_kind = manifest["cpu_capability"] == _capability()
+    same_kind = manifest["cpu_capability"] == capability()
     for name, img in images.items():
-        _assert_same(name, img, same_kind)
-
-
-def _assert_same(name: str, img, same_kind: bool) -> None:
-    want = np.asarray(Image.open(PINS / f"{name}.png").convert("RGB"), dtype=np.int16)
-    got = np.asarray(img.convert("RGB"), dtype=np.int16)
-    assert got.shape == want.shape, name
-    diff = np.abs(got - want)
-    if same_kind:
-        assert diff.max() == 0, f"{name}: {int((diff > 0).sum())} values differ (max {int(diff.max())})"
-    else:
-        assert diff.max() <= OTHER_CPU_MAX_LEVELS, f"{name}: max difference {int(diff.max())}"
-        assert (diff > 0).mean() <= OTHER_CPU_MAX_FRACTION, f"{name}: {(diff > 0).mean():.2%} of values differ"
+        assert_same(name, img, same_kind)
 
 
 # ----------------------------------------------------------------------------- the endpoints
@@ -191,8 +169,4 @@ def test_every_endpoint_gives_the_pinned_pngs(client, endpoint):
     if RECORD:
         _record(stem, {f"{stem}_{i}": p for i, p in enumerate(images)})
         pytest.skip("pins recorded")
-    manifest = json.loads(MANIFEST.read_text())
-    assert [f"{stem}_{i}" for i in range(len(images))] == manifest["tabs"][stem]
-    same_kind = manifest["cpu_capability"] == _capability()
-    for i, got_img in enumerate(images):
-        _assert_same(f"{stem}_{i}", got_img, same_kind)
+    assert_endpoint_pins(endpoint, images)
