@@ -149,6 +149,11 @@ def main(argv=None):
                                           format_size(engine.memory.budget),
                                           engine.fast.label if engine.fast is not None else "eager",
                                           "on" if previews_available(engine) else "off")
+    if hasattr(demo, "tier"):
+        o = demo.tier_options
+        logging.getLogger("prompt_free").info(
+            "every tab's work runs on the model tier: %d replica(s)%s, %d request(s) each, %d waiting at most",
+            o.replicas, f" (autoscaling to {o.max_replicas})" if o.max_replicas else "", o.max_ongoing, o.max_queued)
     warning = share_warning(args.share, launch["auth"])
     if warning:
         print(warning, file=sys.stderr)

@@ -46,10 +46,13 @@ def setup_of(args) -> Optional[TierSetup]:
 
 def front_end(setup: TierSetup, engine_options: Dict[str, Any]):
     """Starts (or joins) the cluster, deploys the tier and builds the app over it: (engine, demo).
-    ``demo.tier`` is the ``TierClient`` the tabs call (its ``served`` counts requests by replica)."""
+    ``demo.tier`` is the ``TierClient`` the tabs call (its ``served`` counts requests by replica),
+    ``demo.tier_options`` its ``TierOptions``."""
     from prompt_free.engine import Engine
+    from prompt_free.extras import require
+
+    require("serve", "--ray-replicas / --ray-address")  # without Ray: one line saying what to install
     from prompt_free.scale import tier
-    from prompt_free.scale.client import TierClient
 
     from . import build_app
     from .runner import OnTier
@@ -57,7 +60,7 @@ def front_end(setup: TierSetup, engine_options: Dict[str, Any]):
     started = tier.start(setup.options, engine_options, address=setup.address, num_cpus=setup.num_cpus)
     # the UI's engine: registry and defaults only; on the CPU so this process never takes a GPU
     engine = Engine.from_profile(**{**engine_options, "device": "cpu"})
-    client = TierClient(started.handle, engine)
+    client = started.client(engine)
     demo = build_app(engine, runner=OnTier(client), concurrency=setup.options.capacity)
-    demo.tier = client
+    demo.tier, demo.tier_options = client, setup.options
     return engine, demo

@@ -137,6 +137,13 @@ class Tier:
     handle: Any
     engine_options: Dict[str, Any] = field(default_factory=dict)
 
+    def client(self, engine=None):
+        """A ``client.TierClient`` over this tier (``engine``: a registry-only engine for the
+        routing keys; None: every request under one key, as for one base model)."""
+        from .client import TierClient
+
+        return TierClient(self.handle, engine)
+
 
 def start(options: TierOptions, engine_options: Dict[str, Any], address: Optional[str] = None,
           num_cpus: Optional[int] = None) -> Tier:

@@ -111,32 +111,36 @@ def test_progress_and_previews_stream_back_and_metadata_comes_with_the_pictures(
 
 
 def test_an_overfull_tier_answers_busy_at_once(tier_app):
+    """Both replicas running, the front end's queue (6) full: the next requests are answered busy
+    at once; the others run (then they are stopped)."""
     tier = tier_app[1].tier
-    capacity = 2 + 6  # two replicas of one request each, six waiting
-    outcomes, lock = [], threading.Lock()
-    start = threading.Barrier(capacity + 2)
-
-    def one(i):
-        start.wait()
-        t0 = time.monotonic()
-        try:
-            tier.run(_variation(seed=100 + i, steps=40, size=128))
-            out = "ok"
-        except TierBusyError as e:
-            out = str(e)
-        with lock:
-            outcomes.append((out, time.monotonic() - t0))
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(capacity + 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(WAIT_S)
-    assert len(outcomes) == capacity + 2
-    busy = [(o, s) for o, s in outcomes if o != "ok"]
-    assert busy and all("busy" in o and "try again" in o for o, _ in busy), outcomes
-    assert max(s for _, s in busy) < 5.0, f"busy must be answered at once: {busy}"
-    assert sum(o == "ok" for o, _ in outcomes) >= capacity
+    tokens = [cancel.CancelToken() for _ in range(2 + 6)]
+    marks = [[] for _ in tokens]
+    runs = [threading.Thread(target=_timed_run, args=(tier, _variation(seed=100 + i, steps=150, size=256), tok, m))
+            for i, (tok, m) in enumerate(zip(tokens, marks))]
+    try:
+        for t in runs[:2]:
+            t.start()
+        deadline = time.monotonic() + WAIT_S
+        while not all(marks[:2]) and time.monotonic() < deadline:  # both replicas are stepping
+            time.sleep(0.05)
+        for t in runs[2:]:
+            t.start()
+        time.sleep(1.0)  # the six are in the queue
+        assert not any(marks[2:]), "a queued request ran while both replicas were busy"
+        answers = []
+        for i in range(2):
+            t0 = time.monotonic()
+            with pytest.raises(TierBusyError) as refused:
+                tier.run(_variation(seed=120 + i))
+            answers.append((str(refused.value), time.monotonic() - t0))
+    finally:
+        for tok in tokens:
+            tok.cancel()
+        for t in runs:
+            t.join(WAIT_S)
+    assert all("busy" in text and "try again" in text and s < 2.0 for text, s in answers), answers
+    assert all(m and m[-1][1] == "cancelled" for m in marks[:2]), marks[:2]
 
 
 def _timed_run(tier, request, token, marks):
@@ -244,3 +248,54 @@ def test_a_saved_embedding_is_encoded_on_a_replica_and_the_front_end_loads_no_mo
     assert there.seecoder == here.seecoder and there.context.shape == here.context.shape
     assert np.allclose(there.context.float().numpy(), here.context.float().numpy(), atol=1e-4)
     assert not tier_app[0].load_counts, f"the front end loaded models: {tier_app[0].load_counts}"
+
+
+def test_stop_in_the_app_cancels_the_replica_call(tier_app):
+    """gradio_client's ``job.cancel()`` (the Stop button's cancel) on a long run: both replicas
+    are free again within a step or so, not after the run's remaining steps."""
+    from gradio_client import Client
+
+    tier = tier_app[1].tier
+
+    def two_short_runs(seeds):
+        done = []
+        threads = [threading.Thread(target=lambda s=s: done.append(tier.run(_variation(seed=s, steps=2, size=128))))
+                   for s in seeds]  # one per replica: they finish only if both are free
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT_S)
+        return done
+
+    t0 = time.monotonic()
+    assert len(two_short_runs((93, 94))) == 2  # both replicas warm
+    idle = time.monotonic() - t0
+    before = sum(tier.served.values())
+    job = Client(tier_app[2], verbose=False).submit(
+        *variation_args(EXAMPLES / "coffee.jpg", seed=90, size=256, steps=150), api_name="/image_variation")
+    time.sleep(4.0)  # running on a replica by now
+    assert not job.done()
+    job.cancel()
+    stopped_at = time.monotonic()
+    done = two_short_runs((91, 92))
+    took = time.monotonic() - stopped_at
+    assert len(done) == 2 and sum(tier.served.values()) == before + 2  # the cancelled run gave no result
+    print(f"both replicas answered {took * 1000:.0f} ms after Stop (idle: {idle * 1000:.0f} ms; the long run's "
+          f"150 steps take ~30 s)")
+    assert took < idle + 2.0
+
+
+def test_the_health_probe_fails_for_an_engine_that_cannot_serve():
+    import torch
+
+    from prompt_free.engine import Engine
+    from prompt_free.scale.tier import probe
+
+    engine = Engine.from_profile("tiny", device="cpu")
+    probe(engine)  # a working engine passes and loads nothing
+    assert not engine.load_counts
+    with pytest.raises(RuntimeError, match="no engine"):
+        probe(None)
+    engine.device = torch.device("meta")  # a device that computes nothing
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        probe(engine)
