@@ -45,3 +45,17 @@ def test_the_app_without_the_options_builds_in_process_and_never_imports_ray():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["False", "False"], out.stdout
+
+
+def test_a_request_is_routed_by_the_base_model_it_resolves_to():
+    from prompt_free.catalog import TaskRequest
+    from prompt_free.engine import Engine
+    from prompt_free.scale.client import routing_key
+    from prompt_free.tasks import VariationSettings
+
+    engine = Engine.from_profile("tiny", device="cpu")
+    default = engine.registry.base_model_for(engine.defaults["seecoder"])
+    assert default and routing_key(engine, TaskRequest("image_variation", VariationSettings())) == default
+    named = VariationSettings(base_model=default)
+    assert routing_key(engine, TaskRequest("image_variation", named)) == default
+    assert not engine.load_counts  # the front end's engine reads its registry only
