@@ -74,6 +74,9 @@ def add_tier_options(p: argparse.ArgumentParser) -> None:
                    help="requests waiting for a free replica before the tier answers busy (default 4)")
     t.add_argument("--ray-cpus", type=float, default=1.0, metavar="C",
                    help="CPUs per replica without a GPU, and its torch threads (default 1)")
+    t.add_argument("--ray-gpus", type=float, default=None, metavar="G",
+                   help="GPUs per replica (default: 1 when this machine has CUDA, else 0; set 1 to join a cluster whose "
+                        "GPUs are on other machines)")
 
 
 def parse_args(argv=None):

@@ -33,14 +33,15 @@ def setup_of(args) -> Optional[TierSetup]:
     replicas = 1 if args.ray_replicas is None else args.ray_replicas
     for name, value, low in (("--ray-replicas", replicas, 1), ("--ray-max-ongoing", args.ray_max_ongoing, 1),
                              ("--ray-max-queued", args.ray_max_queued, 0), ("--ray-cpus", args.ray_cpus, 0.01),
-                             ("--ray-target-ongoing", args.ray_target_ongoing, 0.01)):
+                             ("--ray-target-ongoing", args.ray_target_ongoing, 0.01),
+                             ("--ray-gpus", 0 if args.ray_gpus is None else args.ray_gpus, 0)):
         if value < low:
             raise InvalidSettingError(f"{name} must be at least {low:g}, got {value:g}")
     if args.ray_max_replicas is not None and args.ray_max_replicas < replicas:
         raise InvalidSettingError(f"--ray-max-replicas ({args.ray_max_replicas}) is below --ray-replicas ({replicas})")
     options = TierOptions(replicas=replicas, max_replicas=args.ray_max_replicas, target_ongoing=args.ray_target_ongoing,
                           max_ongoing=args.ray_max_ongoing, max_queued=args.ray_max_queued, cpus=args.ray_cpus,
-                          max_base_models=args.max_base_models)
+                          gpus=args.ray_gpus, max_base_models=args.max_base_models)
     return TierSetup(options, args.ray_address)
 
 

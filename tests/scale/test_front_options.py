@@ -26,12 +26,18 @@ def test_the_options_shape_the_tier():
     deployment = o.deployment_options()
     assert deployment["autoscaling_config"] == {"min_replicas": 2, "max_replicas": 4, "target_ongoing_requests": 1.5}
     assert "num_replicas" not in deployment and deployment["max_queued_requests"] == 3
+    import torch
+
+    here = {"num_gpus": 1.0} if torch.cuda.is_available() else {}  # default: a GPU each where this machine has one
+    assert deployment["ray_actor_options"] == {"num_cpus": 2.0, **here}
+    on_gpus = setup_of(parse_args(["--ray-replicas", "2", "--ray-gpus", "1"])).options.deployment_options()
+    assert on_gpus["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}
     fixed = setup_of(parse_args(["--ray-address", "auto"]))
     assert fixed.address == "auto" and fixed.options.deployment_options()["num_replicas"] == 1
 
 
 @pytest.mark.parametrize("argv", [["--ray-replicas", "0"], ["--ray-replicas", "2", "--ray-max-replicas", "1"],
-                                  ["--ray-replicas", "1", "--ray-max-ongoing", "0"]])
+                                  ["--ray-replicas", "1", "--ray-max-ongoing", "0"], ["--ray-replicas", "1", "--ray-gpus", "-1"]])
 def test_impossible_shapes_are_refused_with_the_option_named(argv):
     with pytest.raises(InvalidSettingError, match=argv[-2]):
         setup_of(parse_args(argv))
