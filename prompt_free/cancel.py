@@ -23,7 +23,7 @@ import contextlib
 import contextvars
 import threading
 import time
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from .errors import Cancelled, TimeLimitError
 
@@ -39,13 +39,35 @@ class CancelToken:
         self.limit_s = limit_s
         self._deadline = None if limit_s is None else time.monotonic() + limit_s
         self._pauses = 0
+        self._listeners: list = []
+        self._lock = threading.Lock()
 
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
 
     def cancel(self) -> None:
-        self._event.set()
+        with self._lock:
+            self._event.set()
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener()
+
+    def on_cancel(self, listener) -> "Callable[[], None]":
+        """Call ``listener()`` once when the token is cancelled (at once if it already is): work
+        that waits elsewhere (a call to another process) is cancelled with it. Returns a function
+        that removes the listener (the work ended first)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._listeners.append(listener)
+                return lambda: self._remove(listener)
+        listener()
+        return lambda: None
+
+    def _remove(self, listener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def check(self) -> None:
         if self._event.is_set():

@@ -183,10 +183,24 @@ IMAGE_FIELDS = ("image", "mask")
 SETTING_KEY = "prompt_free.setting"  # tasks.fields.KEY (not imported: the catalog stays light)  # the fields of ControlSpec / Reference that hold images
 
 
+class FileBytes(bytes):
+    """An image file's bytes that remember the file: a run elsewhere records the input as the
+    file it was (``fingerprints.input_record``: its name, and its path where paths are kept), so
+    its PNG metadata is the one an in-process run writes."""
+
+    def __new__(cls, data: bytes, path: str) -> "FileBytes":
+        made = super().__new__(cls, data)
+        made.path = path
+        return made
+
+    def __reduce__(self):
+        return FileBytes, (bytes(self), self.path)
+
+
 def _as_bytes(value):
     if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
         with open(value, "rb") as f:
-            return f.read()
+            return FileBytes(f.read(), os.fspath(value))
     if isinstance(value, (list, tuple)):
         return type(value)(_as_bytes(v) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

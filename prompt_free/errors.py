@@ -52,3 +52,11 @@ class Cancelled(PromptFreeError):
 
 class TimeLimitError(PromptFreeError):
     """The work before sampling took longer than the server allows (``PFD_PREPARE_LIMIT``)."""
+
+
+class TierBusyError(PromptFreeError):
+    """The model tier (``app.py --ray-replicas``) has every replica working and its queue full."""
+
+
+class TierUnavailableError(PromptFreeError):
+    """The model tier lost the replica that ran a request (it is restarted), or has none yet."""

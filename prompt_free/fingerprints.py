@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from PIL import Image
 
+from .catalog import FileBytes
 from .errors import PromptFreeError
 
 
@@ -52,6 +53,11 @@ def input_record(value, keep_path: bool = True) -> Optional[Dict[str, Any]]:
         rec = {"input": "file", "name": os.path.basename(os.fspath(value)), "sha256": file_sha256(value)}
         if keep_path:
             rec["path"] = os.path.abspath(os.fspath(value))
+        return rec
+    if isinstance(value, FileBytes):  # a file read for a run in another process: recorded as the file
+        rec = {"input": "file", "name": os.path.basename(value.path), "sha256": hashlib.sha256(value).hexdigest()}
+        if keep_path:
+            rec["path"] = os.path.abspath(value.path)
         return rec
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"input": "bytes", "sha256": hashlib.sha256(bytes(value)).hexdigest()}

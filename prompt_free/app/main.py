@@ -50,7 +50,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-previews", dest="previews", action="store_false", default=None,
                    help="no live previews while a picture is sampled, for the whole server (env PFD_PREVIEWS=0; "
                         "default: on, with the profile's previews: decoder)")
+    add_tier_options(p)
     return p
+
+
+def add_tier_options(p: argparse.ArgumentParser) -> None:
+    """The model tier's options (issue 27, docs/scale-out.md): without --ray-replicas or --ray-address
+    the app runs every task in its own process and never imports Ray."""
+    t = p.add_argument_group("model tier on Ray Serve (the serve extra)")
+    t.add_argument("--ray-replicas", type=int, default=None, metavar="N",
+                   help="run every tab's work on N model replicas on Ray Serve (each holds an engine; one GPU each on "
+                        "CUDA, --ray-cpus CPUs each without); starts a local Ray cluster unless --ray-address")
+    t.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join this Ray cluster instead (auto: the one `ray start` runs here; host:port); implies "
+                        "--ray-replicas 1 when that is not given")
+    t.add_argument("--ray-max-replicas", type=int, default=None, metavar="M",
+                   help="autoscale between --ray-replicas and M replicas (default: a fixed number)")
+    t.add_argument("--ray-target-ongoing", type=float, default=1.0, metavar="X",
+                   help="autoscaling: requests per replica Serve aims at (default 1)")
+    t.add_argument("--ray-max-ongoing", type=int, default=1, metavar="K",
+                   help="requests one replica holds at once (default 1: its engine runs one at a time)")
+    t.add_argument("--ray-max-queued", type=int, default=4, metavar="Q",
+                   help="requests waiting for a free replica before the tier answers busy (default 4)")
+    t.add_argument("--ray-cpus", type=float, default=1.0, metavar="C",
+                   help="CPUs per replica without a GPU, and its torch threads (default 1)")
+    t.add_argument("--ray-gpus", type=float, default=None, metavar="G",
+                   help="GPUs per replica (default: 1 when this machine has CUDA, else 0; set 1 to join a cluster whose "
+                        "GPUs are on other machines)")
 
 
 def parse_args(argv=None):
@@ -58,19 +84,25 @@ def parse_args(argv=None):
 
 
 def create_app(profile="auto", checkpoints=None, device=None, max_base_models=2, memory_budget=None, ram_budget=None,
-               fast=None, precision=None, previews=None):
+               fast=None, precision=None, previews=None, tier=None):
     """The engine and the Gradio app (queued). ``memory_budget`` / ``ram_budget``: sizes such as
     "8GB" or bytes; None reads ``PFD_MEMORY_BUDGET`` / ``PFD_RAM_BUDGET`` (see ``Engine``).
     ``fast``: the sampling path (True / False; None reads ``PFD_FAST``). ``precision``: auto | fp32 |
     bf16 | fp16 (None reads ``PFD_PRECISION``; see ``prompt_free.precision``). ``previews``: False turns
-    live previews off server-wide (None reads ``PFD_PREVIEWS``, default on)."""
+    live previews off server-wide (None reads ``PFD_PREVIEWS``, default on). ``tier``: a
+    ``TierSetup`` (every tab's work on the model tier; the engine here then loads no model)."""
     from prompt_free.engine import Engine
     from . import build_app
 
-    engine = Engine.from_profile(profile, checkpoints, device=device, max_base_models=max_base_models,
-                                 memory_budget=memory_budget, ram_budget=ram_budget, fast=fast,
-                                 precision=precision, previews=previews)
-    return engine, build_app(engine)
+    options = dict(profile=profile, checkpoints=checkpoints, device=device, max_base_models=max_base_models,
+                   memory_budget=memory_budget, ram_budget=ram_budget, fast=fast, precision=precision,
+                   previews=previews)
+    if tier is None:
+        engine = Engine.from_profile(**options)
+        return engine, build_app(engine)
+    from .tier_front import front_end
+
+    return front_end(tier, options)
 
 
 def launch_options(auth=None) -> dict:
@@ -104,8 +136,11 @@ def main(argv=None):
         from prompt_free import threads
 
         threads.configure()
+        from .tier_front import setup_of
+
         engine, demo = create_app(args.profile, args.checkpoints, args.device, args.max_base_models,
-                                  args.memory_budget, args.ram_budget, args.fast, args.precision, args.previews)
+                                  args.memory_budget, args.ram_budget, args.fast, args.precision, args.previews,
+                                  tier=setup_of(args))
     except PromptFreeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -117,6 +152,11 @@ def main(argv=None):
                                           format_size(engine.memory.budget),
                                           engine.fast.label if engine.fast is not None else "eager",
                                           "on" if previews_available(engine) else "off")
+    if hasattr(demo, "tier"):
+        o = demo.tier_options
+        logging.getLogger("prompt_free").info(
+            "every tab's work runs on the model tier: %d replica(s)%s, %d request(s) each, %d waiting at most",
+            o.replicas, f" (autoscaling to {o.max_replicas})" if o.max_replicas else "", o.max_ongoing, o.max_queued)
     warning = share_warning(args.share, launch["auth"])
     if warning:
         print(warning, file=sys.stderr)

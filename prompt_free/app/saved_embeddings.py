@@ -12,6 +12,7 @@ import gradio as gr
 from prompt_free import embeddings
 
 from . import cache_files
+from . import runner as runners
 from .endpoint import handle_errors
 
 
@@ -23,6 +24,7 @@ def embedding_upload(prefix: str) -> gr.File:
 
 def saved_embeddings(engine, prefix: str, reference, seecoder) -> Dict[str, Any]:
     """The accordion; returns ``{"embedding": upload}`` for the tab's appended section."""
+    runner = runners.current()  # the encoding runs where the tab's tasks run
     with gr.Accordion("Saved embeddings", open=False, elem_id=f"{prefix}-embeddings"):
         upload = embedding_upload(prefix)
         save = gr.Button("Save the reference's embedding", size="sm", elem_id=f"{prefix}-embedding-save")
@@ -44,7 +46,7 @@ def saved_embeddings(engine, prefix: str, reference, seecoder) -> Dict[str, Any]
     def save_embedding(ref, name):
         if not ref:
             raise gr.Error("upload a reference image first: its embedding is what is saved")
-        made = embeddings.encode(engine, ref, name)
+        made = runner.call(engine, embeddings.encode, ref, name)
         return cache_files.save_bytes(made.to_bytes(), "embedding.safetensors", saved.GRADIO_CACHE)
 
     @handle_errors

@@ -13,7 +13,8 @@ A tab lists its endpoint's parts in parameter order; each says where its values 
 Settings declared after the endpoints were published (section ``APPENDED``) follow the
 ``previews`` parameter (``appended``), so the parameters published before keep their places.
 
-The tab gives ``present(result, pictures, settings)``, the event's outputs. ZeroGPU's duration
+The task runs where ``runner.current()`` said when the endpoint was built (in this process, or
+on the model tier). The tab gives ``present(result, pictures, settings)``, the event's outputs. ZeroGPU's duration
 comes from the same request (``TaskSpec.work``).
 """
 
@@ -22,9 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from prompt_free.catalog import TaskRequest
 from prompt_free.catalog import spec as task_spec
-from prompt_free.metadata import tag
 
+from . import runner as runners
 from .endpoint import Endpoint, InputGroup, Suffixed, endpoint
 from .previews import LivePreviews
 from .widgets import progress_callback
@@ -85,6 +87,7 @@ def task_endpoint(engine, task: str, *parts: Any, present: Callable[..., tuple],
     ``appended``: the controls of the settings added after the endpoints were published
     (``fields.APPENDED``), public parameters after ``previews``."""
     spec = task_spec(task)
+    runner = runners.current()  # in this process, or on the model tier (app.py --ray-replicas)
     tail = [appended] if appended is not None and appended.items() else []
     flat, spans = _flatten([*parts, *tail])
 
@@ -99,9 +102,9 @@ def task_endpoint(engine, task: str, *parts: Any, present: Callable[..., tuple],
     def handler(*values, progress=None):
         request = request_of(values)
         settings = spec.settings_type(**request.settings)
-        result = spec.run(engine, settings, request.call, progress=progress_callback(progress, progress_label))
         # the PNGs carry how they were made; uploads are recorded by name only (no server paths)
-        pictures = tag(engine, result, spec.name, settings, request.call, keep_paths=False)
+        result, pictures = runner.task(engine, TaskRequest(spec.name, settings, request.call),
+                                       progress_callback(progress, progress_label))
         return present(result, pictures, settings)
 
     def work(*values) -> float:

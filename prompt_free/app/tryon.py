@@ -29,6 +29,7 @@ from prompt_free.tasks.tryon import (
     load_person,
 )
 
+from . import runner as runners
 from .endpoint import InputGroup, handle_errors
 from .fields import appended_section, last_section, section_controls
 from .source_mask import paint_on
@@ -135,6 +136,7 @@ def _mask_editor_events(engine, person, editor, mask_mode, make, mask_upload) ->
     """The person photo fills the editor; "Make mask" and a mask upload paint the editor's layer."""
     connect_editor(TRYON_CANVAS, person, editor, mask_upload, load_person,
                    lambda mask_path, size: M.load_mask(mask_path, size), "person photo")
+    runner = runners.current()  # the pose detector runs where the tab's tasks run
 
     @handle_errors
     def make_mask(path, mode, progress=gr.Progress()):
@@ -144,7 +146,7 @@ def _mask_editor_events(engine, person, editor, mask_mode, make, mask_upload) ->
             raise gr.Error("Choose an automatic mask (upper body, lower body or full outfit) to make one.")
         progress(0.1, desc="Detecting the pose")
         img = load_person(path)
-        return _editor_value(img, M.load_mask(auto_mask(engine, img, mode)))
+        return _editor_value(img, M.load_mask(runner.call(engine, auto_mask, img, mode)))
 
     make.click(make_mask, inputs=[person, mask_mode], outputs=[editor], api_visibility="private")
 

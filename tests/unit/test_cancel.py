@@ -392,3 +392,16 @@ def test_stop_reaches_inside_a_seecoder_encode_and_a_vae_decode(engine):
     assert reached  # the encode was under way when it stopped
     assert sum(1 for m in sc.modules() if m._forward_pre_hooks) > 3  # every layer list's layers check
     # without a token the hooks change nothing: the pinned pictures (tests/pins) hold
+
+
+def test_a_listener_hears_the_cancel_once_and_a_removed_one_never():
+    token, heard = cancel.CancelToken(), []
+    remove_first = token.on_cancel(lambda: heard.append("first"))
+    remove_second = token.on_cancel(lambda: heard.append("second"))
+    remove_second()  # the work it watched ended first
+    token.cancel()
+    token.cancel()
+    assert heard == ["first"]
+    remove_first()  # after the cancel: a no-op
+    token.on_cancel(lambda: heard.append("late"))  # a token already cancelled calls at once
+    assert heard == ["first", "late"]

@@ -41,3 +41,15 @@ def test_a_portable_request_pickles_and_gives_the_same_pixels():
     direct = tasks.reference_control(engine, EXAMPLES / "chelsea.jpg", controls, settings)
     assert np.array_equal(np.asarray(moved.run(engine).images[0]), np.asarray(direct.images[0]))
     assert moved.work() == request.work() > 0
+
+
+def test_a_portable_file_is_recorded_as_the_file_it_was():
+    from prompt_free.fingerprints import input_record
+
+    path = str(EXAMPLES / "chelsea.jpg")
+    request = TaskRequest("image_variation", tasks.VariationSettings(), {"reference": path})
+    moved = pickle.loads(pickle.dumps(request.portable())).call["reference"]
+    assert isinstance(moved, bytes) and moved == open(path, "rb").read()
+    for keep in (False, True):
+        assert input_record(moved, keep) == input_record(path, keep)
+    assert input_record(bytes(moved), False)["input"] == "bytes"  # plain bytes stay bytes
