@@ -62,8 +62,8 @@ def add_tier_options(p: argparse.ArgumentParser) -> None:
                    help="run every tab's work on N model replicas on Ray Serve (each holds an engine; one GPU each on "
                         "CUDA, --ray-cpus CPUs each without); starts a local Ray cluster unless --ray-address")
     t.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="join this Ray cluster instead (auto: the one `ray start` runs here; host:port); implies "
-                        "--ray-replicas 1 when that is not given")
+                   help="join this Ray cluster instead (auto: the one `ray start` runs here; host:port); without "
+                        "--ray-replicas: use the tier already running there (a RayService's), else deploy one replica")
     t.add_argument("--ray-max-replicas", type=int, default=None, metavar="M",
                    help="autoscale between --ray-replicas and M replicas (default: a fixed number)")
     t.add_argument("--ray-target-ongoing", type=float, default=1.0, metavar="X",

@@ -24,6 +24,7 @@ class TierSetup:
     options: TierOptions
     address: Optional[str] = None
     num_cpus: Optional[int] = None
+    attach: bool = False  # use the tier already running on the cluster (a RayService's) when there is one
 
 
 def setup_of(args) -> Optional[TierSetup]:
@@ -42,7 +43,7 @@ def setup_of(args) -> Optional[TierSetup]:
     options = TierOptions(replicas=replicas, max_replicas=args.ray_max_replicas, target_ongoing=args.ray_target_ongoing,
                           max_ongoing=args.ray_max_ongoing, max_queued=args.ray_max_queued, cpus=args.ray_cpus,
                           gpus=args.ray_gpus, max_base_models=args.max_base_models)
-    return TierSetup(options, args.ray_address)
+    return TierSetup(options, args.ray_address, attach=args.ray_address is not None and args.ray_replicas is None)
 
 
 def front_end(setup: TierSetup, engine_options: Dict[str, Any]):
@@ -58,7 +59,9 @@ def front_end(setup: TierSetup, engine_options: Dict[str, Any]):
     from . import build_app
     from .runner import OnTier
 
-    started = tier.start(setup.options, engine_options, address=setup.address, num_cpus=setup.num_cpus)
+    started = tier.attach(setup.address, setup.options) if setup.attach else None
+    if started is None:
+        started = tier.start(setup.options, engine_options, address=setup.address, num_cpus=setup.num_cpus)
     # the UI's engine: registry and defaults only; on the CPU so this process never takes a GPU
     engine = Engine.from_profile(**{**engine_options, "device": "cpu"})
     client = started.client(engine)

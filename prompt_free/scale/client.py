@@ -74,7 +74,9 @@ class TierClient:
         ``key``: the routing key (default: ``routing_key`` with this client's engine)."""
         if key is None:
             key = routing_key(self.engine, request) if self.engine is not None else ""
-        call = self._stream.options(multiplexed_model_id=key).remote(request.portable(), preview is not None)
+        # no key (no engine, or a name the task will refuse): any replica; Serve refuses an empty id
+        stream = self._stream.options(multiplexed_model_id=key) if key else self._stream
+        call = stream.remote(request.portable(), preview is not None)
         token = cancel.current()
         remove = token.on_cancel(call.cancel) if token is not None else (lambda: None)
         replica: Dict[str, Any] = {}

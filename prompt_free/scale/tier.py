@@ -77,7 +77,9 @@ def generator_class(max_base_models: int):
             return fn(self.engine, *args)
 
         async def run(self, request, previews: bool = False):
-            await self.base_model(serve.get_multiplexed_model_id())
+            key = serve.get_multiplexed_model_id()
+            if key:  # a request sent without a routing key goes to any replica
+                await self.base_model(key)
             loop = asyncio.get_running_loop()
             events: asyncio.Queue = asyncio.Queue()
             token = CancelToken(settings.prepare_limit())
@@ -157,6 +159,37 @@ def start(options: TierOptions, engine_options: Dict[str, Any], address: Optiona
     deployment = serve.deployment(cls, name=DEPLOYMENT, **options.deployment_options())
     handle = serve.run(deployment.bind(engine_options, options.cpus), name=APP_NAME, route_prefix=None)
     return Tier(options, handle, dict(engine_options))
+
+
+def attach(address: Optional[str], options: TierOptions) -> Optional[Tier]:
+    """The tier already running on the cluster at ``address`` (deployed by another front end, a
+    RayService or ``serve deploy``), or None when there is none. ``options``: how the front end
+    counts its capacity (the tier's own shape is the deployer's)."""
+    from ray.serve.exceptions import RayServeException
+
+    from .cluster import connect
+
+    connect(address)
+    try:
+        handle = serve.get_app_handle(APP_NAME)
+    except RayServeException:
+        return None
+    log.info("using the model tier %r already running on the cluster", APP_NAME)
+    return Tier(options, handle)
+
+
+def app(args: Optional[Dict[str, Any]] = None):
+    """The tier as a Serve application, for a Serve config (``import_path:
+    prompt_free.scale.tier:app``: KubeRay's RayService, ``serve deploy``). ``args``: the engine's
+    options (``profile``, ``checkpoints``, ``device``, ``precision``, ``memory_budget`` ...) and
+    ``cpus`` (a replica's CPU share and torch threads); the config's ``deployments:`` section sets
+    replicas, autoscaling, ``max_ongoing_requests``, ``max_queued_requests`` and GPUs."""
+    engine_options = dict(args or {})
+    options = TierOptions(cpus=float(engine_options.pop("cpus", 1.0)),
+                          max_base_models=int(engine_options.get("max_base_models", 2)))
+    deployment = serve.deployment(generator_class(options.max_base_models), name=DEPLOYMENT,
+                                  **options.deployment_options())
+    return deployment.bind(engine_options, options.cpus)
 
 
 def stop() -> None:

@@ -190,7 +190,7 @@ def test_actor_plan_that_cannot_fit(nodes, gpus, requested, device, message):
         plan_actors(nodes, gpus, requested, device)
 
 
-@pytest.mark.parametrize("page", ["docs/scale-out.md", "docs/usage.md"])
+@pytest.mark.parametrize("page", ["docs/scale-out.md", "docs/usage.md", "README.md"])
 def test_the_docs_batch_commands_are_the_cli_s(page):
     """Every ``prompt-free generate ... --ray`` line of the pages' shell blocks parses."""
     from prompt_free.cli import build_parser

@@ -65,3 +65,20 @@ def test_a_request_is_routed_by_the_base_model_it_resolves_to():
     named = VariationSettings(base_model=default)
     assert routing_key(engine, TaskRequest("image_variation", named)) == default
     assert not engine.load_counts  # the front end's engine reads its registry only
+
+
+@pytest.mark.parametrize("page", ["docs/scale-out.md", "README.md"])
+def test_the_docs_app_commands_shape_a_tier(page):
+    """Every ``python app.py ... --ray-*`` line of the page's shell blocks parses and asks for a tier."""
+    import re
+    import shlex
+
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / page).read_text(), re.S)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    commands = [shlex.split(line)[2:] for line in (ln.removeprefix("exec ") for ln in lines)
+                if line.startswith("python app.py") and "--ray" in line]
+    if page == "docs/scale-out.md":
+        assert len(commands) >= 3, commands
+    for argv in commands:
+        setup = setup_of(parse_args(argv))
+        assert setup is not None, argv

@@ -247,6 +247,25 @@ def test_library_errors_from_a_replica_keep_their_kind_and_message(tier_app):
         tier_app[1].tier.run(bad)
 
 
+def test_a_request_without_a_routing_key_goes_to_any_replica(tier_app):
+    """A client with no engine (a script, ``bench_serve.py``) sends no routing key (Serve refuses
+    an empty one); a name the task refuses comes back as the task's own error."""
+    from ray import serve
+
+    from prompt_free.errors import UnknownModelError
+    from prompt_free.scale.client import TierClient
+    from prompt_free.scale.tier import APP_NAME
+    from prompt_free.tasks import VariationSettings
+
+    keyless = TierClient(serve.get_app_handle(APP_NAME))
+    reply = keyless.run(_variation(seed=8))
+    assert reply.result.images and reply.replica["pid"] in tier_app[1].tier.pids.values()
+    bad = TaskRequest("image_variation", VariationSettings(steps=3, width=64, height=64, seecoder="no such seecoder"),
+                      {"reference": str(EXAMPLES / "coffee.jpg")})
+    with pytest.raises(UnknownModelError, match="no such seecoder"):
+        tier_app[1].tier.run(bad)
+
+
 def test_a_saved_embedding_is_encoded_on_a_replica_and_the_front_end_loads_no_model(tier_app, client):
     from gradio_client import Client, handle_file
 
@@ -293,6 +312,29 @@ def test_stop_in_the_app_cancels_the_replica_call(tier_app):
     print(f"both replicas answered {took * 1000:.0f} ms after Stop (idle: {idle * 1000:.0f} ms; the long run's "
           f"150 steps take ~30 s)")
     assert took < idle + 2.0
+
+
+def test_a_front_end_joining_the_cluster_uses_the_tier_a_serve_config_deployed(tier_app):
+    """Last of the tier's tests (it replaces the module's tier): the tier deployed the way a
+    RayService or ``serve deploy`` does (``import_path: prompt_free.scale.tier:app``), then
+    ``--ray-address`` without ``--ray-replicas`` attaches to it instead of deploying its own."""
+    from ray import serve
+
+    from prompt_free.app.main import parse_args
+    from prompt_free.app.tier_front import setup_of
+    from prompt_free.scale import tier
+
+    setup = setup_of(parse_args(["--profile", "tiny", "--ray-address", "auto"]))
+    assert setup.attach and setup.address == "auto"
+    assert not setup_of(parse_args(["--ray-address", "auto", "--ray-replicas", "2"])).attach
+    old_pids = set(tier_app[1].tier.pids.values())
+    serve.run(tier.app({"profile": "tiny", "device": "cpu", "cpus": 0.5}), name=tier.APP_NAME, route_prefix=None)
+    attached = tier.attach(None, setup.options)  # the cluster this process runs (as "auto" would find it)
+    assert attached is not None
+    reply = attached.client(tier_app[0]).run(_variation(seed=9))
+    assert reply.result.images and reply.replica["pid"] not in old_pids
+    tier.stop()
+    assert tier.attach(None, setup.options) is None  # nothing running: the front end deploys its own
 
 
 def test_the_health_probe_fails_for_an_engine_that_cannot_serve():
