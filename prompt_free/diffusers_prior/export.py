@@ -78,7 +78,14 @@ def _write_base(engine, made: Exported) -> None:
     cls = StableDiffusionInpaintPipeline if base.inpainting else StableDiffusionPipeline
     pipe = cls(vae=base.vae, text_encoder=None, tokenizer=None, unet=base.unet, scheduler=make_scheduler(DEFAULT_SCHEDULER),
                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(made.base, safe_serialization=True)
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # "text_encoder=None cannot be saved": no text encoder is the point
+    try:
+        pipe.save_pretrained(made.base, safe_serialization=True)
+    finally:
+        diffusers_logging.set_verbosity(level)
     (made.base / "README.md").write_text(base_card(made.base_model, engine.profile, DEFAULT_SCHEDULER), encoding="utf-8")
 
 
