@@ -25,7 +25,8 @@ from PIL import Image, ImageDraw, ImageFilter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prompt_free.images import FRAMINGS, frame_reference, image_to_tensor, shuffled_blocks, tensor_to_images  # noqa: E402
+from prompt_free.images import (  # noqa: E402
+    FRAMINGS, frame_reference, image_to_tensor, load_image, shuffled_blocks, tensor_to_images)
 from prompt_free.seecoder.model import fill_outside  # noqa: E402
 from prompt_free.seecoder.qtransformer import level_keep  # noqa: E402
 
@@ -103,7 +104,7 @@ def framing_figure(ref: Image.Image, mask: np.ndarray) -> Image.Image:
 
 
 def main() -> int:
-    ref = Image.open(REFERENCE).convert("RGB")
+    ref = load_image(REFERENCE)
     mask = example_mask(ref.size)
     figures = {
         "reference-controls-source-mask.png": source_mask_figure(ref, mask),

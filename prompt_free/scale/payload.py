@@ -36,7 +36,9 @@ class Png:
         return cls(buf.getvalue())
 
     def image(self) -> Image.Image:
-        img = Image.open(io.BytesIO(self.data), formats=["PNG"])
+        from ..images import open_lazy  # the one opener (PNG only here: what a replica sends)
+
+        img = open_lazy(io.BytesIO(self.data), "a picture from a replica", formats=("PNG",))
         img.load()
         return img
 

@@ -155,8 +155,11 @@ def test_browser_new_controls_exist_and_a_run_with_a_prompt_works(app, small_ref
         page.locator("#compare-use-dual input").uncheck()
         page.locator("#compare-use-prompt-free-text input").check()
         page.get_by_text("Baseline settings (text-based columns)").click()
-        page.locator("#compare-prompt textarea").fill("a cat")
-        page.locator("#compare-prompt textarea").press("Tab")  # the value reaches Gradio before the run (slow machines)
+        prompt = page.locator("#compare-prompt textarea")
+        prompt.wait_for(state="visible", timeout=30_000)
+        prompt.click()
+        prompt.press_sequentially("a cat")  # typed as a person types: each key an input event Gradio sees
+        prompt.press("Tab")  # the value reaches Gradio before the run (a loaded machine lost a plain fill once)
         for elem in ("compare-steps", "compare-width", "compare-height"):
             box = page.locator(f"#{elem} input[type=number]")
             box.fill("2" if elem == "compare-steps" else "64")
