@@ -311,7 +311,9 @@ def test_stop_in_the_app_cancels_the_replica_call(tier_app):
     assert len(done) == 2 and sum(tier.served.values()) == before + 2  # the cancelled run gave no result
     print(f"both replicas answered {took * 1000:.0f} ms after Stop (idle: {idle * 1000:.0f} ms; the long run's "
           f"150 steps take ~30 s)")
-    assert took < idle + 2.0
+    # the cancel crosses Gradio (its poll), the client, Ray and the replica's step: seconds at most on a
+    # loaded 2-core machine (2.9 s measured during the whole suite), where the run's rest takes ~30 s
+    assert took < idle + 6.0
 
 
 def test_a_front_end_joining_the_cluster_uses_the_tier_a_serve_config_deployed(tier_app):
