@@ -198,7 +198,7 @@ def test_stop_frees_the_replica_for_the_next_request_within_a_step(tier_app):
     assert marks[0][-1][1] == "cancelled" and marks[1][-1][1] == "cancelled"
     print(f"step {step_s * 1000:.0f} ms; first step of the next request {took * 1000:.0f} ms after Stop "
           f"(free tier: {idle_first_step * 1000:.0f} ms)")
-    assert took <= idle_first_step + step_s + 0.5, (took, idle_first_step, step_s)
+    assert took <= idle_first_step + step_s + 1.0, (took, idle_first_step, step_s)  # + the hop on a loaded machine
 
 
 def test_a_killed_replica_loses_no_request_and_comes_back(tier_app):
