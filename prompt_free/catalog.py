@@ -167,13 +167,13 @@ class TaskRequest:
     def portable(self) -> "TaskRequest":
         """The same request with every image argument that is a file given as its bytes."""
         inputs = set(self.spec.inputs)
-        call = {k: _as_bytes(v) if k in inputs else v for k, v in self.call.items()}
+        call = {k: portable_value(v) if k in inputs else v for k, v in self.call.items()}
         settings = self.settings
         if getattr(settings, "controls", None):  # Multi-Reference's ControlSpecs hold images too
-            settings = dataclasses.replace(settings, controls=tuple(_as_bytes(c) for c in settings.controls))
+            settings = dataclasses.replace(settings, controls=tuple(portable_value(c) for c in settings.controls))
         from .tasks.fields import image_fields  # the image settings (e.g. the negative reference image)
 
-        images = {name: _as_bytes(getattr(settings, name)) for name in image_fields(settings)}
+        images = {name: portable_value(getattr(settings, name)) for name in image_fields(settings)}
         if images:
             settings = dataclasses.replace(settings, **images)
         return TaskRequest(self.task, settings, call)
@@ -197,13 +197,16 @@ class FileBytes(bytes):
         return FileBytes, (bytes(self), self.path)
 
 
-def _as_bytes(value):
+def portable_value(value):
+    """``value`` as it travels to another process: a file as its bytes (``FileBytes``, which keep
+    its path for the PNG record), lists, tuples and ``ControlSpec``-like dataclasses item by item;
+    anything else as it is."""
     if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
         with open(value, "rb") as f:
             return FileBytes(f.read(), os.fspath(value))
     if isinstance(value, (list, tuple)):
-        return type(value)(_as_bytes(v) for v in value)
+        return type(value)(portable_value(v) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         names = {f.name for f in dataclasses.fields(value)}
-        return dataclasses.replace(value, **{n: _as_bytes(getattr(value, n)) for n in IMAGE_FIELDS if n in names})
+        return dataclasses.replace(value, **{n: portable_value(getattr(value, n)) for n in IMAGE_FIELDS if n in names})
     return value

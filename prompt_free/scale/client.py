@@ -107,7 +107,7 @@ class TierClient:
     def call(self, fn: Callable[..., Any], *args, timeout_s: float = 600.0) -> Any:
         """``fn(engine, *args)`` on a replica (``fn``: a library function, pickled by name); image
         files among ``args`` travel as their bytes. The same errors as ``run``."""
-        from ..catalog import _as_bytes as portable  # the one rule of what a request's file becomes
+        from ..catalog import portable_value as portable  # the one rule of what a request's file becomes
 
         with _translated():
             return self._apply.remote(fn, tuple(portable(a) for a in args)).result(timeout_s=timeout_s)
