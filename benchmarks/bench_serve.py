@@ -32,8 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from bench_goals import cpu_model  # noqa: E402 - one reader of the CPU's name
 
 REFERENCE = ROOT / "assets" / "examples" / "chelsea.jpg"
 
@@ -122,10 +125,10 @@ def main(argv=None) -> int:
         serve.shutdown()
         ray.shutdown()
     base, remote = statistics.median(local), hop["p50_s"]
-    report = {"machine": _cpu(), "cores": os.cpu_count(), "size": args.size, "steps": args.steps,
+    report = {"machine": cpu_model(), "cores": os.cpu_count(), "size": args.size, "steps": args.steps,
               "in_process_p50_s": base, "tier_sequential_p50_s": remote, "hop_s": remote - base,
               "hop_ratio": remote / base, "runs": runs}
-    print(f"{_cpu()}, {os.cpu_count()} cores; Image Variation, tiny profile, {args.size}px, {args.steps} steps")
+    print(f"{cpu_model()}, {os.cpu_count()} cores; Image Variation, tiny profile, {args.size}px, {args.steps} steps")
     print(f"in-process p50 {base * 1e3:.0f} ms; through one replica p50 {remote * 1e3:.0f} ms: "
           f"the Ray hop adds {(remote - base) * 1e3:.0f} ms ({remote / base:.2f}x)")
     print("replicas  req/min   p50 ms   p95 ms  served per replica")
@@ -138,16 +141,6 @@ def main(argv=None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -44,13 +44,10 @@ class TierReply:
 def routing_key(engine, request) -> str:
     """The request's base model as the task resolves it (``tasks.common.resolve_defaults``): the
     replicas that ran it before are preferred. ``engine``: the front end's (registry only)."""
-    settings = request.settings
-    base = getattr(settings, "base_model", None)
-    if base and base in engine.registry.names("base_models"):
-        return base
-    seecoder = getattr(settings, "seecoder", None) or engine.defaults.get("seecoder")
+    from ..tasks.common import resolve_defaults
+
     try:
-        return engine.registry.base_model_for(seecoder) or ""
+        return resolve_defaults(engine, request.settings).base_model or ""
     except Exception:  # noqa: BLE001 - a bad name is the task's to report; any replica will do
         return ""
 
