@@ -153,12 +153,25 @@ def start(options: TierOptions, engine_options: Dict[str, Any], address: Optiona
     tier (replaces one deployed before under ``APP_NAME``); returns once every replica is up."""
     from .cluster import connect
 
-    connect(address, num_cpus)
+    ray = connect(address, num_cpus)
+    if address is None:  # a cluster of this machine only: replicas it cannot hold would wait forever
+        _check_fits(options, ray.cluster_resources())
     serve.start(proxy_location="Disabled")  # the front end calls through handles: no HTTP proxy
-    cls = generator_class(options.max_base_models)
-    deployment = serve.deployment(cls, name=DEPLOYMENT, **options.deployment_options())
-    handle = serve.run(deployment.bind(engine_options, options.cpus), name=APP_NAME, route_prefix=None)
+    handle = serve.run(_application(options, engine_options), name=APP_NAME, route_prefix=None)
     return Tier(options, handle, dict(engine_options))
+
+
+def _check_fits(options: TierOptions, resources: Dict[str, float]) -> None:
+    """Refuses a tier whose first replicas need more CPUs or GPUs than the cluster has."""
+    from ..errors import InvalidSettingError
+
+    actor = options.deployment_options()["ray_actor_options"]
+    for kind, per, option in (("CPU", actor.get("num_cpus", 0), "--ray-cpus"), ("GPU", actor.get("num_gpus", 0), "--ray-gpus")):
+        need, have = options.replicas * per, resources.get(kind, 0.0)
+        if need > have:
+            raise InvalidSettingError(
+                f"{options.replicas} replica(s) need {need:g} {kind}(s) ({per:g} each, {option}); this machine's Ray "
+                f"cluster has {have:g}: ask for fewer replicas or a smaller {option}")
 
 
 def attach(address: Optional[str], options: TierOptions) -> Optional[Tier]:
@@ -187,6 +200,11 @@ def app(args: Optional[Dict[str, Any]] = None):
     engine_options = dict(args or {})
     options = TierOptions(cpus=float(engine_options.pop("cpus", 1.0)),
                           max_base_models=int(engine_options.get("max_base_models", 2)))
+    return _application(options, engine_options)
+
+
+def _application(options: TierOptions, engine_options: Dict[str, Any]):
+    """The ``Generator`` deployment shaped by ``options``, bound to the engine's options."""
     deployment = serve.deployment(generator_class(options.max_base_models), name=DEPLOYMENT,
                                   **options.deployment_options())
     return deployment.bind(engine_options, options.cpus)

@@ -316,6 +316,16 @@ def test_stop_in_the_app_cancels_the_replica_call(tier_app):
     assert took < idle + 6.0
 
 
+def test_more_replicas_than_the_local_cluster_holds_are_refused_before_deploying(tier_app):
+    from prompt_free.errors import InvalidSettingError
+    from prompt_free.scale import tier
+    from prompt_free.scale.options import TierOptions
+
+    with pytest.raises(InvalidSettingError, match="5 replica.*need 5 CPU.*--ray-cpus"):
+        tier.start(TierOptions(replicas=5, gpus=0), {"profile": "tiny", "device": "cpu"})
+    assert tier_app[1].tier.run(_variation(seed=10)).result.images  # the running tier is untouched
+
+
 def test_a_front_end_joining_the_cluster_uses_the_tier_a_serve_config_deployed(tier_app):
     """Last of the tier's tests (it replaces the module's tier): the tier deployed the way a
     RayService or ``serve deploy`` does (``import_path: prompt_free.scale.tier:app``), then
